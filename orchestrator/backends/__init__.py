@@ -1,0 +1,1 @@
+"""Where instances run: `docker` (one container each) and `local` (processes, in-container)."""

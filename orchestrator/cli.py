@@ -1,0 +1,365 @@
+"""Command line: parse, call one function of the core, print. The only place that exits.
+
+Heavy modules (docker, tabulate) are imported inside the commands that need them, so
+`--help` and `validate` start in the time Python itself takes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from orchestrator import __version__
+from orchestrator.errors import ConfigError, OrchestratorError, Problem
+
+EXIT_OK, EXIT_FAILED = 0, 1
+
+
+# ----------------------------------------------------------------------------- parser
+def _common(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    default = argparse.SUPPRESS if suppress else None
+    parser.add_argument("-c", "--config", default=default, metavar="FILE",
+                        help="TOML file (default: $AUTO_INFER_VLLM_CONFIG)")
+    parser.add_argument("--override", action="append", default=default, metavar="JSON",
+                        help="JSON deep-merged after $AUTO_INFER_VLLM_OVERRIDES (repeatable)")
+    parser.add_argument("--set", dest="sets", action="append", default=default, metavar="KEY=VALUE",
+                        help="set one dotted key, value read as TOML (repeatable, applied last)")
+    parser.add_argument("-p", "--project", default=default, help="project name (default: [docker] project or the file's stem)")
+    parser.add_argument("--debug", action="store_true", default=default, help="show tracebacks")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vllm-orch",
+        description="Run vLLM servers from one TOML file: one Docker container per instance.",
+    )
+    parser.add_argument("--version", action="version", version=f"vllm-orch {__version__}")
+    _common(parser, suppress=False)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        _common(p, suppress=True)
+        return p
+
+    backend_help = "docker (containers) or local (processes); default: docker when the file has [docker] tables"
+    p = command("validate", "check the config without touching Docker; exit 2 on any error")
+    p.add_argument("--backend", choices=("docker", "local"), default=None, help=backend_help)
+    p.add_argument("--json", action="store_true")
+
+    p = command("plan", "print the resolved plan (argv, env, container specs)")
+    p.add_argument("--backend", choices=("docker", "local"), default=None, help=backend_help)
+    p.add_argument("--json", action="store_true")
+
+    p = command("up", "create, recreate or start instances so they match the config")
+    p.add_argument("names", nargs="*", metavar="NAME")
+    p.add_argument("--wait", action="store_true", help="wait until every instance answers /health")
+    p.add_argument("--timeout", type=float, default=1800, help="seconds --wait waits (default 1800)")
+    p.add_argument("--remove-orphans", action="store_true", help="remove instances no longer in the config")
+    p.add_argument("--dry-run", action="store_true", help="show what would change, change nothing")
+    p.add_argument("--json", action="store_true")
+
+    p = command("down", "stop and remove this project's containers (logs are kept)")
+    p.add_argument("names", nargs="*", metavar="NAME")
+    p.add_argument("--json", action="store_true")
+
+    p = command("ps", "list this project's instances")
+    p.add_argument("--json", action="store_true")
+
+    p = command("logs", "show an instance's log file")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("-f", "--follow", action="store_true")
+    p.add_argument("-n", "--tail", type=int, default=None, metavar="N", help="last N lines (default all)")
+
+    command("schema", "print the JSON Schema of the config file")
+    return parser
+
+
+# ----------------------------------------------------------------------------- helpers
+def _opt(args: argparse.Namespace, name: str, default: Any = None) -> Any:
+    value = getattr(args, name, None)
+    return default if value is None else value
+
+
+def _config_path(args: argparse.Namespace, required: bool = True) -> Path | None:
+    from orchestrator.config.loader import CONFIG_ENV, resolve_config_path
+
+    path = resolve_config_path(_opt(args, "config"))
+    if path is None and required:
+        raise ConfigError([Problem("error", "", f"no config file: pass -c FILE or set {CONFIG_ENV}", source="vllm-orch")])
+    return path
+
+
+def _open(args: argparse.Namespace, *, backend: str | None = "docker", strict: bool = True):
+    from orchestrator.project import open_project
+
+    return open_project(
+        _config_path(args),
+        overrides=_opt(args, "override", []),
+        sets=_opt(args, "sets", []),
+        project_name=_opt(args, "project"),
+        backend=backend,
+        strict=strict,
+    )
+
+
+def _print_json(doc: Any) -> None:
+    print(json.dumps(doc, indent=2))
+
+
+def _warn_problems(problems: list[Problem]) -> None:
+    for problem in problems:
+        print(problem.format(), file=sys.stderr)
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------- commands
+def cmd_validate(args: argparse.Namespace) -> int:
+    try:
+        project = _open(args, backend=args.backend, strict=False)
+        problems = project.problems
+    except ConfigError as exc:  # syntax or schema: nothing further can be checked
+        project, problems = None, exc.problems
+    errors = [p for p in problems if p.is_error]
+    if args.json:
+        _print_json({
+            "ok": not errors,
+            "problems": [p.to_json() for p in problems],
+            "instances": [i.name for i in project.resolved.instances] if project else [],
+            "option_check": project.option_check if project else None,
+        })
+    else:
+        for problem in problems:
+            print(problem.format())
+        if project and not errors:
+            enabled = sum(1 for i in project.resolved.instances if i.enabled)
+            print(f"ok: {len(project.resolved.instances)} instance(s), {enabled} enabled; "
+                  f"server options checked against the {project.option_check}")
+        elif errors:
+            print(f"{len(errors)} error(s)", file=sys.stderr)
+    return 2 if errors else EXIT_OK
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    project = _open(args, backend=args.backend)
+    doc = {
+        "project": project.name,
+        "config_file": project.resolved.config_file,
+        "layers": project.loaded.layers,
+        "backend": project.backend,
+        "master": project.resolved.master.to_json(),
+        "instances": [i.to_json(project.backend) for i in project.resolved.instances],
+        "problems": [p.to_json() for p in project.problems],
+    }
+    if args.json:
+        _print_json(doc)
+        return EXIT_OK
+    _warn_problems(project.problems)
+    import shlex
+
+    for spec in project.resolved.instances:
+        state = "" if spec.enabled else "  (disabled)"
+        print(f"{spec.name}{state}: gpus={spec.gpu.describe()} log={spec.log_file}")
+        print("  " + shlex.join(spec.command))
+    return EXIT_OK
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from orchestrator.backends.docker import DockerBackend
+    from orchestrator.plan import CHANGES, ORPHAN, plan_up
+
+    project = _open(args)
+    _warn_problems(project.problems)
+    selected = project.select(args.names)
+    if not project.resolved.master.enable:
+        _stderr("master.enable = false: nothing to start")
+        return EXIT_OK
+    backend = DockerBackend()
+    wanted = [i for i in project.resolved.instances if i.enabled and (selected is None or i.name in selected)]
+    image_ids = backend.image_ids(i.container.image for i in wanted)
+    observed = backend.observe(project.name)
+    actions = plan_up(project.resolved.instances, observed, image_ids=image_ids, selected=selected,
+                      remove_orphans=args.remove_orphans)
+    orphans = [a for a in actions if a.kind == ORPHAN]
+    if args.dry_run:
+        if args.json:
+            _print_json({"project": project.name, "actions": [a.to_json() for a in actions]})
+        else:
+            for action in actions:
+                print(action.describe())
+        return EXIT_OK
+    backend.preflight(actions)
+
+    def report(result) -> None:
+        if not args.json:
+            if result.ok:
+                _stderr(f"{result.action.instance}: {result.detail}")
+            else:
+                _stderr(f"{result.action.instance}: FAILED: {result.detail}")
+
+    results = backend.apply(actions, on_done=report)
+    for orphan in orphans:
+        _stderr(f"{orphan.instance}: orphan (no longer in the config; `up --remove-orphans` removes it)")
+    failed = [r for r in results if not r.ok]
+    waited: dict[str, float] = {}
+    wait_error = None
+    if args.wait and not failed:
+        from orchestrator.waiter import wait_healthy
+
+        def observe() -> dict:
+            return {o.instance: o for o in backend.observe(project.name)}
+
+        try:
+            waited = wait_healthy(wanted, observe, timeout=args.timeout,
+                                  progress=(lambda m: None) if args.json else _stderr,
+                                  log_tail=lambda spec: _log_tail_for(spec, backend, 20))
+        except OrchestratorError as exc:
+            wait_error = exc
+    if args.json:
+        changed = {r.action.instance: r for r in results}
+        doc = {
+            "project": project.name,
+            "actions": [changed[a.instance].to_json() if a.instance in changed else {**a.to_json(), "ok": True}
+                        for a in actions],
+            "healthy_after_s": waited,
+        }
+        if wait_error:
+            doc["error"] = str(wait_error)
+        _print_json(doc)
+    elif not [r for r in results if r.action.kind in CHANGES]:
+        _stderr("nothing to do: every instance is up to date")
+    if wait_error:
+        raise wait_error
+    if failed:
+        raise OrchestratorError(f"{len(failed)} instance(s) failed: " + ", ".join(r.action.instance for r in failed))
+    return EXIT_OK
+
+
+def _log_tail_for(spec, backend, lines: int) -> str:
+    from orchestrator.logs import tail_lines
+
+    text = "\n".join(tail_lines(spec.container.host_log_file, lines))
+    engine = backend.engine_log_tail(spec.container.name, lines)
+    return text + ("\n" + engine if engine.strip() else "")
+
+
+def _project_name(args: argparse.Namespace) -> tuple[str, Any]:
+    """Project name for ps/down: from the config when there is one, else -p alone will do."""
+    path = _config_path(args, required=not _opt(args, "project"))
+    if path is None:
+        return _opt(args, "project"), None
+    project = _open(args, strict=False)
+    return project.name, project
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from orchestrator.backends.docker import DockerBackend
+
+    name, project = _project_name(args)
+    selected = project.select(args.names) if project and args.names else (set(args.names) or None)
+
+    def report(result) -> None:
+        if not args.json:
+            code = f" (exit code {result.exit_code})" if result.exit_code is not None else ""
+            _stderr(f"{result.action.instance}: {result.detail}{code}" if result.ok
+                    else f"{result.action.instance}: FAILED: {result.detail}")
+
+    results = DockerBackend().down(name, selected, on_done=report)
+    if args.json:
+        _print_json({"project": name, "removed": [r.to_json() for r in results]})
+    elif not results:
+        _stderr(f"nothing to stop in project {name!r}")
+    failed = [r for r in results if not r.ok]
+    if failed:
+        raise OrchestratorError(f"{len(failed)} container(s) could not be removed")
+    return EXIT_OK
+
+
+def cmd_ps(args: argparse.Namespace) -> int:
+    from orchestrator.backends.docker import DockerBackend
+    from orchestrator.status import ps_rows
+
+    name, project = _project_name(args)
+    observed = DockerBackend().observe(name, owner=None)
+    rows = ps_rows(observed, project.resolved.instances if project else [])
+    if args.json:
+        _print_json({"project": name, "instances": rows})
+        return EXIT_OK
+    from tabulate import tabulate
+
+    columns = ["name", "owner", "state", "health", "gpus", "url", "model", "uptime"]
+    print(tabulate([[r[c] or "" for c in columns] for r in rows], headers=[c.upper() for c in columns]))
+    return EXIT_OK
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    from orchestrator.logs import follow, tail_lines
+
+    project = _open(args, strict=False)
+    project.select([args.name])
+    spec = project.resolved.instance(args.name)
+    path = Path(spec.container.host_log_file)
+    if not path.exists() and not args.follow:
+        raise OrchestratorError(f"no log yet for {args.name!r} ({path}): it has not been started")
+    if args.tail is not None:
+        lines = tail_lines(path, args.tail)
+    else:
+        lines = path.read_text(errors="replace").splitlines() if path.exists() else []
+    for line in lines:
+        print(line)
+    sys.stdout.flush()
+    if args.follow:
+        try:
+            for line in follow(path, start_at_end=True):
+                print(line, flush=True)
+        except KeyboardInterrupt:
+            pass
+    return EXIT_OK
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from orchestrator.config.schema import SCHEMA
+
+    _print_json(SCHEMA)
+    return EXIT_OK
+
+
+COMMANDS = {
+    "validate": cmd_validate,
+    "plan": cmd_plan,
+    "up": cmd_up,
+    "down": cmd_down,
+    "ps": cmd_ps,
+    "logs": cmd_logs,
+    "schema": cmd_schema,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except ConfigError as exc:
+        if _opt(args, "debug"):
+            raise
+        for problem in exc.problems:
+            _stderr(problem.format())
+        errors = sum(1 for p in exc.problems if p.is_error)
+        _stderr(f"vllm-orch: {errors} config error(s); nothing was changed")
+        return exc.exit_code
+    except OrchestratorError as exc:
+        if _opt(args, "debug"):
+            raise
+        if exc.details:
+            _stderr(exc.details)
+        _stderr(f"vllm-orch: error: {exc}")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130

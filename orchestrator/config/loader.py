@@ -1,0 +1,145 @@
+"""Read the TOML file and apply overrides, in the contract's order.
+
+Order: the file, then `AUTO_INFER_VLLM_OVERRIDES` (JSON), then each `--override JSON`, then
+each `--set dotted.key=value`. Tables merge recursively; every other value, lists included,
+is replaced. Bad JSON is refused (the old shell runner silently ignored it).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from deepmerge import Merger
+
+from orchestrator.errors import ConfigError, Problem
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+CONFIG_ENV = "AUTO_INFER_VLLM_CONFIG"
+OVERRIDES_ENV = "AUTO_INFER_VLLM_OVERRIDES"
+
+_LINE_COL = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")
+
+
+@dataclass
+class LoadedConfig:
+    """The merged document plus where each layer came from (for messages and export headers)."""
+
+    path: Path
+    data: dict[str, Any]
+    layers: list[str] = field(default_factory=list)
+
+    @property
+    def base_dir(self) -> Path:
+        """Relative host paths in `[docker]` tables are relative to the TOML file, as in Compose."""
+        return self.path.parent
+
+
+def resolve_config_path(cli_path: str | None, env: Mapping[str, str] = os.environ) -> Path | None:
+    if cli_path:
+        return Path(cli_path)
+    from_env = env.get(CONFIG_ENV)
+    return Path(from_env) if from_env else None
+
+
+# Tables merge recursively; every other type (lists included) is replaced, as the contract says.
+_MERGER = Merger([(dict, ["merge"])], ["override"], ["override"])
+
+
+def deep_merge(base: Mapping, override: Mapping) -> dict:
+    """Return a new dict: base updated by override (neither argument is modified).
+
+    Key order is kept (existing keys stay in place, new keys are appended) because server
+    keys become argv in merged key order.
+    """
+    return _MERGER.merge(copy.deepcopy(dict(base)), copy.deepcopy(dict(override)))
+
+
+def parse_toml(text: str, source: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        message = str(exc)
+        line = column = None
+        match = _LINE_COL.search(message)
+        if match:
+            line, column = int(match.group(1)), int(match.group(2))
+            message = message[: match.start()]
+        raise ConfigError(
+            [Problem("error", "", f"TOML syntax: {message}", source=source, line=line, column=column)]
+        ) from None
+
+
+def parse_json_override(text: str, source: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            [Problem("error", "", f"invalid JSON: {exc.msg}", source=source, line=exc.lineno, column=exc.colno)]
+        ) from None
+    if not isinstance(value, dict):
+        raise ConfigError(
+            [Problem("error", "", f"must be a JSON object, got {type(value).__name__}", source=source)]
+        )
+    return value
+
+
+def parse_set(assignment: str) -> dict[str, Any]:
+    """`instance.chat.server.max_model_len=8192` -> nested dict; the value is read as TOML.
+
+    A value that is not valid TOML (a bare word such as a path) is taken as a string, so
+    `--set instance.a.server.model=/models/x` works without quoting.
+    """
+    source = f"--set {assignment}"
+    key, sep, raw = assignment.partition("=")
+    parts = [p.strip() for p in key.split(".")]
+    if not sep or not all(parts):
+        raise ConfigError([Problem("error", "", "expected dotted.key=value", source=source)])
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    nested: dict[str, Any] = {parts[-1]: value}
+    for part in reversed(parts[:-1]):
+        nested = {part: nested}
+    return nested
+
+
+def load_config(
+    path: Path,
+    *,
+    env: Mapping[str, str] = os.environ,
+    overrides: list[str] | tuple[str, ...] = (),
+    sets: list[str] | tuple[str, ...] = (),
+) -> LoadedConfig:
+    """Read `path` and apply the override layers. Raises ConfigError with line/column."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([Problem("error", "", "config file not found", source=str(path))]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([Problem("error", "", f"cannot read config: {exc}", source=str(path))]) from None
+    data = parse_toml(text, str(path))
+    layers = [str(path)]
+
+    env_overrides = env.get(OVERRIDES_ENV, "")
+    if env_overrides.strip():
+        data = deep_merge(data, parse_json_override(env_overrides, OVERRIDES_ENV))
+        layers.append(OVERRIDES_ENV)
+    for text in overrides:
+        data = deep_merge(data, parse_json_override(text, "--override"))
+        layers.append("--override")
+    for assignment in sets:
+        data = deep_merge(data, parse_set(assignment))
+        layers.append(f"--set {assignment.partition('=')[0]}")
+    return LoadedConfig(path=path, data=data, layers=layers)

@@ -1,0 +1,270 @@
+"""Every problem of a config at once: schema (keys, types) then meaning (ports, GPUs, reach).
+
+The schema part walks `schema.SCHEMA` itself, so the published JSON Schema and these checks
+cannot drift apart; it adds what a generic validator lacks: a did-you-mean for unknown keys.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import os
+import re
+from collections import defaultdict
+from typing import Any, Iterable
+
+from orchestrator.config.schema import SCHEMA
+from orchestrator.errors import Problem
+from orchestrator.resolve import Resolved
+from orchestrator.vllm_options import OptionTable
+
+_JSON_TYPES = {
+    "string": lambda v: isinstance(v, str),
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "boolean": lambda v: isinstance(v, bool),
+    "array": lambda v: isinstance(v, list),
+    "object": lambda v: isinstance(v, dict),
+}
+_CONTROL_KEYS = set(SCHEMA["properties"]["instance"]["properties"]["control"]["properties"])
+DEFAULT_GPU_MEMORY_UTILIZATION = 0.9  # vLLM's default
+
+
+def _type_name(value: Any) -> str:
+    for name, check in _JSON_TYPES.items():
+        if name != "number" and check(value):
+            return {"object": "table", "array": "array"}.get(name, name)
+    return "float" if isinstance(value, float) else type(value).__name__
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def schema_problems(data: Any, source: str, schema: dict = SCHEMA, path: str = "") -> list[Problem]:
+    problems: list[Problem] = []
+    _walk(data, schema, path, source, problems)
+    return problems
+
+
+def _walk(value: Any, schema: dict, path: str, source: str, out: list[Problem]) -> None:
+    if "oneOf" in schema:
+        if not any(not schema_problems(value, source, sub, path) for sub in schema["oneOf"]):
+            out.append(Problem("error", path, f"invalid value {value!r}: {schema.get('description', '')}".rstrip(": "), source=source))
+        return
+    types = schema.get("type")
+    if types is not None:
+        allowed = [types] if isinstance(types, str) else types
+        if not any(_JSON_TYPES[t](value) for t in allowed):
+            want = " or ".join("table" if t == "object" else t for t in allowed)
+            out.append(Problem("error", path, f"expected {want}, got {_type_name(value)} {value!r}", source=source))
+            return
+    if "enum" in schema and value not in schema["enum"]:
+        choices = ", ".join(repr(c) for c in schema["enum"])
+        out.append(Problem("error", path, f"must be one of {choices}, got {value!r}", source=source))
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if "minimum" in schema and value < schema["minimum"]:
+            out.append(Problem("error", path, f"must be >= {schema['minimum']}, got {value}", source=source))
+        if "maximum" in schema and value > schema["maximum"]:
+            out.append(Problem("error", path, f"must be <= {schema['maximum']}, got {value}", source=source))
+        if "exclusiveMinimum" in schema and value <= schema["exclusiveMinimum"]:
+            out.append(Problem("error", path, f"must be > {schema['exclusiveMinimum']}, got {value}", source=source))
+    if isinstance(value, str) and "pattern" in schema and not re.search(schema["pattern"], value):
+        out.append(Problem("error", path, f"{value!r} does not match {schema['pattern']}", source=source))
+    if isinstance(value, list) and "items" in schema:
+        for index, item in enumerate(value):
+            _walk(item, schema["items"], f"{path}[{index}]", source, out)
+    if isinstance(value, dict):
+        _walk_table(value, schema, path, source, out)
+
+
+def _walk_table(table: dict, schema: dict, path: str, source: str, out: list[Problem]) -> None:
+    properties = schema.get("properties", {})
+    extra = schema.get("additionalProperties", True)
+    name_pattern = (schema.get("propertyNames") or {}).get("pattern")
+    for key, item in table.items():
+        key_path = _join(path, key)
+        if key in properties:
+            _walk(item, properties[key], key_path, source, out)
+        elif extra is False:
+            out.append(Problem("error", key_path, "unknown key", hint=_did_you_mean(key, properties), source=source))
+        else:
+            if name_pattern and not re.match(name_pattern, key):
+                out.append(
+                    Problem("error", key_path, f"name {key!r} must match {name_pattern} (it names containers)", source=source)
+                )
+            if isinstance(extra, dict):
+                _walk(item, extra, key_path, source, out)
+
+
+def _did_you_mean(key: str, known: Iterable[str]) -> str:
+    match = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
+    return f"did you mean {match[0]}?" if match else "known keys: " + ", ".join(sorted(known))
+
+
+# --------------------------------------------------------------------------- meaning checks
+def semantic_problems(resolved: Resolved, data: dict, source: str, backend: str) -> list[Problem]:
+    out: list[Problem] = []
+    instances = [i for i in resolved.instances if i.enabled]
+    if not resolved.master.enable:
+        out.append(Problem("warning", "master.enable", "false: nothing will be launched", source=source))
+    _server_key_placement(data, source, out)
+    _port_conflicts(resolved, backend, source, out)
+    for spec in instances:
+        _parallel_sizes(spec, source, out)
+    _gpu_memory(instances, source, out)
+    if backend == "docker":
+        for spec in instances:
+            _docker_checks(spec, source, out)
+        _log_collisions(instances, source, out)
+    return out
+
+
+def _server_key_placement(data: dict, source: str, out: list[Problem]) -> None:
+    section = data.get("instance") or {}
+    for name, table in section.items():
+        if not isinstance(table, dict):
+            continue
+        server = table if name == "server" else (table.get("server") or {})
+        where = "instance.server" if name == "server" else f"instance.{name}.server"
+        if name == "control":
+            continue
+        for key in server:
+            if key in _CONTROL_KEYS:
+                out.append(Problem("error", f"{where}.{key}", "is a launcher setting, not a vLLM option",
+                                   hint=f"move it to [{where[:-len('server')]}control]", source=source))
+
+
+def _port_conflicts(resolved: Resolved, backend: str, source: str, out: list[Problem]) -> None:
+    seen: dict[tuple[str, int], str] = {}
+    for spec in resolved.instances:
+        if not spec.enabled:
+            continue
+        keys: list[tuple[str, int]] = []
+        container = spec.container
+        if backend == "docker" and container and container.network_mode != "host":
+            if container.port:
+                keys.append(("published", container.port.host_port))
+                what = f"host port {container.port.host_port}"
+            else:
+                continue
+        else:
+            keys.append(("server", spec.port))
+            what = f"port {spec.port}"
+        for key in keys:
+            if key in seen:
+                out.append(Problem("error", f"instance.{spec.name}", f"{what} is also used by instance {seen[key]!r}",
+                                   hint="give each instance its own port", source=source))
+            else:
+                seen[key] = spec.name
+
+
+def _parallel_sizes(spec: Any, source: str, out: list[Problem]) -> None:
+    tp = spec.server.get("tensor_parallel_size", 1)
+    pp = spec.server.get("pipeline_parallel_size", 1)
+    if not isinstance(tp, int) or not isinstance(pp, int):
+        return
+    needed, have = tp * pp, spec.gpu.count
+    if have and needed > have:
+        out.append(Problem("error", f"instance.{spec.name}.server.tensor_parallel_size",
+                           f"needs {needed} GPUs (tensor {tp} x pipeline {pp}) but gpu_ids gives {have}",
+                           source=source))
+
+
+def _gpu_memory(instances: list, source: str, out: list[Problem]) -> None:
+    """Instances sharing a GPU must fit: vLLM takes gpu_memory_utilization of the whole card."""
+    per_gpu: dict[Any, list[tuple[str, float]]] = defaultdict(list)
+    explicit = sorted({gpu for spec in instances for gpu in spec.gpu.ids})
+    for spec in instances:
+        util = spec.server.get("gpu_memory_utilization", DEFAULT_GPU_MEMORY_UTILIZATION)
+        if not isinstance(util, (int, float)) or spec.gpu.mode == "none":
+            continue
+        gpus = explicit + ["*"] if spec.gpu.mode == "all" else list(spec.gpu.ids)
+        for gpu in gpus:
+            per_gpu[gpu].append((spec.name, float(util)))
+    for gpu, users in per_gpu.items():
+        total = sum(u for _, u in users)
+        if len(users) > 1 and total > 1.0 + 1e-9:
+            names = ", ".join(f"{n} ({u:g})" for n, u in users)
+            label = "every GPU" if gpu == "*" else f"GPU {gpu}"
+            out.append(Problem("error", "instance", f"{label} is shared by {names}: gpu_memory_utilization sums to {total:g} > 1",
+                               hint="lower gpu_memory_utilization or give them different gpu_ids", source=source))
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _docker_checks(spec: Any, source: str, out: list[Problem]) -> None:
+    container = spec.container
+    path = f"instance.{spec.name}"
+    if not container.image:
+        out.append(Problem("error", f"{path}.docker.image", "no image: set [docker] image (or per instance)", source=source))
+    if container.port and spec.host and _is_loopback(spec.host):
+        out.append(Problem("error", f"{path}.server.host",
+                           f"{spec.host} inside a container is unreachable through the published port",
+                           hint='use host = "0.0.0.0" (the port is still published on 127.0.0.1 only)', source=source))
+    if "CUDA_VISIBLE_DEVICES" in dict(container.env) and spec.gpu.mode != "none":
+        out.append(Problem("error", f"{path}.docker.env.CUDA_VISIBLE_DEVICES",
+                           "host GPU ids are renumbered from 0 inside a container",
+                           hint="choose GPUs with control.gpu_ids instead", source=source))
+    if container.port and not _is_loopback(container.port.host_address) and "VLLM_API_KEY" not in dict(container.secret_env):
+        out.append(Problem("warning", f"{path}.docker.publish_address",
+                           f"published on {container.port.host_address} without an API key: anyone on the network can use it",
+                           hint="set server.api_key, or publish on 127.0.0.1", source=source))
+    for key, value in container.secret_env:
+        if value is None:
+            out.append(Problem("warning", f"{path}.docker.secret_env", f"{key} is not set in this environment",
+                               hint=f"export {key} before `up`", source=source))
+    targets: dict[str, str] = {}
+    for mount in container.mounts:
+        if mount.target in targets:
+            out.append(Problem("error", f"{path}.docker.volumes", f"two mounts at {mount.target}", source=source))
+        targets[mount.target] = mount.source
+        if mount.source != container.host_log_file and not os.path.exists(mount.source):
+            out.append(Problem("error", f"{path}.docker", f"host path {mount.source} does not exist", source=source))
+
+
+def _log_collisions(instances: list, source: str, out: list[Problem]) -> None:
+    owners: dict[str, str] = {}
+    for spec in instances:
+        log = spec.container.host_log_file
+        if log in owners:
+            out.append(Problem("error", f"instance.{spec.name}.control.log_file",
+                               f"writes to the same host log file as {owners[log]!r} ({log})", source=source))
+        owners[log] = spec.name
+
+
+def option_problems(resolved: Resolved, table: OptionTable, source: str, *, exact: bool) -> list[Problem]:
+    """Server keys checked against vLLM's own option table. `exact`: the table came from the
+    image that will run (errors); else from the bundled recording (warnings: versions differ)."""
+    severity = "error" if exact else "warning"
+    origin = f"vLLM {table.vllm_version}"
+    out: list[Problem] = []
+    for spec in resolved.instances:
+        for key, value in spec.server.items():
+            path = f"instance.{spec.name}.server.{key}"
+            if key in _CONTROL_KEYS:
+                continue
+            option = table.lookup(key)
+            if option is None:
+                suggestion = table.suggest(key)
+                hint = f"did you mean {suggestion}?" if suggestion else "see `vllm-orch flags`"
+                out.append(Problem(severity, path, f"not an option of {origin}", hint=hint, source=source))
+                continue
+            if not option.takes_value and not isinstance(value, bool):
+                out.append(Problem(severity, path, f"--{key.replace('_', '-')} is a plain flag of {origin}: use true or false, not {value!r}", source=source))
+            elif option.takes_value and isinstance(value, bool) and option.value_type != "bool":
+                out.append(Problem(severity, path, f"--{key.replace('_', '-')} takes a value in {origin}, not {value!r}", source=source))
+            elif option.choices and not isinstance(value, (bool, dict)):
+                values = value if isinstance(value, list) else [value]
+                bad = [v for v in values if v not in option.choices and str(v) not in map(str, option.choices)]
+                if bad:
+                    choices = ", ".join(map(str, option.choices))
+                    out.append(Problem(severity, path, f"{bad[0]!r} is not one of {origin}'s choices: {choices}", source=source))
+    return out

@@ -1,0 +1,92 @@
+"""One error root for everything a user can meet; the CLI prints it on one line and exits.
+
+Engine, file-system and parse errors are translated into these at the module that meets
+them, so no other module needs to know docker-py's or tomllib's exception types.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class OrchestratorError(Exception):
+    """An error the user can act on. `str()` is the one line the CLI prints; `details` (such as
+    an instance's last log lines) are printed above it."""
+
+    exit_code = 1
+
+    def __init__(self, message: str = "", details: str = ""):
+        super().__init__(message)
+        self.details = details
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One finding of validation, with where it is and how to fix it."""
+
+    severity: str  # "error" or "warning"
+    path: str  # dotted key path in the merged config, "" for the whole file
+    message: str
+    hint: str = ""
+    source: str = ""  # file name, or "AUTO_INFER_VLLM_OVERRIDES", ...
+    line: int | None = None
+    column: int | None = None
+
+    @property
+    def is_error(self) -> bool:
+        return self.severity == "error"
+
+    def format(self) -> str:
+        where = self.source or "config"
+        if self.line is not None:
+            where += f":{self.line}"
+            if self.column is not None:
+                where += f":{self.column}"
+        parts = [where]
+        if self.path:
+            parts.append(self.path)
+        text = ": ".join(parts) + f": {self.severity}: {self.message}"
+        if self.hint:
+            text += f" ({self.hint})"
+        return text
+
+    def to_json(self) -> dict:
+        return {
+            "severity": self.severity,
+            "path": self.path,
+            "message": self.message,
+            "hint": self.hint,
+            "source": self.source,
+            "line": self.line,
+            "column": self.column,
+        }
+
+
+class ConfigError(OrchestratorError):
+    """The config cannot be used. Carries every problem found, not just the first."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        errors = [p for p in problems if p.is_error]
+        first = errors[0].format() if errors else "invalid configuration"
+        more = f" (and {len(errors) - 1} more error(s))" if len(errors) > 1 else ""
+        super().__init__(first + more)
+        self.details = ""
+
+
+class DockerUnavailable(OrchestratorError):
+    exit_code = 3
+
+
+class PreflightError(OrchestratorError):
+    """The engine or host cannot run the plan; raised before anything is changed."""
+
+    exit_code = 4
+
+
+class InstanceFailed(OrchestratorError):
+    """An instance did not become healthy (`up --wait`)."""
+
+    exit_code = 5

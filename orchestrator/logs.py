@@ -1,0 +1,68 @@
+"""Read an instance's log file on the host: the last lines, and follow it like `tail -F`."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+_CHUNK = 64 * 1024
+
+
+def tail_lines(path: Path | str, count: int) -> list[str]:
+    """The last `count` lines, reading backwards so a multi-GB log costs what the tail costs."""
+    path = Path(path)
+    if count <= 0:
+        return []
+    try:
+        with path.open("rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            position = handle.tell()
+            data = b""
+            while position > 0 and data.count(b"\n") <= count:
+                step = min(_CHUNK, position)
+                position -= step
+                handle.seek(position)
+                data = handle.read(step) + data
+    except FileNotFoundError:
+        return []
+    lines = data.decode(errors="replace").splitlines()
+    return lines[-count:]
+
+
+def follow(path: Path | str, *, start_at_end: bool = True, stop: Callable[[], bool] = lambda: False,
+           poll_s: float = 0.25) -> Iterator[str]:
+    """Yield new lines as they are appended; survives the file being truncated or replaced."""
+    path = Path(path)
+    handle = None
+    inode = None
+    pending = ""
+    while not stop():
+        if handle is None:
+            try:
+                handle = path.open("r", errors="replace")
+                inode = os.fstat(handle.fileno()).st_ino
+                if start_at_end:
+                    handle.seek(0, os.SEEK_END)
+                start_at_end = False
+            except FileNotFoundError:
+                time.sleep(poll_s)
+                continue
+        chunk = handle.read()
+        if chunk:
+            pending += chunk
+            *complete, pending = pending.split("\n")
+            yield from complete
+            continue
+        try:
+            stat = os.stat(path)
+            if stat.st_ino != inode or stat.st_size < handle.tell():
+                handle.close()
+                handle = None  # rotated or truncated: reopen from the start
+                continue
+        except FileNotFoundError:
+            pass
+        time.sleep(poll_s)
+    if handle:
+        handle.close()

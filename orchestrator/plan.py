@@ -1,0 +1,166 @@
+"""Decide, don't act: desired specs + observed containers -> actions, each with its reasons.
+
+Pure functions only; `backends/docker.py` carries the actions out. That split is what lets
+`up --dry-run` say `recreate chat: command: --max-model-len 4096 -> 8192` and lets tests check
+decisions without an engine.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from orchestrator.spec import InstanceSpec
+
+CREATE, RECREATE, START, NOOP, REMOVE, ORPHAN = "create", "recreate", "start", "noop", "remove", "orphan"
+CHANGES = (CREATE, RECREATE, START, REMOVE)
+
+
+@dataclass(frozen=True)
+class Observed:
+    """One container of ours as the engine's list call reports it (no per-container inspect)."""
+
+    id: str
+    name: str
+    instance: str
+    owner: str
+    state: str  # created | running | paused | restarting | exited | dead
+    status: str  # the engine's human text, e.g. "Up 3 minutes (healthy)"
+    image_id: str
+    config_hash: str
+    labels: dict[str, str] = field(hash=False, default_factory=dict)
+
+    @property
+    def running(self) -> bool:
+        return self.state in ("running", "restarting")
+
+    @property
+    def health(self) -> str:
+        for word in ("healthy", "unhealthy", "health: starting"):
+            if f"({word})" in self.status:
+                return word.replace("health: ", "")
+        return ""
+
+    @property
+    def spec_json(self) -> dict[str, Any] | None:
+        from orchestrator.resolve import LABEL_SPEC
+
+        try:
+            return json.loads(self.labels.get(LABEL_SPEC, ""))
+        except ValueError:
+            return None
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: str
+    instance: str
+    reasons: tuple[str, ...] = ()
+    spec: InstanceSpec | None = None
+    observed: Observed | None = None
+
+    def describe(self) -> str:
+        text = f"{self.kind} {self.instance}"
+        return text + (": " + "; ".join(self.reasons) if self.reasons else "")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"action": self.kind, "instance": self.instance, "reasons": list(self.reasons)}
+
+
+def plan_up(
+    desired: Iterable[InstanceSpec],
+    observed: Iterable[Observed],
+    *,
+    image_ids: dict[str, str],
+    selected: set[str] | None = None,
+    remove_orphans: bool = False,
+) -> list[Action]:
+    """What `up` must do. `image_ids` maps image names to their current ids on the host."""
+    desired = list(desired)
+    observed_by_name: dict[str, Observed] = {}
+    for container in observed:
+        observed_by_name.setdefault(container.instance, container)
+    configured = {spec.name for spec in desired}
+    actions: list[Action] = []
+    for spec in desired:
+        if selected is not None and spec.name not in selected:
+            continue
+        current = observed_by_name.get(spec.name)
+        if not spec.enabled:
+            if current is not None:
+                actions.append(Action(REMOVE, spec.name, ("disabled in the config",), spec, current))
+            continue
+        if current is None:
+            actions.append(Action(CREATE, spec.name, ("not created yet",), spec))
+            continue
+        reasons = explain_change(current, spec, image_ids)
+        if reasons:
+            actions.append(Action(RECREATE, spec.name, tuple(reasons), spec, current))
+        elif not current.running:
+            actions.append(Action(START, spec.name, (f"was {current.state}",), spec, current))
+        else:
+            actions.append(Action(NOOP, spec.name, ("up to date",), spec, current))
+    if selected is None:
+        for name, current in observed_by_name.items():
+            if name not in configured:
+                kind = REMOVE if remove_orphans else ORPHAN
+                actions.append(Action(kind, name, ("no longer in the config",), None, current))
+    return actions
+
+
+def explain_change(current: Observed, spec: InstanceSpec, image_ids: dict[str, str]) -> list[str]:
+    """Why the running container no longer matches the spec ([] when it does)."""
+    container = spec.container
+    assert container is not None
+    reasons: list[str] = []
+    if current.config_hash != container.config_hash():
+        old = current.spec_json
+        reasons += diff_specs(old, container.to_json()) if old else []
+        if not reasons:
+            # Only a secret differs (the label holds digests of secrets, not values).
+            reasons.append("a secret value changed" if old else "spec changed")
+    image_id = image_ids.get(container.image)
+    if image_id and current.image_id and image_id != current.image_id:
+        reasons.append(f"image {container.image} was rebuilt ({_short(current.image_id)} -> {_short(image_id)})")
+    return reasons
+
+
+def _short(image_id: str) -> str:
+    return image_id.split(":")[-1][:12]
+
+
+def diff_specs(old: Any, new: Any, path: str = "") -> list[str]:
+    """Readable differences between two spec documents, one line per changed field."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        lines: list[str] = []
+        for key in list(old) + [k for k in new if k not in old]:
+            lines += diff_specs(old.get(key), new.get(key), f"{path}.{key}" if path else key)
+        return lines
+    if old == new:
+        return []
+    if isinstance(old, list) and isinstance(new, list) and all(isinstance(t, str) for t in old + new):
+        return [f"{path}: {change}" for change in _token_changes(old, new)]
+    return [f"{path}: {_show(old)} -> {_show(new)}"]
+
+
+def _token_changes(old: list[str], new: list[str]) -> list[str]:
+    changes = []
+    matcher = difflib.SequenceMatcher(a=old, b=new, autojunk=False)
+    for op, a1, a2, b1, b2 in matcher.get_opcodes():
+        if op == "replace":
+            # Name the flag whose value changed: "--max-model-len 4096 -> 8192".
+            flag = old[a1 - 1] + " " if a1 > 0 and old[a1 - 1].startswith("-") else ""
+            changes.append(f"{flag}{' '.join(old[a1:a2])} -> {' '.join(new[b1:b2])}")
+        elif op == "delete":
+            changes.append(f"removed {' '.join(old[a1:a2])}")
+        elif op == "insert":
+            changes.append(f"added {' '.join(new[b1:b2])}")
+    return changes
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "(unset)"
+    return json.dumps(value) if not isinstance(value, str) else value

@@ -1,0 +1,89 @@
+"""Config file + overrides -> validated, resolved project. The one entry point the commands use."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+from orchestrator.config.loader import LoadedConfig, load_config
+from orchestrator.config.validate import option_problems, schema_problems, semantic_problems
+from orchestrator.errors import ConfigError, Problem
+from orchestrator.resolve import Resolved, resolve
+from orchestrator.vllm_options import OptionTable
+
+
+@dataclass
+class Project:
+    loaded: LoadedConfig
+    resolved: Resolved
+    problems: list[Problem] = field(default_factory=list)
+    option_check: str = ""  # which option table the server keys were checked against
+    backend: str = "docker"
+
+    @property
+    def name(self) -> str:
+        return self.resolved.project
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.is_error]
+
+    def select(self, names: list[str] | tuple[str, ...]) -> set[str] | None:
+        """Validate instance names given on the command line; None means all of them."""
+        if not names:
+            return None
+        known = [i.name for i in self.resolved.instances]
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            import difflib
+
+            hint = difflib.get_close_matches(unknown[0], known, n=1)
+            raise ConfigError([Problem("error", f"instance.{unknown[0]}", "no such instance in the config",
+                                       hint=f"did you mean {hint[0]}?" if hint else "instances: " + ", ".join(known),
+                                       source=str(self.loaded.path))])
+        return set(names)
+
+
+def open_project(
+    config_path: Path,
+    *,
+    env: Mapping[str, str] = os.environ,
+    overrides: tuple[str, ...] | list[str] = (),
+    sets: tuple[str, ...] | list[str] = (),
+    project_name: str | None = None,
+    backend: str | None = "docker",
+    table: OptionTable | None = None,
+    table_is_exact: bool = False,
+    strict: bool = True,
+) -> Project:
+    """Load, check and resolve. With `strict`, any error raises ConfigError carrying all of them."""
+    loaded = load_config(config_path, env=env, overrides=overrides, sets=sets)
+    source = str(config_path)
+    problems = schema_problems(loaded.data, source)
+    if any(p.is_error for p in problems):
+        # Resolving a document of the wrong shape would only add noise to a correct report.
+        raise ConfigError(problems)
+    if backend is None:
+        backend = guess_backend(loaded.data)
+    if table is None:
+        table = OptionTable.bundled()
+        table_is_exact = False
+    resolved = resolve(loaded.data, config_path=config_path, project=project_name, host_env=env, table=table)
+    problems += resolved.problems
+    problems += semantic_problems(resolved, loaded.data, source, backend)
+    problems += option_problems(resolved, table, source, exact=table_is_exact)
+    project = Project(loaded, resolved, problems, option_check=table.source, backend=backend)
+    if strict and project.errors:
+        raise ConfigError(problems)
+    return project
+
+
+def guess_backend(data: Mapping) -> str:
+    """A file with container settings is meant for Docker; a contract-only file is the
+    in-container launcher's (the contract's own examples have no [docker] table)."""
+    instances = (data.get("instance") or {}).values()
+    if "docker" in data or any(isinstance(t, dict) and "docker" in t for t in instances):
+        return "docker"
+    return "local"

@@ -1,0 +1,309 @@
+"""Merged config document -> one InstanceSpec per instance (the contract's merge rules).
+
+Pure: no Docker, no file-system writes. Problems that only show once values are combined
+(bad gpu_ids, a volume without a target, ...) are collected, not raised one at a time.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from orchestrator.argv import DEFAULT_MODULE, launch_command, render_server_args, split_secrets
+from orchestrator.config.loader import deep_merge
+from orchestrator.errors import Problem
+from orchestrator.spec import ContainerSpec, GpuRequest, HealthCheck, InstanceSpec, Mount, PortBinding
+from orchestrator.vllm_options import OptionTable
+
+RESERVED_INSTANCE_KEYS = ("control", "server")
+DEFAULT_PORT = 8000  # vLLM's own default for --port
+DEFAULT_LOG_DIR = "/tmp"
+
+LABEL_PREFIX = "io.vllm-orch"
+LABEL_OWNER = f"{LABEL_PREFIX}.owner"
+LABEL_PROJECT = f"{LABEL_PREFIX}.project"
+LABEL_INSTANCE = f"{LABEL_PREFIX}.instance"
+LABEL_HASH = f"{LABEL_PREFIX}.config-hash"
+LABEL_SPEC = f"{LABEL_PREFIX}.spec"
+LABEL_CONFIG = f"{LABEL_PREFIX}.config-file"
+LABEL_GPUS = f"{LABEL_PREFIX}.gpus"
+LABEL_URL = f"{LABEL_PREFIX}.url"
+LABEL_MODEL = f"{LABEL_PREFIX}.model"
+LABEL_LOG = f"{LABEL_PREFIX}.log-file"
+OWNER_UP = "vllm-orch"
+
+# The container's fixed entrypoint: append the instance's output to its log file (bind-mounted
+# from the host, so it outlives the container) and `exec` the argv so vLLM itself receives
+# SIGTERM. The script is a constant; config values only ever arrive as "$@" and env values.
+LOG_WRAPPER = (
+    'printf "%s vllm-orch: starting instance %s\\n" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" '
+    '"$VLLM_ORCH_INSTANCE" >>"$VLLM_ORCH_LOG_FILE" || exit 70; '
+    'exec "$@" >>"$VLLM_ORCH_LOG_FILE" 2>&1'
+)
+ENTRYPOINT = ("/bin/sh", "-c", LOG_WRAPPER, "vllm-orch-log")
+HEALTH_PROBE = "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=4)"
+
+DOCKER_DEFAULTS: dict[str, Any] = {
+    "log_host_dir": "logs",
+    "publish": True,
+    "publish_address": "127.0.0.1",
+    "shm_size": "8g",
+    "restart": "no",
+    "stop_timeout": 60,
+    "health_start_period": 900,
+    "health_interval": 10,
+    "gpu_driver": "nvidia",
+}
+_WILDCARD_HOSTS = {"0.0.0.0", "::", ""}
+_PROJECT_CHARS = re.compile(r"[^a-z0-9_-]+")
+
+
+@dataclass(frozen=True)
+class MasterSettings:
+    enable: bool = True
+    pixi_project_dir: str | None = None
+    pixi_environment: str = "default"
+    api_server_module: str = DEFAULT_MODULE
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "enable": self.enable,
+            "pixi_project_dir": self.pixi_project_dir,
+            "pixi_environment": self.pixi_environment,
+            "api_server_module": self.api_server_module,
+        }
+
+
+@dataclass
+class Resolved:
+    project: str
+    config_file: str
+    master: MasterSettings
+    instances: list[InstanceSpec]
+    problems: list[Problem] = field(default_factory=list)
+
+    def instance(self, name: str) -> InstanceSpec | None:
+        return next((i for i in self.instances if i.name == name), None)
+
+
+def default_project(config_path: Path) -> str:
+    name = _PROJECT_CHARS.sub("-", config_path.stem.lower()).strip("-_")
+    return name or "default"
+
+
+def instance_tables(data: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every key of [instance] except control/server, in file order."""
+    section = data.get("instance") or {}
+    return {k: v for k, v in section.items() if k not in RESERVED_INSTANCE_KEYS and isinstance(v, dict)}
+
+
+def resolve(
+    data: Mapping[str, Any],
+    *,
+    config_path: Path,
+    project: str | None = None,
+    host_env: Mapping[str, str] = os.environ,
+    table: OptionTable | None = None,
+) -> Resolved:
+    master_raw = data.get("master") or {}
+    master = MasterSettings(
+        enable=master_raw.get("enable", True),
+        pixi_project_dir=master_raw.get("pixi_project_dir") or None,
+        pixi_environment=master_raw.get("pixi_environment", "default"),
+        api_server_module=master_raw.get("api_server_module", DEFAULT_MODULE),
+    )
+    docker_global = dict(DOCKER_DEFAULTS)
+    docker_global.update(data.get("docker") or {})
+    project = project or docker_global.pop("project", None) or default_project(config_path)
+    docker_global.pop("project", None)
+    instance_section = data.get("instance") or {}
+    control_defaults = instance_section.get("control") or {}
+    server_defaults = instance_section.get("server") or {}
+
+    resolved = Resolved(project=project, config_file=str(config_path.resolve()), master=master, instances=[])
+    for name, table_ in instance_tables(data).items():
+        control = {**control_defaults, **(table_.get("control") or {})}
+        server = {**server_defaults, **(table_.get("server") or {})}
+        server["extra_args"] = list(server_defaults.get("extra_args") or []) + list(
+            (table_.get("server") or {}).get("extra_args") or []
+        )
+        docker = deep_merge(docker_global, table_.get("docker") or {})
+        resolved.instances.append(
+            _resolve_instance(name, control, server, docker, master, project, config_path, host_env, table, resolved.problems)
+        )
+    return resolved
+
+
+def _resolve_instance(
+    name: str,
+    control: dict[str, Any],
+    server: dict[str, Any],
+    docker: dict[str, Any],
+    master: MasterSettings,
+    project: str,
+    config_path: Path,
+    host_env: Mapping[str, str],
+    table: OptionTable | None,
+    problems: list[Problem],
+) -> InstanceSpec:
+    source = str(config_path)
+    try:
+        gpu = GpuRequest.parse(control.get("gpu_ids"))
+    except ValueError as exc:
+        problems.append(Problem("error", f"instance.{name}.control.gpu_ids", str(exc), source=source))
+        gpu = GpuRequest("all")
+
+    log_dir = control.get("log_dir") or DEFAULT_LOG_DIR
+    log_file = control.get("log_file") or f"{log_dir.rstrip('/')}/vllm-server-{name}.log"
+    extra_args = server.pop("extra_args", [])
+    server = {k: v for k, v in server.items() if v is not None}
+    plain_server, secrets = split_secrets(server)
+    server_args = render_server_args(plain_server, extra_args, table)
+    command = launch_command(
+        server_args,
+        module=master.api_server_module,
+        pixi_project_dir=master.pixi_project_dir,
+        pixi_environment=master.pixi_environment,
+    )
+    port = server.get("port", DEFAULT_PORT)
+    host = server.get("host")
+    env = {"PYTHONUNBUFFERED": "1"}
+    spec = InstanceSpec(
+        name=name,
+        enabled=bool(control.get("enabled", True)),
+        background=bool(control.get("background", True)),
+        log_file=log_file,
+        gpu=gpu,
+        server=plain_server,
+        server_args=tuple(server_args),
+        command=tuple(command),
+        env=tuple(env.items()),
+        secrets=tuple(secrets.items()),
+        port=port if isinstance(port, int) else DEFAULT_PORT,
+        host=host if isinstance(host, str) else None,
+    )
+    container = _container_spec(spec, docker, master, project, config_path, host_env, problems)
+    return InstanceSpec(**{**spec.__dict__, "container": container})
+
+
+def _host_path(raw: str, base_dir: Path) -> str:
+    path = Path(os.path.expanduser(raw))
+    return str(path if path.is_absolute() else (base_dir / path).resolve())
+
+
+def parse_volume(entry: str, base_dir: Path) -> Mount:
+    """Compose short syntax "HOST:CONTAINER[:ro|rw]"; raise ValueError when malformed."""
+    parts = entry.split(":")
+    if len(parts) not in (2, 3) or not parts[0] or not parts[1].startswith("/"):
+        raise ValueError(f'expected "HOST:/container/path[:ro|rw]", got {entry!r}')
+    mode = parts[2] if len(parts) == 3 else "rw"
+    if mode not in ("ro", "rw"):
+        raise ValueError(f'mode must be "ro" or "rw", got {mode!r} in {entry!r}')
+    return Mount(_host_path(parts[0], base_dir), parts[1].rstrip("/") or "/", mode == "ro")
+
+
+def _container_spec(
+    spec: InstanceSpec,
+    docker: dict[str, Any],
+    master: MasterSettings,
+    project: str,
+    config_path: Path,
+    host_env: Mapping[str, str],
+    problems: list[Problem],
+) -> ContainerSpec:
+    name = spec.name
+    base_dir = config_path.parent
+    path = f"instance.{name}.docker"
+
+    # The log file alone is bind-mounted (not its directory): the contract's default log_dir
+    # is /tmp, and a host directory over the container's /tmp would collect every temp file.
+    host_log = str(Path(_host_path(docker["log_host_dir"], base_dir)) / Path(spec.log_file).name)
+    mounts = [Mount(host_log, spec.log_file)]
+    if docker.get("pixi_project_host_dir") and master.pixi_project_dir:
+        mounts.append(Mount(_host_path(docker["pixi_project_host_dir"], base_dir), master.pixi_project_dir.rstrip("/")))
+    for entry in docker.get("volumes") or []:
+        try:
+            mounts.append(parse_volume(entry, base_dir))
+        except ValueError as exc:
+            problems.append(Problem("error", f"{path}.volumes", str(exc), source=str(config_path)))
+
+    env: dict[str, str] = {
+        "PYTHONUNBUFFERED": "1",
+        # CUDA's default order is "fastest first"; PCI bus order matches nvidia-smi's numbering.
+        "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
+        "VLLM_ORCH_INSTANCE": name,
+        "VLLM_ORCH_LOG_FILE": spec.log_file,
+    }
+    env.update(spec.gpu.container_env())
+    secret_names = list(docker.get("secret_env") or [])
+    user_env = dict(docker.get("env") or {})
+    for key, value in user_env.items():
+        if key not in secret_names:
+            env[key] = str(value)
+    secret_env: dict[str, str | None] = dict(spec.secrets)
+    for key in secret_names:
+        secret_env[key] = str(user_env[key]) if key in user_env else host_env.get(key)
+
+    port = None
+    network_mode = docker.get("network_mode")
+    if docker.get("publish", True) and network_mode != "host":
+        port = PortBinding(spec.port, docker.get("publish_port") or spec.port, docker.get("publish_address", "127.0.0.1"))
+
+    healthcheck = None
+    probe_host = spec.host if spec.host and spec.host not in _WILDCARD_HOSTS else "127.0.0.1"
+    if ":" in probe_host:
+        probe_host = f"[{probe_host}]"
+    test = tuple(docker.get("health_cmd") or ("CMD", "python3", "-c", HEALTH_PROBE, f"http://{probe_host}:{spec.port}/health"))
+    if test and test[0] not in ("CMD", "CMD-SHELL", "NONE"):
+        test = ("CMD", *test)
+    healthcheck = HealthCheck(
+        test=test,
+        interval_s=int(docker["health_interval"]),
+        timeout_s=5,
+        retries=3,
+        start_period_s=int(docker["health_start_period"]),
+    )
+
+    url = port.url if port else (f"http://127.0.0.1:{spec.port}" if network_mode == "host" else "")
+    labels = {
+        LABEL_OWNER: OWNER_UP,
+        LABEL_PROJECT: project,
+        LABEL_INSTANCE: name,
+        LABEL_CONFIG: str(config_path.resolve()),
+        LABEL_GPUS: spec.gpu.describe(),
+        LABEL_URL: url,
+        LABEL_MODEL: spec.served_model or "",
+        LABEL_LOG: host_log,
+    }
+    for key, value in (docker.get("labels") or {}).items():
+        if not key.startswith(LABEL_PREFIX + "."):
+            labels[key] = str(value)
+
+    ipc_mode = docker.get("ipc")
+    shm_size = docker.get("shm_size")
+    return ContainerSpec(
+        name=f"{project}-{name}",
+        image=docker.get("image") or "",
+        entrypoint=ENTRYPOINT,
+        command=spec.command,
+        env=tuple(env.items()),
+        secret_env=tuple(secret_env.items()),
+        mounts=tuple(mounts),
+        port=port,
+        gpu=spec.gpu,
+        gpu_driver=docker.get("gpu_driver", "nvidia"),
+        shm_size=None if ipc_mode == "host" else (str(shm_size) if shm_size is not None else None),
+        ipc_mode=ipc_mode,
+        user=docker.get("user"),
+        restart=docker.get("restart", "no"),
+        stop_signal="SIGTERM",
+        stop_timeout=int(docker["stop_timeout"]),
+        healthcheck=healthcheck,
+        network_mode=network_mode,
+        init=True,
+        labels=tuple(labels.items()),
+        host_log_file=host_log,
+    )

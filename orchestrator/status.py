@@ -1,0 +1,55 @@
+"""`ps` rows: observed containers (ours and Compose-export ones) joined with configured instances."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from orchestrator.plan import Observed
+from orchestrator.resolve import LABEL_GPUS, LABEL_MODEL, LABEL_URL
+from orchestrator.spec import InstanceSpec
+
+_UPTIME = re.compile(r"^Up (.+?)(?: \((?:healthy|unhealthy|health: starting)\))?$")
+
+
+def uptime(status: str) -> str:
+    match = _UPTIME.match(status)
+    return match.group(1) if match else ""
+
+
+def ps_rows(observed: list[Observed], configured: list[InstanceSpec]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for container in sorted(observed, key=lambda o: (o.instance, o.owner)):
+        seen.add(container.instance)
+        rows.append({
+            "name": container.instance,
+            "container": container.name,
+            "owner": container.owner,
+            "state": container.state,
+            "health": container.health,
+            "gpus": container.labels.get(LABEL_GPUS, ""),
+            "url": container.labels.get(LABEL_URL, ""),
+            "model": container.labels.get(LABEL_MODEL, ""),
+            "uptime": uptime(container.status),
+            "status": container.status,
+            "configured": any(spec.name == container.instance for spec in configured),
+        })
+    for spec in configured:
+        if spec.name in seen:
+            continue
+        container = spec.container
+        rows.append({
+            "name": spec.name,
+            "container": container.name if container else "",
+            "owner": "",
+            "state": "not created" if spec.enabled else "disabled",
+            "health": "",
+            "gpus": spec.gpu.describe(),
+            "url": container.port.url if container and container.port else "",
+            "model": spec.served_model or "",
+            "uptime": "",
+            "status": "",
+            "configured": True,
+        })
+    return rows

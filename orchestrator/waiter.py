@@ -1,0 +1,84 @@
+"""`up --wait`: until every instance answers, or one of them clearly will not.
+
+vLLM's /health is polled on the published port directly (an answer counts the moment it
+comes, not at the next Docker health-check interval); the engine's state, from one list call
+per round, catches instances that exited, crash-loop or were marked unhealthy.
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.error
+import urllib.request
+from typing import Callable
+
+from orchestrator.errors import InstanceFailed
+from orchestrator.plan import Observed
+from orchestrator.spec import InstanceSpec
+
+POLL_INTERVAL_S = 0.2
+
+
+def probe_health(url: str, timeout: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=timeout) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def wait_healthy(
+    specs: list[InstanceSpec],
+    observe: Callable[[], dict[str, Observed]],
+    *,
+    timeout: float,
+    progress: Callable[[str], None],
+    log_tail: Callable[[InstanceSpec], str],
+    clock: Callable[[], float] = time.monotonic,
+) -> dict[str, float]:
+    """Return seconds-to-healthy per instance; raise InstanceFailed naming the first failure."""
+    start = clock()
+    pending = {spec.name: spec for spec in specs}
+    ready: dict[str, float] = {}
+    last_report = -1.0
+    while pending:
+        observed = observe()
+        for name, spec in list(pending.items()):
+            current = observed.get(name)
+            problem = _failure(current)
+            if problem:
+                raise InstanceFailed(f"instance {name!r} {problem}", _indent_tail(log_tail(spec)))
+            url = spec.container.port.connect_url if spec.container and spec.container.port else None
+            if (url and probe_health(url)) or (current is not None and current.health == "healthy"):
+                ready[name] = clock() - start
+                del pending[name]
+                progress(f"{name}: healthy after {ready[name]:.1f}s")
+        elapsed = clock() - start
+        if not pending:
+            break
+        if elapsed > timeout:
+            names = ", ".join(sorted(pending))
+            first = pending[sorted(pending)[0]]
+            raise InstanceFailed(f"not healthy after {timeout:g}s: {names}", _indent_tail(log_tail(first)))
+        if elapsed - last_report >= 10 or last_report < 0:
+            progress(f"waiting for {', '.join(sorted(pending))} ({elapsed:.0f}s)")
+            last_report = elapsed
+        time.sleep(POLL_INTERVAL_S)
+    return ready
+
+
+def _failure(current: Observed | None) -> str:
+    if current is None:
+        return "its container is gone"
+    if current.state in ("exited", "dead"):
+        return f"exited ({current.status})"
+    if current.state == "restarting":
+        return f"keeps restarting ({current.status})"
+    if current.health == "unhealthy":
+        return "the engine's health check reports it unhealthy"
+    return ""
+
+
+def _indent_tail(tail: str) -> str:
+    lines = tail.rstrip("\n").splitlines()
+    return "\n".join(f"  | {line}" for line in lines)

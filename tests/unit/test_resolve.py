@@ -1,0 +1,215 @@
+"""The contract's merge rules, launch command and defaults, and the container spec built on them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from orchestrator.config.loader import load_config
+from orchestrator.resolve import ENTRYPOINT, resolve
+
+
+def resolved_from(write_toml, text: str, **kwargs):
+    path = write_toml(text)
+    return resolve(load_config(path, env={}).data, config_path=path, host_env=kwargs.pop("host_env", {}), **kwargs)
+
+
+BASE = """
+[master]
+enable = true
+
+[instance.control]
+log_dir = "/var/log/vllm"
+background = true
+gpu_ids = "all"
+
+[instance.server]
+host = "0.0.0.0"
+max_model_len = 4096
+extra_args = ["--disable-log-stats"]
+
+[instance.a.server]
+port = 8001
+model = "/models/a"
+max_model_len = 8192
+extra_args = ["--seed", "7"]
+
+[instance.b.control]
+gpu_ids = "1,2"
+background = false
+log_file = "/logs/b.log"
+
+[instance.b.server]
+port = 8002
+model = "/models/b"
+"""
+
+
+def test_control_merges_key_by_key_and_server_keys_replace(write_toml):
+    a, b = resolved_from(write_toml, BASE).instances
+    assert (a.background, a.gpu.mode, a.log_file) == (True, "all", "/var/log/vllm/vllm-server-a.log")
+    assert (b.background, b.gpu.ids, b.log_file) == (False, (1, 2), "/logs/b.log")
+    # Global server keys first, replaced in place; the instance's new keys after; extra_args last,
+    # the global list followed by the instance's.
+    assert a.server_args == (
+        "--host", "0.0.0.0", "--max-model-len", "8192", "--port", "8001", "--model", "/models/a",
+        "--disable-log-stats", "--seed", "7",
+    )
+    assert b.server_args[-1] == "--disable-log-stats"
+
+
+def test_launch_command_without_pixi_is_python_module(write_toml):
+    a = resolved_from(write_toml, BASE).instances[0]
+    assert a.command[:3] == ("python", "-m", "vllm.entrypoints.openai.api_server")
+    assert dict(a.env)["PYTHONUNBUFFERED"] == "1"
+
+
+def test_launch_command_with_pixi(write_toml):
+    spec = resolved_from(write_toml, """
+        [master]
+        pixi_project_dir = "/ws/pixi"
+        pixi_environment = "cuda"
+        api_server_module = "my.server"
+        [instance.x.server]
+        model = "/m"
+    """).instances[0]
+    assert spec.command == (
+        "pixi", "run", "--manifest-path", "/ws/pixi", "--environment", "cuda", "--frozen",
+        "python", "-m", "my.server", "--model", "/m",
+    )
+
+
+def test_disabled_instance_is_kept_with_enabled_false(write_toml):
+    resolved = resolved_from(write_toml, """
+        [instance.a.control]
+        enabled = false
+        [instance.a.server]
+        model = "/m"
+    """)
+    assert [(i.name, i.enabled) for i in resolved.instances] == [("a", False)]
+
+
+def test_api_key_goes_to_the_environment_not_argv(write_toml):
+    spec = resolved_from(write_toml, """
+        [docker]
+        image = "img"
+        [instance.a.server]
+        model = "/m"
+        api_key = "sk-very-secret"
+    """).instances[0]
+    assert "sk-very-secret" not in " ".join(spec.command)
+    assert "--api-key" not in spec.command
+    container = spec.container
+    assert container.environment(reveal=True)["VLLM_API_KEY"] == "sk-very-secret"
+    assert "sk-very-secret" not in repr(container.to_json())
+    assert container.environment()["VLLM_API_KEY"] == "<secret>"
+
+
+def test_changed_secret_changes_the_hash_without_appearing_in_it(write_toml):
+    text = """
+        [docker]
+        image = "img"
+        [instance.a.server]
+        api_key = "{key}"
+    """
+    first = resolved_from(write_toml, text.format(key="one")).instances[0].container
+    second = resolved_from(write_toml, text.format(key="two")).instances[0].container
+    assert first.to_json() == second.to_json()
+    assert first.config_hash() != second.config_hash()
+
+
+def test_container_spec_defaults(write_toml, tmp_path: Path):
+    spec = resolved_from(write_toml, """
+        [docker]
+        image = "infer-dev:stage-2"
+        [instance.control]
+        log_dir = "/tmp"
+        [instance.a.control]
+        gpu_ids = "2,3"
+        [instance.a.server]
+        host = "0.0.0.0"
+        port = 8001
+    """).instances[0]
+    c = spec.container
+    assert c.name == "fleet-a"  # project defaults to the file's stem
+    assert c.image == "infer-dev:stage-2"
+    assert c.entrypoint == ENTRYPOINT and c.command == spec.command
+    # Published on loopback by default, on the same port.
+    assert (c.port.host_address, c.port.host_port, c.port.container_port) == ("127.0.0.1", 8001, 8001)
+    # Host ids go to the engine's DeviceRequest; never into CUDA_VISIBLE_DEVICES in the container.
+    assert c.gpu.docker_device_requests()[0]["DeviceIDs"] == ["2", "3"]
+    env = c.environment()
+    assert "CUDA_VISIBLE_DEVICES" not in env and env["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
+    # Only the log file is bind-mounted, from <config dir>/logs, at the in-container path.
+    log_mount = c.mounts[0]
+    assert (log_mount.source, log_mount.target) == (str(tmp_path / "logs" / "vllm-server-a.log"), "/tmp/vllm-server-a.log")
+    assert c.shm_size == "8g" and c.init and c.stop_signal == "SIGTERM" and c.stop_timeout == 60
+    assert c.healthcheck.test[-1] == "http://127.0.0.1:8001/health"
+    labels = dict(c.labels)
+    assert labels["io.vllm-orch.project"] == "fleet" and labels["io.vllm-orch.instance"] == "a"
+
+
+def test_gpu_none_hides_gpus_even_with_nvidia_as_default_runtime(write_toml):
+    c = resolved_from(write_toml, """
+        [docker]
+        image = "img"
+        [instance.a.control]
+        gpu_ids = "none"
+    """).instances[0].container
+    assert c.gpu.docker_device_requests() == []
+    assert c.environment()["NVIDIA_VISIBLE_DEVICES"] == "void"
+    assert c.environment()["CUDA_VISIBLE_DEVICES"] == ""
+
+
+def test_docker_tables_merge_per_instance_and_paths_are_relative_to_the_file(write_toml, tmp_path):
+    c = resolved_from(write_toml, """
+        [docker]
+        image = "img"
+        project = "prod"
+        publish_address = "0.0.0.0"
+        env = { A = "1", B = "2" }
+        volumes = ["models:/llm-models:ro"]
+        [instance.a.docker]
+        env = { B = "3" }
+        publish_port = 9000
+        [instance.a.server]
+        port = 8000
+    """).instances[0].container
+    assert c.name == "prod-a"
+    assert (c.port.host_address, c.port.host_port, c.port.container_port) == ("0.0.0.0", 9000, 8000)
+    assert c.environment()["A"] == "1" and c.environment()["B"] == "3"
+    models = [m for m in c.mounts if m.target == "/llm-models"][0]
+    assert models.source == str(tmp_path / "models") and models.read_only
+
+
+def test_secret_env_comes_from_the_host_environment(write_toml):
+    c = resolved_from(write_toml, """
+        [docker]
+        image = "img"
+        secret_env = ["HF_TOKEN"]
+        [instance.a.server]
+        model = "/m"
+    """, host_env={"HF_TOKEN": "hf_abc"}).instances[0].container
+    assert c.environment(reveal=True)["HF_TOKEN"] == "hf_abc"
+    assert "hf_abc" not in repr(c.to_json())
+
+
+@pytest.mark.parametrize("name", ["real-qwen2-vl-7b.toml", "real-qwen2-vl-7b-tp8.toml"])
+def test_contract_examples_resolve_to_the_runner_command(examples_dir, name):
+    path = examples_dir / name
+    resolved = resolve(load_config(path, env={}).data, config_path=path, host_env={})
+    (spec,) = resolved.instances
+    assert spec.command[:8] == (
+        "pixi", "run", "--manifest-path", "/hard/volume/workspace/vllm-pixi-offline",
+        "--environment", "default", "--frozen", "python",
+    )
+    args = spec.server_args
+    assert args[:4] == ("--host", "0.0.0.0", "--port", "8000")
+    assert "--trust-remote-code" in args
+    assert args[args.index("--model") + 1] == "/llm-models/Qwen2-VL-7B-Instruct"
+    assert spec.log_file == f"/tmp/vllm-server-{spec.name}.log"
+    tp = args[args.index("--tensor-parallel-size") + 1]
+    assert tp == ("8" if "tp8" in name else "1")
+    if "tp8" not in name:
+        assert "--enforce-eager" in args and args[args.index("--max-model-len") + 1] == "8192"

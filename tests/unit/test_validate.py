@@ -1,0 +1,216 @@
+"""`validate`: every problem at once, with key paths and hints."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrator.errors import ConfigError
+from orchestrator.project import open_project
+
+
+def problems_of(write_toml, text: str, backend: str = "docker", **kwargs):
+    path = write_toml(text)
+    try:
+        project = open_project(path, env={}, backend=backend, strict=False, **kwargs)
+        return project.problems
+    except ConfigError as exc:
+        return exc.problems
+
+
+def errors_of(*args, **kwargs):
+    return [p for p in problems_of(*args, **kwargs) if p.is_error]
+
+
+def test_unknown_keys_get_a_did_you_mean_and_all_are_reported(write_toml):
+    errors = errors_of(write_toml, """
+        [master]
+        enabel = true
+        [instance.a.control]
+        gpu_id = "0"
+        [docker]
+        imgae = "x"
+    """)
+    found = {p.path: p.hint for p in errors}
+    assert found == {
+        "master.enabel": "did you mean enable?",
+        "instance.a.control.gpu_id": "did you mean gpu_ids?",
+        "docker.imgae": "did you mean image?",
+    }
+
+
+def test_wrong_types_are_named(write_toml):
+    errors = errors_of(write_toml, """
+        [master]
+        enable = "yes"
+        [instance.a.server]
+        port = "8000"
+    """)
+    messages = {p.path: p.message for p in errors}
+    assert messages["master.enable"] == "expected boolean, got string 'yes'"
+    assert messages["instance.a.server.port"] == "expected integer, got string '8000'"
+
+
+def test_bad_gpu_ids(write_toml):
+    errors = errors_of(write_toml, """
+        [docker]
+        image = "img"
+        [instance.a.control]
+        gpu_ids = "gpu0"
+    """)
+    assert [p.path for p in errors] == ["instance.a.control.gpu_ids"]
+
+
+def test_two_instances_on_one_published_port(write_toml):
+    text = """
+        [docker]
+        image = "img"
+        [instance.a.server]
+        port = 8000
+        [instance.b.server]
+        port = 8001
+        [instance.b.docker]
+        publish_port = 8000
+    """
+    errors = errors_of(write_toml, text)
+    assert len(errors) == 1 and "host port 8000 is also used by instance 'a'" in errors[0].message
+    # As processes they listen on different ports: fine.
+    assert errors_of(write_toml, text, backend="local") == []
+
+
+def test_two_processes_on_one_server_port(write_toml):
+    errors = errors_of(write_toml, """
+        [instance.a.server]
+        port = 8000
+        [instance.b.server]
+        port = 8000
+    """, backend="local")
+    assert "port 8000 is also used by instance 'a'" in errors[0].message
+
+
+def test_disabled_instances_do_not_conflict(write_toml):
+    assert errors_of(write_toml, """
+        [docker]
+        image = "img"
+        [instance.a.server]
+        port = 8000
+        [instance.b.control]
+        enabled = false
+        [instance.b.server]
+        port = 8000
+    """) == []
+
+
+def test_tensor_parallel_larger_than_the_gpus_given(write_toml):
+    errors = errors_of(write_toml, """
+        [docker]
+        image = "img"
+        [instance.a.control]
+        gpu_ids = "0,1"
+        [instance.a.server]
+        tensor_parallel_size = 4
+    """)
+    assert errors[0].path == "instance.a.server.tensor_parallel_size"
+    assert "needs 4 GPUs" in errors[0].message
+
+
+def test_memory_utilization_summed_over_one_gpu(write_toml):
+    errors = errors_of(write_toml, """
+        [docker]
+        image = "img"
+        [instance.a.control]
+        gpu_ids = "0"
+        [instance.a.server]
+        port = 8000
+        gpu_memory_utilization = 0.6
+        [instance.b.control]
+        gpu_ids = [0, 1]
+        [instance.b.server]
+        port = 8001
+        gpu_memory_utilization = 0.5
+        [instance.c.control]
+        gpu_ids = 1
+        [instance.c.server]
+        port = 8002
+        gpu_memory_utilization = 0.4
+    """)
+    assert len(errors) == 1
+    assert "GPU 0 is shared by a (0.6), b (0.5)" in errors[0].message
+
+
+def test_loopback_host_in_a_published_container(write_toml):
+    errors = errors_of(write_toml, """
+        [docker]
+        image = "img"
+        [instance.a.server]
+        host = "127.0.0.1"
+    """)
+    assert errors[0].path == "instance.a.server.host"
+    assert "unreachable" in errors[0].message
+
+
+def test_host_network_makes_loopback_fine(write_toml):
+    assert errors_of(write_toml, """
+        [docker]
+        image = "img"
+        network_mode = "host"
+        [instance.a.server]
+        host = "127.0.0.1"
+    """) == []
+
+
+def test_world_published_without_api_key_is_a_warning(write_toml):
+    problems = problems_of(write_toml, """
+        [docker]
+        image = "img"
+        publish_address = "0.0.0.0"
+        [instance.a.server]
+        port = 8000
+    """)
+    assert [(p.severity, p.path) for p in problems] == [("warning", "instance.a.docker.publish_address")]
+
+
+def test_cuda_visible_devices_in_container_env_is_refused(write_toml):
+    errors = errors_of(write_toml, """
+        [docker]
+        image = "img"
+        env = { CUDA_VISIBLE_DEVICES = "3" }
+    [instance.a.server]
+        port = 8000
+    """)
+    assert errors[0].path == "instance.a.docker.env.CUDA_VISIBLE_DEVICES"
+
+
+def test_missing_host_path(write_toml):
+    errors = errors_of(write_toml, """
+        [docker]
+        image = "img"
+        volumes = ["/does/not/exist:/models:ro"]
+        [instance.a.server]
+        port = 8000
+    """)
+    assert "host path /does/not/exist does not exist" in errors[0].message
+
+
+def test_control_key_in_server_table(write_toml):
+    errors = errors_of(write_toml, """
+        [docker]
+        image = "img"
+        [instance.a.server]
+        gpu_ids = "0"
+    """)
+    assert errors[0].path == "instance.a.server.gpu_ids" and "control" in errors[0].hint
+
+
+def test_instance_names_must_be_usable_as_container_names(write_toml):
+    errors = errors_of(write_toml, """
+        [instance."my model".server]
+        port = 8000
+    """)
+    assert errors[0].path == "instance.my model"
+
+
+@pytest.mark.parametrize("name", ["real-qwen2-vl-7b.toml", "real-qwen2-vl-7b-tp8.toml"])
+def test_contract_examples_are_valid(examples_dir, name):
+    project = open_project(examples_dir / name, env={}, backend=None)
+    assert project.backend == "local"  # no [docker] table: the in-container launcher's file
+    assert project.errors == []

@@ -65,15 +65,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("down", "stop and remove this project's containers (logs are kept)")
     p.add_argument("names", nargs="*", metavar="NAME")
+    p.add_argument("--backend", choices=("docker", "local"), default="docker")
+    p.add_argument("--timeout", type=float, default=None,
+                   help="local backend: seconds between SIGTERM and SIGKILL (default 60)")
     p.add_argument("--json", action="store_true")
 
     p = command("ps", "list this project's instances")
+    p.add_argument("--backend", choices=("docker", "local"), default="docker")
     p.add_argument("--json", action="store_true")
 
     p = command("logs", "show an instance's log file")
     p.add_argument("name", metavar="NAME")
     p.add_argument("-f", "--follow", action="store_true")
     p.add_argument("-n", "--tail", type=int, default=None, metavar="N", help="last N lines (default all)")
+
+    p = command("compose", "write a docker-compose.yml that runs the same containers")
+    p.add_argument("-o", "--output", metavar="FILE", help="write here instead of standard output")
+
+    p = command("launch", "in-container launcher: start the instances as processes (the boot hook)")
+    p.add_argument("names", nargs="*", metavar="NAME")
 
     command("schema", "print the JSON Schema of the config file")
     return parser
@@ -262,6 +272,8 @@ def _project_name(args: argparse.Namespace) -> tuple[str, Any]:
 def cmd_down(args: argparse.Namespace) -> int:
     from orchestrator.backends.docker import DockerBackend
 
+    if args.backend == "local":
+        return _down_local(args)
     name, project = _project_name(args)
     selected = project.select(args.names) if project and args.names else (set(args.names) or None)
 
@@ -282,19 +294,37 @@ def cmd_down(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_ps(args: argparse.Namespace) -> int:
-    from orchestrator.backends.docker import DockerBackend
-    from orchestrator.status import ps_rows
+def _down_local(args: argparse.Namespace) -> int:
+    from orchestrator.backends.local import LocalBackend
 
-    name, project = _project_name(args)
-    observed = DockerBackend().observe(name, owner=None)
-    rows = ps_rows(observed, project.resolved.instances if project else [])
+    project = _open(args, backend="local", strict=False)
+    results = LocalBackend().down(project, project.select(args.names), timeout=args.timeout or 60.0,
+                                  out=(lambda m: None) if args.json else _stderr)
+    if args.json:
+        _print_json({"project": project.name, "stopped": results})
+    return EXIT_OK
+
+
+def cmd_ps(args: argparse.Namespace) -> int:
+    if args.backend == "local":
+        from orchestrator.backends.local import LocalBackend
+
+        project = _open(args, backend="local", strict=False)
+        name, rows = project.name, LocalBackend().ps(project)
+        columns = ["name", "state", "pid", "health", "gpus", "url", "model", "uptime"]
+    else:
+        from orchestrator.backends.docker import DockerBackend
+        from orchestrator.status import ps_rows
+
+        name, project = _project_name(args)
+        observed = DockerBackend().observe(name, owner=None)
+        rows = ps_rows(observed, project.resolved.instances if project else [])
+        columns = ["name", "owner", "state", "health", "gpus", "url", "model", "uptime"]
     if args.json:
         _print_json({"project": name, "instances": rows})
         return EXIT_OK
     from tabulate import tabulate
 
-    columns = ["name", "owner", "state", "health", "gpus", "url", "model", "uptime"]
     print(tabulate([[r[c] or "" for c in columns] for r in rows], headers=[c.upper() for c in columns]))
     return EXIT_OK
 
@@ -324,6 +354,41 @@ def cmd_logs(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_compose(args: argparse.Namespace) -> int:
+    from orchestrator.compose import render_compose
+
+    project = _open(args)
+    _warn_problems(project.problems)
+    text = render_compose(project)
+    if args.output:
+        Path(args.output).write_text(text)
+        _stderr(f"wrote {args.output} ({len(project.resolved.instances)} service(s))")
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+def cmd_launch(args: argparse.Namespace) -> int:
+    """The boot hook's contract: no config -> silently nothing; a missing file -> a warning;
+    both exit 0 so a container without vLLM settings still boots."""
+    from orchestrator.config.loader import resolve_config_path
+
+    path = resolve_config_path(_opt(args, "config"))
+    if path is None:
+        return EXIT_OK
+    if not path.exists():
+        _stderr(f"vllm-orch launch: warning: config {path} not found; nothing launched")
+        return EXIT_OK
+    project = _open(args, backend="local")
+    _warn_problems(project.problems)
+    if not project.resolved.master.enable:
+        _stderr("vllm-orch launch: master.enable = false; nothing launched")
+        return EXIT_OK
+    from orchestrator.backends.local import LocalBackend
+
+    return LocalBackend().launch(project, project.select(args.names), out=_stderr)
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     from orchestrator.config.schema import SCHEMA
 
@@ -338,6 +403,8 @@ COMMANDS = {
     "down": cmd_down,
     "ps": cmd_ps,
     "logs": cmd_logs,
+    "compose": cmd_compose,
+    "launch": cmd_launch,
     "schema": cmd_schema,
 }
 

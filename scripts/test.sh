@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: installs and starts the Docker engine and
+# Compose v2, builds the local images and the tiny model, then runs pytest (all tiers:
+# unit, integration against the real engine, e2e with the real vLLM CPU build).
+# Extra arguments go to pytest, e.g. `scripts/test.sh tests/unit -q`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup-host.sh
+scripts/bootstrap-venv.sh
+scripts/build-images.sh all
+exec .venv/bin/python -m pytest "$@"

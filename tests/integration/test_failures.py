@@ -1,0 +1,102 @@
+"""Bad input and broken hosts: one clear line, a non-zero exit, nothing half-done."""
+
+from __future__ import annotations
+
+import socket
+
+from tests.integration.conftest import free_port, http_json, run_cli
+
+ONE = """
+[instance.control]
+gpu_ids = "none"
+[instance.server]
+host = "0.0.0.0"
+[instance.a.server]
+port = {pa}
+[instance.b.server]
+port = {pb}
+"""
+
+
+def write(fleet, body: str = ONE, **kwargs):
+    ports = {"pa": free_port(), "pb": free_port()}
+    fleet.write(body.format(**ports), **kwargs)
+    return ports
+
+
+def test_missing_image_names_the_fix_and_creates_nothing(fleet):
+    write(fleet, image="vllm-orch/no-such-image:1")
+    code, _, err = fleet.cli("up")
+    assert code == 4
+    assert "image 'vllm-orch/no-such-image:1' not found" in err.splitlines()[-1]
+    assert "scripts/build-images.sh" in err
+    assert fleet.containers() == []
+
+
+def test_config_error_exits_2_and_touches_nothing(fleet):
+    write(fleet)
+    code, _, err = fleet.cli("up", "--set", "instance.a.control.gpu_ids=gpu0")
+    assert code == 2 and "instance.a.control.gpu_ids" in err
+    assert fleet.containers() == []
+
+
+def test_busy_host_port_is_caught_before_anything_starts(fleet):
+    ports = write(fleet)
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", ports["pb"]))
+        squatter.listen()
+        code, _, err = fleet.cli("up")
+    assert code == 4
+    assert f"127.0.0.1:{ports['pb']} is not free" in err and "instance 'b'" in err
+    assert fleet.containers() == [], "instance a must not have been started either"
+
+
+def test_missing_host_path_is_refused(fleet, tmp_path):
+    write(fleet, docker_extra=f'volumes = ["{tmp_path}/absent:/models:ro"]\n')
+    code, _, err = fleet.cli("up")
+    assert code == 2 and "does not exist" in err
+    assert fleet.containers() == []
+
+
+def test_bad_override_json_is_refused(fleet):
+    write(fleet)
+    result = run_cli("-c", str(fleet.path), "up", env={"AUTO_INFER_VLLM_OVERRIDES": "{oops"})
+    assert result.returncode == 2
+    assert "AUTO_INFER_VLLM_OVERRIDES" in result.stderr and "invalid JSON" in result.stderr
+    assert fleet.containers() == []
+
+
+def test_unreachable_engine_is_one_line(fleet):
+    write(fleet)
+    result = run_cli("-c", str(fleet.path), "up", env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
+    assert result.returncode == 3
+    assert result.stderr.strip().splitlines()[-1].startswith("vllm-orch: error: cannot reach the Docker engine")
+    assert "Traceback" not in result.stderr
+
+
+def test_failing_instance_fails_wait_fast_and_shows_its_log(fleet):
+    body = ONE + '[instance.b.control]\ngpu_ids = "none"\n'
+    ports = write(fleet, body.replace("[instance.b.server]\n", '[instance.b.server]\nextra_args = ["--standin-exit-code", "3"]\n'))
+    code, _, err = fleet.cli("up", "--wait", "--timeout", "120")
+    assert code == 5
+    assert err.strip().splitlines()[-1].startswith("vllm-orch: error: instance 'b' exited")
+    assert "standin: error: refused to start (exit 3)" in err
+    assert fleet.container("a").status == "running"
+    status, _ = http_json(f"http://127.0.0.1:{ports['pa']}/health")
+    assert status == 200
+
+
+def test_api_key_is_enforced_and_never_shown(fleet):
+    body = ONE.replace("[instance.a.server]\nport = {pa}", '[instance.a.server]\nport = {pa}\napi_key = "sk-test-4242"')
+    ports = write(fleet, body)
+    for args in (["plan"], ["plan", "--json"], ["up", "--wait", "--timeout", "120"], ["ps"], ["ps", "--json"], ["validate"]):
+        code, out, err = fleet.cli(*args)
+        assert code == 0, err
+        assert "sk-test-4242" not in out + err
+    status, _ = http_json(f"http://127.0.0.1:{ports['pa']}/v1/models")
+    assert status == 401
+    status, _ = http_json(f"http://127.0.0.1:{ports['pa']}/v1/models", {"Authorization": "Bearer sk-test-4242"})
+    assert status == 200
+    container = fleet.container("a")
+    assert "sk-test-4242" not in " ".join(container.attrs["Config"]["Cmd"])
+    assert "sk-test-4242" not in str(container.labels)

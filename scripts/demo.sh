@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The main job on the bundled example, from a fresh machine: install and start the Docker engine,
+# build the real vLLM CPU image and the tiny model (cached after the first run), bring up the two
+# instances of configs/demo.toml, show `vllm-orch ps` and one real completion from each.
+# The servers keep running; stop them with:  .venv/bin/vllm-orch -c configs/demo.toml down
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup-host.sh
+scripts/bootstrap-venv.sh
+scripts/build-images.sh vllm-cpu model
+orch=(.venv/bin/vllm-orch -c configs/demo.toml)
+"${orch[@]}" up --wait --timeout 900
+"${orch[@]}" ps
+"${orch[@]}" ps --json | .venv/bin/python scripts/ask_each.py
+echo "stop them with: .venv/bin/vllm-orch -c configs/demo.toml down"

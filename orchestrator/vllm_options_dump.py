@@ -56,15 +56,6 @@ PARSER_CLASSES = (
     ("vllm.utils", "FlexibleArgumentParser"),
 )
 
-_BOOL_ACTIONS = (
-    "_StoreTrueAction",
-    "_StoreFalseAction",
-    "_StoreConstAction",
-    "_CountAction",
-    "_AppendConstAction",
-    "BooleanOptionalAction",
-)
-
 
 @contextlib.contextmanager
 def _stdout_to_stderr():
@@ -202,8 +193,6 @@ def _classify_type(action):
     fn = action.type
     if fn is None:
         # No type=: argparse hands over the raw string.
-        if action.const is True and action.nargs == "?":
-            return "str", []
         return "str", []
     chain = _callables_under(fn)
     names = [_callable_name(c) for c in chain]
@@ -526,10 +515,13 @@ def parse(argv_list):
             try:
                 ns = parser.parse_args(list(argv_list))
             except SystemExit as exc:
-                doc["parse_error"] = err.getvalue().strip().splitlines()[-1:] or [
-                    f"exit {exc.code}"
-                ]
-                doc["parse_error"] = doc["parse_error"][0]
+                # argparse prints "usage: ...\nPROG: error: MESSAGE" (the
+                # message may span lines, e.g. pydantic errors).
+                text = err.getvalue().strip()
+                m = re.search(r"^\S*: error: ", text, re.MULTILINE)
+                if m:
+                    text = text[m.end():]
+                doc["parse_error"] = text or f"exit {exc.code}"
             except Exception as exc:  # vLLM raises ValueError for some argvs
                 doc["parse_error"] = f"{type(exc).__name__}: {exc}"
             finally:

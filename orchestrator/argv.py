@@ -9,7 +9,7 @@ parser wins (each case is listed in the README):
 * with an option table: `false` on an option that has a `--no-` form -> `--no-key` (omitting
   it would leave a default of true in force); a list on an option that takes several values
   after one flag (nargs '+'/'*') -> `--key a b` (repeating it keeps only the last); a list on
-  a JSON-typed option -> one JSON string;
+  a JSON-typed option -> one JSON string; a list on a comma-separated option -> `--key a,b`;
 * `null` (possible in JSON overrides) removes a key inherited from the defaults.
 """
 
@@ -70,6 +70,8 @@ def render_option(key: str, value: Any, table: OptionTable | None = None) -> lis
     if isinstance(value, list):
         if option and option.value_type == "json":
             return [flag, _scalar(value)]
+        if option and option.comma_separated:
+            return [flag, ",".join(_scalar(item) for item in value)] if value else []
         if option and option.takes_many:
             return [flag, *(_scalar(item) for item in value)] if value or option.nargs == "*" else []
         tokens: list[str] = []

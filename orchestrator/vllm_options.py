@@ -27,6 +27,8 @@ class VllmOption:
     default: Any
     value_type: str
     help: str = ""
+    comma_separated: bool = False  # a list is one "a,b,c" value
+
 
     @property
     def flag(self) -> str:
@@ -71,6 +73,7 @@ class OptionTable:
                 default=raw.get("default"),
                 value_type=raw.get("value_type") or "other",
                 help=raw.get("help") or "",
+                comma_separated=bool(raw.get("comma_separated")),
             )
             if not option.flags:
                 continue

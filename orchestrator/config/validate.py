@@ -112,6 +112,9 @@ def semantic_problems(resolved: Resolved, data: dict, source: str, backend: str)
     _port_conflicts(resolved, backend, source, out)
     for spec in instances:
         _parallel_sizes(spec, source, out)
+        if "api_key" in spec.server:  # not a string: split_secrets left it on the server table
+            out.append(Problem("error", f"instance.{spec.name}.server.api_key",
+                               "must be one string: it reaches vLLM as VLLM_API_KEY, never on argv", source=source))
     _gpu_memory(instances, source, out)
     if backend == "docker":
         for spec in instances:

@@ -64,6 +64,8 @@ def test_two_instances_on_one_published_port(write_toml):
     text = """
         [docker]
         image = "img"
+        [instance.control]
+        gpu_ids = "none"
         [instance.a.server]
         port = 8000
         [instance.b.server]
@@ -79,6 +81,8 @@ def test_two_instances_on_one_published_port(write_toml):
 
 def test_two_processes_on_one_server_port(write_toml):
     errors = errors_of(write_toml, """
+        [instance.control]
+        gpu_ids = "none"
         [instance.a.server]
         port = 8000
         [instance.b.server]
@@ -214,3 +218,17 @@ def test_contract_examples_are_valid(examples_dir, name):
     project = open_project(examples_dir / name, env={}, backend=None)
     assert project.backend == "local"  # no [docker] table: the in-container launcher's file
     assert project.errors == []
+
+
+def test_two_instances_on_the_same_gpus_by_default_do_not_fit(write_toml):
+    errors = errors_of(write_toml, """
+        [docker]
+        image = "img"
+        [instance.a.server]
+        port = 8000
+        [instance.b.server]
+        port = 8001
+    """)
+    assert [p.message for p in errors] == [
+        "every GPU is shared by a (0.9), b (0.9): gpu_memory_utilization sums to 1.8 > 1"
+    ]

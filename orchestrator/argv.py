@@ -10,6 +10,7 @@ parser wins (each case is listed in the README):
   it would leave a default of true in force); a list on an option that takes several values
   after one flag (nargs '+'/'*') -> `--key a b` (repeating it keeps only the last); a list on
   a JSON-typed option -> one JSON string; a list on a comma-separated option -> `--key a,b`;
+* a value starting with "-" -> `--key=value` (vLLM would read `-0.5` as a dotted option key);
 * `null` (possible in JSON overrides) removes a key inherited from the defaults.
 """
 
@@ -78,7 +79,10 @@ def render_option(key: str, value: Any, table: OptionTable | None = None) -> lis
         for item in value:
             tokens += [flag, _scalar(item)]
         return tokens
-    return [flag, _scalar(value)]
+    text = _scalar(value)
+    # vLLM reads a token that starts with "-" and holds a "." as a dotted option key, so
+    # `--watermark -0.5` breaks its parser; `--watermark=-0.5` does not.
+    return [f"{flag}={text}"] if text.startswith("-") else [flag, text]
 
 
 def render_server_args(
@@ -94,6 +98,13 @@ def render_server_args(
     return argv
 
 
+def python_prefix(pixi_project_dir: str | None = None, pixi_environment: str = "default") -> list[str]:
+    """How the contract reaches vLLM's Python: through `pixi run` when a project dir is set."""
+    if pixi_project_dir:
+        return ["pixi", "run", "--manifest-path", pixi_project_dir, "--environment", pixi_environment, "--frozen", "python"]
+    return ["python"]
+
+
 def launch_command(
     server_args: Iterable[str],
     *,
@@ -102,7 +113,4 @@ def launch_command(
     pixi_environment: str = "default",
 ) -> list[str]:
     """The contract's launch command, through pixi when a project dir is configured."""
-    python = ["python", "-m", module, *server_args]
-    if pixi_project_dir:
-        return ["pixi", "run", "--manifest-path", pixi_project_dir, "--environment", pixi_environment, "--frozen", *python]
-    return python
+    return [*python_prefix(pixi_project_dir, pixi_environment), "-m", module, *server_args]

@@ -47,12 +47,15 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     backend_help = "docker (containers) or local (processes); default: docker when the file has [docker] tables"
-    p = command("validate", "check the config without touching Docker; exit 2 on any error")
+    offline_help = "do not ask the image for vLLM's option table (render by the contract's rules)"
+    p = command("validate", "check the config (and its vLLM options against the image); exit 2 on any error")
     p.add_argument("--backend", choices=("docker", "local"), default=None, help=backend_help)
+    p.add_argument("--offline", action="store_true", help=offline_help)
     p.add_argument("--json", action="store_true")
 
     p = command("plan", "print the resolved plan (argv, env, container specs)")
     p.add_argument("--backend", choices=("docker", "local"), default=None, help=backend_help)
+    p.add_argument("--offline", action="store_true", help=offline_help)
     p.add_argument("--json", action="store_true")
 
     p = command("up", "create, recreate or start instances so they match the config")
@@ -61,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=1800, help="seconds --wait waits (default 1800)")
     p.add_argument("--remove-orphans", action="store_true", help="remove instances no longer in the config")
     p.add_argument("--dry-run", action="store_true", help="show what would change, change nothing")
+    p.add_argument("--no-preflight", action="store_true",
+                   help="start even when vLLM's option table reports problems (they become warnings)")
     p.add_argument("--json", action="store_true")
 
     p = command("down", "stop and remove this project's containers (logs are kept)")
@@ -81,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("compose", "write a docker-compose.yml that runs the same containers")
     p.add_argument("-o", "--output", metavar="FILE", help="write here instead of standard output")
+    p.add_argument("--offline", action="store_true", help=offline_help)
+
+    p = command("flags", "show the options the vLLM in an image accepts")
+    p.add_argument("--image", help="image to ask (default: the config's first image)")
+    p.add_argument("--json", action="store_true")
 
     p = command("launch", "in-container launcher: start the instances as processes (the boot hook)")
     p.add_argument("names", nargs="*", metavar="NAME")
@@ -117,6 +127,55 @@ def _open(args: argparse.Namespace, *, backend: str | None = "docker", strict: b
     )
 
 
+def _reopen_with_tables(args: argparse.Namespace, project, backend, image_ids: dict[str, str], *,
+                        strict: bool = True, selected: set[str] | None = None, options_block: bool = True):
+    """Ask each image (cached per image id) for its vLLM option table, then resolve again so
+    the argv follows vLLM's real options and unknown options become errors."""
+    from orchestrator.option_cache import image_table
+    from orchestrator.project import open_project
+
+    master = project.resolved.master
+    tables, notes = {}, []
+    for image, image_id in sorted(image_ids.items()):
+        users = [i for i in project.resolved.instances
+                 if i.container and i.container.image == image and (selected is None or i.name in selected)]
+        if not users:
+            continue
+        pixi = [m for m in users[0].container.mounts if master.pixi_project_dir and m.target == master.pixi_project_dir.rstrip("/")]
+        answer = image_table(backend, image, image_id, pixi_project_dir=master.pixi_project_dir,
+                             pixi_environment=master.pixi_environment, mounts=pixi)
+        if answer.table is not None:
+            tables[image] = answer.table
+        notes.append(answer.note)
+    return open_project(
+        project.loaded.path, overrides=_opt(args, "override", []), sets=_opt(args, "sets", []),
+        project_name=_opt(args, "project"), backend=project.backend, tables=tables, table_notes=notes, strict=strict,
+        options_block=options_block,
+    )
+
+
+def _open_checked(args: argparse.Namespace, *, backend: str | None = "docker", strict: bool = True):
+    """For validate/plan/compose: the project checked against its images' vLLM when Docker can
+    be asked; otherwise (or with --offline) by the contract's rules, saying why."""
+    project = _open(args, backend=backend, strict=strict)
+    if project.backend != "docker":
+        return project
+    if getattr(args, "offline", False):
+        project.option_check = "image check skipped (--offline); " + project.option_check
+        return project
+    from orchestrator.backends.docker import DockerBackend
+    from orchestrator.errors import DockerUnavailable, PreflightError
+
+    images = {i.container.image for i in project.resolved.instances if i.container and i.container.image}
+    try:
+        engine = DockerBackend()
+        image_ids = engine.image_ids(images)
+    except (DockerUnavailable, PreflightError) as exc:
+        project.option_check = f"image check skipped ({exc}); " + project.option_check
+        return project
+    return _reopen_with_tables(args, project, engine, image_ids, strict=strict)
+
+
 def _print_json(doc: Any) -> None:
     print(json.dumps(doc, indent=2))
 
@@ -133,7 +192,7 @@ def _stderr(message: str) -> None:
 # ----------------------------------------------------------------------------- commands
 def cmd_validate(args: argparse.Namespace) -> int:
     try:
-        project = _open(args, backend=args.backend, strict=False)
+        project = _open_checked(args, backend=args.backend, strict=False)
         problems = project.problems
     except ConfigError as exc:  # syntax or schema: nothing further can be checked
         project, problems = None, exc.problems
@@ -150,15 +209,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
             print(problem.format())
         if project and not errors:
             enabled = sum(1 for i in project.resolved.instances if i.enabled)
-            print(f"ok: {len(project.resolved.instances)} instance(s), {enabled} enabled; "
-                  f"server options checked against the {project.option_check}")
+            print(f"ok: {len(project.resolved.instances)} instance(s), {enabled} enabled")
+        if project and project.option_check:
+            print(f"vLLM options: {project.option_check}")
         elif errors:
             print(f"{len(errors)} error(s)", file=sys.stderr)
     return 2 if errors else EXIT_OK
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    project = _open(args, backend=args.backend)
+    project = _open_checked(args, backend=args.backend)
     doc = {
         "project": project.name,
         "config_file": project.resolved.config_file,
@@ -167,6 +227,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         "master": project.resolved.master.to_json(),
         "instances": [i.to_json(project.backend) for i in project.resolved.instances],
         "problems": [p.to_json() for p in project.problems],
+        "option_check": project.option_check,
     }
     if args.json:
         _print_json(doc)
@@ -186,7 +247,6 @@ def cmd_up(args: argparse.Namespace) -> int:
     from orchestrator.plan import CHANGES, ORPHAN, plan_up
 
     project = _open(args)
-    _warn_problems(project.problems)
     selected = project.select(args.names)
     if not project.resolved.master.enable:
         _stderr("master.enable = false: nothing to start")
@@ -194,6 +254,12 @@ def cmd_up(args: argparse.Namespace) -> int:
     backend = DockerBackend()
     wanted = [i for i in project.resolved.instances if i.enabled and (selected is None or i.name in selected)]
     image_ids = backend.image_ids(i.container.image for i in wanted)
+    # The argv always follows the image's option table (so --no-preflight cannot change it and
+    # recreate a loaded model); --no-preflight only stops option problems from blocking.
+    project = _reopen_with_tables(args, project, backend, image_ids, selected=selected,
+                                  options_block=not args.no_preflight)
+    wanted = [i for i in project.resolved.instances if i.enabled and (selected is None or i.name in selected)]
+    _warn_problems(project.problems)
     observed = backend.observe(project.name)
     actions = plan_up(project.resolved.instances, observed, image_ids=image_ids, selected=selected,
                       remove_orphans=args.remove_orphans)
@@ -357,7 +423,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 def cmd_compose(args: argparse.Namespace) -> int:
     from orchestrator.compose import render_compose
 
-    project = _open(args)
+    project = _open_checked(args)
     _warn_problems(project.problems)
     text = render_compose(project)
     if args.output:
@@ -365,6 +431,39 @@ def cmd_compose(args: argparse.Namespace) -> int:
         _stderr(f"wrote {args.output} ({len(project.resolved.instances)} service(s))")
     else:
         sys.stdout.write(text)
+    return EXIT_OK
+
+
+def cmd_flags(args: argparse.Namespace) -> int:
+    from orchestrator.backends.docker import DockerBackend
+    from orchestrator.option_cache import image_table
+
+    master = None
+    image = args.image
+    if not image:
+        project = _open(args, strict=False)
+        master = project.resolved.master
+        image = next((i.container.image for i in project.resolved.instances if i.container and i.container.image), "")
+        if not image:
+            raise OrchestratorError("no image: pass --image or set [docker] image in the config")
+    backend = DockerBackend()
+    image_id = backend.image_ids([image])[image]
+    answer = image_table(backend, image, image_id,
+                         pixi_project_dir=master.pixi_project_dir if master else None,
+                         pixi_environment=master.pixi_environment if master else "default")
+    if answer.table is None:
+        raise OrchestratorError(answer.note)
+    options = [o.to_json() for o in answer.table.options]
+    if args.json:
+        _print_json({"image": image, "image_id": image_id, "vllm_version": answer.table.vllm_version, "options": options})
+        return EXIT_OK
+    from tabulate import tabulate
+
+    rows = [[o["flag"], "yes" if o["takes_value"] else "flag", o["nargs"] or "", o["negative_flag"] or "",
+             o["value_type"], ", ".join(map(str, o["choices"])) if o["choices"] else "", json.dumps(o["default"])]
+            for o in options]
+    print(f"{answer.note} ({len(rows)} options)")
+    print(tabulate(rows, headers=["FLAG", "VALUE", "NARGS", "NEGATION", "TYPE", "CHOICES", "DEFAULT"]))
     return EXIT_OK
 
 
@@ -404,6 +503,7 @@ COMMANDS = {
     "ps": cmd_ps,
     "logs": cmd_logs,
     "compose": cmd_compose,
+    "flags": cmd_flags,
     "launch": cmd_launch,
     "schema": cmd_schema,
 }

@@ -54,11 +54,16 @@ def open_project(
     sets: tuple[str, ...] | list[str] = (),
     project_name: str | None = None,
     backend: str | None = "docker",
-    table: OptionTable | None = None,
-    table_is_exact: bool = False,
+    tables: Mapping[str, OptionTable] | None = None,
+    table_notes: list[str] | tuple[str, ...] = (),
     strict: bool = True,
+    options_block: bool = True,
 ) -> Project:
-    """Load, check and resolve. With `strict`, any error raises ConfigError carrying all of them."""
+    """Load, check and resolve. With `strict`, any error raises ConfigError carrying all of them.
+
+    `tables` (image -> option table of its vLLM) make rendering follow vLLM's real options and
+    turn unknown options into errors; instances without one are rendered by the contract's
+    rules and compared with the recorded vLLM table, as warnings only."""
     loaded = load_config(config_path, env=env, overrides=overrides, sets=sets)
     source = str(config_path)
     problems = schema_problems(loaded.data, source)
@@ -67,14 +72,24 @@ def open_project(
         raise ConfigError(problems)
     if backend is None:
         backend = guess_backend(loaded.data)
-    if table is None:
-        table = OptionTable.bundled()
-        table_is_exact = False
-    resolved = resolve(loaded.data, config_path=config_path, project=project_name, host_env=env, table=table)
+    tables = dict(tables or {})
+    resolved = resolve(loaded.data, config_path=config_path, project=project_name, host_env=env, tables=tables)
     problems += resolved.problems
     problems += semantic_problems(resolved, loaded.data, source, backend)
-    problems += option_problems(resolved, table, source, exact=table_is_exact)
-    project = Project(loaded, resolved, problems, option_check=table.source, backend=backend)
+    recorded = OptionTable.bundled()
+    unchecked = []
+    for spec in resolved.instances:
+        image = spec.container.image if spec.container else ""
+        exact = tables.get(image) if backend == "docker" else None
+        if exact is None:
+            unchecked.append(spec.name)
+        problems += option_problems(resolved, exact or recorded, source, exact=exact is not None and options_block,
+                                    only=spec.name)
+    notes = list(table_notes)
+    if unchecked:
+        notes.append(f"{', '.join(unchecked)}: not checked against the vLLM that will run; "
+                     f"compared with the {recorded.source} (warnings only)")
+    project = Project(loaded, resolved, problems, option_check="; ".join(notes), backend=backend)
     if strict and project.errors:
         raise ConfigError(problems)
     return project

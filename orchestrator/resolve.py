@@ -106,8 +106,10 @@ def resolve(
     config_path: Path,
     project: str | None = None,
     host_env: Mapping[str, str] = os.environ,
-    table: OptionTable | None = None,
+    tables: Mapping[str, OptionTable] | None = None,
 ) -> Resolved:
+    """`tables` maps an image to the option table of the vLLM inside it; an instance whose image
+    has none is rendered by the contract's literal rules."""
     master_raw = data.get("master") or {}
     master = MasterSettings(
         enable=master_raw.get("enable", True),
@@ -132,7 +134,8 @@ def resolve(
         )
         docker = deep_merge(docker_global, table_.get("docker") or {})
         resolved.instances.append(
-            _resolve_instance(name, control, server, docker, master, project, config_path, host_env, table, resolved.problems)
+            _resolve_instance(name, control, server, docker, master, project, config_path, host_env,
+                              (tables or {}).get(docker.get("image") or ""), resolved.problems)
         )
     return resolved
 

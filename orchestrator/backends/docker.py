@@ -270,6 +270,38 @@ class DockerBackend:
         actions = [Action(REMOVE, o.instance, ("down",), None, o) for o in observed]
         return self.apply(actions, on_done)
 
+    # ------------------------------------------------------------------ one-off commands
+    def run_once(self, image: str, argv: list[str], mounts: Iterable[Any] = (), timeout: float = 300) -> tuple[int, str, str]:
+        """Run argv in a throwaway, network-less container of image; (exit code, stdout, stderr)."""
+        host_config = self.api.create_host_config(
+            mounts=[docker.types.Mount(m.target, m.source, type="bind", read_only=True) for m in mounts],
+            network_mode="none",
+        )
+        try:
+            created = self._call(lambda: self.api.create_container(
+                image, entrypoint=[argv[0]], command=argv[1:], host_config=host_config,
+                labels={LABEL_OWNER: "vllm-orch-probe"}, environment={"PYTHONUNBUFFERED": "1"},
+            ))
+        except docker.errors.ImageNotFound:
+            raise PreflightError(f"image {image!r} not found on this Docker host") from None
+        try:
+            self.api.start(created["Id"])
+            code = self.api.wait(created["Id"], timeout=timeout).get("StatusCode", -1)
+            out = self.api.logs(created["Id"], stdout=True, stderr=False).decode(errors="replace")
+            err = self.api.logs(created["Id"], stdout=False, stderr=True).decode(errors="replace")
+            return code, out, err
+        except docker.errors.APIError as exc:
+            return -1, "", _reason(exc)
+        except Exception as exc:  # a read timeout from wait(): the command hung
+            if exc.__class__.__module__.startswith(("requests", "urllib3")):
+                return -1, "", f"no answer within {timeout:g}s"
+            raise
+        finally:
+            try:
+                self.api.remove_container(created["Id"], force=True)
+            except docker.errors.APIError:
+                pass
+
     # ------------------------------------------------------------------ logs
     def engine_log_tail(self, container_name: str, lines: int) -> str:
         """What the engine captured (the entrypoint's own errors, before output went to the file)."""

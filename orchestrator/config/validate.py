@@ -13,6 +13,7 @@ import re
 from collections import defaultdict
 from typing import Any, Iterable
 
+from orchestrator.argv import DEFAULT_MODULE
 from orchestrator.config.schema import SCHEMA
 from orchestrator.errors import Problem
 from orchestrator.resolve import Resolved
@@ -112,6 +113,10 @@ def semantic_problems(resolved: Resolved, data: dict, source: str, backend: str)
     _port_conflicts(resolved, backend, source, out)
     for spec in instances:
         _parallel_sizes(spec, source, out)
+        if "model" not in spec.server and resolved.master.api_server_module == DEFAULT_MODULE:
+            out.append(Problem("error", f"instance.{spec.name}.server.model",
+                               "missing: without --model vLLM's api_server loads its default (Qwen/Qwen3-0.6B) from the Hub",
+                               hint="set model to the model directory inside the container", source=source))
         if "api_key" in spec.server:  # not a string: split_secrets left it on the server table
             out.append(Problem("error", f"instance.{spec.name}.server.api_key",
                                "must be one string: it reaches vLLM as VLLM_API_KEY, never on argv", source=source))
@@ -243,13 +248,16 @@ def _log_collisions(instances: list, source: str, out: list[Problem]) -> None:
         owners[log] = spec.name
 
 
-def option_problems(resolved: Resolved, table: OptionTable, source: str, *, exact: bool) -> list[Problem]:
+def option_problems(resolved: Resolved, table: OptionTable, source: str, *, exact: bool,
+                    only: str | None = None) -> list[Problem]:
     """Server keys checked against vLLM's own option table. `exact`: the table came from the
     image that will run (errors); else from the bundled recording (warnings: versions differ)."""
     severity = "error" if exact else "warning"
     origin = f"vLLM {table.vllm_version}"
     out: list[Problem] = []
     for spec in resolved.instances:
+        if only is not None and spec.name != only:
+            continue
         for key, value in spec.server.items():
             path = f"instance.{spec.name}.server.{key}"
             if key in _CONTROL_KEYS:

@@ -13,6 +13,8 @@ from tests.integration.conftest import free_port, http_json
 CONFIG = """
 [instance.server]
 host = "0.0.0.0"
+# Four instances overlap on GPUs; small shares keep the memory check satisfied.
+gpu_memory_utilization = 0.2
 
 [instance.every.control]
 gpu_ids = "all"

@@ -40,6 +40,8 @@ TABLE = OptionTable(
         ({"middleware": ["a", "b"]}, ["--middleware", "a", "--middleware", "b"]),
         ({"limit_mm_per_prompt": {"image": 2}}, ["--limit-mm-per-prompt", '{"image":2}']),
         ({"model": None}, []),
+        ({"watermark": -0.5}, ["--watermark=-0.5"]),
+        ({"seed": 7}, ["--seed", "7"]),
     ],
 )
 def test_contract_rules_without_a_table(server, expected):

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import textwrap
+
 import pytest
 
 from orchestrator.errors import ConfigError
 from orchestrator.project import open_project
 
 
-def problems_of(write_toml, text: str, backend: str = "docker", **kwargs):
+def problems_of(write_toml, text: str, backend: str = "docker", with_model: bool = True, **kwargs):
+    if with_model:  # every real vLLM instance needs one; most cases here are about something else
+        text = '[instance.server]\nmodel = "/models/m"\n' + textwrap.dedent(text)
     path = write_toml(text)
     try:
         project = open_project(path, env={}, backend=backend, strict=False, **kwargs)
@@ -232,3 +236,16 @@ def test_two_instances_on_the_same_gpus_by_default_do_not_fit(write_toml):
     assert [p.message for p in errors] == [
         "every GPU is shared by a (0.9), b (0.9): gpu_memory_utilization sums to 1.8 > 1"
     ]
+
+
+def test_model_is_required_for_vllm_but_not_for_another_module(write_toml):
+    text = """
+        [docker]
+        image = "img"
+        [instance.a.server]
+        port = 8000
+    """
+    errors = errors_of(write_toml, text, with_model=False)
+    assert [p.path for p in errors] == ["instance.a.server.model"]
+    other = '[master]\napi_server_module = "my.server"\n' + textwrap.dedent(text)
+    assert errors_of(write_toml, other, with_model=False) == []

@@ -1,0 +1,224 @@
+"""Test stand-in for vLLM's OpenAI-compatible api_server (``vllm.entrypoints.openai.api_server``).
+
+This is NOT vLLM: it loads no model and generates nothing. It exists so that vllm-orch's tests can
+start, probe and stop "servers" in containers in seconds, with nothing but the Python standard
+library. It answers the endpoints the orchestrator and its tests touch, in vLLM's shapes, and
+reports exactly how it was launched.
+
+    python3 -m standin_vllm.api_server [--host H] [--port P] [--model M]
+        [--served-model-name NAME...] [--max-model-len N] [--api-key KEY]
+        [--standin-exit-code N] [--standin-health-delay SECONDS] [--standin-ignore-sigterm]
+        [any other vLLM arguments, accepted and ignored]
+
+At start it prints one line to stdout::
+
+    STANDIN-START {"argv": [...], "env": {...}, "pid": ..., "uid": ...}
+
+``argv`` is ``sys.argv[1:]`` (the arguments after the module name); ``env`` is all of os.environ.
+
+Test knobs:
+  --standin-exit-code N          print "standin: error: refused to start (exit N)" to stderr, exit N
+                                 (right after the STANDIN-START line, before listening)
+  --standin-health-delay SECONDS /health answers 503 until SECONDS after start
+  --standin-ignore-sigterm       ignore SIGTERM (to exercise stop timeouts / SIGKILL)
+
+Endpoints: GET /health, GET /v1/models, POST /v1/completions, POST /v1/chat/completions,
+GET /standin/info. As in vLLM, when VLLM_API_KEY (or --api-key) is set the /v1/* endpoints want
+``Authorization: Bearer <key>`` and answer 401 otherwise. On SIGTERM (or SIGINT) it prints
+``STANDIN-SHUTDOWN signal=<n>`` and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hmac
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+STARTED = time.monotonic()
+
+
+def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    # allow_abbrev=False: an unknown vLLM flag that happens to prefix one of ours (say
+    # "--model-loader-extra-config") must stay unknown, not be taken for "--model".
+    parser = argparse.ArgumentParser(prog="standin_vllm.api_server", allow_abbrev=False,
+                                     description="Test stand-in for vLLM's OpenAI api_server.")
+    parser.add_argument("--host", default="0.0.0.0")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--served-model-name", nargs="+", default=None)
+    parser.add_argument("--max-model-len", type=int, default=None)
+    parser.add_argument("--api-key", default=None)
+    parser.add_argument("--standin-exit-code", type=int, default=None)
+    parser.add_argument("--standin-health-delay", type=float, default=0.0)
+    parser.add_argument("--standin-ignore-sigterm", action="store_true")
+    return parser.parse_known_args(argv)
+
+
+def emit(stream, line: str) -> None:
+    # Written and flushed line by line: the orchestrator's log file must show each line at once.
+    stream.write(line + "\n")
+    stream.flush()
+
+
+class State:
+    def __init__(self, args: argparse.Namespace, unknown: list[str]):
+        self.args = args
+        self.unknown = unknown
+        self.names = list(args.served_model_name or ([args.model] if args.model else ["standin-model"]))
+        self.api_key = os.environ.get("VLLM_API_KEY") or args.api_key
+        self.counter = 0
+        self.lock = threading.Lock()
+
+    def next_id(self) -> int:
+        with self.lock:
+            self.counter += 1
+            return self.counter
+
+    def info(self) -> dict:
+        return {"argv": sys.argv[1:], "env": dict(os.environ), "pid": os.getpid(), "uid": os.getuid()}
+
+
+class Handler(BaseHTTPRequestHandler):
+    server_version = "standin-vllm/1"
+    protocol_version = "HTTP/1.1"
+    state: State  # set on the class by main()
+
+    # -- plumbing ---------------------------------------------------------------------------
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 - signature is the base's
+        # uvicorn-like access line, on stderr so stdout stays for the STANDIN-* lines.
+        emit(sys.stderr, f"INFO: {self.client_address[0]} - {format % args}")
+
+    def send(self, status: int, body: dict | None = None) -> None:
+        data = b"" if body is None else json.dumps(body).encode()
+        self.send_response(status)
+        if body is not None:
+            self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def error(self, status: int, message: str, kind: str) -> None:
+        self.send(status, {"error": {"message": message, "type": kind, "param": None, "code": status}})
+
+    def authorized(self) -> bool:
+        if not self.state.api_key:
+            return True
+        expected = f"Bearer {self.state.api_key}"
+        if hmac.compare_digest(self.headers.get("Authorization", "").encode(), expected.encode()):
+            return True
+        self.send(401, {"error": "Unauthorized"})  # vLLM's own 401 body
+        return False
+
+    def read_json(self) -> dict | None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            self.error(400, "request body must be a JSON object", "BadRequestError")
+            return None
+        return body
+
+    def model_for(self, body: dict) -> str | None:
+        # vLLM answers 404 for a model name it does not serve; no name means the first one.
+        model = body.get("model") or self.state.names[0]
+        if model not in self.state.names:
+            self.error(404, f"The model `{model}` does not exist.", "NotFoundError")
+            return None
+        return model
+
+    # -- endpoints ----------------------------------------------------------------------------
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        path = self.path.split("?", 1)[0]
+        if path == "/health":
+            ready = time.monotonic() - STARTED >= self.state.args.standin_health_delay
+            self.send(200 if ready else 503)
+        elif path == "/standin/info":
+            self.send(200, self.state.info())
+        elif path == "/v1/models":
+            if self.authorized():
+                self.send(200, {"object": "list", "data": [{
+                    "id": self.state.names[0], "object": "model", "created": int(time.time()),
+                    "owned_by": "vllm", "root": self.state.args.model or self.state.names[0],
+                    "parent": None, "max_model_len": self.state.args.max_model_len,
+                }]})
+        else:
+            self.error(404, f"no route for GET {path}", "NotFoundError")
+
+    def do_POST(self) -> None:  # noqa: N802
+        path = self.path.split("?", 1)[0]
+        if path not in ("/v1/completions", "/v1/chat/completions"):
+            self.error(404, f"no route for POST {path}", "NotFoundError")
+            return
+        if not self.authorized():
+            return
+        body = self.read_json()
+        if body is None:
+            return
+        model = self.model_for(body)
+        if model is None:
+            return
+        n, now = self.state.next_id(), int(time.time())
+        usage = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+        if path == "/v1/completions":
+            self.send(200, {"id": f"cmpl-standin-{n}", "object": "text_completion", "created": now,
+                            "model": model, "usage": usage, "choices": [
+                                {"index": 0, "text": " standin", "logprobs": None, "finish_reason": "length"}]})
+        else:
+            self.send(200, {"id": f"chatcmpl-standin-{n}", "object": "chat.completion", "created": now,
+                            "model": model, "usage": usage, "choices": [
+                                {"index": 0, "message": {"role": "assistant", "content": "standin reply"},
+                                 "finish_reason": "stop"}]})
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args, unknown = parse_args(argv)
+    state = State(args, unknown)
+    emit(sys.stdout, "STANDIN-START " + json.dumps(state.info()))
+
+    if args.standin_exit_code is not None:
+        emit(sys.stderr, f"standin: error: refused to start (exit {args.standin_exit_code})")
+        return args.standin_exit_code
+
+    stop = threading.Event()
+    received: list[int] = []
+
+    def on_signal(signum, _frame) -> None:
+        received.append(signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN if args.standin_ignore_sigterm else on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    Handler.state = state
+
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True  # open connections must not hold up the exit
+        address_family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+
+    server = Server((args.host, args.port), Handler)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
+    emit(sys.stderr, f"INFO: standin listening on http://{args.host}:{args.port} (model {state.names[0]})")
+
+    # The main thread only waits, so signal handlers run promptly; the timeout keeps the wait
+    # interruptible on every platform.
+    while not stop.wait(0.2):
+        pass
+    emit(sys.stdout, f"STANDIN-SHUTDOWN signal={received[0]}")
+    server.shutdown()
+    server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

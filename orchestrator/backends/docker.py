@@ -204,6 +204,7 @@ class DockerBackend:
 
     def _apply_one(self, action: Action) -> ActionResult:
         if action.kind == START:
+            _prepare_log_file(action.spec.container)  # it may have been deleted while stopped
             self._start(action.observed.id, action.instance, action.spec.container)
             return ActionResult(action, True, "started")
         if action.kind == REMOVE:

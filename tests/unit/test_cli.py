@@ -1,0 +1,84 @@
+"""The command line as a user meets it, without an engine (`--offline` keeps Docker out)."""
+
+from __future__ import annotations
+
+import json
+
+from orchestrator.cli import main
+
+GOOD = """
+[docker]
+image = "img:1"
+[instance.control]
+gpu_ids = "none"
+[instance.a.server]
+model = "/m"
+port = 8001
+api_key = "sk-unit-secret"
+"""
+
+
+def test_validate_ok(write_toml, capsys):
+    path = write_toml(GOOD)
+    assert main(["-c", str(path), "validate", "--offline"]) == 0
+    out = capsys.readouterr().out
+    assert "ok: 1 instance(s), 1 enabled" in out
+    assert "image check skipped (--offline)" in out
+
+
+def test_validate_reports_every_error_and_exits_2(write_toml, capsys):
+    path = write_toml(GOOD + '[instance.b.control]\ngpu_ids = "x"\n[instance.b.server]\nmodel = "/m"\nport = 8001\n'
+                      '[instance.c.control]\nenabeld = true\n')
+    assert main(["-c", str(path), "validate", "--offline"]) == 2
+    out = capsys.readouterr().out
+    assert "instance.c.control.enabeld: error: unknown key (did you mean enabled?)" in out
+    # Schema errors stop the report before meaning checks (they would be noise on a broken shape).
+    path = write_toml(GOOD + '[instance.b.control]\ngpu_ids = "x"\n[instance.b.server]\nmodel = "/m"\nport = 8001\n')
+    assert main(["-c", str(path), "validate", "--offline"]) == 2
+    out = capsys.readouterr().out
+    assert "instance.b.control.gpu_ids: error" in out
+    assert "host port 8001 is also used by instance 'a'" in out
+
+
+def test_validate_json(write_toml, capsys):
+    path = write_toml(GOOD.replace("port = 8001", 'port = "x"'))
+    assert main(["-c", str(path), "validate", "--offline", "--json"]) == 2
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["ok"] is False and doc["problems"][0]["path"] == "instance.a.server.port"
+
+
+def test_plan_json_has_the_documented_shape_and_no_secret(write_toml, capsys):
+    path = write_toml(GOOD)
+    assert main(["-c", str(path), "plan", "--json", "--offline"]) == 0
+    raw = capsys.readouterr().out
+    assert "sk-unit-secret" not in raw
+    (instance,) = json.loads(raw)["instances"]
+    for key in ("name", "enabled", "command", "server_args", "env", "gpu_ids", "log_file", "background", "container"):
+        assert key in instance
+    assert instance["env"]["VLLM_API_KEY"] == "<secret>"
+    assert instance["container"]["image"] == "img:1"
+
+
+def test_plan_local_backend_shows_process_env(write_toml, capsys):
+    path = write_toml(GOOD)
+    assert main(["-c", str(path), "plan", "--json", "--backend", "local"]) == 0
+    (instance,) = json.loads(capsys.readouterr().out)["instances"]
+    assert instance["env"]["CUDA_VISIBLE_DEVICES"] == "" and "container" not in instance
+
+
+def test_no_config_is_one_line(monkeypatch, capsys):
+    monkeypatch.delenv("AUTO_INFER_VLLM_CONFIG", raising=False)
+    assert main(["plan"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "no config file: pass -c FILE or set AUTO_INFER_VLLM_CONFIG" in err[0]
+
+
+def test_config_from_environment(write_toml, monkeypatch, capsys):
+    monkeypatch.setenv("AUTO_INFER_VLLM_CONFIG", str(write_toml(GOOD)))
+    assert main(["validate", "--offline"]) == 0
+
+
+def test_unknown_instance_name_gets_a_suggestion(write_toml, capsys):
+    path = write_toml(GOOD.replace("instance.a.", "instance.alpha."))
+    assert main(["-c", str(path), "logs", "alpah"]) == 2
+    assert "instance.alpah: error: no such instance in the config (did you mean alpha?)" in capsys.readouterr().err

@@ -81,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("logs", "show an instance's log file")
     p.add_argument("name", metavar="NAME")
+    p.add_argument("--backend", choices=("docker", "local"), default=None, help=backend_help)
     p.add_argument("-f", "--follow", action="store_true")
     p.add_argument("-n", "--tail", type=int, default=None, metavar="N", help="last N lines (default all)")
 
@@ -143,7 +144,7 @@ def _reopen_with_tables(args: argparse.Namespace, project, backend, image_ids: d
             continue
         pixi = [m for m in users[0].container.mounts if master.pixi_project_dir and m.target == master.pixi_project_dir.rstrip("/")]
         answer = image_table(backend, image, image_id, pixi_project_dir=master.pixi_project_dir,
-                             pixi_environment=master.pixi_environment, mounts=pixi)
+                             pixi_environment=master.pixi_environment, mounts=pixi, progress=_stderr)
         if answer.table is not None:
             tables[image] = answer.table
         notes.append(answer.note)
@@ -398,10 +399,10 @@ def cmd_ps(args: argparse.Namespace) -> int:
 def cmd_logs(args: argparse.Namespace) -> int:
     from orchestrator.logs import follow, tail_lines
 
-    project = _open(args, strict=False)
+    project = _open(args, backend=args.backend, strict=False)
     project.select([args.name])
     spec = project.resolved.instance(args.name)
-    path = Path(spec.container.host_log_file)
+    path = Path(spec.log_file if project.backend == "local" else spec.container.host_log_file)
     if not path.exists() and not args.follow:
         raise OrchestratorError(f"no log yet for {args.name!r} ({path}): it has not been started")
     if args.tail is not None:

@@ -1,0 +1,437 @@
+"""Resolved plan -> a docker-compose.yml that runs the containers `vllm-orch up` would run.
+
+The file is built from the same `ContainerSpec`s the Docker backend creates containers from, and
+laid out by the templates in `compose-templates/` (a frame, `base.yml`, and one block per
+instance, `service.yml`). The templates are found next to this package in the repository (an
+editable install) or in the directory `$VLLM_ORCH_COMPOSE_TEMPLATES` names.
+
+What the output promises:
+
+* deterministic: fixed key order, no timestamps; the same inputs give the same bytes;
+* no secret values: secret variables become `${NAME:?set NAME}` references, named in the header;
+* config values are never interpolated by Compose: every `$` in them is written as `$$`;
+* settings every service shares are written once, in `x-vllm-common`, and merged into each
+  service with YAML merge keys (`<<:`); environment, labels and healthcheck have anchors of their
+  own so a service adds its keys to the shared ones instead of replacing them;
+* the text is read back before it is returned and must give each service exactly the settings
+  it was built from (a template that breaks that is reported, not written).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from orchestrator import __version__
+from orchestrator.errors import OrchestratorError
+from orchestrator.resolve import LABEL_GPUS, LABEL_INSTANCE, LABEL_LOG, LABEL_MODEL, LABEL_OWNER, LABEL_URL
+from orchestrator.spec import ContainerSpec, InstanceSpec, Mount
+
+OWNER_COMPOSE = "compose"  # io.vllm-orch.owner of exported containers: `down` only removes "vllm-orch"
+TEMPLATES_ENV = "VLLM_ORCH_COMPOSE_TEMPLATES"
+TEMPLATES_DIR = Path(__file__).resolve().parents[1] / "compose-templates"
+DISABLED_PROFILE = "disabled"
+
+# Mapping settings shared key by key: setting -> anchor of its shared part inside x-vllm-common.
+MERGED_MAPPINGS = {"environment": "vllm-environment", "labels": "vllm-labels", "healthcheck": "vllm-healthcheck"}
+# Settings that always stay with their service, even where every service has the same value.
+PER_SERVICE = ("command", "volumes", "ports", "deploy", "profiles")
+# Items of the merged mappings that name the instance: also always with their service.
+PER_SERVICE_ITEMS = {
+    "environment": {"VLLM_ORCH_INSTANCE", "VLLM_ORCH_LOG_FILE"},
+    "labels": {LABEL_INSTANCE, LABEL_GPUS, LABEL_URL, LABEL_MODEL, LABEL_LOG},
+    "healthcheck": {"test"},
+}
+# Without a network_mode Compose would attach each service to a network of its own making
+# (<project>_default). "default" is the engine's own default (the bridge network), which is what a
+# container `vllm-orch up` creates without a network mode gets: the same HostConfig.NetworkMode.
+DEFAULT_NETWORK_MODE = "default"
+
+_COMPOSE_PROJECT = re.compile(r"^[a-z0-9][a-z0-9_-]*$")  # Compose refuses any other project name
+_PLACEHOLDER = re.compile(r"\{\{\s*(\w+)\s*\}\}")
+_BLOCK_LINE = re.compile(r"^(\s*)\{\{\s*(\w+)\s*\}\}\s*$")
+_FLOW_MAX = 32  # a list of scalars at most about this long is written [a, b]
+_WIDTH = 1 << 30  # never fold long strings: the log wrapper and argv stay on one line each
+
+
+class SecretRef(str):
+    """A `${NAME:?...}` reference: the one kind of string Compose must interpolate."""
+
+    @classmethod
+    def to(cls, name: str) -> "SecretRef":
+        return cls(f"${{{name}:?set {name}}}")
+
+
+# ----------------------------------------------------------------------------- YAML text
+class _Dumper(yaml.SafeDumper):
+    def ignore_aliases(self, data: Any) -> bool:  # anchors are placed by hand, never generated
+        return True
+
+    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
+        # List items indented under their key, as Compose's own documentation writes them.
+        super().increase_indent(flow, False)
+
+    def represent_list(self, data: list) -> yaml.Node:
+        # A short list of words reads best on one line ([gpu], ['0', '1']); argv stays one per line.
+        node = super().represent_list(data)
+        if data and all(isinstance(v, (str, int)) for v in data) and sum(len(str(v)) + 4 for v in data) <= _FLOW_MAX:
+            node.flow_style = True
+        return node
+
+
+_Dumper.add_representer(list, _Dumper.represent_list)
+_Dumper.add_representer(SecretRef, lambda dumper, value: dumper.represent_str(str(value)))
+
+
+def _dump(value: Any) -> str:
+    return yaml.dump(value, Dumper=_Dumper, default_flow_style=False, sort_keys=False, width=_WIDTH,
+                     allow_unicode=True)
+
+
+def _inline(value: Any) -> str:
+    """One scalar as YAML (quoted where a plain word would mean something else)."""
+    return _dump({"k": value})[len("k: "):].rstrip("\n")
+
+
+def _indent(text: str, prefix: str = "  ") -> str:
+    return "".join(prefix + line if line.strip() else line for line in text.splitlines(keepends=True))
+
+
+def _block(settings: dict[str, Any], *, anchors: dict[str, str] | None = None,
+           merges: dict[str, str] | None = None) -> str:
+    """A mapping as block YAML; `anchors` puts `&name` on a value, `merges` starts one with
+    `<<: *name` (both for mapping values)."""
+    anchors, merges = anchors or {}, merges or {}
+    parts: list[str] = []
+    for key, value in settings.items():
+        if key in anchors:
+            parts.append(f"{key}: &{anchors[key]}\n" + _indent(_dump(value)))
+        elif key in merges:
+            body = f"<<: *{merges[key]}\n" + (_dump(value) if value else "")
+            parts.append(f"{key}:\n" + _indent(body))
+        else:
+            parts.append(_dump({key: value}))
+    return "".join(parts)
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key written twice in one mapping (Compose refuses it too)."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"key {key!r} written twice", key_node.start_mark)
+        seen.add(key)
+    loader.flatten_mapping(node)
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+# ----------------------------------------------------------------------------- templates
+def templates_dir() -> Path:
+    configured = os.environ.get(TEMPLATES_ENV)
+    return Path(configured) if configured else TEMPLATES_DIR
+
+
+def _read_template(directory: Path, name: str) -> str:
+    path = directory / name
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise OrchestratorError(
+            f"compose template {path} cannot be read ({exc.strerror or exc}); the templates live in the "
+            f"repository's compose-templates/ directory, or set {TEMPLATES_ENV} to a copy of it"
+        ) from None
+
+
+def fill(template: str, *, blocks: dict[str, str], inline: dict[str, str], source: str) -> str:
+    """Replace `{{ name }}` placeholders. A placeholder alone on its line takes a block (indented
+    as the placeholder; an empty block drops the line), any other takes an inline scalar. Lines
+    starting with `##` are notes about the template and are dropped."""
+    out: list[str] = []
+    for number, line in enumerate(template.splitlines(), 1):
+        if line.startswith("##"):
+            continue
+        match = _BLOCK_LINE.match(line)
+        if match and match.group(2) in blocks:
+            out += [_indent(text_line, match.group(1)) for text_line in blocks[match.group(2)].splitlines()]
+            continue
+
+        def replace(found: re.Match, number: int = number) -> str:
+            name = found.group(1)
+            if name in inline:
+                return inline[name]
+            if name in blocks:
+                raise OrchestratorError(f"compose template {source}:{number}: {{{{ {name} }}}} must be alone on its line")
+            known = ", ".join(sorted([*blocks, *inline]))
+            raise OrchestratorError(f"compose template {source}:{number}: unknown placeholder {{{{ {name} }}}} (known: {known})")
+
+        out.append(_PLACEHOLDER.sub(replace, line))
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
+# ----------------------------------------------------------------------------- one service
+def _escape(value: Any) -> Any:
+    """`$` -> `$$` in every config value, so Compose passes it through instead of interpolating."""
+    if isinstance(value, SecretRef):
+        return value
+    if isinstance(value, str):
+        return value.replace("$", "$$")
+    if isinstance(value, list):
+        return [_escape(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _escape(v) for k, v in value.items()}
+    return value
+
+
+def _volume(mount: Mount) -> dict[str, Any]:
+    volume: dict[str, Any] = {"type": "bind", "source": mount.source, "target": mount.target}
+    if mount.read_only:
+        volume["read_only"] = True
+    # A missing source is an error, as in `vllm-orch up`, not a new directory: a log file that
+    # Compose made into a directory could never be written to.
+    volume["bind"] = {"create_host_path": False}
+    return volume
+
+
+def service_settings(spec: InstanceSpec, *, enabled: bool = True) -> dict[str, Any]:
+    """The Compose settings of one instance, in the order they are written; values unescaped."""
+    c: ContainerSpec = spec.container
+    settings: dict[str, Any] = {"image": c.image, "entrypoint": list(c.entrypoint), "command": list(c.command)}
+    environment: dict[str, Any] = dict(c.env)
+    for key, _ in c.secret_env:
+        environment[key] = SecretRef.to(key)
+    settings["environment"] = environment
+    labels = dict(c.labels)
+    labels[LABEL_OWNER] = OWNER_COMPOSE
+    settings["labels"] = labels
+    settings["volumes"] = [_volume(m) for m in c.mounts]
+    if c.port:
+        settings["ports"] = [{
+            "target": c.port.container_port,
+            "published": str(c.port.host_port),
+            "host_ip": c.port.host_address,
+            "protocol": "tcp",
+        }]
+    devices = c.gpu.compose_devices(c.gpu_driver)
+    if devices:
+        settings["deploy"] = {"resources": {"reservations": {"devices": devices}}}
+    if c.shm_size:
+        settings["shm_size"] = c.shm_size
+    if c.ipc_mode:
+        settings["ipc"] = c.ipc_mode
+    if c.user:
+        settings["user"] = c.user
+    settings["network_mode"] = c.network_mode or DEFAULT_NETWORK_MODE
+    settings["init"] = c.init
+    if c.restart and c.restart != "no":  # as the backend: "no" is the engine's default, left unset
+        settings["restart"] = c.restart
+    settings["stop_signal"] = c.stop_signal
+    settings["stop_grace_period"] = f"{c.stop_timeout}s"
+    if c.healthcheck:
+        check = c.healthcheck
+        settings["healthcheck"] = {
+            "test": list(check.test),
+            "interval": f"{check.interval_s}s",
+            "timeout": f"{check.timeout_s}s",
+            "retries": check.retries,
+            "start_period": f"{check.start_period_s}s",
+        }
+    if not enabled:
+        settings["profiles"] = [DISABLED_PROFILE]
+    return settings
+
+
+_ABSENT = object()
+
+
+def split_common(services: list[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(settings every service has with the same value, each service's remaining settings).
+    Merged mappings split item by item; other settings are shared only whole."""
+    if not services:
+        return {}, []
+    common: dict[str, Any] = {}
+    for key in services[0]:
+        if key in PER_SERVICE:
+            continue
+        values = [s.get(key, _ABSENT) for s in services]
+        if key in MERGED_MAPPINGS:
+            if any(v is _ABSENT for v in values):
+                continue
+            keep = PER_SERVICE_ITEMS.get(key, set())
+            shared = {k: v for k, v in values[0].items()
+                      if k not in keep and all(k in other and other[k] == v for other in values[1:])}
+            if shared:
+                common[key] = shared
+        elif all(v == values[0] for v in values[1:]):
+            common[key] = values[0]
+    rest: list[dict[str, Any]] = []
+    for service in services:
+        own: dict[str, Any] = {}
+        for key, value in service.items():
+            if key in MERGED_MAPPINGS and key in common:
+                extra = {k: v for k, v in value.items() if k not in common[key]}
+                if extra:
+                    own[key] = extra
+            elif key not in common:
+                own[key] = value
+        rest.append(own)
+    return common, rest
+
+
+# ----------------------------------------------------------------------------- the file
+def _header(project: Any, enabled_all: bool) -> str:
+    resolved = project.resolved
+    overrides = project.loaded.layers[1:]
+    instances = resolved.instances
+    secrets: list[str] = []
+    for spec in instances:
+        for key, _ in spec.container.secret_env:
+            if key not in secrets:
+                secrets.append(key)
+    lines = [
+        f"docker-compose.yml for the vLLM project {resolved.project!r}, written by `vllm-orch compose` (vllm-orch {__version__}).",
+        "It runs the containers `vllm-orch up` runs for the same inputs. Regenerate it instead of editing it:",
+        "the same inputs give the same bytes, so a diff in review is a change of the config.",
+        f"  config:    {resolved.config_file}",
+        "  overrides: " + (", ".join(overrides) + " (in the order applied)" if overrides else "none"),
+        f"  project:   {resolved.project} (Compose names the containers {resolved.project}-<service>-1; "
+        f"labelled {LABEL_OWNER}={OWNER_COMPOSE})",
+        "",
+    ]
+    if secrets:
+        lines += [
+            "Secrets are not in this file. Set these variables in the environment (or in an .env file next to",
+            "this file, never committed) before any `docker compose` command; Compose refuses to run without them:",
+            "  " + " ".join(secrets),
+            "",
+        ]
+    log_files = [spec.container.host_log_file for spec in instances]
+    if log_files:
+        lines += [
+            "Bind-mount sources must exist: nothing is created for them (create_host_path: false), so a missing",
+            "log file stops `docker compose up` instead of turning into a directory. Create the log files first:",
+        ]
+        for directory in sorted({str(Path(f).parent) for f in log_files}):
+            lines.append(f"  mkdir -p {shlex.quote(directory)}")
+        for spec in instances:
+            c = spec.container
+            lines.append(f"  touch {shlex.quote(c.host_log_file)}")
+            uid, _, gid = (c.user or "").partition(":")
+            if uid.isdigit():
+                lines.append(f"  chown {uid}{':' + gid if gid.isdigit() else ''} {shlex.quote(c.host_log_file)}")
+            elif c.user:
+                lines.append(f"  chmod 666 {shlex.quote(c.host_log_file)}")
+        lines.append("")
+    if not enabled_all:
+        lines += [
+            f"Services in the profile {DISABLED_PROFILE!r} are disabled in the config (or master.enable = false):",
+            f"`docker compose up` skips them; `docker compose --profile {DISABLED_PROFILE} up` starts them too.",
+            "",
+        ]
+    lines += [
+        "With `vllm-orch up` on the same host: both publish the same host ports, so whichever starts second",
+        "fails (\"port is already allocated\"). `vllm-orch down` never removes these containers, and",
+        "`vllm-orch ps` lists both kinds with their OWNER (vllm-orch or compose). Run one or the other.",
+    ]
+    return "\n".join(("# " + line.replace("\n", " ")).rstrip() for line in lines)
+
+
+def _comment(spec: InstanceSpec) -> str:
+    c = spec.container
+    parts = [f"gpus={spec.gpu.describe()}"]
+    labels = dict(c.labels)
+    if labels.get(LABEL_URL):
+        parts.append(labels[LABEL_URL])
+    if spec.served_model:
+        parts.append(f"model {spec.served_model}")
+    parts.append(f"log {c.host_log_file}")
+    if not spec.enabled:
+        parts.append("disabled")
+    return ("# " + f"{spec.name}: " + ", ".join(parts)).replace("\n", " ")
+
+
+def render_compose(project: Any, templates: Path | None = None) -> str:
+    """The Compose file for `project` (an orchestrator.project.Project), as text."""
+    resolved = project.resolved
+    if not _COMPOSE_PROJECT.match(resolved.project):
+        raise OrchestratorError(
+            f"project name {resolved.project!r} is not valid for Compose (lowercase letters, digits, '-' and '_', "
+            "starting with a letter or digit): pass another with -p or set [docker] project"
+        )
+    directory = templates or templates_dir()
+    base = _read_template(directory, "base.yml")
+    service_template = _read_template(directory, "service.yml")
+
+    master_on = resolved.master.enable
+    instances = resolved.instances
+    services = [_escape(service_settings(spec, enabled=master_on and spec.enabled)) for spec in instances]
+    common, own = split_common(services)
+    anchors = {key: anchor for key, anchor in MERGED_MAPPINGS.items() if key in common}
+
+    blocks: list[str] = []
+    for spec, settings in zip(instances, own):
+        merges = {key: anchors[key] for key in settings if key in anchors}
+        blocks.append(fill(
+            service_template,
+            blocks={"comment": _comment(spec), "settings": _block(settings, merges=merges)},
+            inline={"service": _inline(spec.name)},
+            source=str(directory / "service.yml"),
+        ))
+    text = fill(
+        base,
+        blocks={
+            "header": _header(project, all(master_on and spec.enabled for spec in instances)),
+            "common": _block(common, anchors=anchors) if common else "{}",
+            "services": "\n".join(blocks) if blocks else "{}",
+        },
+        inline={"project": _inline(resolved.project)},
+        source=str(directory / "base.yml"),
+    )
+    _check(text, resolved.project, [spec.name for spec in instances], services, directory)
+    return text
+
+
+# ----------------------------------------------------------------------------- read-back check
+def _missing(expected: Any, actual: Any, path: str) -> str | None:
+    """First place where `actual` lacks or changes what `expected` holds (a template may add)."""
+    if isinstance(expected, dict):
+        if not isinstance(actual, dict):
+            return path
+        for key, value in expected.items():
+            if key not in actual:
+                return f"{path}.{key}"
+            found = _missing(value, actual[key], f"{path}.{key}")
+            if found:
+                return found
+        return None
+    return None if expected == actual else path
+
+
+def _check(text: str, project: str, names: list[str], services: list[dict[str, Any]], directory: Path) -> None:
+    where = f"the compose templates in {directory}"
+    try:
+        doc = yaml.load(text, Loader=_StrictLoader)
+    except yaml.YAMLError as exc:
+        raise OrchestratorError(f"{where} give invalid YAML: {exc}") from None
+    if not isinstance(doc, dict) or doc.get("name") != project or not isinstance(doc.get("services"), dict):
+        raise OrchestratorError(f"{where} must give a mapping with `name: {{{{ project }}}}` and `services:`")
+    if list(doc["services"]) != names:
+        raise OrchestratorError(f"{where} give the services {list(doc['services'])}, expected {names}")
+    for name, expected in zip(names, services):
+        plain = yaml.safe_load(_dump(expected))  # SecretRef -> str, as the reader sees it
+        found = _missing(plain, doc["services"][name], f"services.{name}")
+        if found:
+            raise OrchestratorError(f"{where} change or drop {found}")

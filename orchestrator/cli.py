@@ -144,7 +144,7 @@ def _reopen_with_tables(args: argparse.Namespace, project, backend, image_ids: d
             continue
         pixi = [m for m in users[0].container.mounts if master.pixi_project_dir and m.target == master.pixi_project_dir.rstrip("/")]
         answer = image_table(backend, image, image_id, pixi_project_dir=master.pixi_project_dir,
-                             pixi_environment=master.pixi_environment, mounts=pixi)
+                             pixi_environment=master.pixi_environment, mounts=pixi, progress=_stderr)
         if answer.table is not None:
             tables[image] = answer.table
         notes.append(answer.note)

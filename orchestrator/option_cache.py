@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from orchestrator.argv import python_prefix
 from orchestrator.vllm_options import OptionTable
@@ -43,13 +43,15 @@ class TableAnswer:
 
 
 def image_table(backend: Any, image: str, image_id: str, *, pixi_project_dir: str | None,
-                pixi_environment: str, mounts: Iterable[Any] = ()) -> TableAnswer:
+                pixi_environment: str, mounts: Iterable[Any] = (),
+                progress: Callable[[str], None] = lambda message: None) -> TableAnswer:
     prefix = python_prefix(pixi_project_dir, pixi_environment)
     key = hashlib.sha256(json.dumps([image_id, prefix]).encode()).hexdigest()[:32]
     path = cache_dir() / f"{key}.json"
     try:
         doc = json.loads(path.read_text())
     except (OSError, ValueError):
+        progress(f"asking {image} for its vLLM option table (once per image build)")
         doc = _ask_image(backend, image, [*prefix, "-c", dump_source()], mounts)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")

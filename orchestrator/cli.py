@@ -460,8 +460,12 @@ def cmd_flags(args: argparse.Namespace) -> int:
         return EXIT_OK
     from tabulate import tabulate
 
+    def cell(text: str, width: int = 40) -> str:
+        return text if len(text) <= width else text[: width - 3] + "..."
+
     rows = [[o["flag"], "yes" if o["takes_value"] else "flag", o["nargs"] or "", o["negative_flag"] or "",
-             o["value_type"], ", ".join(map(str, o["choices"])) if o["choices"] else "", json.dumps(o["default"])]
+             o["value_type"], cell(", ".join(map(str, o["choices"])) if o["choices"] else ""),
+             cell(json.dumps(o["default"]), 30)]
             for o in options]
     print(f"{answer.note} ({len(rows)} options)")
     print(tabulate(rows, headers=["FLAG", "VALUE", "NARGS", "NEGATION", "TYPE", "CHOICES", "DEFAULT"]))
@@ -531,3 +535,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `vllm-orch flags | head`: the reader left, nothing is wrong
+        sys.stderr.close()
+        return EXIT_OK

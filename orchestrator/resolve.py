@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 from orchestrator.argv import DEFAULT_MODULE, launch_command, render_server_args, split_secrets
 from orchestrator.config.loader import deep_merge
-from orchestrator.errors import Problem
+from orchestrator.errors import ConfigError, Problem
 from orchestrator.spec import ContainerSpec, GpuRequest, HealthCheck, InstanceSpec, Mount, PortBinding
 from orchestrator.vllm_options import OptionTable
 
@@ -59,6 +59,7 @@ DOCKER_DEFAULTS: dict[str, Any] = {
 }
 _WILDCARD_HOSTS = {"0.0.0.0", "::", ""}
 _PROJECT_CHARS = re.compile(r"[^a-z0-9_-]+")
+_PROJECT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,9 @@ def resolve(
     docker_global.update(data.get("docker") or {})
     project = project or docker_global.pop("project", None) or default_project(config_path)
     docker_global.pop("project", None)
+    if not _PROJECT_NAME.match(project):
+        raise ConfigError([Problem("error", "docker.project", f"project name {project!r} must match {_PROJECT_NAME.pattern}",
+                                   hint="lower-case letters, digits, '-' and '_'", source=str(config_path))])
     instance_section = data.get("instance") or {}
     control_defaults = instance_section.get("control") or {}
     server_defaults = instance_section.get("server") or {}

@@ -52,7 +52,7 @@ def wait_healthy(
             if (url and probe_health(url)) or (current is not None and current.health == "healthy"):
                 ready[name] = clock() - start
                 del pending[name]
-                progress(f"{name}: healthy after {ready[name]:.1f}s")
+                progress(f"{name}: healthy (answers /health) after {ready[name]:.1f}s")
         elapsed = clock() - start
         if not pending:
             break

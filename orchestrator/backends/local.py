@@ -297,7 +297,8 @@ class StateStore:
         directory = self.project_dir(project)
         if not directory.is_dir():
             return []
-        found = (self._load(p) for p in sorted(directory.glob("*.json")))
+        # Dot files are the lock and half-written temporaries, never records.
+        found = (self._load(p) for p in sorted(directory.glob("*.json")) if not p.name.startswith("."))
         return [r for r in found if r is not None]
 
     def write(self, record: Record) -> None:
@@ -609,6 +610,8 @@ class LocalBackend:
         if selected is not None:
             records = [r for r in records if r.instance in selected]
         results: list[dict[str, Any]] = []
+        if not records and not selected:
+            out(f"nothing to stop in project {project.name!r}")
         for name in sorted((selected or set()) - {r.instance for r in records}):
             out(f"{name}: not running")
             results.append({"name": name, "pid": None, "ok": True, "result": "not running"})

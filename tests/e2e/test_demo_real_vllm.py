@@ -63,7 +63,7 @@ def post(url: str, body: dict) -> tuple[int, dict]:
 def test_up_wait_brings_both_instances_to_healthy(demo, capsys):
     code, _, err = run(capsys, *demo.args(), "up", "--wait", "--timeout", "600")
     assert code == 0, err
-    assert "tiny_a: healthy after" in err and "tiny_b: healthy after" in err
+    assert "tiny_a: healthy (answers /health) after" in err and "tiny_b: healthy (answers /health) after" in err
     code, out, _ = run(capsys, *demo.args(), "ps", "--json")
     rows = {r["name"]: r for r in json.loads(out)["instances"]}
     assert rows["tiny_a"]["state"] == "running" and rows["tiny_b"]["state"] == "running"

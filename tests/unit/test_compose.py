@@ -243,7 +243,8 @@ def test_names_that_yaml_would_misread_are_quoted(write_toml):
 
 
 def test_a_project_name_compose_refuses_is_reported(fleet):
-    with pytest.raises(OrchestratorError, match="not valid for Compose"):
+    # `-p` names are checked like `[docker] project`: before anything is rendered or run.
+    with pytest.raises(OrchestratorError, match="project name 'My.Project' must match"):
         render(fleet, project_name="My.Project")
 
 

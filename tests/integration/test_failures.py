@@ -100,3 +100,18 @@ def test_api_key_is_enforced_and_never_shown(fleet):
     container = fleet.container("a")
     assert "sk-test-4242" not in " ".join(container.attrs["Config"]["Cmd"])
     assert "sk-test-4242" not in str(container.labels)
+
+
+def test_gpu_request_without_a_matching_runtime_is_refused_before_anything_starts(fleet):
+    """The engine's answer for a GPU request it has no driver for is the same one a host without
+    the NVIDIA runtime gives ("could not select device driver"); a driver name no engine has
+    makes this host give it, although setup-host.sh gave it an NVIDIA hook stand-in."""
+    body = ONE.replace('gpu_ids = "none"', 'gpu_ids = "0"').replace("[instance.server]", "[instance.server]\ngpu_memory_utilization = 0.4")
+    write(fleet, body, docker_extra='gpu_driver = "no-such-driver"\n')
+    code, _, err = fleet.cli("up")
+    assert code == 4, err
+    last = err.strip().splitlines()[-1]
+    assert "asks for GPUs (gpu_ids = '0')" in last and 'set gpu_ids = "none"' in last
+    assert fleet.containers() == []
+    probes = fleet.client.containers.list(all=True, filters={"label": "io.vllm-orch.owner=vllm-orch-probe"})
+    assert probes == []

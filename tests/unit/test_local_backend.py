@@ -161,6 +161,13 @@ def test_state_files_are_one_safe_component_per_name(tmp_path, name):
     assert [r.instance for r in store.records(name)] == [name]
 
 
+def test_temporary_files_are_not_records(tmp_path):
+    store = StateStore(tmp_path)
+    store.project_dir("p").mkdir(parents=True)
+    (store.project_dir("p") / ".tmp-abc.json").write_text(json.dumps({"instance": "x"}))
+    assert store.records("p") == []
+
+
 def test_unreadable_record_is_no_record(tmp_path):
     store = StateStore(tmp_path)
     store.project_dir("p").mkdir(parents=True)

@@ -342,7 +342,8 @@ def cmd_down(args: argparse.Namespace) -> int:
     if args.backend == "local":
         return _down_local(args)
     name, project = _project_name(args)
-    selected = project.select(args.names) if project and args.names else (set(args.names) or None)
+    # Not checked against the config: `down NAME` must also reach an instance removed from it.
+    selected = set(args.names) or None
 
     def report(result) -> None:
         if not args.json:
@@ -365,10 +366,14 @@ def _down_local(args: argparse.Namespace) -> int:
     from orchestrator.backends.local import LocalBackend
 
     project = _open(args, backend="local", strict=False)
-    results = LocalBackend().down(project, project.select(args.names), timeout=args.timeout or 60.0,
+    results = LocalBackend().down(project, set(args.names) or None, timeout=args.timeout or 60.0,
                                   out=(lambda m: None) if args.json else _stderr)
     if args.json:
         _print_json({"project": project.name, "stopped": results})
+    failed = [r for r in results if not r.get("ok", True)]
+    if failed:
+        raise OrchestratorError(f"{len(failed)} instance(s) could not be stopped: "
+                                + ", ".join(str(r.get("instance") or r.get("name")) for r in failed))
     return EXIT_OK
 
 
@@ -480,7 +485,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
     path = resolve_config_path(_opt(args, "config"))
     if path is None:
         return EXIT_OK
-    if not path.exists():
+    if not path.exists() and _opt(args, "config") is None:  # an explicit -c must exist
         _stderr(f"vllm-orch launch: warning: config {path} not found; nothing launched")
         return EXIT_OK
     project = _open(args, backend="local")

@@ -70,7 +70,8 @@ class GpuRequest:
         if self.mode == "none":
             return {"CUDA_VISIBLE_DEVICES": ""}
         if self.mode == "ids":
-            return {"CUDA_VISIBLE_DEVICES": ",".join(map(str, self.ids))}
+            # Ids are nvidia-smi's (PCI bus order); CUDA's default order is "fastest first".
+            return {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": ",".join(map(str, self.ids))}
         return {}
 
     # --- containers ---------------------------------------------------------------------------

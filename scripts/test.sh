@@ -8,4 +8,5 @@ cd "$(dirname "$0")/.."
 scripts/setup-host.sh
 scripts/bootstrap-venv.sh
 scripts/build-images.sh all
+scripts/setup-vllm-venv.sh   # real vLLM as host processes, for the local launcher's e2e test
 exec .venv/bin/python -m pytest "$@"

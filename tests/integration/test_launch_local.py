@@ -158,6 +158,7 @@ def test_background_outlives_the_launcher_then_down_is_clean(launcher):
     assert http_json(f"http://127.0.0.1:{pa}/v1/models")[0] == 401  # VLLM_API_KEY reached it
     _, info = http_json(f"http://127.0.0.1:{pa}/standin/info")
     assert info["env"]["CUDA_VISIBLE_DEVICES"] == "0,2" and info["env"]["PYTHONUNBUFFERED"] == "1"
+    assert info["env"]["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"  # ids are nvidia-smi's numbering
     assert "--api-key" not in info["argv"] and "sk-local-secret" not in json.dumps(info["argv"])
     assert os.getsid(info["pid"]) == info["pid"]  # its own session: the launcher's end is not its end
     _, embed_info = http_json(f"http://127.0.0.1:{pb}/standin/info")
@@ -345,6 +346,12 @@ def test_config_from_the_environment_with_overrides(launcher):
 def test_no_config_is_silent(launcher):
     result = launcher.cli("launch", config=False)
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+def test_explicit_missing_config_is_an_error(launcher):
+    # Only the boot hook's variable is lenient; a file named on the command line must exist.
+    result = launcher.cli("launch", "-c", str(launcher.dir / "nope.toml"), config=False)
+    assert result.returncode == 2 and "config file not found" in result.stderr
 
 
 def test_missing_config_warns_and_exits_zero(launcher):

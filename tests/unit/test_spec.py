@@ -33,7 +33,7 @@ def test_bad_gpu_ids_are_errors(value):
 
 def test_process_env_uses_host_ids_and_container_env_never_does():
     ids = GpuRequest.parse("2,3")
-    assert ids.process_env() == {"CUDA_VISIBLE_DEVICES": "2,3"}
+    assert ids.process_env() == {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": "2,3"}
     assert ids.container_env() == {}
     assert GpuRequest.parse("none").process_env() == {"CUDA_VISIBLE_DEVICES": ""}
     assert GpuRequest.parse("all").process_env() == {}

@@ -91,7 +91,7 @@ class Handler(BaseHTTPRequestHandler):
     state: State  # set on the class by main()
 
     # -- plumbing ---------------------------------------------------------------------------
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - signature is the base's
+    def log_message(self, format: str, *args) -> None:  # the base class names it `format`
         # uvicorn-like access line, on stderr so stdout stays for the STANDIN-* lines.
         emit(sys.stderr, f"INFO: {self.client_address[0]} - {format % args}")
 
@@ -137,7 +137,7 @@ class Handler(BaseHTTPRequestHandler):
         return model
 
     # -- endpoints ----------------------------------------------------------------------------
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:  # http.server dispatches on these names
         path = self.path.split("?", 1)[0]
         if path == "/health":
             ready = time.monotonic() - STARTED >= self.state.args.standin_health_delay
@@ -154,7 +154,7 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self.error(404, f"no route for GET {path}", "NotFoundError")
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         path = self.path.split("?", 1)[0]
         if path not in ("/v1/completions", "/v1/chat/completions"):
             self.error(404, f"no route for POST {path}", "NotFoundError")

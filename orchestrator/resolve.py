@@ -245,6 +245,11 @@ def _container_spec(
         "VLLM_ORCH_LOG_FILE": spec.log_file,
     }
     env.update(spec.gpu.container_env())
+    user = docker.get("user")
+    if user and user.split(":")[0].isdigit():
+        # A bare uid has no passwd entry, so Docker sets HOME=/ (not writable): vLLM, torch and
+        # the HF hub would fail to create their caches. /tmp is writable by every uid.
+        env["HOME"] = "/tmp"
     secret_names = list(docker.get("secret_env") or [])
     user_env = dict(docker.get("env") or {})
     for key, value in user_env.items():

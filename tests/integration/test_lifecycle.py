@@ -149,3 +149,14 @@ def test_down_by_name(fleet):
     assert fleet.cli("up")[0] == 0
     fleet.cli_json("down", "beta")
     assert [c.labels["io.vllm-orch.instance"] for c in fleet.containers()] == ["alpha"]
+
+
+def test_runs_as_a_bare_uid_with_a_writable_home_and_log(fleet):
+    ports = write_two(fleet, docker_extra='user = "4321:4321"\n')
+    code, _, err = fleet.cli("up", "--wait", "--timeout", "120", "alpha")
+    assert code == 0, err
+    status, info = http_json(f"http://127.0.0.1:{ports['pa']}/standin/info")
+    assert status == 200 and info["uid"] == 4321
+    assert info["env"]["HOME"] == "/tmp"  # Docker's HOME=/ for a uid without passwd entry is not writable
+    log = fleet.log_file("alpha")
+    assert log.stat().st_uid == 4321 and "STANDIN-START" in log.read_text()

@@ -115,16 +115,19 @@ def _config_path(args: argparse.Namespace, required: bool = True) -> Path | None
     return path
 
 
-def _open(args: argparse.Namespace, *, backend: str | None = "docker", strict: bool = True):
+def _open(args: argparse.Namespace, *, backend: str | None = "docker", strict: bool = True, checks: bool = True,
+          loaded=None):
     from orchestrator.project import open_project
 
     return open_project(
         _config_path(args),
+        loaded=loaded,
         overrides=_opt(args, "override", []),
         sets=_opt(args, "sets", []),
         project_name=_opt(args, "project"),
         backend=backend,
         strict=strict,
+        checks=checks,
     )
 
 
@@ -151,30 +154,35 @@ def _reopen_with_tables(args: argparse.Namespace, project, backend, image_ids: d
     return open_project(
         project.loaded.path, overrides=_opt(args, "override", []), sets=_opt(args, "sets", []),
         project_name=_opt(args, "project"), backend=project.backend, tables=tables, table_notes=notes, strict=strict,
-        options_block=options_block,
+        options_block=options_block, loaded=project.loaded,
     )
 
 
 def _open_checked(args: argparse.Namespace, *, backend: str | None = "docker", strict: bool = True):
     """For validate/plan/compose: the project checked against its images' vLLM when Docker can
     be asked; otherwise (or with --offline) by the contract's rules, saying why."""
-    project = _open(args, backend=backend, strict=strict)
-    if project.backend != "docker":
+    first = _open(args, backend=backend, strict=strict, checks=False)
+
+    def without_tables(reason: str):
+        project = _open(args, backend=backend, strict=strict, loaded=first.loaded)
+        if reason:
+            project.option_check = f"image check skipped ({reason}); " + project.option_check
         return project
+
+    if first.backend != "docker":
+        return without_tables("")
     if getattr(args, "offline", False):
-        project.option_check = "image check skipped (--offline); " + project.option_check
-        return project
+        return without_tables("--offline")
     from orchestrator.backends.docker import DockerBackend
     from orchestrator.errors import DockerUnavailable, PreflightError
 
-    images = {i.container.image for i in project.resolved.instances if i.container and i.container.image}
+    images = {i.container.image for i in first.resolved.instances if i.container and i.container.image}
     try:
         engine = DockerBackend()
         image_ids = engine.image_ids(images)
     except (DockerUnavailable, PreflightError) as exc:
-        project.option_check = f"image check skipped ({exc}); " + project.option_check
-        return project
-    return _reopen_with_tables(args, project, engine, image_ids, strict=strict)
+        return without_tables(str(exc))
+    return _reopen_with_tables(args, first, engine, image_ids, strict=strict)
 
 
 def _print_json(doc: Any) -> None:
@@ -247,7 +255,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     from orchestrator.backends.docker import DockerBackend
     from orchestrator.plan import CHANGES, ORPHAN, plan_up
 
-    project = _open(args)
+    project = _open(args, checks=False)  # which images? (the full checks follow, with their tables)
     selected = project.select(args.names)
     if not project.resolved.master.enable:
         _stderr("master.enable = false: nothing to start")

@@ -58,13 +58,16 @@ def open_project(
     table_notes: list[str] | tuple[str, ...] = (),
     strict: bool = True,
     options_block: bool = True,
+    loaded: LoadedConfig | None = None,
+    checks: bool = True,
 ) -> Project:
     """Load, check and resolve. With `strict`, any error raises ConfigError carrying all of them.
 
     `tables` (image -> option table of its vLLM) make rendering follow vLLM's real options and
     turn unknown options into errors; instances without one are rendered by the contract's
     rules and compared with the recorded vLLM table, as warnings only."""
-    loaded = load_config(config_path, env=env, overrides=overrides, sets=sets)
+    if loaded is None:
+        loaded = load_config(config_path, env=env, overrides=overrides, sets=sets)
     source = str(config_path)
     problems = schema_problems(loaded.data, source)
     if any(p.is_error for p in problems):
@@ -72,6 +75,9 @@ def open_project(
         raise ConfigError(problems)
     if backend is None:
         backend = guess_backend(loaded.data)
+    if not checks:  # a first look (which images?) before the option tables are known
+        resolved = resolve(loaded.data, config_path=config_path, project=project_name, host_env=env)
+        return Project(loaded, resolved, problems, backend=backend)
     tables = dict(tables or {})
     resolved = resolve(loaded.data, config_path=config_path, project=project_name, host_env=env, tables=tables)
     problems += resolved.problems

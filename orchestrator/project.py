@@ -93,7 +93,8 @@ def open_project(
                                     only=spec.name)
     notes = list(table_notes)
     if unchecked:
-        notes.append(f"{', '.join(unchecked)}: not checked against the vLLM that will run; "
+        who = ", ".join(unchecked) if len(unchecked) <= 4 else f"{len(unchecked)} instances"
+        notes.append(f"{who}: not checked against the vLLM that will run; "
                      f"compared with the {recorded.source} (warnings only)")
     project = Project(loaded, resolved, problems, option_check="; ".join(notes), backend=backend)
     if strict and project.errors:

@@ -12,15 +12,11 @@ import json
 import os
 import socket
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-import docker
-import docker.errors
-import docker.types
-
+from orchestrator.backends.engine_reads import EngineError, EngineReader, EngineUnreachable, reader_for_environment
 from orchestrator.errors import DockerUnavailable, OrchestratorError, PreflightError
 from orchestrator.plan import CREATE, RECREATE, REMOVE, START, Action, Observed
 from orchestrator.resolve import (
@@ -34,6 +30,13 @@ from orchestrator.resolve import (
 from orchestrator.spec import ContainerSpec, InstanceSpec
 
 MAX_WORKERS = 16
+
+
+def _docker() -> Any:
+    """docker-py, imported when first needed: reads do without it (see engine_reads.py)."""
+    import docker
+
+    return docker
 _GPU_DRIVER_ERROR = "could not select device driver"
 
 
@@ -59,19 +62,23 @@ def _ns(seconds: float) -> int:
 class DockerBackend:
     def __init__(self, base_url: str | None = None):
         self._base_url = base_url
-        self._client: docker.DockerClient | None = None
+        self._client: Any = None
+        self._reader = None if base_url else reader_for_environment()
 
     # ------------------------------------------------------------------ connection
     @property
-    def api(self) -> docker.APIClient:
+    def api(self) -> Any:
+        """docker-py's APIClient, imported on first use (reads go through `_reader` when they can)."""
         if self._client is None:
+            import docker
+
             try:
                 kwargs: dict[str, Any] = {"version": "auto", "max_pool_size": MAX_WORKERS, "timeout": 120}
                 if self._base_url:
                     self._client = docker.DockerClient(base_url=self._base_url, **kwargs)
                 else:
                     self._client = docker.from_env(**kwargs)
-            except docker.errors.DockerException as exc:
+            except _docker().errors.DockerException as exc:
                 host = self._base_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
                 raise DockerUnavailable(
                     f"cannot reach the Docker engine at {host}: {_reason(exc)} "
@@ -85,18 +92,46 @@ class DockerBackend:
         filters = [f"{LABEL_PROJECT}={project}"]
         if owner:
             filters.append(f"{LABEL_OWNER}={owner}")
-        rows = self._call(lambda: self.api.containers(all=True, filters={"label": filters}))
+        if self._reader:
+            rows = self._read(lambda r: r.containers(all=True, labels=filters))
+        else:
+            rows = self._call(lambda: self.api.containers(all=True, filters={"label": filters}))
         return [_observed(row) for row in rows]
+
+    def _read(self, fn: Callable[[EngineReader], Any]) -> Any:
+        try:
+            return fn(self._reader)
+        except EngineUnreachable as exc:
+            raise DockerUnavailable(
+                f"cannot reach the Docker engine at unix://{self._reader.socket_path}: {exc} "
+                "(is dockerd running? scripts/setup-host.sh installs and starts one)"
+            ) from None
+        except EngineError as exc:
+            raise OrchestratorError(f"Docker engine error: {exc}") from None
+
+    def _inspect_image(self, image: str) -> dict[str, Any] | None:
+        if self._reader:
+            try:
+                return self._read(lambda r: r.inspect_image(image))
+            except OrchestratorError:
+                pass  # 404: missing (checked below through the SDK for an exact answer)
+        import docker.errors
+
+        try:
+            return self._call(lambda: self.api.inspect_image(image))
+        except _docker().errors.ImageNotFound:
+            return None
 
     def image_ids(self, images: Iterable[str]) -> dict[str, str]:
         """Current id of each image; a missing image is a preflight error naming the fix."""
         ids: dict[str, str] = {}
         missing: list[str] = []
         for image in sorted(set(images)):
-            try:
-                ids[image] = self._call(lambda image=image: self.api.inspect_image(image))["Id"]
-            except docker.errors.ImageNotFound:
+            found = self._inspect_image(image)
+            if found is None:
                 missing.append(image)
+            else:
+                ids[image] = found["Id"]
         if missing:
             raise PreflightError(
                 f"image {missing[0]!r} not found on this Docker host "
@@ -127,7 +162,8 @@ class DockerBackend:
         if not creates:
             return
         wanted = {a.spec.container.name: a.instance for a in creates}
-        for row in self._call(lambda: self.api.containers(all=True)):
+        rows = self._read(lambda r: r.containers(all=True)) if self._reader else self._call(lambda: self.api.containers(all=True))
+        for row in rows:
             for name in row.get("Names") or []:
                 if name.lstrip("/") in wanted:
                     raise PreflightError(
@@ -163,7 +199,7 @@ class DockerBackend:
                 container.image, entrypoint=["/bin/sh", "-c", "exit 0"], command=[],
                 labels={LABEL_OWNER: "vllm-orch-probe"},
                 host_config=self.api.create_host_config(
-                    device_requests=[docker.types.DeviceRequest(**_device_request_kwargs(r))
+                    device_requests=[_docker().types.DeviceRequest(**_device_request_kwargs(r))
                                      for r in container.gpu.docker_device_requests(container.gpu_driver)]),
             ))
         except OrchestratorError:
@@ -171,14 +207,14 @@ class DockerBackend:
         try:
             self.api.start(probe["Id"])
             self.api.wait(probe["Id"], timeout=60)
-        except docker.errors.APIError as exc:
+        except _docker().errors.APIError as exc:
             if _GPU_DRIVER_ERROR in str(exc):
                 raise PreflightError(_gpu_message(action.instance, container, exc)) from None
             raise PreflightError(f"instance {action.instance!r}: GPU check failed: {_reason(exc)}") from None
         finally:
             try:
                 self.api.remove_container(probe["Id"], force=True)
-            except docker.errors.APIError:
+            except _docker().errors.APIError:
                 pass
 
     # ------------------------------------------------------------------ act
@@ -198,6 +234,8 @@ class DockerBackend:
 
         if not work:
             return results
+        from concurrent.futures import ThreadPoolExecutor
+
         with ThreadPoolExecutor(max_workers=min(MAX_WORKERS, len(work))) as pool:
             results = list(pool.map(run, work))
         return results
@@ -241,13 +279,13 @@ class DockerBackend:
         )
         try:
             return self._call(lambda: self.api.create_container(**kwargs))["Id"]
-        except docker.errors.APIError as exc:
+        except _docker().errors.APIError as exc:
             raise OrchestratorError(f"instance {spec.name!r}: create failed: {_reason(exc)}") from None
 
     def _start(self, container_id: str, instance: str, container: ContainerSpec) -> None:
         try:
             self._call(lambda: self.api.start(container_id))
-        except docker.errors.APIError as exc:
+        except _docker().errors.APIError as exc:
             if _GPU_DRIVER_ERROR in str(exc):
                 raise OrchestratorError(_gpu_message(instance, container, exc)) from None
             raise OrchestratorError(f"instance {instance!r}: start failed: {_reason(exc)}") from None
@@ -260,9 +298,9 @@ class DockerBackend:
                 self.api.stop(observed.id)
             code = self.api.wait(observed.id, timeout=30).get("StatusCode")
             self.api.remove_container(observed.id)
-        except docker.errors.NotFound:
+        except _docker().errors.NotFound:
             pass
-        except docker.errors.APIError as exc:
+        except _docker().errors.APIError as exc:
             raise OrchestratorError(f"container {observed.name}: {_reason(exc)}") from None
         return code
 
@@ -275,7 +313,7 @@ class DockerBackend:
     def run_once(self, image: str, argv: list[str], mounts: Iterable[Any] = (), timeout: float = 300) -> tuple[int, str, str]:
         """Run argv in a throwaway, network-less container of image; (exit code, stdout, stderr)."""
         host_config = self.api.create_host_config(
-            mounts=[docker.types.Mount(m.target, m.source, type="bind", read_only=True) for m in mounts],
+            mounts=[_docker().types.Mount(m.target, m.source, type="bind", read_only=True) for m in mounts],
             network_mode="none",
         )
         try:
@@ -283,7 +321,7 @@ class DockerBackend:
                 image, entrypoint=[argv[0]], command=argv[1:], host_config=host_config,
                 labels={LABEL_OWNER: "vllm-orch-probe"}, environment={"PYTHONUNBUFFERED": "1"},
             ))
-        except docker.errors.ImageNotFound:
+        except _docker().errors.ImageNotFound:
             raise PreflightError(f"image {image!r} not found on this Docker host") from None
         try:
             self.api.start(created["Id"])
@@ -291,7 +329,7 @@ class DockerBackend:
             out = self.api.logs(created["Id"], stdout=True, stderr=False).decode(errors="replace")
             err = self.api.logs(created["Id"], stdout=False, stderr=True).decode(errors="replace")
             return code, out, err
-        except docker.errors.APIError as exc:
+        except _docker().errors.APIError as exc:
             return -1, "", _reason(exc)
         except Exception as exc:  # a read timeout from wait(): the command hung
             if exc.__class__.__module__.startswith(("requests", "urllib3")):
@@ -300,7 +338,7 @@ class DockerBackend:
         finally:
             try:
                 self.api.remove_container(created["Id"], force=True)
-            except docker.errors.APIError:
+            except _docker().errors.APIError:
                 pass
 
     # ------------------------------------------------------------------ logs
@@ -308,7 +346,7 @@ class DockerBackend:
         """What the engine captured (the entrypoint's own errors, before output went to the file)."""
         try:
             raw = self.api.logs(container_name, tail=lines, stdout=True, stderr=True)
-        except docker.errors.APIError:
+        except _docker().errors.APIError:
             return ""
         return raw.decode(errors="replace")
 
@@ -316,11 +354,11 @@ class DockerBackend:
     def _call(self, fn: Callable[[], Any]) -> Any:
         try:
             return fn()
-        except docker.errors.NotFound:
+        except _docker().errors.NotFound:
             raise
-        except docker.errors.APIError:
+        except _docker().errors.APIError:
             raise
-        except docker.errors.DockerException as exc:
+        except _docker().errors.DockerException as exc:
             raise DockerUnavailable(f"Docker engine error: {_reason(exc)}") from None
         except Exception as exc:  # requests' connection errors when dockerd goes away mid-run
             if exc.__class__.__module__.startswith(("requests", "urllib3")):
@@ -342,10 +380,10 @@ def host_config_kwargs(container: ContainerSpec) -> dict[str, Any]:
     """HostConfig for the engine, from the value objects (Compose export reads the same spec)."""
     kwargs: dict[str, Any] = {
         "mounts": [
-            docker.types.Mount(m.target, m.source, type="bind", read_only=m.read_only) for m in container.mounts
+            _docker().types.Mount(m.target, m.source, type="bind", read_only=m.read_only) for m in container.mounts
         ],
         "device_requests": [
-            docker.types.DeviceRequest(**_device_request_kwargs(r))
+            _docker().types.DeviceRequest(**_device_request_kwargs(r))
             for r in container.gpu.docker_device_requests(container.gpu_driver)
         ],
         "init": container.init,

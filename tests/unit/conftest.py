@@ -5,7 +5,9 @@ from pathlib import Path
 
 import pytest
 
-EXAMPLES = Path(__file__).resolve().parents[3] / "shared" / "seed" / "examples"
+# Copies of the contract's two real example configs (shared/seed/examples), kept in the repo so
+# the suite does not depend on where the shared folder lies.
+EXAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "contract-examples"
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 

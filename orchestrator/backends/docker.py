@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,11 +65,16 @@ class DockerBackend:
         self._base_url = base_url
         self._client: Any = None
         self._reader = None if base_url else reader_for_environment()
+        self._client_lock = threading.Lock()
 
     # ------------------------------------------------------------------ connection
     @property
     def api(self) -> Any:
         """docker-py's APIClient, imported on first use (reads go through `_reader` when they can)."""
+        with self._client_lock:  # apply()'s worker threads must share one client
+            return self._connect()
+
+    def _connect(self) -> Any:
         if self._client is None:
             import docker
 

@@ -190,12 +190,12 @@ def main(argv: list[str] | None = None) -> int:
         emit(sys.stderr, f"standin: error: refused to start (exit {args.standin_exit_code})")
         return args.standin_exit_code
 
-    stop = threading.Event()
     received: list[int] = []
 
     def on_signal(signum, _frame) -> None:
+        # Only a list append: an Event.set() here could deadlock on the Event's own lock when
+        # the signal lands while the main thread is inside Event.wait() holding it.
         received.append(signum)
-        stop.set()
 
     signal.signal(signal.SIGTERM, signal.SIG_IGN if args.standin_ignore_sigterm else on_signal)
     signal.signal(signal.SIGINT, on_signal)
@@ -210,10 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
     emit(sys.stderr, f"INFO: standin listening on http://{args.host}:{args.port} (model {state.names[0]})")
 
-    # The main thread only waits, so signal handlers run promptly; the timeout keeps the wait
-    # interruptible on every platform.
-    while not stop.wait(0.2):
-        pass
+    # The main thread only sleeps, so signal handlers run promptly between sleeps.
+    while not received:
+        time.sleep(0.1)
     emit(sys.stdout, f"STANDIN-SHUTDOWN signal={received[0]}")
     server.shutdown()
     server.server_close()

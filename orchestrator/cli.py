@@ -551,3 +551,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `vllm-orch flags | head`: the reader left, nothing is wrong
         sys.stderr.close()
         return EXIT_OK
+
+
+def console_main() -> None:
+    """The `vllm-orch` executable: main(), then exit without the interpreter's module teardown,
+    which costs 60-130 ms once docker-py (requests, urllib3) is loaded. Output is flushed first;
+    worker threads have all been joined by then."""
+    code = main()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (BrokenPipeError, ValueError):
+        pass
+    os._exit(code)

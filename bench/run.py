@@ -520,6 +520,7 @@ class Bench:
 
     def run(self) -> dict[str, Any]:
         code_at_start = code_digest()
+        image_at_start = self.engine.api.inspect_image(self.args.image)["Id"]
         stale = self.engine.remove_by_label(BENCH_LABEL)
         if stale:
             log(f"removed {stale} container(s) left by an earlier bench run")
@@ -548,7 +549,9 @@ class Bench:
                 "load_1min": {"min": min(self.load, default=None), "median": median(self.load),
                               "max": max(self.load, default=None)},
                 "other_running_containers_max": self.others, "env_as_is": ENV_AS_IS,
-                "code_digest": code_at_start, "code_changed_during_run": code_digest() != code_at_start}
+                "code_digest": code_at_start, "code_changed_during_run": code_digest() != code_at_start,
+                "image_id": image_at_start,
+                "image_changed_during_run": self.engine.api.inspect_image(self.args.image)["Id"] != image_at_start}
 
     def warm_up(self) -> None:
         """What any second run of the tool finds: the image's option table cached (per image id;
@@ -793,6 +796,7 @@ def machine_lines(doc: dict[str, Any]) -> str:
         f"- vllm-orch: commit {m.get('commit', '?')}"
         + (" with uncommitted changes under orchestrator/" if m.get("orchestrator_changes") else "")
         + (f" (sources digest {doc['code_digest']})" if doc.get("code_digest") else "")
+        + (f"; image {doc['args']['image']} {doc['image_id'].split(':')[-1][:12]}" if doc.get("image_id") else "")
         + (f"; CLI {doc['args']['cli']}" if not str(doc['args']['cli']).startswith(str(REPO)) else ""),
         f"- CPU: {m['cpu']}; memory {m['memory']}",
         f"- OS: {m['os']}",
@@ -815,6 +819,8 @@ def report(doc: dict[str, Any]) -> str:
     notes = list(doc.get("notes") or [])
     if doc.get("code_changed_during_run"):
         notes.append("vllm-orch's sources changed on disk during this run: its figures mix two versions")
+    if doc.get("image_changed_during_run"):
+        notes.append(f"the image {doc['args']['image']} was rebuilt during this run: its figures mix two images")
     if notes:
         parts.append("Notes:\n" + "\n".join(f"- {n}" for n in notes))
     return "\n\n".join(parts) + "\n"

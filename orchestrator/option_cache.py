@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -32,7 +31,8 @@ def cache_dir() -> Path:
 
 
 def dump_source() -> str:
-    return resources.files("orchestrator").joinpath("vllm_options_dump.py").read_text(encoding="utf-8")
+    with open(os.path.join(os.path.dirname(__file__), "vllm_options_dump.py"), encoding="utf-8") as handle:
+        return handle.read()
 
 
 @dataclass(frozen=True)

@@ -137,7 +137,8 @@ def resolve(
         server["extra_args"] = list(server_defaults.get("extra_args") or []) + list(
             (table_.get("server") or {}).get("extra_args") or []
         )
-        docker = deep_merge(docker_global, table_.get("docker") or {})
+        own = table_.get("docker")
+        docker = deep_merge(docker_global, own) if own else dict(docker_global)
         resolved.instances.append(
             _resolve_instance(name, control, server, docker, master, project, config_path, host_env,
                               (tables or {}).get(docker.get("image") or ""), resolved.problems)

@@ -5,7 +5,6 @@ Docker backend, the Compose exporter and the local launcher cannot disagree abou
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -224,6 +223,8 @@ class ContainerSpec:
     def config_hash(self) -> str:
         """sha256 of the canonical spec. Secrets enter as digests so a changed API key still
         recreates the container without the key ever being written into a label."""
+        import hashlib  # only hashing commands pay for it
+
         doc = self.to_json()
         doc["secret_digests"] = {
             key: hashlib.sha256((value or "").encode()).hexdigest() for key, value in self.secret_env

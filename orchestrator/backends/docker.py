@@ -206,9 +206,7 @@ class DockerBackend:
         probe = self._call(lambda: self.api.create_container(
             container.image, entrypoint=["/bin/sh", "-c", "exit 0"], command=[],
             labels={LABEL_OWNER: "vllm-orch-probe"},
-            host_config=self.api.create_host_config(
-                device_requests=[_docker().types.DeviceRequest(**_device_request_kwargs(r))
-                                 for r in container.gpu.docker_device_requests(container.gpu_driver)]),
+            host_config=self.api.create_host_config(device_requests=_device_requests(container)),
         ))
         try:
             self.api.start(probe["Id"])
@@ -262,27 +260,8 @@ class DockerBackend:
         return ActionResult(action, True, "recreated" if action.kind == RECREATE else "created")
 
     def _create(self, spec: InstanceSpec) -> str:
-        container = spec.container
-        _prepare_log_file(container)
-        labels = dict(container.labels)
-        labels[LABEL_HASH] = container.config_hash()
-        labels[LABEL_SPEC] = json.dumps(container.to_json(), sort_keys=True, separators=(",", ":"))
-        host_config = self.api.create_host_config(**host_config_kwargs(container))
-        port = container.port
-        kwargs = dict(
-            image=container.image,
-            entrypoint=list(container.entrypoint),
-            command=list(container.command),
-            environment=container.environment(reveal=True),
-            labels=labels,
-            name=container.name,
-            host_config=host_config,
-            stop_signal=container.stop_signal,
-            stop_timeout=container.stop_timeout,
-            user=container.user or "",
-            ports=[(port.container_port, "tcp")] if port else None,
-            healthcheck=_healthcheck(container),
-        )
+        _prepare_log_file(spec.container)
+        kwargs = create_kwargs(self.api, spec.container)
         try:
             return self._call(lambda: self.api.create_container(**kwargs))["Id"]
         except _docker().errors.APIError as exc:
@@ -382,16 +361,41 @@ def _device_request_kwargs(request: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def create_kwargs(api: Any, container: ContainerSpec) -> dict[str, Any]:
+    """Keyword arguments of APIClient.create_container for one instance (the benchmark's floor
+    sends exactly these too)."""
+    labels = dict(container.labels)
+    labels[LABEL_HASH] = container.config_hash()
+    labels[LABEL_SPEC] = json.dumps(container.to_json(), sort_keys=True, separators=(",", ":"))
+    port = container.port
+    return dict(
+        image=container.image,
+        entrypoint=list(container.entrypoint),
+        command=list(container.command),
+        environment=container.environment(reveal=True),
+        labels=labels,
+        name=container.name,
+        host_config=api.create_host_config(**host_config_kwargs(container)),
+        stop_signal=container.stop_signal,
+        stop_timeout=container.stop_timeout,
+        user=container.user or "",
+        ports=[(port.container_port, "tcp")] if port else None,
+        healthcheck=_healthcheck(container),
+    )
+
+
+def _device_requests(container: ContainerSpec) -> list[Any]:
+    return [_docker().types.DeviceRequest(**_device_request_kwargs(r))
+            for r in container.gpu.docker_device_requests(container.gpu_driver)]
+
+
 def host_config_kwargs(container: ContainerSpec) -> dict[str, Any]:
     """HostConfig for the engine, from the value objects (Compose export reads the same spec)."""
     kwargs: dict[str, Any] = {
         "mounts": [
             _docker().types.Mount(m.target, m.source, type="bind", read_only=m.read_only) for m in container.mounts
         ],
-        "device_requests": [
-            _docker().types.DeviceRequest(**_device_request_kwargs(r))
-            for r in container.gpu.docker_device_requests(container.gpu_driver)
-        ],
+        "device_requests": _device_requests(container),
         "init": container.init,
     }
     if container.port:

@@ -191,22 +191,23 @@ class Engine:
         return len(rows)
 
     # -- the floor: the same containers, created and started by a bare SDK loop ----------------
-    def create_kwargs(self, spec: Any) -> dict[str, Any]:
+    def create_body(self, spec: Any) -> dict[str, Any]:
         """What DockerBackend._create sends: the same function on the same spec objects."""
-        from orchestrator.backends.docker import create_kwargs
+        from orchestrator.backends.engine_body import create_body
 
-        return create_kwargs(self.api, spec.container)
+        return create_body(spec.container)
 
     def floor_up(self, specs: list[Any]) -> float:
-        kwargs = [self.create_kwargs(s) for s in specs]  # building the request bodies is not the engine's time
+        # building the request bodies is not the engine's time
+        bodies = [(s.container.name, self.create_body(s)) for s in specs]
 
-        def one(kw: dict[str, Any]) -> None:
-            container_id = self.api.create_container(**kw)["Id"]
+        def one(named: tuple[str, dict[str, Any]]) -> None:
+            container_id = self.api.create_container_from_config(named[1], name=named[0])["Id"]
             self.api.start(container_id)
 
         start = time.perf_counter()
         with ThreadPoolExecutor(FLOOR_THREADS) as pool:
-            list(pool.map(one, kwargs))
+            list(pool.map(one, bodies))
         return time.perf_counter() - start
 
     def floor_down(self, project: str) -> float:

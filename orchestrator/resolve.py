@@ -15,7 +15,7 @@ from typing import Any, Mapping
 from orchestrator.argv import DEFAULT_MODULE, launch_command, render_server_args, split_secrets
 from orchestrator.config.loader import deep_merge
 from orchestrator.errors import ConfigError, Problem
-from orchestrator.spec import ContainerSpec, GpuRequest, HealthCheck, InstanceSpec, Mount, PortBinding
+from orchestrator.spec import ContainerSpec, GpuRequest, HealthCheck, InstanceSpec, Mount, PortBinding, parse_size
 from orchestrator.vllm_options import OptionTable
 
 RESERVED_INSTANCE_KEYS = ("control", "server")
@@ -299,6 +299,11 @@ def _container_spec(
 
     ipc_mode = docker.get("ipc")
     shm_size = docker.get("shm_size")
+    if shm_size is not None and ipc_mode != "host":
+        try:
+            parse_size(shm_size)
+        except ValueError as exc:  # found now, not at the create call of one instance of many
+            problems.append(Problem("error", f"{path}.shm_size", str(exc), source=str(config_path)))
     return ContainerSpec(
         name=f"{project}-{name}",
         image=docker.get("image") or "",

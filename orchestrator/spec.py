@@ -11,6 +11,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 SECRET_MASK = "<secret>"
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?) ?([kmg]?)b?$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def parse_size(value: str | int) -> int:
+    """Bytes of a size such as "8g", "512m", "1.5G", "64mb" or a plain number of bytes (the
+    forms docker-py and Compose both accept); ValueError for anything else."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    match = _SIZE.match(str(value))
+    if not match:
+        raise ValueError(f"{value!r} is not a size (use a number with b, k, m or g, e.g. \"8g\")")
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
 _GPU_LIST = re.compile(r"^\s*\d+\s*(,\s*\d+\s*)*$")
 
 

@@ -1,9 +1,11 @@
-"""The only module that imports `docker`. Carries out plans on one engine; engine errors are
-translated into ours here, so every failure reaches the user as one actionable line.
+"""Carries out plans on one Docker engine: observe, preflight, apply, down, one-off containers.
 
 Engine calls grow with N only where they must: one list call observes every instance (labels
 carry hash, spec, GPUs, URL and model, so no per-container inspect), one inspect per distinct
-image, and create+start (or stop+remove) per instance that actually changes.
+image, and create+start (or stop+wait+remove) per instance that actually changes. The calls go
+through an `Engine` (engine.py: the standard library on a local socket, the Docker SDK for
+other addresses); its errors are translated here, so every failure reaches the user as one
+actionable line.
 """
 
 from __future__ import annotations
@@ -14,30 +16,18 @@ import socket
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, TypeVar
 
-from orchestrator.backends.engine_reads import EngineError, EngineReader, EngineUnreachable, reader_for_environment
+from orchestrator.backends.engine import Engine, EngineError, EngineTimeout, EngineUnreachable, engine_for_environment
+from orchestrator.backends.engine_body import create_body, gpu_device_requests, probe_body
 from orchestrator.errors import DockerUnavailable, OrchestratorError, PreflightError
 from orchestrator.plan import CREATE, RECREATE, REMOVE, START, Action, Observed
-from orchestrator.resolve import (
-    LABEL_HASH,
-    LABEL_INSTANCE,
-    LABEL_OWNER,
-    LABEL_PROJECT,
-    LABEL_SPEC,
-    OWNER_UP,
-)
-from orchestrator.spec import ContainerSpec, InstanceSpec
+from orchestrator.resolve import LABEL_HASH, LABEL_INSTANCE, LABEL_OWNER, LABEL_PROJECT, LABEL_SPEC, OWNER_UP
+from orchestrator.spec import ContainerSpec, InstanceSpec, Mount
 
 MAX_WORKERS = 16
-
-
-def _docker() -> Any:
-    """docker-py, imported when first needed: reads do without it (see engine_reads.py)."""
-    import docker
-
-    return docker
 _GPU_DRIVER_ERROR = "could not select device driver"
+T = TypeVar("T")
 
 
 @dataclass
@@ -55,81 +45,53 @@ class ActionResult:
         return doc
 
 
-def _ns(seconds: float) -> int:
-    return int(seconds * 1_000_000_000)
-
-
 class DockerBackend:
-    def __init__(self, base_url: str | None = None):
-        self._base_url = base_url
-        self._client: Any = None
-        self._reader = None if base_url else reader_for_environment()
-        self._client_lock = threading.Lock()
+    def __init__(self, engine: Engine | None = None):
+        self._engine = engine
+        self._engine_lock = threading.Lock()
 
     # ------------------------------------------------------------------ connection
     @property
-    def api(self) -> Any:
-        """docker-py's APIClient, imported on first use (reads go through `_reader` when they can)."""
-        with self._client_lock:  # apply()'s worker threads must share one client
-            return self._connect()
+    def engine(self) -> Engine:
+        """The engine client, made on first use (apply()'s worker threads share it)."""
+        with self._engine_lock:
+            if self._engine is None:
+                try:
+                    self._engine = engine_for_environment()
+                except EngineUnreachable as exc:
+                    raise _unavailable(os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock", exc) from None
+            return self._engine
 
-    def _connect(self) -> Any:
-        if self._client is None:
-            import docker
-
-            try:
-                kwargs: dict[str, Any] = {"version": "auto", "max_pool_size": MAX_WORKERS, "timeout": 120}
-                if self._base_url:
-                    self._client = docker.DockerClient(base_url=self._base_url, **kwargs)
-                else:
-                    self._client = docker.from_env(**kwargs)
-            except _docker().errors.DockerException as exc:
-                host = self._base_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-                raise DockerUnavailable(
-                    f"cannot reach the Docker engine at {host}: {_reason(exc)} "
-                    "(is dockerd running? scripts/setup-host.sh installs and starts one)"
-                ) from None
-        return self._client.api
+    def _call(self, fn: Callable[[Engine], T]) -> T:
+        """One engine call; a lost engine is DockerUnavailable, EngineError is left to the caller."""
+        engine = self.engine
+        try:
+            return fn(engine)
+        except EngineUnreachable as exc:
+            raise _unavailable(engine.address, exc) from None
 
     # ------------------------------------------------------------------ observe
     def observe(self, project: str, *, owner: str | None = OWNER_UP) -> list[Observed]:
         """Every container of the project in one list call (owner None: any tool's)."""
-        filters = [f"{LABEL_PROJECT}={project}"]
+        labels = [f"{LABEL_PROJECT}={project}"]
         if owner:
-            filters.append(f"{LABEL_OWNER}={owner}")
-        if self._reader:
-            rows = self._read(lambda r: r.containers(all=True, labels=filters))
-        else:
-            rows = self._call(lambda: self.api.containers(all=True, filters={"label": filters}))
-        return [_observed(row) for row in rows]
+            labels.append(f"{LABEL_OWNER}={owner}")
+        return [_observed(row) for row in self._read(lambda e: e.containers(labels=labels))]
 
-    def _read(self, fn: Callable[[EngineReader], Any]) -> Any:
+    def _read(self, fn: Callable[[Engine], T]) -> T:
         try:
-            return fn(self._reader)
-        except EngineUnreachable as exc:
-            raise DockerUnavailable(
-                f"cannot reach the Docker engine at unix://{self._reader.socket_path}: {exc} "
-                "(is dockerd running? scripts/setup-host.sh installs and starts one)"
-            ) from None
+            return self._call(fn)
         except EngineError as exc:
             raise OrchestratorError(f"Docker engine error: {exc}") from None
 
     def _inspect_image(self, image: str) -> dict[str, Any] | None:
         """The image's inspect document, None when the host does not have it."""
-        if self._reader:
-            def inspect(reader: EngineReader) -> dict[str, Any] | None:
-                try:
-                    return reader.inspect_image(image)
-                except EngineError as exc:
-                    if exc.status == 404:
-                        return None
-                    raise
-
-            return self._read(inspect)
         try:
-            return self._call(lambda: self.api.inspect_image(image))
-        except _docker().errors.ImageNotFound:
-            return None
+            return self._call(lambda e: e.inspect_image(image))
+        except EngineError as exc:
+            if exc.not_found:
+                return None
+            raise OrchestratorError(f"Docker engine error: {exc}") from None
 
     def image_ids(self, images: Iterable[str]) -> dict[str, str]:
         """Current id of each image; a missing image is a preflight error naming the fix."""
@@ -171,8 +133,7 @@ class DockerBackend:
         if not creates:
             return
         wanted = {a.spec.container.name: a.instance for a in creates}
-        rows = self._read(lambda r: r.containers(all=True)) if self._reader else self._call(lambda: self.api.containers(all=True))
-        for row in rows:
+        for row in self._read(lambda e: e.containers()):
             for name in row.get("Names") or []:
                 if name.lstrip("/") in wanted:
                     raise PreflightError(
@@ -203,23 +164,23 @@ class DockerBackend:
         """A GPU container only fails at start on a host without the NVIDIA runtime; find out
         with a throwaway container before starting anything real."""
         container = action.spec.container
-        probe = self._call(lambda: self.api.create_container(
-            container.image, entrypoint=["/bin/sh", "-c", "exit 0"], command=[],
-            labels={LABEL_OWNER: "vllm-orch-probe"},
-            host_config=self.api.create_host_config(device_requests=_device_requests(container)),
-        ))
+        body = probe_body(container.image, ["/bin/sh", "-c", "exit 0"],
+                          device_requests=gpu_device_requests(container))
         try:
-            self.api.start(probe["Id"])
-            self.api.wait(probe["Id"], timeout=60)
-        except _docker().errors.APIError as exc:
+            probe = self._call(lambda e: e.create(None, body))
+        except EngineError as exc:
+            raise PreflightError(f"instance {action.instance!r}: GPU check failed: {exc}") from None
+        try:
+            self._call(lambda e: e.start(probe))
+            self._call(lambda e: e.wait(probe, 60))
+        except EngineError as exc:
             if _GPU_DRIVER_ERROR in str(exc):
                 raise PreflightError(_gpu_message(action.instance, container, exc)) from None
-            raise PreflightError(f"instance {action.instance!r}: GPU check failed: {_reason(exc)}") from None
+            raise PreflightError(f"instance {action.instance!r}: GPU check failed: {exc}") from None
+        except EngineTimeout:
+            raise PreflightError(f"instance {action.instance!r}: GPU check container did not finish within 60 s") from None
         finally:
-            try:
-                self.api.remove_container(probe["Id"], force=True)
-            except _docker().errors.APIError:
-                pass
+            self._remove_quietly(probe)
 
     # ------------------------------------------------------------------ act
     def apply(self, actions: list[Action], on_done: Callable[[ActionResult], None] | None = None) -> list[ActionResult]:
@@ -238,6 +199,7 @@ class DockerBackend:
 
         if not work:
             return results
+        self.engine  # connect once, before the threads share it
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(max_workers=min(MAX_WORKERS, len(work))) as pool:
@@ -261,32 +223,34 @@ class DockerBackend:
 
     def _create(self, spec: InstanceSpec) -> str:
         _prepare_log_file(spec.container)
-        kwargs = create_kwargs(self.api, spec.container)
+        body = create_body(spec.container)
         try:
-            return self._call(lambda: self.api.create_container(**kwargs))["Id"]
-        except _docker().errors.APIError as exc:
-            raise OrchestratorError(f"instance {spec.name!r}: create failed: {_reason(exc)}") from None
+            return self._call(lambda e: e.create(spec.container.name, body))
+        except EngineError as exc:
+            raise OrchestratorError(f"instance {spec.name!r}: create failed: {exc}") from None
 
     def _start(self, container_id: str, instance: str, container: ContainerSpec) -> None:
         try:
-            self._call(lambda: self.api.start(container_id))
-        except _docker().errors.APIError as exc:
+            self._call(lambda e: e.start(container_id))
+        except EngineError as exc:
             if _GPU_DRIVER_ERROR in str(exc):
                 raise OrchestratorError(_gpu_message(instance, container, exc)) from None
-            raise OrchestratorError(f"instance {instance!r}: start failed: {_reason(exc)}") from None
+            raise OrchestratorError(f"instance {instance!r}: start failed: {exc}") from None
 
     def _stop_and_remove(self, observed: Observed) -> int | None:
-        """SIGTERM, the container's own stop timeout, then SIGKILL (the engine's stop); keep logs."""
+        """SIGTERM, the container's own stop timeout, then SIGKILL (the engine's stop); keep logs.
+        Returns the server's exit code: 0 or 143 for a clean SIGTERM exit, 137 when it was killed."""
         code = None
         try:
             if observed.state in ("running", "restarting", "paused"):
-                self.api.stop(observed.id)
-            code = self.api.wait(observed.id, timeout=30).get("StatusCode")
-            self.api.remove_container(observed.id)
-        except _docker().errors.NotFound:
-            pass
-        except _docker().errors.APIError as exc:
-            raise OrchestratorError(f"container {observed.name}: {_reason(exc)}") from None
+                self._call(lambda e: e.stop(observed.id, grace_s=_stop_timeout(observed)))
+            code = self._call(lambda e: e.wait(observed.id, 30))
+            self._call(lambda e: e.remove(observed.id))
+        except EngineError as exc:
+            if not exc.not_found:  # gone already: someone else removed it
+                raise OrchestratorError(f"container {observed.name}: {exc}") from None
+        except EngineTimeout as exc:
+            raise OrchestratorError(f"container {observed.name}: {exc}") from None
         return code
 
     def down(self, project: str, selected: set[str] | None, on_done: Callable[[ActionResult], None] | None = None) -> list[ActionResult]:
@@ -295,135 +259,43 @@ class DockerBackend:
         return self.apply(actions, on_done)
 
     # ------------------------------------------------------------------ one-off commands
-    def run_once(self, image: str, argv: list[str], mounts: Iterable[Any] = (), timeout: float = 300) -> tuple[int, str, str]:
+    def run_once(self, image: str, argv: list[str], mounts: Iterable[Mount] = (), timeout: float = 300) -> tuple[int, str, str]:
         """Run argv in a throwaway, network-less container of image; (exit code, stdout, stderr)."""
-        host_config = self.api.create_host_config(
-            mounts=[_docker().types.Mount(m.target, m.source, type="bind", read_only=True) for m in mounts],
-            network_mode="none",
-        )
+        body = probe_body(image, argv, mounts=[Mount(m.source, m.target, True) for m in mounts],
+                          env={"PYTHONUNBUFFERED": "1"})
         try:
-            created = self._call(lambda: self.api.create_container(
-                image, entrypoint=[argv[0]], command=argv[1:], host_config=host_config,
-                labels={LABEL_OWNER: "vllm-orch-probe"}, environment={"PYTHONUNBUFFERED": "1"},
-            ))
-        except _docker().errors.ImageNotFound:
-            raise PreflightError(f"image {image!r} not found on this Docker host") from None
+            created = self._call(lambda e: e.create(None, body))
+        except EngineError as exc:
+            if exc.not_found:
+                raise PreflightError(f"image {image!r} not found on this Docker host") from None
+            raise OrchestratorError(f"Docker engine error: {exc}") from None
         try:
-            self.api.start(created["Id"])
-            code = self.api.wait(created["Id"], timeout=timeout).get("StatusCode", -1)
-            out = self.api.logs(created["Id"], stdout=True, stderr=False).decode(errors="replace")
-            err = self.api.logs(created["Id"], stdout=False, stderr=True).decode(errors="replace")
+            self._call(lambda e: e.start(created))
+            code = self._call(lambda e: e.wait(created, timeout))
+            out = self._call(lambda e: e.logs(created, stdout=True, stderr=False)).decode(errors="replace")
+            err = self._call(lambda e: e.logs(created, stdout=False, stderr=True)).decode(errors="replace")
             return code, out, err
-        except _docker().errors.APIError as exc:
-            return -1, "", _reason(exc)
-        except Exception as exc:  # a read timeout from wait(): the command hung
-            if exc.__class__.__module__.startswith(("requests", "urllib3")):
-                return -1, "", f"no answer within {timeout:g}s"
-            raise
+        except EngineError as exc:
+            return -1, "", str(exc)
+        except EngineTimeout:
+            return -1, "", f"no answer within {timeout:g}s"
         finally:
-            try:
-                self.api.remove_container(created["Id"], force=True)
-            except _docker().errors.APIError:
-                pass
+            self._remove_quietly(created)
+
+    def _remove_quietly(self, container: str) -> None:
+        try:
+            self._call(lambda e: e.remove(container, force=True))
+        except (EngineError, EngineTimeout):
+            pass
 
     # ------------------------------------------------------------------ logs
     def engine_log_tail(self, container_name: str, lines: int) -> str:
         """What the engine captured (the entrypoint's own errors, before output went to the file)."""
         try:
-            raw = self.api.logs(container_name, tail=lines, stdout=True, stderr=True)
-        except _docker().errors.APIError:
+            raw = self._call(lambda e: e.logs(container_name, tail=lines))
+        except (EngineError, EngineTimeout):
             return ""
         return raw.decode(errors="replace")
-
-    # ------------------------------------------------------------------ helpers
-    def _call(self, fn: Callable[[], Any]) -> Any:
-        try:
-            return fn()
-        except _docker().errors.NotFound:
-            raise
-        except _docker().errors.APIError:
-            raise
-        except _docker().errors.DockerException as exc:
-            raise DockerUnavailable(f"Docker engine error: {_reason(exc)}") from None
-        except Exception as exc:  # requests' connection errors when dockerd goes away mid-run
-            if exc.__class__.__module__.startswith(("requests", "urllib3")):
-                raise DockerUnavailable(f"lost the Docker engine: {exc}") from None
-            raise
-
-
-def _device_request_kwargs(request: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "driver": request["Driver"],
-        "count": request["Count"],
-        "device_ids": request["DeviceIDs"],
-        "capabilities": request["Capabilities"],
-        "options": request["Options"],
-    }
-
-
-def create_kwargs(api: Any, container: ContainerSpec) -> dict[str, Any]:
-    """Keyword arguments of APIClient.create_container for one instance (the benchmark's floor
-    sends exactly these too)."""
-    labels = dict(container.labels)
-    labels[LABEL_HASH] = container.config_hash()
-    labels[LABEL_SPEC] = json.dumps(container.to_json(), sort_keys=True, separators=(",", ":"))
-    port = container.port
-    return dict(
-        image=container.image,
-        entrypoint=list(container.entrypoint),
-        command=list(container.command),
-        environment=container.environment(reveal=True),
-        labels=labels,
-        name=container.name,
-        host_config=api.create_host_config(**host_config_kwargs(container)),
-        stop_signal=container.stop_signal,
-        stop_timeout=container.stop_timeout,
-        user=container.user or "",
-        ports=[(port.container_port, "tcp")] if port else None,
-        healthcheck=_healthcheck(container),
-    )
-
-
-def _device_requests(container: ContainerSpec) -> list[Any]:
-    return [_docker().types.DeviceRequest(**_device_request_kwargs(r))
-            for r in container.gpu.docker_device_requests(container.gpu_driver)]
-
-
-def host_config_kwargs(container: ContainerSpec) -> dict[str, Any]:
-    """HostConfig for the engine, from the value objects (Compose export reads the same spec)."""
-    kwargs: dict[str, Any] = {
-        "mounts": [
-            _docker().types.Mount(m.target, m.source, type="bind", read_only=m.read_only) for m in container.mounts
-        ],
-        "device_requests": _device_requests(container),
-        "init": container.init,
-    }
-    if container.port:
-        kwargs["port_bindings"] = {
-            f"{container.port.container_port}/tcp": (container.port.host_address, container.port.host_port)
-        }
-    if container.shm_size:
-        kwargs["shm_size"] = container.shm_size
-    if container.ipc_mode:
-        kwargs["ipc_mode"] = container.ipc_mode
-    if container.network_mode:
-        kwargs["network_mode"] = container.network_mode
-    if container.restart and container.restart != "no":
-        kwargs["restart_policy"] = {"Name": container.restart}
-    return kwargs
-
-
-def _healthcheck(container: ContainerSpec) -> dict[str, Any] | None:
-    check = container.healthcheck
-    if check is None:
-        return None
-    return {
-        "test": list(check.test),
-        "interval": _ns(check.interval_s),
-        "timeout": _ns(check.timeout_s),
-        "retries": check.retries,
-        "start_period": _ns(check.start_period_s),
-    }
 
 
 def _prepare_log_file(container: ContainerSpec) -> None:
@@ -460,12 +332,20 @@ def _observed(row: dict[str, Any]) -> Observed:
 def _gpu_message(instance: str, container: ContainerSpec, exc: Exception) -> str:
     return (
         f"instance {instance!r} asks for GPUs (gpu_ids = {container.gpu.describe()!r}) but this Docker host has no "
-        f"NVIDIA runtime ({_reason(exc)}): install the NVIDIA container toolkit, or set gpu_ids = \"none\""
+        f"NVIDIA runtime ({exc}): install the NVIDIA container toolkit, or set gpu_ids = \"none\""
     )
 
 
-def _reason(exc: Exception) -> str:
-    explanation = getattr(exc, "explanation", None)
-    if explanation:
-        return str(explanation.decode() if isinstance(explanation, bytes) else explanation)
-    return str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+def _stop_timeout(observed: Observed) -> int | None:
+    """The stop timeout the container was made with (its .spec label), so our wait covers it."""
+    try:
+        return int(json.loads(observed.labels.get(LABEL_SPEC, "{}"))["stop_timeout"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _unavailable(address: str, exc: Exception) -> DockerUnavailable:
+    return DockerUnavailable(
+        f"cannot reach the Docker engine at {address}: {exc} "
+        "(is dockerd running? scripts/setup-host.sh installs and starts one)"
+    )

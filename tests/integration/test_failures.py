@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import socket
 
+import pytest
+
 from tests.integration.conftest import free_port, http_json, run_cli
 
 ONE = """
@@ -66,9 +68,11 @@ def test_bad_override_json_is_refused(fleet):
     assert fleet.containers() == []
 
 
-def test_unreachable_engine_is_one_line(fleet):
+@pytest.mark.parametrize("client", ["socket", "sdk"])
+def test_unreachable_engine_is_one_line(fleet, client):
     write(fleet)
-    result = run_cli("-c", str(fleet.path), "up", env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
+    result = run_cli("-c", str(fleet.path), "up",
+                     env={"DOCKER_HOST": "unix:///nonexistent/docker.sock", "VLLM_ORCH_DOCKER_CLIENT": client})
     assert result.returncode == 3
     assert result.stderr.strip().splitlines()[-1].startswith("vllm-orch: error: cannot reach the Docker engine")
     assert "Traceback" not in result.stderr

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.integration.conftest import free_port, http_json
 
 TWO = """
@@ -31,7 +33,11 @@ def write_two(fleet, **extra):
     return ports
 
 
-def test_up_ps_logs_down(fleet):
+# The socket client serves the local engine by default; the Docker SDK serves remote engines and
+# anyone who sets VLLM_ORCH_DOCKER_CLIENT=sdk. The whole cycle runs through each.
+@pytest.mark.parametrize("client", ["socket", "sdk"])
+def test_up_ps_logs_down(fleet, monkeypatch, client):
+    monkeypatch.setenv("VLLM_ORCH_DOCKER_CLIENT", client)
     ports = write_two(fleet)
     code, _, err = fleet.cli("up", "--wait", "--timeout", "120")
     assert code == 0, err
@@ -68,6 +74,31 @@ def test_up_ps_logs_down(fleet):
     assert "STANDIN-START" in log and "STANDIN-SHUTDOWN" in log
     code, out, _ = fleet.cli("logs", "alpha")
     assert code == 0 and "STANDIN-SHUTDOWN" in out
+
+
+SAME_CONTAINER = {
+    "Config": ("Image", "Entrypoint", "Cmd", "Env", "Labels", "Healthcheck", "StopSignal", "StopTimeout", "User",
+               "ExposedPorts", "AttachStdout", "AttachStderr"),
+    "HostConfig": ("Mounts", "PortBindings", "ShmSize", "Init", "DeviceRequests", "NetworkMode", "RestartPolicy",
+                   "IpcMode"),
+}
+
+
+def test_both_engine_clients_make_the_same_container(fleet, monkeypatch):
+    write_two(fleet)
+    made = {}
+    for client in ("sdk", "socket"):
+        monkeypatch.setenv("VLLM_ORCH_DOCKER_CLIENT", client)
+        assert fleet.cli("up")[0] == 0
+        attrs = fleet.container("alpha").attrs
+        made[client] = {part: {k: attrs[part].get(k) for k in keys} for part, keys in SAME_CONTAINER.items()}
+        other = "socket" if client == "sdk" else "sdk"
+        monkeypatch.setenv("VLLM_ORCH_DOCKER_CLIENT", other)
+        plan = fleet.cli_json("up", "--dry-run")  # the other client sees nothing to change
+        assert {a["action"] for a in plan["actions"]} == {"noop"}, plan
+        monkeypatch.setenv("VLLM_ORCH_DOCKER_CLIENT", client)
+        assert fleet.cli("down")[0] == 0
+    assert made["socket"] == made["sdk"]
 
 
 def test_second_up_changes_nothing(fleet):

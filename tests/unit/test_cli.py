@@ -83,13 +83,3 @@ def test_unknown_instance_name_gets_a_suggestion(write_toml, capsys):
     assert main(["-c", str(path), "logs", "alpah"]) == 2
     assert "instance.alpah: error: no such instance in the config (did you mean alpha?)" in capsys.readouterr().err
 
-
-def test_engine_reads_honour_docker_host():
-    from orchestrator.backends.engine_reads import reader_for_environment
-
-    assert reader_for_environment({}).socket_path == "/var/run/docker.sock"
-    assert reader_for_environment({"DOCKER_HOST": "unix:///run/user/1000/docker.sock"}).socket_path == \
-        "/run/user/1000/docker.sock"
-    # Remote and TLS engines are left to the Docker SDK.
-    assert reader_for_environment({"DOCKER_HOST": "tcp://10.0.0.2:2376"}) is None
-    assert reader_for_environment({"DOCKER_HOST": "ssh://host"}) is None

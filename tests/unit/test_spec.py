@@ -49,3 +49,21 @@ def test_engine_and_compose_shapes_agree():
     assert GpuRequest.parse("all").compose_devices()[0]["count"] == "all"
     assert GpuRequest.parse("none").docker_device_requests() == []
     assert GpuRequest.parse("none").compose_devices() == []
+
+
+@pytest.mark.parametrize("value, size", [
+    ("8g", 8 << 30), ("512m", 512 << 20), ("1.5G", 1536 << 20), ("64mb", 64 << 20), ("8 GB", 8 << 30),
+    ("4096", 4096), (4096, 4096),
+])
+def test_sizes_docker_and_compose_accept(value, size):
+    from orchestrator.spec import parse_size
+
+    assert parse_size(value) == size
+
+
+@pytest.mark.parametrize("value", ["8x", "", "g", "8 gigs", -1, True, "8t"])
+def test_bad_sizes_are_errors(value):
+    from orchestrator.spec import parse_size
+
+    with pytest.raises(ValueError, match="is not a size"):
+        parse_size(value)

@@ -1,0 +1,102 @@
+"""Spec -> the JSON body of the Engine API's `POST /containers/create`, built once and sent as it
+is by either engine client (engine.py), so a container is the same whichever client made it.
+
+The fields are the ones docker-py's create_container/create_host_config produce for the same
+settings (tests/unit/test_engine_body.py checks that against docker-py itself), so containers
+made before and after the socket client are the same, and match Compose's (docs/compose.md).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Iterable
+
+from orchestrator.resolve import LABEL_HASH, LABEL_OWNER, LABEL_SPEC
+from orchestrator.spec import ContainerSpec, Mount, parse_size
+
+PROBE_OWNER = "vllm-orch-probe"  # throwaway containers (option tables, GPU check), never ours to manage
+
+
+def _ns(seconds: float) -> int:
+    return int(seconds * 1_000_000_000)
+
+
+def create_body(container: ContainerSpec) -> dict[str, Any]:
+    """The create body of one instance's container (secrets revealed: it goes to the engine only)."""
+    labels = dict(container.labels)
+    labels[LABEL_HASH] = container.config_hash()
+    labels[LABEL_SPEC] = json.dumps(container.to_json(), sort_keys=True, separators=(",", ":"))
+    body: dict[str, Any] = {
+        "Image": container.image,
+        "Entrypoint": list(container.entrypoint),
+        "Cmd": list(container.command),
+        "Env": [f"{key}={value}" for key, value in container.environment(reveal=True).items()],
+        "Labels": labels,
+        "User": container.user or "",
+        # Compose and docker-py set these too; unset, `docker inspect` would differ for no gain.
+        "AttachStdout": True,
+        "AttachStderr": True,
+        "StopSignal": container.stop_signal,
+        "StopTimeout": container.stop_timeout,
+        "HostConfig": _host_config(container),
+    }
+    if container.port:
+        body["ExposedPorts"] = {f"{container.port.container_port}/tcp": {}}
+    check = container.healthcheck
+    if check is not None:
+        body["Healthcheck"] = {
+            "Test": list(check.test),
+            "Interval": _ns(check.interval_s),
+            "Timeout": _ns(check.timeout_s),
+            "Retries": check.retries,
+            "StartPeriod": _ns(check.start_period_s),
+        }
+    return body
+
+
+def _host_config(container: ContainerSpec) -> dict[str, Any]:
+    host: dict[str, Any] = {
+        "Mounts": [m.docker_mount() for m in container.mounts],
+        "DeviceRequests": gpu_device_requests(container),
+        "Init": container.init,
+        "NetworkMode": container.network_mode or "default",
+    }
+    port = container.port
+    if port:
+        host["PortBindings"] = {f"{port.container_port}/tcp": [{"HostIp": port.host_address, "HostPort": str(port.host_port)}]}
+    if container.shm_size:
+        host["ShmSize"] = parse_size(container.shm_size)
+    if container.ipc_mode:
+        host["IpcMode"] = container.ipc_mode
+    if container.restart and container.restart != "no":
+        host["RestartPolicy"] = {"Name": container.restart}
+    return host
+
+
+def gpu_device_requests(container: ContainerSpec) -> list[dict[str, Any]]:
+    # "all" is Count -1 with no ids: sent as [] rather than null, as docker-py always did, so the
+    # engine keeps showing existing containers' settings unchanged.
+    return [dict(r, DeviceIDs=r["DeviceIDs"] or []) for r in container.gpu.docker_device_requests(container.gpu_driver)]
+
+
+def probe_body(
+    image: str,
+    argv: list[str],
+    *,
+    mounts: Iterable[Mount] = (),
+    device_requests: list[dict[str, Any]] | None = None,
+    env: dict[str, str] | None = None,
+    network: bool = False,
+) -> dict[str, Any]:
+    """A throwaway container running argv[0] with argv[1:] (no shell): option-table dumps, GPU checks."""
+    host: dict[str, Any] = {"Mounts": [m.docker_mount() for m in mounts], "NetworkMode": "default" if network else "none"}
+    if device_requests:
+        host["DeviceRequests"] = device_requests
+    return {
+        "Image": image,
+        "Entrypoint": [argv[0]],
+        "Cmd": list(argv[1:]),
+        "Env": [f"{key}={value}" for key, value in (env or {}).items()],
+        "Labels": {LABEL_OWNER: PROBE_OWNER},
+        "HostConfig": host,
+    }

@@ -1,0 +1,142 @@
+"""The create bodies vllm-orch sends are the ones docker-py would build for the same settings
+(docker-py's own builders are the oracle), so moving the local engine calls off docker-py
+changed no container."""
+
+from __future__ import annotations
+
+import docker
+import pytest
+
+from orchestrator.backends.engine_body import PROBE_OWNER, create_body, probe_body
+from orchestrator.config.loader import load_config
+from orchestrator.resolve import LABEL_OWNER, resolve
+from orchestrator.spec import Mount
+
+API = docker.APIClient(version="1.41")  # a fixed version: no engine is contacted
+
+FLEET = """
+[master]
+api_server_module = "standin_vllm.api_server"
+
+[docker]
+image = "vllm-orch/standin:latest"
+project = "bodies"
+shm_size = "1.5g"
+env = {{ A = "1" }}
+secret_env = ["VLLM_API_KEY"]
+
+[instance.control]
+gpu_ids = "none"
+
+[instance.plain.server]
+port = 8001
+model = "m"
+api_key = "sk-test"
+
+[instance.ids.control]
+gpu_ids = "0,2"
+[instance.ids.server]
+port = 8002
+model = "m"
+[instance.ids.docker]
+user = "1000:1000"
+restart = "unless-stopped"
+volumes = ["{models}:/models:ro"]
+publish_address = "0.0.0.0"
+publish_port = 9002
+
+[instance.all.control]
+gpu_ids = "all"
+[instance.all.server]
+port = 8003
+model = "m"
+[instance.all.docker]
+ipc = "host"
+network_mode = "host"
+health_cmd = ["NONE"]
+"""
+
+
+def docker_py_body(container) -> dict:
+    """What docker-py's create_container would post for these settings."""
+    port = container.port
+    host_kwargs = dict(
+        mounts=[docker.types.Mount(m.target, m.source, type="bind", read_only=m.read_only) for m in container.mounts],
+        device_requests=[docker.types.DeviceRequest(
+            driver=r["Driver"], count=r["Count"], device_ids=r["DeviceIDs"], capabilities=r["Capabilities"],
+            options=r["Options"]) for r in container.gpu.docker_device_requests(container.gpu_driver)],
+        init=container.init,
+    )
+    if port:
+        host_kwargs["port_bindings"] = {f"{port.container_port}/tcp": (port.host_address, port.host_port)}
+    if container.shm_size:
+        host_kwargs["shm_size"] = container.shm_size
+    if container.ipc_mode:
+        host_kwargs["ipc_mode"] = container.ipc_mode
+    if container.network_mode:
+        host_kwargs["network_mode"] = container.network_mode
+    if container.restart != "no":
+        host_kwargs["restart_policy"] = {"Name": container.restart}
+    check = container.healthcheck
+    ours = create_body(container)
+    body = API.create_container_config(
+        image=container.image,
+        command=list(container.command),
+        entrypoint=list(container.entrypoint),
+        environment=container.environment(reveal=True),
+        labels=ours["Labels"],  # hash and .spec labels: compared on their own below
+        user=container.user or "",
+        stop_signal=container.stop_signal,
+        stop_timeout=container.stop_timeout,
+        ports=[(port.container_port, "tcp")] if port else None,
+        healthcheck=None if check is None else {
+            "test": list(check.test), "interval": check.interval_s * 10**9, "timeout": check.timeout_s * 10**9,
+            "retries": check.retries, "start_period": check.start_period_s * 10**9},
+        host_config=API.create_host_config(**host_kwargs),
+    )
+    return {k: v for k, v in body.items() if v is not None and v is not False}
+
+
+@pytest.fixture
+def containers(write_toml, tmp_path):
+    models = tmp_path / "models"
+    models.mkdir()
+    path = write_toml(FLEET.format(models=models))
+    resolved = resolve(load_config(path, env={}).data, config_path=path, host_env={"VLLM_API_KEY": "sk-test"})
+    assert not [p for p in resolved.problems if p.is_error], resolved.problems
+    return {i.name: i.container for i in resolved.instances}
+
+
+@pytest.mark.parametrize("name", ["plain", "ids", "all"])
+def test_create_body_is_what_docker_py_builds(containers, name):
+    container = containers[name]
+    assert create_body(container) == docker_py_body(container)
+
+
+def test_body_settings_a_user_relies_on(containers):
+    ids = create_body(containers["ids"])
+    assert ids["HostConfig"]["DeviceRequests"] == [
+        {"Driver": "nvidia", "Count": 0, "DeviceIDs": ["0", "2"], "Capabilities": [["gpu"]], "Options": {}}]
+    assert ids["HostConfig"]["PortBindings"] == {"8002/tcp": [{"HostIp": "0.0.0.0", "HostPort": "9002"}]}
+    assert ids["HostConfig"]["ShmSize"] == 1536 * 1024 * 1024
+    assert ids["HostConfig"]["RestartPolicy"] == {"Name": "unless-stopped"}
+    assert ids["User"] == "1000:1000"
+    plain = create_body(containers["plain"])
+    assert plain["HostConfig"]["PortBindings"]["8001/tcp"][0]["HostIp"] == "127.0.0.1"
+    assert plain["HostConfig"]["DeviceRequests"] == []
+    # The key reaches the engine in the environment only, never a label or the argv.
+    assert "VLLM_API_KEY=sk-test" in plain["Env"]
+    assert "sk-test" not in str(plain["Labels"]) and "sk-test" not in str(plain["Cmd"])
+    everything = create_body(containers["all"])
+    assert everything["HostConfig"]["DeviceRequests"][0]["Count"] == -1
+    assert everything["HostConfig"]["NetworkMode"] == "host" and "PortBindings" not in everything["HostConfig"]
+    assert "ShmSize" not in everything["HostConfig"]  # ipc=host: the host's /dev/shm
+
+
+def test_probe_body_runs_argv_without_a_shell_and_without_network():
+    body = probe_body("img", ["/usr/bin/python3", "-c", "print(1)"], mounts=[Mount("/h", "/c", True)],
+                      env={"PYTHONUNBUFFERED": "1"})
+    assert body["Entrypoint"] == ["/usr/bin/python3"] and body["Cmd"] == ["-c", "print(1)"]
+    assert body["HostConfig"]["NetworkMode"] == "none"
+    assert body["HostConfig"]["Mounts"] == [{"Type": "bind", "Source": "/h", "Target": "/c", "ReadOnly": True}]
+    assert body["Labels"] == {LABEL_OWNER: PROBE_OWNER}

@@ -619,9 +619,11 @@ def summarize(doc: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
     for n in sorted(sizes):
         s = samples[str(n)]
         up, floor, comp = m(n, "orch_up"), m(n, "floor_up"), m(n, "compose_up")
-        rf, rc = ratio(up, floor), ratio(up, comp)
+        pf, pc = paired_ratios(s, "orch_up", "floor_up"), paired_ratios(s, "orch_up", "compose_up")
+        rf, rc = median(pf), median(pc)
         ok = None if rf is None or rc is None else (rf <= TARGETS["cold_up_floor"] and rc <= TARGETS["cold_up_compose"])
-        row("cold `up`", n, up, f"floor {fs(floor)}, compose {fs(comp)}", f"{fr(rf)} floor, {fr(rc)} compose",
+        row("cold `up`", n, up, f"floor {fs(floor)}, compose {fs(comp)}",
+            f"{fr(rf)} floor {spread(pf)}, {fr(rc)} compose {spread(pc)}",
             "<= 1.15x floor, <= 1.0x compose", ok, len(s.get("orch_up", [])))
     for n in sorted(sizes):
         s = samples[str(n)]
@@ -640,14 +642,19 @@ def summarize(doc: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
         use_clean = any(killed.values()) and all(clean[v] for v in ("orch", "compose"))
         pick = (lambda v: median(clean[v]) if clean[v] else m(n, f"{v}_down")) if use_clean else (lambda v: m(n, f"{v}_down"))
         down, comp, floor = pick("orch"), pick("compose"), pick("floor")
-        rc = ratio(down, comp)
+        clean_repeats = use_clean and (lambda i: not any(
+            (s.get(f"{v}_down_killed") or [0] * (i + 1))[i] for v in ("orch", "compose", "floor")))
+        pc = paired_ratios(s, "orch_down", "compose_down", keep=clean_repeats or None)
+        pf = paired_ratios(s, "orch_down", "floor_down", keep=clean_repeats or None)
+        rc = median(pc) if pc else ratio(down, comp)
         note = ""
         if any(killed.values()):
             note = (" (runs where a server missed SIGTERM and was killed at the stop timeout: vllm-orch "
                     f"{killed['orch']}, compose {killed['compose']}, floor {killed['floor']}; "
                     + ("medians of the other runs)" if use_clean else "all runs counted)"))
         row("`down`", n, down, f"compose {fs(comp)}, floor {fs(floor)}{note}",
-            f"{fr(rc)} compose, {fr(ratio(down, floor))} floor", "<= 1.1x compose",
+            f"{fr(rc)} compose {spread(pc)}, {fr(median(pf) if pf else ratio(down, floor))} floor {spread(pf)}",
+            "<= 1.1x compose",
             None if rc is None else rc <= TARGETS["down_compose"], len(s.get("orch_down", [])))
     start = samples.get("startup", {})
     base = median(start.get("python_pass", []))
@@ -677,6 +684,21 @@ def summarize(doc: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
     if doc.get("own_time"):
         table += "\n\n" + own_time_table(doc["own_time"])
     return table, rows
+
+
+def paired_ratios(samples: dict[str, list[float]], key: str, against: str,
+                  keep: Callable[[int], bool] | None = None) -> list[float]:
+    """Repeat i of `key` over repeat i of `against`. The variants of one repeat run back to back,
+    so each ratio compares like with like; the machine's drift between repeats cancels out."""
+    a, b = samples.get(key, []), samples.get(against, [])
+    return [a[i] / b[i] for i in range(min(len(a), len(b))) if b[i] and (keep is None or keep(i))]
+
+
+def spread(ratios: list[float]) -> str:
+    """The range of the paired ratios: how far one repeat can be from another on this machine."""
+    if len(ratios) < 2:
+        return ""
+    return f"({min(ratios):.2f}-{max(ratios):.2f})"
 
 
 def clean_downs(samples: dict[str, list[float]], variant: str) -> list[float]:

@@ -123,22 +123,42 @@ class DockerBackend:
             for mount in container.mounts:
                 if mount.source != container.host_log_file and not os.path.exists(mount.source):
                     raise PreflightError(f"instance {action.instance!r}: host path {mount.source} does not exist")
-        self._check_names_free([a for a in actions if a.kind == CREATE])
+        self._check_other_containers([a for a in actions if a.kind == CREATE], creating)
         self._check_ports_free(creating)
         gpu_actions = [a for a in starting if a.spec and a.spec.gpu.mode != "none"]
         if gpu_actions:
             self._check_gpu_runtime(gpu_actions[0])
 
-    def _check_names_free(self, creates: list[Action]) -> None:
-        if not creates:
+    def _check_other_containers(self, creates: list[Action], creating: list[Action]) -> None:
+        """Names and host ports held by containers this plan does not replace (one list call).
+        The ports are checked here too, not only by binding them (below): with Docker's
+        userland proxy off, a published port is an iptables rule that no bind() would meet."""
+        if not creating:
             return
-        wanted = {a.spec.container.name: a.instance for a in creates}
+        names = {a.spec.container.name: a.instance for a in creates}
+        ports = {a.spec.container.port.host_port: a for a in creating if a.spec.container.port}
+        replaced = {a.observed.id for a in creating if a.observed is not None}
         for row in self._read(lambda e: e.containers()):
+            if row["Id"] in replaced:
+                continue
             for name in row.get("Names") or []:
-                if name.lstrip("/") in wanted:
+                if name.lstrip("/") in names:
                     raise PreflightError(
-                        f"instance {wanted[name.lstrip('/')]!r}: a container named {name.lstrip('/')} exists and is not "
+                        f"instance {names[name.lstrip('/')]!r}: a container named {name.lstrip('/')} exists and is not "
                         "managed by this project (rename or remove it, or set [docker] project)"
+                    )
+            if row.get("State") != "running":
+                continue
+            for published in row.get("Ports") or []:
+                action = ports.get(published.get("PublicPort"))
+                if action is None or published.get("Type", "tcp") != "tcp":
+                    continue
+                port = action.spec.container.port
+                if _addresses_overlap(port.host_address, published.get("IP") or "0.0.0.0"):
+                    holder = (row.get("Names") or ["?"])[0].lstrip("/")
+                    raise PreflightError(
+                        f"instance {action.instance!r}: host port {port.host_address}:{port.host_port} is published by "
+                        f"container {holder}; set [instance.{action.instance}.docker] publish_port"
                     )
 
     def _check_ports_free(self, creating: list[Action]) -> None:
@@ -199,7 +219,7 @@ class DockerBackend:
 
         if not work:
             return results
-        self.engine  # connect once, before the threads share it
+        _ = self.engine  # made once, here, then shared by the worker threads
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(max_workers=min(MAX_WORKERS, len(work))) as pool:
@@ -334,6 +354,11 @@ def _gpu_message(instance: str, container: ContainerSpec, exc: Exception) -> str
         f"instance {instance!r} asks for GPUs (gpu_ids = {container.gpu.describe()!r}) but this Docker host has no "
         f"NVIDIA runtime ({exc}): install the NVIDIA container toolkit, or set gpu_ids = \"none\""
     )
+
+
+def _addresses_overlap(a: str, b: str) -> bool:
+    wildcard = ("0.0.0.0", "::", "")
+    return a == b or a in wildcard or b in wildcard
 
 
 def _stop_timeout(observed: Observed) -> int | None:

@@ -20,6 +20,8 @@ from __future__ import annotations
 import os
 from typing import Any, Mapping, Protocol
 
+from orchestrator.errors import OrchestratorError
+
 CLIENT_ENV = "VLLM_ORCH_DOCKER_CLIENT"  # "sdk" or "socket"; unset: socket when the engine is local
 DEFAULT_SOCKET = "/var/run/docker.sock"
 
@@ -63,14 +65,10 @@ def engine_for_environment(env: Mapping[str, str] = os.environ) -> Engine:
     """The client for the engine the environment names (DOCKER_HOST, DOCKER_TLS_VERIFY)."""
     choice = env.get(CLIENT_ENV, "").strip().lower()
     if choice not in ("", "sdk", "socket"):
-        from orchestrator.errors import OrchestratorError
-
         raise OrchestratorError(f"{CLIENT_ENV}={choice!r}: use 'sdk' or 'socket' (or leave it unset)")
     socket_path = local_socket(env)
     if choice == "sdk" or socket_path is None:
         if choice == "socket":
-            from orchestrator.errors import OrchestratorError
-
             raise OrchestratorError(f"{CLIENT_ENV}=socket needs a local unix:// engine, not DOCKER_HOST={env.get('DOCKER_HOST')!r}")
         from orchestrator.backends.engine_sdk import SdkEngine
 

@@ -16,6 +16,11 @@ VLLM_IMAGE = os.environ.get("VLLM_ORCH_VLLM_IMAGE", "vllm-orch/vllm-cpu:0.32.0")
 MODEL_DIR = Path(os.environ.get("VLLM_ORCH_MODEL_DIR", REPO / ".demo" / "models"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _ask_images_for_their_tables(fresh_option_table_cache):
+    """The option tables come from the images in every run (tests/conftest.py)."""
+
+
 @pytest.fixture(scope="session")
 def vllm_image() -> str:
     try:

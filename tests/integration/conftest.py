@@ -26,6 +26,11 @@ REPO = Path(__file__).resolve().parents[2]
 PIXI_PROJECT = REPO / "tests" / "images" / "standin" / "pixi-project"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _ask_images_for_their_tables(fresh_option_table_cache):
+    """The option tables come from the images in every run (tests/conftest.py)."""
+
+
 @pytest.fixture(scope="session")
 def engine() -> docker.DockerClient:
     try:

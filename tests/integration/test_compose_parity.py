@@ -242,9 +242,9 @@ def test_up_and_compose_on_one_host(exported, fleet):
     result = exported("up", "-d", "--wait", "--wait-timeout", "60")
     assert result.returncode == 0, result.stderr
 
-    # Now `up` is the second one: its preflight names the busy port and creates nothing.
+    # Now `up` is the second one: its preflight names the busy port, and who holds it, and creates nothing.
     code, _, err = fleet.cli("up")
-    assert code != 0 and "is not free" in err and str(fleet.ports["p1"]) in err, err
+    assert code == 4 and f"{fleet.ports['p1']} is published by container {fleet.name}-" in err, err
     assert {c.labels["io.vllm-orch.owner"] for c in fleet.containers()} == {"compose"}
     code, _, err = fleet.cli("down")
     assert code == 0 and "nothing to stop" in err

@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from tests.integration.conftest import free_port, http_json, run_cli
+from tests.integration.conftest import STANDIN_IMAGE, free_port, http_json, run_cli
 
 ONE = """
 [instance.control]
@@ -50,6 +50,21 @@ def test_busy_host_port_is_caught_before_anything_starts(fleet):
         code, _, err = fleet.cli("up")
     assert code == 4
     assert f"127.0.0.1:{ports['pb']} is not free" in err and "instance 'b'" in err
+    assert fleet.containers() == [], "instance a must not have been started either"
+
+
+def test_port_published_by_another_container_is_caught_before_anything_starts(fleet, engine):
+    ports = write(fleet)
+    # Not ours: a container of someone else's that publishes b's port (found from the engine's
+    # list, which also covers hosts where Docker publishes with iptables alone, no proxy bind).
+    other = engine.containers.run(STANDIN_IMAGE, entrypoint=["sleep", "300"], detach=True, auto_remove=True,
+                                  name=f"{fleet.name}-squatter", ports={"9/tcp": ("127.0.0.1", ports["pb"])})
+    try:
+        code, _, err = fleet.cli("up")
+    finally:
+        other.remove(force=True)
+    assert code == 4
+    assert f"127.0.0.1:{ports['pb']} is published by container {fleet.name}-squatter" in err and "instance 'b'" in err
     assert fleet.containers() == [], "instance a must not have been started either"
 
 

@@ -1,0 +1,21 @@
+"""Fixtures shared by the tiers."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def fresh_option_table_cache(tmp_path_factory):
+    """An empty option-table cache for the session, so every run asks the images themselves
+    (a throwaway container per image, as on a new host) instead of reading this machine's
+    ~/.cache; subprocesses of the CLI inherit it through the environment."""
+    before = os.environ.get("VLLM_ORCH_CACHE_DIR")
+    os.environ["VLLM_ORCH_CACHE_DIR"] = str(tmp_path_factory.mktemp("vllm-orch-cache"))
+    yield
+    if before is None:
+        os.environ.pop("VLLM_ORCH_CACHE_DIR", None)
+    else:
+        os.environ["VLLM_ORCH_CACHE_DIR"] = before

@@ -225,6 +225,12 @@ def _docker_checks(spec: Any, source: str, out: list[Problem]) -> None:
         out.append(Problem("warning", f"{path}.docker.publish_address",
                            f"published on {container.port.host_address} without an API key: anyone on the network can use it",
                            hint="set server.api_key, or publish on 127.0.0.1", source=source))
+    if container.network_mode == "host" and not _is_loopback(spec.host or "") and "VLLM_API_KEY" not in dict(container.secret_env):
+        # No published port to keep on 127.0.0.1 here: vLLM's own socket is the host's.
+        out.append(Problem("warning", f"{path}.server.host",
+                           f"network_mode = \"host\" and host = {spec.host or 'unset (every interface)'!s}: the server "
+                           "listens on the host's own interfaces without an API key",
+                           hint='set server.api_key, or host = "127.0.0.1"', source=source))
     for key, value in container.secret_env:
         if value is None:
             out.append(Problem("warning", f"{path}.docker.secret_env", f"{key} is not set in this environment",

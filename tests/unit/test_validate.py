@@ -177,6 +177,32 @@ def test_world_published_without_api_key_is_a_warning(write_toml):
     assert [(p.severity, p.path) for p in problems] == [("warning", "instance.a.docker.publish_address")]
 
 
+@pytest.mark.parametrize("host", ["0.0.0.0", None])
+def test_host_network_without_api_key_on_every_interface_is_a_warning(write_toml, host):
+    problems = problems_of(write_toml, f"""
+        [docker]
+        image = "img"
+        network_mode = "host"
+        [instance.a.server]
+        port = 8000
+        {f'host = "{host}"' if host else ""}
+    """)
+    assert [(p.severity, p.path) for p in problems] == [("warning", "instance.a.server.host")]
+    assert "without an API key" in problems[0].message
+
+
+def test_host_network_with_api_key_or_on_loopback_is_quiet(write_toml):
+    for server in ('host = "127.0.0.1"', 'api_key = "sk-1"'):
+        assert problems_of(write_toml, f"""
+            [docker]
+            image = "img"
+            network_mode = "host"
+            [instance.a.server]
+            port = 8000
+            {server}
+        """) == []
+
+
 def test_cuda_visible_devices_in_container_env_is_refused(write_toml):
     errors = errors_of(write_toml, """
         [docker]

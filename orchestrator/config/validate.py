@@ -6,7 +6,6 @@ cannot drift apart; it adds what a generic validator lacks: a did-you-mean for u
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import os
 import re
@@ -99,6 +98,8 @@ def _walk_table(table: dict, schema: dict, path: str, source: str, out: list[Pro
 
 
 def _did_you_mean(key: str, known: Iterable[str]) -> str:
+    import difflib  # only when a key is unknown
+
     match = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
     return f"did you mean {match[0]}?" if match else "known keys: " + ", ".join(sorted(known))
 

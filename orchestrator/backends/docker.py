@@ -63,7 +63,8 @@ class DockerBackend:
             return self._engine
 
     def _call(self, fn: Callable[[Engine], T]) -> T:
-        """One engine call; a lost engine is DockerUnavailable, EngineError is left to the caller."""
+        """One engine call; a lost engine is DockerUnavailable. EngineError and EngineTimeout are
+        left to the caller, which knows what the call was for (a `wait` may time out by design)."""
         engine = self.engine
         try:
             return fn(engine)
@@ -81,7 +82,7 @@ class DockerBackend:
     def _read(self, fn: Callable[[Engine], T]) -> T:
         try:
             return self._call(fn)
-        except EngineError as exc:
+        except (EngineError, EngineTimeout) as exc:
             raise OrchestratorError(f"Docker engine error: {exc}") from None
 
     def _inspect_image(self, image: str) -> dict[str, Any] | None:
@@ -91,6 +92,8 @@ class DockerBackend:
         except EngineError as exc:
             if exc.not_found:
                 return None
+            raise OrchestratorError(f"Docker engine error: {exc}") from None
+        except EngineTimeout as exc:
             raise OrchestratorError(f"Docker engine error: {exc}") from None
 
     def image_ids(self, images: Iterable[str]) -> dict[str, str]:
@@ -213,6 +216,8 @@ class DockerBackend:
                 result = self._apply_one(action)
             except OrchestratorError as exc:
                 result = ActionResult(action, False, str(exc))
+            except EngineTimeout as exc:  # a hung engine fails this instance, not the command
+                result = ActionResult(action, False, f"the Docker engine did not answer: {exc}")
             if on_done:
                 on_done(result)
             return result

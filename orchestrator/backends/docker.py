@@ -138,18 +138,20 @@ class DockerBackend:
         userland proxy off, a published port is an iptables rule that no bind() would meet."""
         if not creating:
             return
+        order = {a.instance: i for i, a in enumerate(creating)}
         names = {a.spec.container.name: a.instance for a in creates}
         ports = {a.spec.container.port.host_port: a for a in creating if a.spec.container.port}
         replaced = {a.observed.id for a in creating if a.observed is not None}
+        found: list[tuple[int, str]] = []  # reported in config order, whatever order the engine lists in
         for row in self._read(lambda e: e.containers()):
             if row["Id"] in replaced:
                 continue
             for name in row.get("Names") or []:
-                if name.lstrip("/") in names:
-                    raise PreflightError(
-                        f"instance {names[name.lstrip('/')]!r}: a container named {name.lstrip('/')} exists and is not "
-                        "managed by this project (rename or remove it, or set [docker] project)"
-                    )
+                instance = names.get(name.lstrip("/"))
+                if instance is not None:
+                    found.append((order[instance], (
+                        f"instance {instance!r}: a container named {name.lstrip('/')} exists and is not "
+                        "managed by this project (rename or remove it, or set [docker] project)")))
             if row.get("State") != "running":
                 continue
             for published in row.get("Ports") or []:
@@ -159,10 +161,11 @@ class DockerBackend:
                 port = action.spec.container.port
                 if _addresses_overlap(port.host_address, published.get("IP") or "0.0.0.0"):
                     holder = (row.get("Names") or ["?"])[0].lstrip("/")
-                    raise PreflightError(
-                        f"instance {action.instance!r}: host port {port.host_address}:{port.host_port} is published by "
-                        f"container {holder}; set [instance.{action.instance}.docker] publish_port"
-                    )
+                    found.append((order[action.instance], (
+                        f"instance {action.instance!r}: host port {port.host_address}:{port.host_port} is published "
+                        f"by container {holder}; set [instance.{action.instance}.docker] publish_port")))
+        if found:
+            raise PreflightError(min(found)[1])
 
     def _check_ports_free(self, creating: list[Action]) -> None:
         for action in creating:

@@ -18,7 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
 
-from orchestrator.backends.engine import Engine, EngineError, EngineTimeout, EngineUnreachable, engine_for_environment
+from orchestrator.backends.engine import (
+    Engine,
+    EngineError,
+    EngineTimeout,
+    EngineUnreachable,
+    engine_for_environment,
+    is_local_address,
+)
 from orchestrator.backends.engine_body import create_body, gpu_device_requests, probe_body
 from orchestrator.errors import DockerUnavailable, OrchestratorError, PreflightError
 from orchestrator.plan import CREATE, RECREATE, REMOVE, START, Action, Observed
@@ -127,7 +134,8 @@ class DockerBackend:
                 if mount.source != container.host_log_file and not os.path.exists(mount.source):
                     raise PreflightError(f"instance {action.instance!r}: host path {mount.source} does not exist")
         self._check_other_containers([a for a in actions if a.kind == CREATE], creating)
-        self._check_ports_free(creating)
+        if is_local_address(self.engine.address):  # a remote engine's host ports are not ours to bind
+            self._check_ports_free(creating)
         gpu_actions = [a for a in starting if a.spec and a.spec.gpu.mode != "none"]
         if gpu_actions:
             self._check_gpu_runtime(gpu_actions[0])

@@ -78,6 +78,15 @@ def engine_for_environment(env: Mapping[str, str] = os.environ) -> Engine:
     return SocketEngine(socket_path)
 
 
+def is_local_address(address: str) -> bool:
+    """Whether the engine runs on this machine, so that its host ports and paths are ours to check."""
+    if address.startswith("unix://"):
+        return True
+    host = address.split("://", 1)[-1].rsplit("@", 1)[-1].split("/", 1)[0]
+    host = host.rsplit(":", 1)[0].strip("[]") if host.count(":") <= 1 or host.startswith("[") else host
+    return host in ("localhost", "127.0.0.1", "::1")
+
+
 def local_socket(env: Mapping[str, str] = os.environ) -> str | None:
     """The unix socket path when the engine is local and plain, else None."""
     host = env.get("DOCKER_HOST", "")

@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from orchestrator.backends.engine import EngineUnreachable, engine_for_environment, local_socket
+from orchestrator.backends.engine import EngineUnreachable, engine_for_environment, is_local_address, local_socket
 from orchestrator.backends.engine_socket import SocketEngine, demultiplex
 from orchestrator.errors import OrchestratorError
 
@@ -27,6 +27,15 @@ def test_other_engines_go_through_the_docker_sdk(env):
     # The SDK client connects when made (the socket client only on its first call): nothing listens there.
     with pytest.raises(EngineUnreachable):
         engine_for_environment(env)
+
+
+@pytest.mark.parametrize("address, local", [
+    ("unix:///var/run/docker.sock", True), ("tcp://127.0.0.1:2375", True), ("tcp://[::1]:2376", True),
+    ("ssh://localhost", True), ("tcp://10.0.0.2:2376", False), ("ssh://me@gpu-box", False), ("ssh://gpu-box:22", False),
+])
+def test_which_engines_share_this_machines_ports(address, local):
+    # Only for these does `up` also try to bind each host port itself before starting anything.
+    assert is_local_address(address) is local
 
 
 def test_tls_engines_are_left_to_the_sdk():

@@ -642,10 +642,12 @@ def summarize(doc: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
         use_clean = any(killed.values()) and all(clean[v] for v in ("orch", "compose"))
         pick = (lambda v: median(clean[v]) if clean[v] else m(n, f"{v}_down")) if use_clean else (lambda v: m(n, f"{v}_down"))
         down, comp, floor = pick("orch"), pick("compose"), pick("floor")
-        clean_repeats = use_clean and (lambda i: not any(
-            (s.get(f"{v}_down_killed") or [0] * (i + 1))[i] for v in ("orch", "compose", "floor")))
-        pc = paired_ratios(s, "orch_down", "compose_down", keep=clean_repeats or None)
-        pf = paired_ratios(s, "orch_down", "floor_down", keep=clean_repeats or None)
+        def clean_repeat(i: int) -> bool:  # no variant had a server killed in repeat i
+            return not any(i < len(s.get(f"{v}_down_killed", [])) and s[f"{v}_down_killed"][i] for v in clean)
+
+        keep = clean_repeat if use_clean else None
+        pc = paired_ratios(s, "orch_down", "compose_down", keep=keep)
+        pf = paired_ratios(s, "orch_down", "floor_down", keep=keep)
         rc = median(pc) if pc else ratio(down, comp)
         note = ""
         if any(killed.values()):

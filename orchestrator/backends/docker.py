@@ -10,7 +10,6 @@ actionable line.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import threading
@@ -23,13 +22,14 @@ from orchestrator.backends.engine import (
     EngineError,
     EngineTimeout,
     EngineUnreachable,
+    engine_address,
     engine_for_environment,
     is_local_address,
 )
 from orchestrator.backends.engine_body import create_body, gpu_device_requests, probe_body
 from orchestrator.errors import DockerUnavailable, OrchestratorError, PreflightError
 from orchestrator.plan import CREATE, RECREATE, REMOVE, START, Action, Observed
-from orchestrator.resolve import LABEL_HASH, LABEL_INSTANCE, LABEL_OWNER, LABEL_PROJECT, LABEL_SPEC, OWNER_UP
+from orchestrator.resolve import LABEL_HASH, LABEL_INSTANCE, LABEL_OWNER, LABEL_PROJECT, LABEL_URL, OWNER_UP
 from orchestrator.spec import ContainerSpec, InstanceSpec, Mount
 
 MAX_WORKERS = 16
@@ -66,7 +66,7 @@ class DockerBackend:
                 try:
                     self._engine = engine_for_environment()
                 except EngineUnreachable as exc:
-                    raise _unavailable(os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock", exc) from None
+                    raise _unavailable(engine_address(), exc) from None
             return self._engine
 
     def _call(self, fn: Callable[[Engine], T]) -> T:
@@ -94,14 +94,15 @@ class DockerBackend:
 
     def _inspect_image(self, image: str) -> dict[str, Any] | None:
         """The image's inspect document, None when the host does not have it."""
-        try:
-            return self._call(lambda e: e.inspect_image(image))
-        except EngineError as exc:
-            if exc.not_found:
-                return None
-            raise OrchestratorError(f"Docker engine error: {exc}") from None
-        except EngineTimeout as exc:
-            raise OrchestratorError(f"Docker engine error: {exc}") from None
+        def inspect(engine: Engine) -> dict[str, Any] | None:
+            try:
+                return engine.inspect_image(image)
+            except EngineError as exc:
+                if exc.not_found:
+                    return None
+                raise
+
+        return self._read(inspect)
 
     def image_ids(self, images: Iterable[str]) -> dict[str, str]:
         """Current id of each image; a missing image is a preflight error naming the fix."""
@@ -181,7 +182,7 @@ class DockerBackend:
             if port is None:
                 continue
             old = action.observed
-            if old is not None and old.running and port.url == old.labels.get("io.vllm-orch.url"):
+            if old is not None and old.running and port.url == old.labels.get(LABEL_URL):
                 continue  # held by the container this one replaces
             family = socket.AF_INET6 if ":" in port.host_address else socket.AF_INET
             with socket.socket(family, socket.SOCK_STREAM) as probe:
@@ -198,23 +199,13 @@ class DockerBackend:
         """A GPU container only fails at start on a host without the NVIDIA runtime; find out
         with a throwaway container before starting anything real."""
         container = action.spec.container
-        body = probe_body(container.image, ["/bin/sh", "-c", "exit 0"],
-                          device_requests=gpu_device_requests(container))
-        try:
-            probe = self._call(lambda e: e.create(None, body))
-        except EngineError as exc:
-            raise PreflightError(f"instance {action.instance!r}: GPU check failed: {exc}") from None
-        try:
-            self._call(lambda e: e.start(probe))
-            self._call(lambda e: e.wait(probe, 60))
-        except EngineError as exc:
-            if _GPU_DRIVER_ERROR in str(exc):
-                raise PreflightError(_gpu_message(action.instance, container, exc)) from None
-            raise PreflightError(f"instance {action.instance!r}: GPU check failed: {exc}") from None
-        except EngineTimeout:
-            raise PreflightError(f"instance {action.instance!r}: GPU check container did not finish within 60 s") from None
-        finally:
-            self._remove_quietly(probe)
+        code, _, err = self.run_once(container.image, ["/bin/sh", "-c", "exit 0"], timeout=60,
+                                     device_requests=gpu_device_requests(container))
+        if code == 0:
+            return
+        if _GPU_DRIVER_ERROR in err:
+            raise PreflightError(_gpu_message(action.instance, container, err))
+        raise PreflightError(f"instance {action.instance!r}: GPU check failed: {err or f'exit code {code}'}")
 
     # ------------------------------------------------------------------ act
     def apply(self, actions: list[Action], on_done: Callable[[ActionResult], None] | None = None) -> list[ActionResult]:
@@ -295,10 +286,12 @@ class DockerBackend:
         return self.apply(actions, on_done)
 
     # ------------------------------------------------------------------ one-off commands
-    def run_once(self, image: str, argv: list[str], mounts: Iterable[Mount] = (), timeout: float = 300) -> tuple[int, str, str]:
-        """Run argv in a throwaway, network-less container of image; (exit code, stdout, stderr)."""
+    def run_once(self, image: str, argv: list[str], mounts: Iterable[Mount] = (), timeout: float = 300,
+                 device_requests: list[dict[str, Any]] | None = None) -> tuple[int, str, str]:
+        """Run argv in a throwaway, network-less container of image; (exit code, stdout, stderr).
+        An engine error (e.g. a GPU request it cannot serve) is exit code -1 with its message."""
         body = probe_body(image, argv, mounts=[Mount(m.source, m.target, True) for m in mounts],
-                          env={"PYTHONUNBUFFERED": "1"})
+                          device_requests=device_requests, env={"PYTHONUNBUFFERED": "1"})
         try:
             created = self._call(lambda e: e.create(None, body))
         except EngineError as exc:
@@ -365,7 +358,7 @@ def _observed(row: dict[str, Any]) -> Observed:
     )
 
 
-def _gpu_message(instance: str, container: ContainerSpec, exc: Exception) -> str:
+def _gpu_message(instance: str, container: ContainerSpec, exc: Exception | str) -> str:
     return (
         f"instance {instance!r} asks for GPUs (gpu_ids = {container.gpu.describe()!r}) but this Docker host has no "
         f"NVIDIA runtime ({exc}): install the NVIDIA container toolkit, or set gpu_ids = \"none\""
@@ -379,10 +372,8 @@ def _addresses_overlap(a: str, b: str) -> bool:
 
 def _stop_timeout(observed: Observed) -> int | None:
     """The stop timeout the container was made with (its .spec label), so our wait covers it."""
-    try:
-        return int(json.loads(observed.labels.get(LABEL_SPEC, "{}"))["stop_timeout"])
-    except (ValueError, KeyError, TypeError):
-        return None
+    value = (observed.spec_json or {}).get("stop_timeout")
+    return value if isinstance(value, int) else None
 
 
 def _unavailable(address: str, exc: Exception) -> DockerUnavailable:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 from typing import Any, Mapping, Protocol
+from urllib.parse import urlsplit
 
 from orchestrator.errors import OrchestratorError
 
@@ -78,13 +79,15 @@ def engine_for_environment(env: Mapping[str, str] = os.environ) -> Engine:
     return SocketEngine(socket_path)
 
 
+def engine_address(env: Mapping[str, str] = os.environ) -> str:
+    return env.get("DOCKER_HOST") or f"unix://{DEFAULT_SOCKET}"
+
+
 def is_local_address(address: str) -> bool:
     """Whether the engine runs on this machine, so that its host ports and paths are ours to check."""
     if address.startswith("unix://"):
         return True
-    host = address.split("://", 1)[-1].rsplit("@", 1)[-1].split("/", 1)[0]
-    host = host.rsplit(":", 1)[0].strip("[]") if host.count(":") <= 1 or host.startswith("[") else host
-    return host in ("localhost", "127.0.0.1", "::1")
+    return urlsplit(address).hostname in ("localhost", "127.0.0.1", "::1")
 
 
 def local_socket(env: Mapping[str, str] = os.environ) -> str | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Mapping, TypeVar
 
-from orchestrator.backends.engine import EngineError, EngineTimeout, EngineUnreachable
+from orchestrator.backends.engine import EngineError, EngineTimeout, EngineUnreachable, engine_address
 
 MAX_POOL = 16  # one connection per worker thread of DockerBackend.apply
 DEFAULT_TIMEOUT = 120
@@ -24,7 +24,7 @@ class SdkEngine:
         import docker  # ~0.17 s: requests and urllib3 come with it
 
         self._docker = docker
-        self.address = env.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+        self.address = engine_address(env)
         try:
             client = docker.from_env(environment=dict(env), version="auto", max_pool_size=MAX_POOL, timeout=timeout)
         except docker.errors.DockerException as exc:

@@ -222,11 +222,12 @@ def _docker_checks(spec: Any, source: str, out: list[Problem]) -> None:
         out.append(Problem("error", f"{path}.docker.env.CUDA_VISIBLE_DEVICES",
                            "host GPU ids are renumbered from 0 inside a container",
                            hint="choose GPUs with control.gpu_ids instead", source=source))
-    if container.port and not _is_loopback(container.port.host_address) and "VLLM_API_KEY" not in dict(container.secret_env):
+    has_api_key = "VLLM_API_KEY" in dict(container.secret_env)
+    if container.port and not _is_loopback(container.port.host_address) and not has_api_key:
         out.append(Problem("warning", f"{path}.docker.publish_address",
                            f"published on {container.port.host_address} without an API key: anyone on the network can use it",
                            hint="set server.api_key, or publish on 127.0.0.1", source=source))
-    if container.network_mode == "host" and not _is_loopback(spec.host or "") and "VLLM_API_KEY" not in dict(container.secret_env):
+    if container.network_mode == "host" and not _is_loopback(spec.host or "") and not has_api_key:
         # No published port to keep on 127.0.0.1 here: vLLM's own socket is the host's.
         out.append(Problem("warning", f"{path}.server.host",
                            f"network_mode = \"host\" and host = {spec.host or 'unset (every interface)'!s}: the server "

@@ -43,10 +43,11 @@ class SocketEngine:
         if body is not None:
             payload = json.dumps(body, separators=(",", ":")).encode()
             head += f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
-        deadline = time.monotonic() + (timeout or self.timeout)
+        timeout = timeout or self.timeout
+        deadline = time.monotonic() + timeout
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-                sock.settimeout(timeout or self.timeout)
+                sock.settimeout(timeout)
                 sock.connect(self.socket_path)
                 sock.sendall(head.encode() + b"\r\n" + payload)
                 chunks = []
@@ -57,7 +58,7 @@ class SocketEngine:
                         break
                     chunks.append(chunk)
         except socket.timeout:
-            raise EngineTimeout(f"no answer to {method} {path} within {timeout or self.timeout:g}s") from None
+            raise EngineTimeout(f"no answer to {method} {path} within {timeout:g}s") from None
         except OSError as exc:
             raise EngineUnreachable(f"{exc.__class__.__name__}: {exc}") from None
         head_bytes, _, data = b"".join(chunks).partition(b"\r\n\r\n")

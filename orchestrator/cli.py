@@ -11,7 +11,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from orchestrator import __version__
 from orchestrator.errors import ConfigError, OrchestratorError, Problem
@@ -32,33 +32,17 @@ def _common(parser: argparse.ArgumentParser, suppress: bool) -> None:
     parser.add_argument("--debug", action="store_true", default=default, help="show tracebacks")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="vllm-orch",
-        description="Run vLLM servers from one TOML file: one Docker container per instance.",
-    )
-    parser.add_argument("--version", action="version", version=f"vllm-orch {__version__}")
-    _common(parser, suppress=False)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+_BACKEND_HELP = "docker (containers) or local (processes); default: docker when the file has [docker] tables"
+_OFFLINE_HELP = "do not ask the image for vLLM's option table (render by the contract's rules)"
 
-    def command(name: str, help_text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        _common(p, suppress=True)
-        return p
 
-    backend_help = "docker (containers) or local (processes); default: docker when the file has [docker] tables"
-    offline_help = "do not ask the image for vLLM's option table (render by the contract's rules)"
-    p = command("validate", "check the config (and its vLLM options against the image); exit 2 on any error")
-    p.add_argument("--backend", choices=("docker", "local"), default=None, help=backend_help)
-    p.add_argument("--offline", action="store_true", help=offline_help)
+def _validate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", choices=("docker", "local"), default=None, help=_BACKEND_HELP)
+    p.add_argument("--offline", action="store_true", help=_OFFLINE_HELP)
     p.add_argument("--json", action="store_true")
 
-    p = command("plan", "print the resolved plan (argv, env, container specs)")
-    p.add_argument("--backend", choices=("docker", "local"), default=None, help=backend_help)
-    p.add_argument("--offline", action="store_true", help=offline_help)
-    p.add_argument("--json", action="store_true")
 
-    p = command("up", "create, recreate or start instances so they match the config")
+def _up_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("names", nargs="*", metavar="NAME")
     p.add_argument("--wait", action="store_true", help="wait until every instance answers /health")
     p.add_argument("--timeout", type=float, default=1800, help="seconds --wait waits (default 1800)")
@@ -68,36 +52,97 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start even when vLLM's option table reports problems (they become warnings)")
     p.add_argument("--json", action="store_true")
 
-    p = command("down", "stop and remove this project's containers (logs are kept)")
+
+def _down_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("names", nargs="*", metavar="NAME")
     p.add_argument("--backend", choices=("docker", "local"), default="docker")
     p.add_argument("--timeout", type=float, default=None,
                    help="local backend: seconds between SIGTERM and SIGKILL (default 60)")
     p.add_argument("--json", action="store_true")
 
-    p = command("ps", "list this project's instances")
+
+def _ps_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=("docker", "local"), default="docker")
     p.add_argument("--json", action="store_true")
 
-    p = command("logs", "show an instance's log file")
+
+def _logs_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", metavar="NAME")
-    p.add_argument("--backend", choices=("docker", "local"), default=None, help=backend_help)
+    p.add_argument("--backend", choices=("docker", "local"), default=None, help=_BACKEND_HELP)
     p.add_argument("-f", "--follow", action="store_true")
     p.add_argument("-n", "--tail", type=int, default=None, metavar="N", help="last N lines (default all)")
 
-    p = command("compose", "write a docker-compose.yml that runs the same containers")
-    p.add_argument("-o", "--output", metavar="FILE", help="write here instead of standard output")
-    p.add_argument("--offline", action="store_true", help=offline_help)
 
-    p = command("flags", "show the options the vLLM in an image accepts")
+def _compose_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-o", "--output", metavar="FILE", help="write here instead of standard output")
+    p.add_argument("--offline", action="store_true", help=_OFFLINE_HELP)
+
+
+def _flags_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image", help="image to ask (default: the config's first image)")
     p.add_argument("--json", action="store_true")
 
-    p = command("launch", "in-container launcher: start the instances as processes (the boot hook)")
+
+def _names_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("names", nargs="*", metavar="NAME")
 
-    command("schema", "print the JSON Schema of the config file")
+
+def _no_args(p: argparse.ArgumentParser) -> None:
+    pass
+
+
+# name -> (help, its own arguments); `plan` takes validate's.
+SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
+    "validate": ("check the config (and its vLLM options against the image); exit 2 on any error", _validate_args),
+    "plan": ("print the resolved plan (argv, env, container specs)", _validate_args),
+    "up": ("create, recreate or start instances so they match the config", _up_args),
+    "down": ("stop and remove this project's containers (logs are kept)", _down_args),
+    "ps": ("list this project's instances", _ps_args),
+    "logs": ("show an instance's log file", _logs_args),
+    "compose": ("write a docker-compose.yml that runs the same containers", _compose_args),
+    "flags": ("show the options the vLLM in an image accepts", _flags_args),
+    "launch": ("in-container launcher: start the instances as processes (the boot hook)", _names_args),
+    "schema": ("print the JSON Schema of the config file", _no_args),
+}
+_GLOBAL_VALUE_OPTIONS = ("--config", "--override", "--set", "--project")
+
+
+def build_parser(only: str | None = None, *, arguments: bool = True) -> argparse.ArgumentParser:
+    """Every command with its arguments; with `only` (the command argv names), just that one;
+    without `arguments`, the commands alone (enough for the top-level help and its errors).
+    Building all ten parsers and their ~90 arguments (argparse formats each argument as it is
+    added and looks up translations for every parser) cost every run several ms."""
+    parser = argparse.ArgumentParser(
+        prog="vllm-orch",
+        description="Run vLLM servers from one TOML file: one Docker container per instance.",
+    )
+    parser.add_argument("--version", action="version", version=f"vllm-orch {__version__}")
+    _common(parser, suppress=False)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (help_text, add_arguments) in SUBCOMMANDS.items():
+        if only is None or only == name:
+            p = sub.add_parser(name, help=help_text, description=help_text)
+            if arguments:
+                _common(p, suppress=True)
+                add_arguments(p)
     return parser
+
+
+def command_named(argv: Sequence[str]) -> str | None:
+    """The subcommand in argv, skipping the values of the global options before it; None when
+    there is none or it is unknown (argparse then reports it, with every command built)."""
+    takes_value = False
+    for token in argv:
+        if takes_value:
+            takes_value = False
+        elif token in ("-c", "-p") or (token.startswith("--") and "=" not in token and len(token) > 2
+                                       and any(o.startswith(token) for o in _GLOBAL_VALUE_OPTIONS)):
+            takes_value = True  # argparse accepts unambiguous prefixes such as --conf
+        elif token == "--":
+            return None
+        elif not token.startswith("-"):
+            return token if token in SUBCOMMANDS else None
+    return None
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -115,13 +160,11 @@ def _config_path(args: argparse.Namespace, required: bool = True) -> Path | None
     return path
 
 
-def _open(args: argparse.Namespace, *, backend: str | None = "docker", strict: bool = True, checks: bool = True,
-          loaded=None):
+def _open(args: argparse.Namespace, *, backend: str | None = "docker", strict: bool = True, checks: bool = True):
     from orchestrator.project import open_project
 
     return open_project(
         _config_path(args),
-        loaded=loaded,
         overrides=_opt(args, "override", []),
         sets=_opt(args, "sets", []),
         project_name=_opt(args, "project"),
@@ -131,12 +174,12 @@ def _open(args: argparse.Namespace, *, backend: str | None = "docker", strict: b
     )
 
 
-def _reopen_with_tables(args: argparse.Namespace, project, backend, image_ids: dict[str, str], *,
-                        strict: bool = True, selected: set[str] | None = None, options_block: bool = True):
-    """Ask each image (cached per image id) for its vLLM option table, then resolve again so
-    the argv follows vLLM's real options and unknown options become errors."""
+def _check_with_tables(project, backend, image_ids: dict[str, str], *, strict: bool = True,
+                       selected: set[str] | None = None, options_block: bool = True):
+    """Ask each image (cached per image id) for its vLLM option table, then check the project
+    against them: the argv follows vLLM's real options and unknown options become errors."""
     from orchestrator.option_cache import image_table
-    from orchestrator.project import open_project
+    from orchestrator.project import check_project
 
     master = project.resolved.master
     tables, notes = {}, []
@@ -151,20 +194,18 @@ def _reopen_with_tables(args: argparse.Namespace, project, backend, image_ids: d
         if answer.table is not None:
             tables[image] = answer.table
         notes.append(answer.note)
-    return open_project(
-        project.loaded.path, overrides=_opt(args, "override", []), sets=_opt(args, "sets", []),
-        project_name=_opt(args, "project"), backend=project.backend, tables=tables, table_notes=notes, strict=strict,
-        options_block=options_block, loaded=project.loaded,
-    )
+    return check_project(project, tables=tables, table_notes=notes, strict=strict, options_block=options_block)
 
 
 def _open_checked(args: argparse.Namespace, *, backend: str | None = "docker", strict: bool = True):
     """For validate/plan/compose: the project checked against its images' vLLM when Docker can
     be asked; otherwise (or with --offline) by the contract's rules, saying why."""
+    from orchestrator.project import check_project
+
     first = _open(args, backend=backend, strict=strict, checks=False)
 
     def without_tables(reason: str):
-        project = _open(args, backend=backend, strict=strict, loaded=first.loaded)
+        project = check_project(first, strict=strict)
         if reason:
             project.option_check = f"image check skipped ({reason}); " + project.option_check
         return project
@@ -182,7 +223,7 @@ def _open_checked(args: argparse.Namespace, *, backend: str | None = "docker", s
         image_ids = engine.image_ids(images)
     except (DockerUnavailable, PreflightError) as exc:
         return without_tables(str(exc))
-    return _reopen_with_tables(args, first, engine, image_ids, strict=strict)
+    return _check_with_tables(first, engine, image_ids, strict=strict)
 
 
 def _print_json(doc: Any) -> None:
@@ -265,8 +306,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     image_ids = backend.image_ids(i.container.image for i in wanted)
     # The argv always follows the image's option table (so --no-preflight cannot change it and
     # recreate a loaded model); --no-preflight only stops option problems from blocking.
-    project = _reopen_with_tables(args, project, backend, image_ids, selected=selected,
-                                  options_block=not args.no_preflight)
+    project = _check_with_tables(project, backend, image_ids, selected=selected,
+                                 options_block=not args.no_preflight)
     wanted = [i for i in project.resolved.instances if i.enabled and (selected is None or i.name in selected)]
     _warn_problems(project.problems)
     observed = backend.observe(project.name)
@@ -528,7 +569,9 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = command_named(argv)
+    args = build_parser(only=command, arguments=command is not None).parse_args(argv)
     try:
         return COMMANDS[args.command](args)
     except ConfigError as exc:

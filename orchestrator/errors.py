@@ -6,7 +6,7 @@ them, so no other module needs to know docker-py's or tomllib's exception types.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from orchestrator.value import Value
 
 
 class OrchestratorError(Exception):
@@ -20,8 +20,7 @@ class OrchestratorError(Exception):
         self.details = details
 
 
-@dataclass(frozen=True)
-class Problem:
+class Problem(Value):
     """One finding of validation, with where it is and how to fix it."""
 
     severity: str  # "error" or "warning"

@@ -8,10 +8,10 @@ image id: a rebuilt image gets a fresh table, an unchanged one costs a file read
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-from dataclasses import dataclass
+import zlib
+from orchestrator.value import Value
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -30,13 +30,20 @@ def cache_dir() -> Path:
     return Path(base) / "vllm-orch" / "option-tables"
 
 
+def cache_key(image_id: str, prefix: list[str]) -> str:
+    """The image id is already a content digest; the launch prefix (pixi or plain python) only
+    tells apart the few ways one image is started. A CRC of it does that without hashlib, whose
+    OpenSSL import would cost `validate` ~5 ms."""
+    digest = image_id.split(":")[-1][:32]
+    return f"{digest}-{zlib.crc32(json.dumps(prefix).encode()):08x}"
+
+
 def dump_source() -> str:
     with open(os.path.join(os.path.dirname(__file__), "vllm_options_dump.py"), encoding="utf-8") as handle:
         return handle.read()
 
 
-@dataclass(frozen=True)
-class TableAnswer:
+class TableAnswer(Value):
     image: str
     table: OptionTable | None
     note: str  # where the table came from, or why there is none
@@ -46,8 +53,7 @@ def image_table(backend: Any, image: str, image_id: str, *, pixi_project_dir: st
                 pixi_environment: str, mounts: Iterable[Any] = (),
                 progress: Callable[[str], None] = lambda message: None) -> TableAnswer:
     prefix = python_prefix(pixi_project_dir, pixi_environment)
-    key = hashlib.sha256(json.dumps([image_id, prefix]).encode()).hexdigest()[:32]
-    path = cache_dir() / f"{key}.json"
+    path = cache_dir() / f"{cache_key(image_id, prefix)}.json"
     try:
         doc = json.loads(path.read_text())
     except (OSError, ValueError):

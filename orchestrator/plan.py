@@ -8,7 +8,7 @@ decisions without an engine.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from orchestrator.value import Value, field
 from typing import Any, Iterable
 
 from orchestrator.spec import InstanceSpec
@@ -17,8 +17,7 @@ CREATE, RECREATE, START, NOOP, REMOVE, ORPHAN = "create", "recreate", "start", "
 CHANGES = (CREATE, RECREATE, START, REMOVE)
 
 
-@dataclass(frozen=True)
-class Observed:
+class Observed(Value):
     """One container of ours as the engine's list call reports it (no per-container inspect)."""
 
     id: str
@@ -29,7 +28,7 @@ class Observed:
     status: str  # the engine's human text, e.g. "Up 3 minutes (healthy)"
     image_id: str
     config_hash: str
-    labels: dict[str, str] = field(hash=False, default_factory=dict)
+    labels: dict[str, str] = field(hash=False, factory=dict)
 
     @property
     def running(self) -> bool:
@@ -52,8 +51,7 @@ class Observed:
             return None
 
 
-@dataclass(frozen=True)
-class Action:
+class Action(Value):
     kind: str
     instance: str
     reasons: tuple[str, ...] = ()

@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from orchestrator.value import Value, field
 from pathlib import Path
 from typing import Mapping
 
 from orchestrator.config.loader import LoadedConfig, load_config
 from orchestrator.config.validate import option_problems, schema_problems, semantic_problems
 from orchestrator.errors import ConfigError, Problem
-from orchestrator.resolve import Resolved, resolve
+from orchestrator.resolve import Resolved, apply_tables, resolve
 from orchestrator.vllm_options import OptionTable
 
 
-@dataclass
-class Project:
+class Project(Value, frozen=False):
     loaded: LoadedConfig
     resolved: Resolved
-    problems: list[Problem] = field(default_factory=list)
+    problems: list[Problem] = field(factory=list)
     option_check: str = ""  # which option table the server keys were checked against
     backend: str = "docker"
 
@@ -55,37 +54,48 @@ def open_project(
     project_name: str | None = None,
     backend: str | None = "docker",
     tables: Mapping[str, OptionTable] | None = None,
-    table_notes: list[str] | tuple[str, ...] = (),
     strict: bool = True,
-    options_block: bool = True,
     loaded: LoadedConfig | None = None,
     checks: bool = True,
 ) -> Project:
     """Load, check and resolve. With `strict`, any error raises ConfigError carrying all of them.
-
-    `tables` (image -> option table of its vLLM) make rendering follow vLLM's real options and
-    turn unknown options into errors; instances without one are rendered by the contract's
-    rules and compared with the recorded vLLM table, as warnings only."""
+    With `checks=False`, a first look (which images?) that `check_project` completes once the
+    images' option tables are known; the file is read and resolved once either way."""
     if loaded is None:
         loaded = load_config(config_path, env=env, overrides=overrides, sets=sets)
-    source = str(config_path)
-    problems = schema_problems(loaded.data, source)
+    problems = schema_problems(loaded.data, str(config_path))
     if any(p.is_error for p in problems):
         # Resolving a document of the wrong shape would only add noise to a correct report.
         raise ConfigError(problems)
     if backend is None:
         backend = guess_backend(loaded.data)
-    if not checks:  # a first look (which images?) before the option tables are known
-        resolved = resolve(loaded.data, config_path=config_path, project=project_name, host_env=env)
-        return Project(loaded, resolved, problems, backend=backend)
-    tables = dict(tables or {})
-    resolved = resolve(loaded.data, config_path=config_path, project=project_name, host_env=env, tables=tables)
+    resolved = resolve(loaded.data, config_path=config_path, project=project_name, host_env=env)
+    first = Project(loaded, resolved, problems, backend=backend)
+    return check_project(first, tables=tables, strict=strict) if checks else first
+
+
+def check_project(
+    first: Project,
+    *,
+    tables: Mapping[str, OptionTable] | None = None,
+    table_notes: list[str] | tuple[str, ...] = (),
+    strict: bool = True,
+    options_block: bool = True,
+) -> Project:
+    """The first look checked: semantics, and the server keys against the option tables.
+
+    `tables` (image -> option table of its vLLM) make rendering follow vLLM's real options and
+    turn unknown options into errors; instances without one are rendered by the contract's
+    rules and compared with the recorded vLLM table, as warnings only."""
+    tables = dict(tables or {}) if first.backend == "docker" else {}
+    resolved = apply_tables(first.resolved, tables) if tables else first.resolved
+    source = str(first.loaded.path)
+    problems = list(first.problems)
     problems += resolved.problems
-    problems += semantic_problems(resolved, loaded.data, source, backend)
+    problems += semantic_problems(resolved, first.loaded.data, source, first.backend)
     unchecked = []
     for spec in resolved.instances:
-        image = spec.container.image if spec.container else ""
-        exact = tables.get(image) if backend == "docker" else None
+        exact = tables.get(spec.container.image if spec.container else "")
         if exact is None:
             unchecked.append(spec.name)
         # The recorded table is read only for instances no image answered for (~5 ms of JSON).
@@ -96,7 +106,7 @@ def open_project(
         who = ", ".join(unchecked) if len(unchecked) <= 4 else f"{len(unchecked)} instances"
         notes.append(f"{who}: not checked against the vLLM that will run; "
                      f"compared with the {OptionTable.bundled().source} (warnings only)")
-    project = Project(loaded, resolved, problems, option_check="; ".join(notes), backend=backend)
+    project = Project(first.loaded, resolved, problems, option_check="; ".join(notes), backend=first.backend)
     if strict and project.errors:
         raise ConfigError(problems)
     return project

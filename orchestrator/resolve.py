@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from orchestrator.value import Value, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -62,8 +62,7 @@ _PROJECT_CHARS = re.compile(r"[^a-z0-9_-]+")
 _PROJECT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
 
-@dataclass(frozen=True)
-class MasterSettings:
+class MasterSettings(Value):
     enable: bool = True
     pixi_project_dir: str | None = None
     pixi_environment: str = "default"
@@ -78,13 +77,12 @@ class MasterSettings:
         }
 
 
-@dataclass
-class Resolved:
+class Resolved(Value, frozen=False):
     project: str
     config_file: str
     master: MasterSettings
     instances: list[InstanceSpec]
-    problems: list[Problem] = field(default_factory=list)
+    problems: list[Problem] = field(factory=list)
 
     def instance(self, name: str) -> InstanceSpec | None:
         return next((i for i in self.instances if i.name == name), None)
@@ -107,10 +105,9 @@ def resolve(
     config_path: Path,
     project: str | None = None,
     host_env: Mapping[str, str] = os.environ,
-    tables: Mapping[str, OptionTable] | None = None,
 ) -> Resolved:
-    """`tables` maps an image to the option table of the vLLM inside it; an instance whose image
-    has none is rendered by the contract's literal rules."""
+    """The config as value objects, server flags rendered by the contract's literal rules;
+    `apply_tables` re-renders them for images whose vLLM option table is known."""
     master_raw = data.get("master") or {}
     master = MasterSettings(
         enable=master_raw.get("enable", True),
@@ -141,7 +138,7 @@ def resolve(
         docker = deep_merge(docker_global, own) if own else dict(docker_global)
         resolved.instances.append(
             _resolve_instance(name, control, server, docker, master, project, config_path, host_env,
-                              (tables or {}).get(docker.get("image") or ""), resolved.problems)
+                              resolved.problems)
         )
     return resolved
 
@@ -155,7 +152,6 @@ def _resolve_instance(
     project: str,
     config_path: Path,
     host_env: Mapping[str, str],
-    table: OptionTable | None,
     problems: list[Problem],
 ) -> InstanceSpec:
     source = str(config_path)
@@ -170,13 +166,8 @@ def _resolve_instance(
     extra_args = server.pop("extra_args", [])
     server = {k: v for k, v in server.items() if v is not None}
     plain_server, secrets = split_secrets(server)
-    server_args = render_server_args(plain_server, extra_args, table)
-    command = launch_command(
-        server_args,
-        module=master.api_server_module,
-        pixi_project_dir=master.pixi_project_dir,
-        pixi_environment=master.pixi_environment,
-    )
+    server_args = render_server_args(plain_server, extra_args)
+    command = _launch_command(server_args, master)
     port = server.get("port", DEFAULT_PORT)
     host = server.get("host")
     env = {"PYTHONUNBUFFERED": "1"}
@@ -187,6 +178,7 @@ def _resolve_instance(
         log_file=log_file,
         gpu=gpu,
         server=plain_server,
+        extra_args=tuple(str(token) for token in extra_args),
         server_args=tuple(server_args),
         command=tuple(command),
         env=tuple(env.items()),
@@ -195,7 +187,27 @@ def _resolve_instance(
         host=host if isinstance(host, str) else None,
     )
     container = _container_spec(spec, docker, master, project, config_path, host_env, problems)
-    return InstanceSpec(**{**spec.__dict__, "container": container})
+    return spec.replace(container=container)
+
+
+def _launch_command(server_args: list[str], master: MasterSettings) -> list[str]:
+    return launch_command(server_args, module=master.api_server_module,
+                          pixi_project_dir=master.pixi_project_dir, pixi_environment=master.pixi_environment)
+
+
+def apply_tables(resolved: Resolved, tables: Mapping[str, OptionTable]) -> Resolved:
+    """The resolution with the server flags of each instance whose image has a vLLM option table
+    rendered by that table (vLLM's real option kinds); nothing else of it depends on the table."""
+    instances = []
+    for spec in resolved.instances:
+        table = tables.get(spec.container.image if spec.container else "")
+        if table is not None:
+            server_args = render_server_args(spec.server, spec.extra_args, table)
+            command = tuple(_launch_command(server_args, resolved.master))
+            container = spec.container.replace(command=command) if spec.container else None
+            spec = spec.replace(server_args=tuple(server_args), command=command, container=container)
+        instances.append(spec)
+    return resolved.replace(instances=instances, problems=list(resolved.problems))
 
 
 def _host_path(raw: str, base_dir: str | Path) -> str:

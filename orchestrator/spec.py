@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from orchestrator.value import Value, field
 from typing import Any
 
 SECRET_MASK = "<secret>"
@@ -27,8 +27,7 @@ def parse_size(value: str | int) -> int:
 _GPU_LIST = re.compile(r"^\s*\d+\s*(,\s*\d+\s*)*$")
 
 
-@dataclass(frozen=True)
-class GpuRequest:
+class GpuRequest(Value):
     """What `control.gpu_ids` asks for: every GPU, none, or specific host GPU ids."""
 
     mode: str  # "all" | "none" | "ids"
@@ -119,8 +118,7 @@ class GpuRequest:
         return [device]
 
 
-@dataclass(frozen=True)
-class Mount:
+class Mount(Value):
     """A bind mount: host path (absolute) -> container path."""
 
     source: str
@@ -134,8 +132,7 @@ class Mount:
         return {"Type": "bind", "Source": self.source, "Target": self.target, "ReadOnly": self.read_only}
 
 
-@dataclass(frozen=True)
-class PortBinding:
+class PortBinding(Value):
     container_port: int
     host_port: int
     host_address: str
@@ -158,8 +155,7 @@ class PortBinding:
         return self.url
 
 
-@dataclass(frozen=True)
-class HealthCheck:
+class HealthCheck(Value):
     test: tuple[str, ...]
     interval_s: int
     timeout_s: int
@@ -176,8 +172,7 @@ class HealthCheck:
         }
 
 
-@dataclass(frozen=True)
-class ContainerSpec:
+class ContainerSpec(Value):
     """Everything the engine needs to run one instance. Secrets are held apart from `env`."""
 
     name: str
@@ -246,8 +241,7 @@ class ContainerSpec:
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-@dataclass(frozen=True)
-class InstanceSpec:
+class InstanceSpec(Value):
     """One vLLM server as the contract defines it, independent of where it runs."""
 
     name: str
@@ -256,6 +250,7 @@ class InstanceSpec:
     log_file: str  # inside the container (or on the host, for the in-container launcher)
     gpu: GpuRequest
     server: dict[str, Any] = field(hash=False)  # merged server table without secrets
+    extra_args: tuple[str, ...] = ()  # server.extra_args, appended verbatim after the rendered options
     server_args: tuple[str, ...] = ()
     command: tuple[str, ...] = ()
     env: tuple[tuple[str, str], ...] = ()

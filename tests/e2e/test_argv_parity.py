@@ -16,7 +16,7 @@ from orchestrator.backends.docker import DockerBackend
 from orchestrator.cli import main
 from orchestrator.config.loader import load_config
 from orchestrator.option_cache import dump_source, image_table
-from orchestrator.resolve import resolve
+from orchestrator.resolve import apply_tables, resolve
 from tests.e2e.conftest import REPO
 
 pytestmark = pytest.mark.vllm
@@ -89,8 +89,8 @@ def test_every_bundled_config_renders_to_what_it_says(table, parse_in_image):
     assert configs, "configs/ has no example"
     argvs, expectations = [], []
     for path in configs:
-        resolved = resolve(load_config(path, env={}).data, config_path=path, host_env={},
-                           tables={i: table for i in ("vllm-orch/vllm-cpu:0.32.0",)})
+        resolved = apply_tables(resolve(load_config(path, env={}).data, config_path=path, host_env={}),
+                                {"vllm-orch/vllm-cpu:0.32.0": table})
         for spec in resolved.instances:
             argvs.append(list(spec.server_args))
             expectations.append((path.name, spec.name, spec.server))

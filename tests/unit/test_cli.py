@@ -83,3 +83,31 @@ def test_unknown_instance_name_gets_a_suggestion(write_toml, capsys):
     assert main(["-c", str(path), "logs", "alpah"]) == 2
     assert "instance.alpah: error: no such instance in the config (did you mean alpha?)" in capsys.readouterr().err
 
+
+
+def test_options_parse_alike_whether_or_not_only_the_command_is_built(write_toml, capsys):
+    """Only the named command's arguments are built; the global options before it (their
+    values, abbreviations included) must not be mistaken for the command."""
+    import pytest
+
+    from orchestrator.cli import build_parser, command_named
+
+    cases = [
+        ["-c", "up", "validate", "--offline", "--json"],        # a config file named like a command
+        ["--conf", "ps", "-p", "down", "up", "a", "--wait"],     # abbreviated option, project "down"
+        ["--set", "instance.a.server.port=1", "logs", "a", "-n", "5"],
+        ["--config=x.toml", "down", "--timeout", "3"],
+        ["ps", "--json"],
+        ["plan", "--backend", "local"],
+    ]
+    for argv in cases:
+        full = build_parser().parse_args(argv)
+        assert command_named(argv) == full.command, argv
+        assert vars(build_parser(only=command_named(argv)).parse_args(argv)) == vars(full), argv
+    assert command_named(["--version"]) is None and command_named(["uq"]) is None
+    # Without a command, the commands are listed (help) without building their arguments.
+    assert build_parser(arguments=False).format_help() == build_parser().format_help()
+    # A typo is reported by argparse with every command listed, as before.
+    with pytest.raises(SystemExit):
+        main(["uq"])
+    assert "invalid choice: 'uq'" in capsys.readouterr().err

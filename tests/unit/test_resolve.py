@@ -213,3 +213,40 @@ def test_contract_examples_resolve_to_the_runner_command(examples_dir, name):
     assert tp == ("8" if "tp8" in name else "1")
     if "tp8" not in name:
         assert "--enforce-eager" in args and args[args.index("--max-model-len") + 1] == "8192"
+
+
+def test_an_option_table_rerenders_only_the_instances_of_its_image(write_toml):
+    """`[docker] image` decides which vLLM parses an instance's argv, so only that image's table
+    may change its rendering; the container runs exactly the re-rendered command."""
+    from orchestrator.resolve import apply_tables
+    from tests.unit.test_argv import TABLE
+
+    text = """
+[docker]
+image = "with-table:1"
+[instance.a.server]
+model = "/m"
+served_model_name = ["x", "y"]
+enable_prefix_caching = false
+extra_args = ["--seed", "7"]
+[instance.b.docker]
+image = "other:1"
+[instance.b.server]
+model = "/m"
+served_model_name = ["x", "y"]
+enable_prefix_caching = false
+"""
+    plain = resolved_from(write_toml, text)
+    tabled = apply_tables(plain, {"with-table:1": TABLE})
+    a, b = tabled.instances
+    # The table knows --served-model-name takes several values and --enable-prefix-caching has a
+    # --no- form; the contract's literal rules (instance b) repeat the flag and drop a false flag.
+    assert a.server_args == ("--model", "/m", "--served-model-name", "x", "y", "--no-enable-prefix-caching",
+                             "--seed", "7")
+    assert b.server_args == ("--model", "/m", "--served-model-name", "x", "--served-model-name", "y")
+    assert b == plain.instances[1]
+    assert a.command[-len(a.server_args):] == a.server_args and a.container.command == a.command
+    assert a.container.config_hash() != plain.instances[0].container.config_hash()
+    # Everything else of the resolution stands, and the first one is not modified.
+    assert a.container.replace(command=()) == plain.instances[0].container.replace(command=())
+    assert plain.instances[0].server_args[2:4] == ("--served-model-name", "x")

@@ -10,7 +10,8 @@ than the engine needs to answer all of `ps`, and a fixed share of every cold `up
 that made vllm-orch slower than Compose at small N (bench/README.md). The calls themselves are
 a dozen plain HTTP requests with JSON bodies built once, in `engine_body.py`, and sent as they
 are by both clients, so the containers are identical whichever client made them. The SDK keeps
-what it is good at: remote transports, TLS and contexts.
+what it is good at: remote transports and TLS. Which engine: as the Docker CLI decides
+(docker_context.py), so a `docker context use` applies to vllm-orch too.
 
 Both clients raise only the errors below; `backends/docker.py` turns those into the user's one line.
 """
@@ -21,6 +22,7 @@ import os
 from typing import Any, Mapping, Protocol
 from urllib.parse import urlsplit
 
+from orchestrator.backends.docker_context import engine_environment
 from orchestrator.errors import OrchestratorError
 
 CLIENT_ENV = "VLLM_ORCH_DOCKER_CLIENT"  # "sdk" or "socket"; unset: socket when the engine is local
@@ -63,7 +65,9 @@ class Engine(Protocol):
 
 
 def engine_for_environment(env: Mapping[str, str] = os.environ) -> Engine:
-    """The client for the engine the environment names (DOCKER_HOST, DOCKER_TLS_VERIFY)."""
+    """The client for the engine the Docker CLI would use: DOCKER_HOST (with DOCKER_TLS_VERIFY
+    and DOCKER_CERT_PATH), else the CLI's current context, else the default socket."""
+    env = engine_environment(env)
     choice = env.get(CLIENT_ENV, "").strip().lower()
     if choice not in ("", "sdk", "socket"):
         raise OrchestratorError(f"{CLIENT_ENV}={choice!r}: use 'sdk' or 'socket' (or leave it unset)")
@@ -80,7 +84,7 @@ def engine_for_environment(env: Mapping[str, str] = os.environ) -> Engine:
 
 
 def engine_address(env: Mapping[str, str] = os.environ) -> str:
-    return env.get("DOCKER_HOST") or f"unix://{DEFAULT_SOCKET}"
+    return engine_environment(env).get("DOCKER_HOST") or f"unix://{DEFAULT_SOCKET}"
 
 
 def is_local_address(address: str) -> bool:
@@ -91,7 +95,8 @@ def is_local_address(address: str) -> bool:
 
 
 def local_socket(env: Mapping[str, str] = os.environ) -> str | None:
-    """The unix socket path when the engine is local and plain, else None."""
+    """The unix socket path when the engine is local and plain, else None (env as
+    engine_environment leaves it)."""
     host = env.get("DOCKER_HOST", "")
     if not host:
         return DEFAULT_SOCKET

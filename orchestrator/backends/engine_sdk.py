@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Mapping, TypeVar
 
+from orchestrator.backends.docker_context import engine_environment
 from orchestrator.backends.engine import EngineError, EngineTimeout, EngineUnreachable, engine_address
 
 MAX_POOL = 16  # one connection per worker thread of DockerBackend.apply
@@ -20,10 +21,12 @@ T = TypeVar("T")
 
 class SdkEngine:
     def __init__(self, env: Mapping[str, str] = os.environ, timeout: int = DEFAULT_TIMEOUT):
-        """The engine that DOCKER_HOST, DOCKER_TLS_VERIFY and DOCKER_CERT_PATH in env name."""
+        """The engine that DOCKER_HOST, DOCKER_TLS_VERIFY and DOCKER_CERT_PATH in env name, or
+        else the Docker CLI's current context."""
         import docker  # ~0.17 s: requests and urllib3 come with it
 
         self._docker = docker
+        env = engine_environment(env)
         self.address = engine_address(env)
         try:
             client = docker.from_env(environment=dict(env), version="auto", max_pool_size=MAX_POOL, timeout=timeout)

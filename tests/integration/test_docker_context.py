@@ -40,6 +40,11 @@ def test_up_ps_down_follow_the_docker_clis_current_context(fleet, proxy_context,
     proxy, cli_env = proxy_context
     monkeypatch.setenv("VLLM_ORCH_DOCKER_CLIENT", client)
     fleet.write(fleet_body(1))
+    # The image's option table is asked for through the context too (a throwaway container, once).
+    code, out, err = fleet.cli("validate")
+    assert code == 0 and "vLLM options: image vllm-orch/standin" in out, err
+    assert sum(proxy.counts().values()) > 0
+    proxy.reset()
     code, _, err = fleet.cli("up")
     assert code == 0, err
     calls = proxy.counts()

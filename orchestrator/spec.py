@@ -180,7 +180,7 @@ class ContainerSpec(Value):
     entrypoint: tuple[str, ...]
     command: tuple[str, ...]
     env: tuple[tuple[str, str], ...]
-    secret_env: tuple[tuple[str, str | None], ...]  # value None: not set on this host
+    secret_env: tuple[tuple[str, str | None], ...] = field(repr=False)  # value None: not set on this host
     mounts: tuple[Mount, ...]
     port: PortBinding | None
     gpu: GpuRequest
@@ -254,7 +254,7 @@ class InstanceSpec(Value):
     server_args: tuple[str, ...] = ()
     command: tuple[str, ...] = ()
     env: tuple[tuple[str, str], ...] = ()
-    secrets: tuple[tuple[str, str], ...] = ()  # env name -> value, from server.api_key / hf_token
+    secrets: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # env name -> value, from server.api_key / hf_token
     port: int = 8000
     host: str | None = None
     container: ContainerSpec | None = None

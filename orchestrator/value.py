@@ -16,7 +16,7 @@ objects of a 64-instance config never notice.
         problems: list[Problem] = field(factory=list)
 
 What it keeps of dataclasses: fields in annotation order (a base class's first), positional or
-keyword arguments, defaults, `field(factory=...)` for mutable defaults, `field(hash=False)`,
+keyword arguments, defaults, `field(factory=...)` for mutable defaults, `field(hash=False)`, `field(repr=False)`,
 `replace()`, equality between instances of the same class, a readable repr. What it leaves out, unused here:
 ordering, `__post_init__`, slots, keyword-only fields.
 """
@@ -29,17 +29,19 @@ _MISSING: Any = object()
 
 
 class _Field:
-    __slots__ = ("default", "factory", "hash")
+    __slots__ = ("default", "factory", "hash", "repr")
 
-    def __init__(self, default: Any, factory: Callable[[], Any] | None, hash: bool) -> None:
-        self.default, self.factory, self.hash = default, factory, hash
+    def __init__(self, default: Any, factory: Callable[[], Any] | None, hash: bool, repr: bool) -> None:
+        self.default, self.factory, self.hash, self.repr = default, factory, hash, repr
 
 
-def field(*, default: Any = _MISSING, factory: Callable[[], Any] | None = None, hash: bool = True) -> Any:
-    """A field's default (`factory` is called for every instance) and whether it counts in the hash."""
+def field(*, default: Any = _MISSING, factory: Callable[[], Any] | None = None, hash: bool = True,
+          repr: bool = True) -> Any:
+    """A field's default (`factory` is called for every instance), whether it counts in the hash,
+    and whether repr() shows its value (not for secrets: a repr ends up in tracebacks and test logs)."""
     if default is not _MISSING and factory is not None:
         raise TypeError("field() takes a default or a factory, not both")
-    return _Field(default, factory, hash)
+    return _Field(default, factory, hash, repr)
 
 
 class FrozenInstanceError(AttributeError):
@@ -54,6 +56,7 @@ class Value:
     _factories: dict[str, Callable[[], Any]] = {}
     _field_names: frozenset[str] = frozenset()
     _hashed: tuple[str, ...] = ()
+    _hidden: frozenset[str] = frozenset()
     _frozen: bool = True
 
     def __init_subclass__(cls, frozen: bool = True, **kwargs: Any) -> None:
@@ -61,11 +64,12 @@ class Value:
         fields = list(cls._fields)
         defaults, factories = dict(cls._defaults), dict(cls._factories)
         hashed = list(cls._hashed)
+        hidden = set(cls._hidden)
         for name, annotation in cls.__dict__.get("__annotations__", {}).items():
             if str(annotation).startswith(("ClassVar", "typing.ClassVar")):
                 continue
             declared = cls.__dict__.get(name, _MISSING)
-            spec = declared if isinstance(declared, _Field) else _Field(declared, None, True)
+            spec = declared if isinstance(declared, _Field) else _Field(declared, None, True, True)
             if isinstance(declared, _Field):
                 if spec.default is _MISSING:
                     delattr(cls, name)  # no class attribute shadowing a missing value
@@ -83,12 +87,17 @@ class Value:
                 defaults[name] = spec.default
             elif any(f in defaults or f in factories for f in fields if f != name):
                 raise TypeError(f"{cls.__name__}.{name}: a field without a default follows one with a default")
+            if spec.repr:
+                hidden.discard(name)
+            else:
+                hidden.add(name)
             if spec.hash and name not in hashed:
                 hashed.append(name)
             elif not spec.hash and name in hashed:
                 hashed.remove(name)
         cls._fields, cls._field_names = tuple(fields), frozenset(fields)
         cls._defaults, cls._factories, cls._hashed = defaults, factories, tuple(hashed)
+        cls._hidden = frozenset(hidden)
         cls._frozen = frozen
         if not frozen:
             cls.__hash__ = None  # type: ignore[assignment]  # mutable and compared by value
@@ -140,7 +149,8 @@ class Value:
         return hash((self.__class__, self._values(self._hashed)))
 
     def __repr__(self) -> str:
-        inner = ", ".join(f"{name}={self.__dict__[name]!r}" for name in self._fields)
+        inner = ", ".join(f"{name}=<not shown>" if name in self._hidden else f"{name}={self.__dict__[name]!r}"
+                          for name in self._fields)
         return f"{type(self).__name__}({inner})"
 
     def replace(self, **changes: Any) -> Any:

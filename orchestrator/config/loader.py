@@ -32,7 +32,7 @@ class LoadedConfig(Value, frozen=False):
     """The merged document plus where each layer came from (for messages and export headers)."""
 
     path: Path
-    data: dict[str, Any]
+    data: dict[str, Any] = field(repr=False)  # holds api_key / hf_token as written
     layers: list[str] = field(factory=list)
 
     @property

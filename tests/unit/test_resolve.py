@@ -104,6 +104,8 @@ def test_api_key_goes_to_the_environment_not_argv(write_toml):
     assert container.environment(reveal=True)["VLLM_API_KEY"] == "sk-very-secret"
     assert "sk-very-secret" not in repr(container.to_json())
     assert container.environment()["VLLM_API_KEY"] == "<secret>"
+    # Nor in the objects' reprs, which end up in tracebacks and test reports.
+    assert "sk-very-secret" not in repr(spec) and "secret_env=<not shown>" in repr(container)
 
 
 def test_changed_secret_changes_the_hash_without_appearing_in_it(write_toml):

@@ -50,6 +50,15 @@ def test_frozen_values_hash_by_value_and_refuse_assignment():
     assert (moved.x, moved.y) == (1, 5)
 
 
+def test_a_field_can_be_kept_out_of_the_repr_but_not_out_of_equality():
+    class Login(Value):
+        user: str
+        token: str = field(default="", repr=False)
+
+    assert repr(Login("me", "t0k3n")) == "Login(user='me', token=<not shown>)"
+    assert Login("me", "a") != Login("me", "b")
+
+
 def test_mutable_values_allow_assignment_and_are_not_hashable():
     c = Counter()
     c.n += 1

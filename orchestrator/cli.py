@@ -343,9 +343,12 @@ def cmd_up(args: argparse.Namespace) -> int:
             return {o.instance: o for o in backend.observe(project.name)}
 
         try:
+            from orchestrator.backends.engine import is_local_address
+
             waited = wait_healthy(wanted, observe, timeout=args.timeout,
                                   progress=(lambda m: None) if args.json else _stderr,
-                                  log_tail=lambda spec: _log_tail_for(spec, backend, 20))
+                                  log_tail=lambda spec: _log_tail_for(spec, backend, 20),
+                                  probe_http=is_local_address(backend.engine.address))
         except OrchestratorError as exc:
             wait_error = exc
     if args.json:

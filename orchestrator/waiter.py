@@ -2,7 +2,9 @@
 
 vLLM's /health is polled on the published port directly (an answer counts the moment it
 comes, not at the next Docker health-check interval); the engine's state, from one list call
-per round, catches instances that exited, crash-loop or were marked unhealthy.
+per round, catches instances that exited, crash-loop or were marked unhealthy. With an engine on
+another machine the published port is not on this one (and 127.0.0.1 here may be someone
+else's server), so there the engine's own health check is the only signal.
 """
 
 from __future__ import annotations
@@ -35,8 +37,10 @@ def wait_healthy(
     progress: Callable[[str], None],
     log_tail: Callable[[InstanceSpec], str],
     clock: Callable[[], float] = time.monotonic,
+    probe_http: bool = True,
 ) -> dict[str, float]:
-    """Return seconds-to-healthy per instance; raise InstanceFailed naming the first failure."""
+    """Return seconds-to-healthy per instance; raise InstanceFailed naming the first failure.
+    `probe_http`: whether this machine can reach the published ports (the engine is local)."""
     start = clock()
     pending = {spec.name: spec for spec in specs}
     ready: dict[str, float] = {}
@@ -48,11 +52,16 @@ def wait_healthy(
             problem = _failure(current)
             if problem:
                 raise InstanceFailed(f"instance {name!r} {problem}", _indent_tail(log_tail(spec)))
-            url = spec.container.port.connect_url if spec.container and spec.container.port else None
-            if (url and probe_health(url)) or (current is not None and current.health == "healthy"):
-                ready[name] = clock() - start
-                del pending[name]
-                progress(f"{name}: healthy (answers /health) after {ready[name]:.1f}s")
+            url = spec.container.port.connect_url if probe_http and spec.container and spec.container.port else None
+            if url and probe_health(url):
+                how = "answers /health"
+            elif current is not None and current.health == "healthy":
+                how = "the engine's health check"
+            else:
+                continue
+            ready[name] = clock() - start
+            del pending[name]
+            progress(f"{name}: healthy ({how}) after {ready[name]:.1f}s")
         elapsed = clock() - start
         if not pending:
             break

@@ -625,6 +625,15 @@ def summarize(doc: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
         row("cold `up`", n, up, f"floor {fs(floor)}, compose {fs(comp)}",
             f"{fr(rf)} floor {spread(pf)}, {fr(rc)} compose {spread(pc)}",
             "<= 1.15x floor, <= 1.0x compose", ok, len(s.get("orch_up", [])))
+    if len(sizes) > 1:
+        # Every paired ratio of every N together: one row's 5-repeat median sits inside the
+        # engine's 15-25% spread, the pooled median of all of them much less so (information only).
+        pooled_f = [r for n in sizes for r in paired_ratios(samples[str(n)], "orch_up", "floor_up")]
+        pooled_c = [r for n in sizes for r in paired_ratios(samples[str(n)], "orch_up", "compose_up")]
+        if pooled_f and pooled_c:
+            row("cold `up`, every N pooled", "all", None, "floor, compose",
+                f"{fr(median(pooled_f))} floor {spread(pooled_f)}, {fr(median(pooled_c))} compose {spread(pooled_c)}",
+                "(info)", None, len(pooled_c))
     for n in sorted(sizes):
         s = samples[str(n)]
         up, comp = m(n, "orch_noop_up"), m(n, "compose_noop_up")

@@ -130,7 +130,7 @@ def build_parser(only: str | None = None, *, arguments: bool = True) -> argparse
 
 def command_named(argv: Sequence[str]) -> str | None:
     """The subcommand in argv, skipping the values of the global options before it; None when
-    there is none or it is unknown (argparse then reports it, with every command built)."""
+    there is none or it is unknown (argparse then reports it, with every command listed)."""
     takes_value = False
     for token in argv:
         if takes_value:
@@ -461,6 +461,14 @@ def cmd_logs(args: argparse.Namespace) -> int:
     spec = project.resolved.instance(args.name)
     path = Path(spec.log_file if project.backend == "local" else spec.container.host_log_file)
     if not path.exists() and not args.follow:
+        if project.backend == "docker":
+            from orchestrator.backends.engine import engine_address, is_local_address
+
+            address = engine_address()
+            if not is_local_address(address):
+                raise OrchestratorError(
+                    f"no log file {path} on this machine: the engine at {address} writes it on its own "
+                    "machine (run vllm-orch there, or share log_host_dir between the two)")
         raise OrchestratorError(f"no log yet for {args.name!r} ({path}): it has not been started")
     if args.tail is not None:
         lines = tail_lines(path, args.tail)

@@ -111,3 +111,14 @@ def test_options_parse_alike_whether_or_not_only_the_command_is_built(write_toml
     with pytest.raises(SystemExit):
         main(["uq"])
     assert "invalid choice: 'uq'" in capsys.readouterr().err
+
+
+def test_logs_of_an_engine_on_another_machine_says_where_the_file_is(write_toml, monkeypatch, capsys):
+    path = write_toml(GOOD)
+    monkeypatch.setenv("DOCKER_HOST", "unix:///var/run/docker.sock")
+    assert main(["-c", str(path), "logs", "a"]) == 1
+    assert "no log yet for 'a'" in capsys.readouterr().err
+    monkeypatch.setenv("DOCKER_HOST", "ssh://me@gpu-box")
+    assert main(["-c", str(path), "logs", "a"]) == 1
+    err = capsys.readouterr().err
+    assert "the engine at ssh://me@gpu-box writes it on its own machine" in err and len(err.splitlines()) == 1

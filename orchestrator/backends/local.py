@@ -42,7 +42,6 @@ import tempfile
 import threading
 import time
 import urllib.parse
-from concurrent.futures import ThreadPoolExecutor
 from orchestrator.value import Value, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
@@ -54,7 +53,7 @@ except ImportError:  # pragma: no cover - not Linux
 
 from orchestrator.errors import OrchestratorError
 from orchestrator.spec import InstanceSpec
-from orchestrator.waiter import probe_health
+from orchestrator.waiter import probe_many
 
 STATE_DIR_ENV = "VLLM_ORCH_STATE_DIR"
 USER_ENV = "AUTO_INFER_VLLM_USER"
@@ -565,10 +564,8 @@ class LocalBackend:
         for name, record in records.items():
             rows.append(self._row(name, record, alive[name], None))
         running = [row for row in rows if row["state"] == "running"]
-        if running:
-            with ThreadPoolExecutor(max_workers=min(16, len(running))) as pool:
-                for row, healthy in zip(running, pool.map(lambda r: probe_health(r["url"]), running)):
-                    row["health"] = "healthy" if healthy else "starting"
+        for row, healthy in zip(running, probe_many([row["url"] for row in running])):
+            row["health"] = "healthy" if healthy else "starting"
         return rows
 
     def _row(self, name: str, record: Record | None, alive: bool, spec: InstanceSpec | None) -> dict[str, Any]:

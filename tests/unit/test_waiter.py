@@ -11,15 +11,14 @@ from orchestrator.config.loader import load_config
 from orchestrator.errors import InstanceFailed
 from orchestrator.plan import Observed
 from orchestrator.resolve import resolve
-from orchestrator.waiter import wait_healthy
+from orchestrator.waiter import probe_health, probe_many, wait_healthy
 
 
-@pytest.fixture
-def answering_port():
-    """Something on this machine's 127.0.0.1 that answers /health with 200."""
+def serve(status: int):
+    """Something on this machine's 127.0.0.1 that answers /health with `status`."""
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
-            self.send_response(200)
+            self.send_response(status if self.path == "/health" else 404)
             self.end_headers()
 
         def log_message(self, *args):
@@ -27,9 +26,27 @@ def answering_port():
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+@pytest.fixture
+def answering_port():
+    server = serve(200)
     yield server.server_address[1]
     server.shutdown()
     server.server_close()
+
+
+def test_only_a_200_from_health_counts():
+    ok, loading = serve(200), serve(503)  # vLLM answers 503 while its engine is not ready
+    try:
+        urls = [f"http://127.0.0.1:{s.server_address[1]}" for s in (ok, loading)]
+        assert probe_many(urls + ["http://127.0.0.1:1", "not a url"]) == [True, False, False, False]
+        assert probe_health(urls[0]) and not probe_health(urls[1])
+    finally:
+        for server in (ok, loading):
+            server.shutdown()
+            server.server_close()
 
 
 def spec_on(write_toml, port: int):

@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 import os
 import zlib
-from orchestrator.value import Value
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from orchestrator.argv import python_prefix
+from orchestrator.value import Value
 from orchestrator.vllm_options import OptionTable
 
 CACHE_ENV = "VLLM_ORCH_CACHE_DIR"

@@ -8,10 +8,10 @@ decisions without an engine.
 from __future__ import annotations
 
 import json
-from orchestrator.value import Value, field
 from typing import Any, Iterable
 
 from orchestrator.spec import InstanceSpec
+from orchestrator.value import Value, field
 
 CREATE, RECREATE, START, NOOP, REMOVE, ORPHAN = "create", "recreate", "start", "noop", "remove", "orphan"
 CHANGES = (CREATE, RECREATE, START, REMOVE)

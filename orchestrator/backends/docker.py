@@ -10,10 +10,9 @@ actionable line.
 
 from __future__ import annotations
 
-import os
 import _thread  # threading's own Lock: `threading` itself is loaded only by apply()'s pool
+import os
 import socket
-from orchestrator.value import Value
 from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
 
@@ -31,6 +30,7 @@ from orchestrator.errors import DockerUnavailable, OrchestratorError, PreflightE
 from orchestrator.plan import CREATE, RECREATE, REMOVE, START, Action, Observed
 from orchestrator.resolve import LABEL_HASH, LABEL_INSTANCE, LABEL_OWNER, LABEL_PROJECT, LABEL_URL, OWNER_UP
 from orchestrator.spec import ContainerSpec, InstanceSpec, Mount
+from orchestrator.value import Value
 
 MAX_WORKERS = 16
 _GPU_DRIVER_ERROR = "could not select device driver"

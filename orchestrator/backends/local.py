@@ -42,7 +42,6 @@ import tempfile
 import threading
 import time
 import urllib.parse
-from orchestrator.value import Value, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
@@ -53,6 +52,7 @@ except ImportError:  # pragma: no cover - not Linux
 
 from orchestrator.errors import OrchestratorError
 from orchestrator.spec import InstanceSpec
+from orchestrator.value import Value, field
 from orchestrator.waiter import probe_many
 
 STATE_DIR_ENV = "VLLM_ORCH_STATE_DIR"

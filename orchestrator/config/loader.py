@@ -11,11 +11,11 @@ import json
 import os
 import re
 import sys
-from orchestrator.value import Value, field
 from pathlib import Path
 from typing import Any, Mapping
 
 from orchestrator.errors import ConfigError, Problem
+from orchestrator.value import Value, field
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -310,18 +310,15 @@ def cmd_up(args: argparse.Namespace) -> int:
                                  options_block=not args.no_preflight)
     wanted = [i for i in project.resolved.instances if i.enabled and (selected is None or i.name in selected)]
     _warn_problems(project.problems)
-    observed = backend.observe(project.name)
-    actions = plan_up(project.resolved.instances, observed, image_ids=image_ids, selected=selected,
-                      remove_orphans=args.remove_orphans)
-    orphans = [a for a in actions if a.kind == ORPHAN]
     if args.dry_run:
+        actions = plan_up(project.resolved.instances, backend.observe(project.name), image_ids=image_ids,
+                          selected=selected, remove_orphans=args.remove_orphans)
         if args.json:
             _print_json({"project": project.name, "actions": [a.to_json() for a in actions]})
         else:
             for action in actions:
                 print(action.describe())
         return EXIT_OK
-    backend.preflight(actions)
 
     def report(result) -> None:
         if not args.json:
@@ -330,7 +327,16 @@ def cmd_up(args: argparse.Namespace) -> int:
             else:
                 _stderr(f"{result.action.instance}: FAILED: {result.detail}")
 
-    results = backend.apply(actions, on_done=report)
+    from orchestrator.run_lock import run_lock
+
+    # Observe, plan and change under the lock, so a concurrent up/down plans against what this one did.
+    with run_lock(project.name, backend.engine.address, waiting=_stderr):
+        observed = backend.observe(project.name)
+        actions = plan_up(project.resolved.instances, observed, image_ids=image_ids, selected=selected,
+                          remove_orphans=args.remove_orphans)
+        backend.preflight(actions)
+        results = backend.apply(actions, on_done=report)
+    orphans = [a for a in actions if a.kind == ORPHAN]
     for orphan in orphans:
         _stderr(f"{orphan.instance}: orphan (no longer in the config; `up --remove-orphans` removes it)")
     failed = [r for r in results if not r.ok]
@@ -403,7 +409,11 @@ def cmd_down(args: argparse.Namespace) -> int:
             _stderr(f"{result.action.instance}: {result.detail}{code}" if result.ok
                     else f"{result.action.instance}: FAILED: {result.detail}")
 
-    results = DockerBackend().down(name, selected, on_done=report)
+    from orchestrator.run_lock import run_lock
+
+    backend = DockerBackend()
+    with run_lock(name, backend.engine.address, waiting=_stderr):
+        results = backend.down(name, selected, on_done=report)
     if args.json:
         _print_json({"project": name, "removed": [r.to_json() for r in results]})
     elif not results:

@@ -45,17 +45,12 @@ import urllib.parse
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - not Linux
-    fcntl = None  # type: ignore[assignment]
-
 from orchestrator.errors import OrchestratorError
+from orchestrator.run_lock import default_state_dir, ensure_dir, exclusive
 from orchestrator.spec import InstanceSpec
 from orchestrator.value import Value, field
 from orchestrator.waiter import probe_many
 
-STATE_DIR_ENV = "VLLM_ORCH_STATE_DIR"
 USER_ENV = "AUTO_INFER_VLLM_USER"
 RECORD_VERSION = 1
 KILL_GRACE_S = 5.0  # after SIGKILL, how long to wait for the kernel to reap before reporting
@@ -66,18 +61,6 @@ Out = Callable[[str], None]
 
 
 # ----------------------------------------------------------------------------- state directory
-def default_state_dir(env: Mapping[str, str] = os.environ) -> Path:
-    """$VLLM_ORCH_STATE_DIR; else /run/vllm-orch as root (tmpfs: it goes with the container or
-    the boot, as the pids do); else $XDG_RUNTIME_DIR/vllm-orch; else ~/.local/state/vllm-orch."""
-    if env.get(STATE_DIR_ENV):
-        return Path(env[STATE_DIR_ENV])
-    if os.geteuid() == 0 and os.path.isdir("/run") and os.access("/run", os.W_OK):
-        return Path("/run/vllm-orch")
-    if env.get("XDG_RUNTIME_DIR"):
-        return Path(env["XDG_RUNTIME_DIR"]) / "vllm-orch"
-    return Path(env.get("HOME") or os.path.expanduser("~")) / ".local" / "state" / "vllm-orch"
-
-
 def _file_name(name: str) -> str:
     """Any project or instance name -> one safe path component (TOML keys may hold '/')."""
     quoted = urllib.parse.quote(name, safe="")
@@ -264,20 +247,8 @@ class StateStore:
 
     @contextlib.contextmanager
     def lock(self, project: str) -> Iterator[None]:
-        directory = self.project_dir(project)
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise OrchestratorError(f"cannot create the state directory {directory}: {exc.strerror} "
-                                    f"(set {STATE_DIR_ENV} to a writable directory)") from None
-        with open(directory / ".lock", "a") as handle:
-            if fcntl is not None:
-                fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                if fcntl is not None:
-                    fcntl.flock(handle, fcntl.LOCK_UN)
+        with exclusive(ensure_dir(self.project_dir(project)) / ".lock"):
+            yield
 
     def read(self, project: str, instance: str) -> Record | None:
         return self._load(self.path(project, instance))

@@ -310,9 +310,12 @@ def cmd_up(args: argparse.Namespace) -> int:
                                  options_block=not args.no_preflight)
     wanted = [i for i in project.resolved.instances if i.enabled and (selected is None or i.name in selected)]
     _warn_problems(project.problems)
+    def plan() -> list:
+        return plan_up(project.resolved.instances, backend.observe(project.name), image_ids=image_ids,
+                       selected=selected, remove_orphans=args.remove_orphans)
+
     if args.dry_run:
-        actions = plan_up(project.resolved.instances, backend.observe(project.name), image_ids=image_ids,
-                          selected=selected, remove_orphans=args.remove_orphans)
+        actions = plan()
         if args.json:
             _print_json({"project": project.name, "actions": [a.to_json() for a in actions]})
         else:
@@ -331,9 +334,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     # Observe, plan and change under the lock, so a concurrent up/down plans against what this one did.
     with run_lock(project.name, backend.engine.address, waiting=_stderr):
-        observed = backend.observe(project.name)
-        actions = plan_up(project.resolved.instances, observed, image_ids=image_ids, selected=selected,
-                          remove_orphans=args.remove_orphans)
+        actions = plan()
         backend.preflight(actions)
         results = backend.apply(actions, on_done=report)
     orphans = [a for a in actions if a.kind == ORPHAN]

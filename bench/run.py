@@ -105,10 +105,18 @@ def clean_env() -> dict[str, str]:
     return env
 
 
+COMMAND_TIMEOUT_S = 600  # a wedged engine (seen once: dockerd 20.10 stopped answering stops) ends the run
+
+
 def run_timed(argv: list[str], *, what: str, check: bool = True) -> float:
     """Wall time of one command run as a user runs it (a subprocess, output captured)."""
     start = time.perf_counter()
-    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=clean_env(), cwd=REPO)
+    try:
+        proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=clean_env(), cwd=REPO,
+                              timeout=COMMAND_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"{what} did not finish in {COMMAND_TIMEOUT_S} s (is the engine answering? "
+                         f"try `docker stop` on one container): {' '.join(argv)}") from None
     elapsed = time.perf_counter() - start
     if check and proc.returncode != 0:
         raise BenchError(f"{what} failed (exit {proc.returncode}): {' '.join(argv)}\n"
@@ -117,8 +125,11 @@ def run_timed(argv: list[str], *, what: str, check: bool = True) -> float:
 
 
 def run_checked(argv: list[str], *, what: str, env: dict[str, str] | None = None) -> str:
-    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**clean_env(), **(env or {})},
-                          cwd=REPO, text=True)
+    try:
+        proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**clean_env(), **(env or {})},
+                              cwd=REPO, text=True, timeout=COMMAND_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"{what} did not finish in {COMMAND_TIMEOUT_S} s: {' '.join(argv)}") from None
     if proc.returncode != 0:
         raise BenchError(f"{what} failed (exit {proc.returncode}): {' '.join(argv)}\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
     return proc.stdout

@@ -84,7 +84,12 @@ def engine_for_environment(env: Mapping[str, str] = os.environ) -> Engine:
 
 
 def engine_address(env: Mapping[str, str] = os.environ) -> str:
-    return engine_environment(env).get("DOCKER_HOST") or f"unix://{DEFAULT_SOCKET}"
+    return address_of(engine_environment(env))
+
+
+def address_of(resolved_env: Mapping[str, str]) -> str:
+    """The engine address of an environment engine_environment has already resolved."""
+    return resolved_env.get("DOCKER_HOST") or f"unix://{DEFAULT_SOCKET}"
 
 
 def is_local_address(address: str) -> bool:

@@ -12,7 +12,7 @@ import os
 from typing import Any, Callable, Mapping, TypeVar
 
 from orchestrator.backends.docker_context import engine_environment
-from orchestrator.backends.engine import EngineError, EngineTimeout, EngineUnreachable, engine_address
+from orchestrator.backends.engine import EngineError, EngineTimeout, EngineUnreachable, address_of
 
 MAX_POOL = 16  # one connection per worker thread of DockerBackend.apply
 DEFAULT_TIMEOUT = 120
@@ -26,8 +26,8 @@ class SdkEngine:
         import docker  # ~0.17 s: requests and urllib3 come with it
 
         self._docker = docker
-        env = engine_environment(env)
-        self.address = engine_address(env)
+        env = engine_environment(env)  # a no-op when engine_for_environment made it
+        self.address = address_of(env)
         try:
             client = docker.from_env(environment=dict(env), version="auto", max_pool_size=MAX_POOL, timeout=timeout)
         except docker.errors.DockerException as exc:

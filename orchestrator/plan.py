@@ -8,9 +8,9 @@ decisions without an engine.
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
-from orchestrator.spec import InstanceSpec
+from orchestrator.spec import InstanceSpec, config_digest
 from orchestrator.value import Value, field
 
 CREATE, RECREATE, START, NOOP, REMOVE, ORPHAN = "create", "recreate", "start", "noop", "remove", "orphan"
@@ -107,21 +107,55 @@ def plan_up(
     return actions
 
 
+# Keys of `ContainerSpec.to_json()` that a release after the first recorded one (8a54adf, see
+# tests/fixtures/releases/) added, each with the value a container made without it is taken to
+# have: such a container is recreated only when the new value differs from that (the setting is
+# now in use), so an upgrade that adds a setting never restarts a loaded model by itself.
+# tests/unit/test_upgrade.py fails when a key is added to the record without an entry here.
+ADDED_KEYS: dict[str, Callable[[InstanceSpec], Any]] = {}
+# Our own labels are bookkeeping derived from the settings compared anyway (URL, GPUs, config
+# path): comparing them would recreate containers whenever a release adds one.
+_OWN_LABEL_PREFIX = "io.vllm-orch."
+
+
 def explain_change(current: Observed, spec: InstanceSpec, image_ids: dict[str, str]) -> list[str]:
-    """Why the running container no longer matches the spec ([] when it does)."""
+    """Why the running container no longer matches the spec ([] when it does), one reason per
+    setting whose effect differs. Settings the container's record lacks count as their old
+    default; settings this release does not know are ignored."""
     container = spec.container
     assert container is not None
     reasons: list[str] = []
-    if current.config_hash != container.config_hash():
-        old = current.spec_json
-        reasons += diff_specs(old, container.to_json()) if old else []
-        if not reasons:
-            # Only a secret differs (the label holds digests of secrets, not values).
-            reasons.append("a secret value changed" if old else "spec changed")
+    old = current.spec_json
+    if old is None:  # no record to compare with (made by hand, or a damaged label)
+        if current.config_hash != container.config_hash():
+            reasons.append("spec changed (the container has no readable record of its settings)")
+    else:
+        new = container.to_json()
+        for key, value in new.items():
+            if key in old:
+                reasons += diff_specs(_comparable(key, old[key]), _comparable(key, value), key)
+            else:
+                default = ADDED_KEYS[key](spec) if key in ADDED_KEYS else value
+                reasons += diff_specs(_comparable(key, default), _comparable(key, value), key)
+        if not reasons and not secrets_unchanged(old, current.config_hash, container):
+            reasons.append("a secret value changed")
     image_id = image_ids.get(container.image)
     if image_id and current.image_id and image_id != current.image_id:
         reasons.append(f"image {container.image} was rebuilt ({_short(current.image_id)} -> {_short(image_id)})")
     return reasons
+
+
+def _comparable(key: str, value: Any) -> Any:
+    if key == "labels" and isinstance(value, dict):
+        return {k: v for k, v in value.items() if not k.startswith(_OWN_LABEL_PREFIX)}
+    return value
+
+
+def secrets_unchanged(record: dict[str, Any], recorded_hash: str, container: Any) -> bool:
+    """Every release labels a container with its settings record (secrets masked) and a sha256
+    of that record plus digests of the secret values. Re-hashing the record with today's secret
+    digests gives the same hash exactly when no secret value changed, whatever the release."""
+    return config_digest(record, container.secret_env) == recorded_hash
 
 
 def _short(image_id: str) -> str:

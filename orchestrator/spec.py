@@ -173,6 +173,18 @@ class HealthCheck(Value):
         }
 
 
+def config_digest(record: dict[str, Any], secret_env: Any) -> str:
+    """sha256 of a settings record (secrets masked) plus digests of the secret values: the
+    config-hash label of every release. Given the record a container carries and today's
+    secrets, it reproduces that label exactly when no secret value changed."""
+    import hashlib  # only hashing commands pay for it
+
+    doc = dict(record)
+    doc["secret_digests"] = {key: hashlib.sha256((value or "").encode()).hexdigest() for key, value in secret_env}
+    canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
 class ContainerSpec(Value):
     """Everything the engine needs to run one instance. Secrets are held apart from `env`."""
 
@@ -232,14 +244,7 @@ class ContainerSpec(Value):
     def config_hash(self) -> str:
         """sha256 of the canonical spec. Secrets enter as digests so a changed API key still
         recreates the container without the key ever being written into a label."""
-        import hashlib  # only hashing commands pay for it
-
-        doc = self.to_json()
-        doc["secret_digests"] = {
-            key: hashlib.sha256((value or "").encode()).hexdigest() for key, value in self.secret_env
-        }
-        canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        return config_digest(self.to_json(), self.secret_env)
 
 
 class InstanceSpec(Value):

@@ -299,8 +299,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     project = _open(args, checks=False)  # which images? (the full checks follow, with their tables)
     selected = project.select(args.names)
     if not project.resolved.master.enable:
-        _stderr("master.enable = false: nothing to start")
-        return EXIT_OK
+        _stderr("master.enable = false: every instance is disabled (their containers are removed, logs kept)")
     backend = DockerBackend()
     wanted = [i for i in project.resolved.instances if i.enabled and (selected is None or i.name in selected)]
     image_ids = backend.image_ids(i.container.image for i in wanted)
@@ -616,6 +615,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `vllm-orch flags | head`: the reader left, nothing is wrong
         sys.stderr.close()
         return EXIT_OK
+    except RecursionError:
+        if _opt(args, "debug"):
+            raise
+        _stderr("vllm-orch: error: the input is nested too deeply to process; nothing was changed")
+        return 2
+    except OSError as exc:  # a file or socket the commands did not expect to fail
+        if _opt(args, "debug"):
+            raise
+        where = f" {exc.filename}" if exc.filename else ""
+        _stderr(f"vllm-orch: error:{where}: {exc.strerror or exc}")
+        return EXIT_FAILED
+    except Exception as exc:  # a bug: still one line, the traceback behind --debug
+        if _opt(args, "debug"):
+            raise
+        _stderr(f"vllm-orch: internal error: {type(exc).__name__}: {str(exc)[:300]} "
+                "(rerun with --debug for the traceback, and please report it)")
+        return 70
 
 
 def console_main() -> None:

@@ -87,7 +87,7 @@ def plan_up(
         current = observed_by_name.get(spec.name)
         if not spec.enabled:
             if current is not None:
-                actions.append(Action(REMOVE, spec.name, ("disabled in the config",), spec, current))
+                actions.append(Action(REMOVE, spec.name, (f"disabled ({spec.disabled_by})",), spec, current))
             continue
         if current is None:
             actions.append(Action(CREATE, spec.name, ("not created yet",), spec))

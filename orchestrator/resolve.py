@@ -13,6 +13,7 @@ from typing import Any, Mapping
 
 from orchestrator.argv import DEFAULT_MODULE, launch_command, render_server_args, split_secrets
 from orchestrator.config.loader import deep_merge
+from orchestrator.config.schema import MAX_NAME_LENGTH
 from orchestrator.errors import ConfigError, Problem
 from orchestrator.spec import ContainerSpec, GpuRequest, HealthCheck, InstanceSpec, Mount, PortBinding, parse_size
 from orchestrator.value import Value, field
@@ -89,7 +90,7 @@ class Resolved(Value, frozen=False):
 
 
 def default_project(config_path: Path) -> str:
-    name = _PROJECT_CHARS.sub("-", config_path.stem.lower()).strip("-_")
+    name = _PROJECT_CHARS.sub("-", config_path.stem.lower()).strip("-_")[:MAX_NAME_LENGTH].rstrip("-_")
     return name or "default"
 
 
@@ -119,9 +120,11 @@ def resolve(
     docker_global.update(data.get("docker") or {})
     project = project or docker_global.pop("project", None) or default_project(config_path)
     docker_global.pop("project", None)
-    if not _PROJECT_NAME.match(project):
-        raise ConfigError([Problem("error", "docker.project", f"project name {project!r} must match {_PROJECT_NAME.pattern}",
-                                   hint="lower-case letters, digits, '-' and '_'", source=str(config_path))])
+    if not _PROJECT_NAME.match(project) or len(project) > MAX_NAME_LENGTH:
+        shown = project if len(project) <= 80 else project[:60] + "..."
+        raise ConfigError([Problem("error", "docker.project", f"project name {shown!r} must match {_PROJECT_NAME.pattern}",
+                                   hint=f"lower-case letters, digits, '-' and '_', at most {MAX_NAME_LENGTH}",
+                                   source=str(config_path))])
     instance_section = data.get("instance") or {}
     control_defaults = instance_section.get("control") or {}
     server_defaults = instance_section.get("server") or {}
@@ -161,6 +164,11 @@ def _resolve_instance(
         problems.append(Problem("error", f"instance.{name}.control.gpu_ids", str(exc), source=source))
         gpu = GpuRequest("all")
 
+    disabled_by = None
+    if not master.enable:
+        disabled_by = "master.enable = false"
+    elif not control.get("enabled", True):
+        disabled_by = f"instance.{name}.control.enabled = false"
     log_dir = control.get("log_dir") or DEFAULT_LOG_DIR
     log_file = control.get("log_file") or f"{log_dir.rstrip('/')}/vllm-server-{name}.log"
     extra_args = server.pop("extra_args", [])
@@ -173,7 +181,8 @@ def _resolve_instance(
     env = {"PYTHONUNBUFFERED": "1"}
     spec = InstanceSpec(
         name=name,
-        enabled=bool(control.get("enabled", True)),
+        enabled=disabled_by is None,
+        disabled_by=disabled_by,
         background=bool(control.get("background", True)),
         log_file=log_file,
         gpu=gpu,

@@ -14,17 +14,22 @@ from orchestrator.value import Value, field
 SECRET_MASK = "<secret>"
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?) ?([kmg]?)b?$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+MAX_SIZE = 1 << 50  # far below the engine's int64, far above any host's memory
 
 
 def parse_size(value: str | int) -> int:
     """Bytes of a size such as "8g", "512m", "1.5G", "64mb" or a plain number of bytes (the
     forms docker-py and Compose both accept); ValueError for anything else."""
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_SIZE:
         return value
-    match = _SIZE.match(str(value))
+    match = _SIZE.match(str(value)) if len(str(value)) <= 32 else None
     if not match:
-        raise ValueError(f"{value!r} is not a size (use a number with b, k, m or g, e.g. \"8g\")")
-    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
+        raise ValueError(f"{str(value)[:40]!r} is not a size (use a number with b, k, m or g, e.g. \"8g\")")
+    size = int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
+    if size > MAX_SIZE:
+        raise ValueError(f"{value!r} is larger than the engine accepts (at most 1 PiB)")
+    return size
+MAX_GPU_INDEX = 1023
 _GPU_LIST = re.compile(r"^\s*\d+\s*(,\s*\d+\s*)*$")
 
 
@@ -59,8 +64,8 @@ class GpuRequest(Value):
 
     @classmethod
     def _from_ids(cls, ids: list[int]) -> "GpuRequest":
-        if any(i < 0 for i in ids):
-            raise ValueError(f"gpu_ids must be non-negative, got {ids!r}")
+        if any(i < 0 or i > MAX_GPU_INDEX for i in ids):
+            raise ValueError(f"gpu_ids must be between 0 and {MAX_GPU_INDEX}, got {str(ids)[:60]}")
         if len(set(ids)) != len(ids):
             raise ValueError(f"gpu_ids lists a GPU twice: {ids!r}")
         return cls("ids", tuple(ids))
@@ -251,7 +256,7 @@ class InstanceSpec(Value):
     """One vLLM server as the contract defines it, independent of where it runs."""
 
     name: str
-    enabled: bool
+    enabled: bool  # in effect: false when control.enabled or master.enable says so
     background: bool
     log_file: str  # inside the container (or on the host, for the in-container launcher)
     gpu: GpuRequest
@@ -264,6 +269,7 @@ class InstanceSpec(Value):
     port: int = 8000
     host: str | None = None
     container: ContainerSpec | None = None
+    disabled_by: str | None = None  # the setting that disables it, when it is disabled
 
     @property
     def served_model(self) -> str | None:
@@ -286,6 +292,7 @@ class InstanceSpec(Value):
         doc: dict[str, Any] = {
             "name": self.name,
             "enabled": self.enabled,
+            "disabled_by": self.disabled_by,
             "background": self.background,
             "gpu_ids": self.gpu.to_json(),
             "log_file": self.log_file,

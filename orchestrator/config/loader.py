@@ -26,6 +26,9 @@ CONFIG_ENV = "AUTO_INFER_VLLM_CONFIG"
 OVERRIDES_ENV = "AUTO_INFER_VLLM_OVERRIDES"
 
 _LINE_COL = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")
+# The deepest a real config goes is about 6 (instance.<name>.server.<key>.<table>.<key>); a
+# document nested far deeper is refused before anything recursive (merge, checks) walks it.
+MAX_DEPTH = 32
 
 
 class LoadedConfig(Value, frozen=False):
@@ -63,10 +66,42 @@ def deep_merge(base: Mapping, override: Mapping) -> dict:
     return merger.merge(copy.deepcopy(dict(base)), copy.deepcopy(dict(override)))
 
 
+def nesting_problem(doc: Any, source: str) -> Problem | None:
+    """A Problem when `doc` is nested deeper than MAX_DEPTH (walked without recursion)."""
+    stack = [(doc, 0, "")]
+    while stack:
+        value, depth, path = stack.pop()
+        if depth > MAX_DEPTH:
+            return Problem("error", path[:80], f"nested more than {MAX_DEPTH} levels deep", source=source)
+        if isinstance(value, dict):
+            stack += [(v, depth + 1, f"{path}.{k}" if path else str(k)) for k, v in value.items()]
+        elif isinstance(value, list):
+            stack += [(v, depth + 1, f"{path}[{i}]") for i, v in enumerate(value)]
+    return None
+
+
+def _checked(doc: Any, source: str) -> Any:
+    problem = nesting_problem(doc, source)
+    if problem:
+        raise ConfigError([problem])
+    return doc
+
+
+def _unreadable(source: str, what: str, exc: BaseException) -> ConfigError:
+    """Parsers' own limits (recursion, integers past Python's 4300 digits) as one problem."""
+    if isinstance(exc, RecursionError):
+        message = f"{what}: nested too deeply to read"
+    else:
+        message = f"{what}: {str(exc)[:200]}"
+    return ConfigError([Problem("error", "", message, source=source)])
+
+
 def parse_toml(text: str, source: str) -> dict[str, Any]:
     try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+        return _checked(tomllib.loads(text), source)
+    except (RecursionError, ValueError) as exc:
+        if not isinstance(exc, tomllib.TOMLDecodeError):
+            raise _unreadable(source, "TOML", exc) from None
         message = str(exc)
         line = column = None
         match = _LINE_COL.search(message)
@@ -85,6 +120,9 @@ def parse_json_override(text: str, source: str) -> dict[str, Any]:
         raise ConfigError(
             [Problem("error", "", f"invalid JSON: {exc.msg}", source=source, line=exc.lineno, column=exc.colno)]
         ) from None
+    except (RecursionError, ValueError) as exc:
+        raise _unreadable(source, "JSON", exc) from None
+    _checked(value, source)
     if not isinstance(value, dict):
         raise ConfigError(
             [Problem("error", "", f"must be a JSON object, got {type(value).__name__}", source=source)]
@@ -98,15 +136,19 @@ def parse_set(assignment: str) -> dict[str, Any]:
     A value that is not valid TOML (a bare word such as a path) is taken as a string, so
     `--set instance.a.server.model=/models/x` works without quoting.
     """
-    source = f"--set {assignment}"
     key, sep, raw = assignment.partition("=")
+    source = f"--set {key[:60]}"
     parts = [p.strip() for p in key.split(".")]
     if not sep or not all(parts):
         raise ConfigError([Problem("error", "", "expected dotted.key=value", source=source)])
+    if len(parts) > MAX_DEPTH:
+        raise ConfigError([Problem("error", "", f"key nested more than {MAX_DEPTH} levels deep", source=source)])
     try:
-        value = tomllib.loads(f"v = {raw}")["v"]
+        value = _checked(tomllib.loads(f"v = {raw}")["v"], source)
     except tomllib.TOMLDecodeError:
         value = raw
+    except (RecursionError, ValueError) as exc:
+        raise _unreadable(source, "value", exc) from None
     nested: dict[str, Any] = {parts[-1]: value}
     for part in reversed(parts[:-1]):
         nested = {part: nested}

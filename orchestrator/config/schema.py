@@ -9,7 +9,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from orchestrator.spec import MAX_GPU_INDEX
+
 SCHEMA_ID = "https://vllm-orch.dev/schema/vllm-orch.schema.json"
+
+# Limits the engine (or the kernel) would otherwise enforce only at create, start or stop, after
+# other instances have already changed: checked by `validate` instead.
+MAX_NAME_LENGTH = 63  # a DNS label: container, Compose service and Kubernetes object names
+MAX_STOP_TIMEOUT_S = 86_400
+MAX_HEALTH_S = 7 * 86_400
+# Docker refuses an environment variable whose name is empty or holds "=" (or NUL).
+ENV_NAME_PATTERN = "^[^=\\x00]+$"
 
 _GPU_IDS: dict[str, Any] = {
     "description": (
@@ -18,8 +28,8 @@ _GPU_IDS: dict[str, Any] = {
     ),
     "oneOf": [
         {"type": "string"},
-        {"type": "integer", "minimum": 0},
-        {"type": "array", "items": {"type": "integer", "minimum": 0}},
+        {"type": "integer", "minimum": 0, "maximum": MAX_GPU_INDEX},
+        {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": MAX_GPU_INDEX}},
     ],
 }
 
@@ -34,18 +44,19 @@ _CONTROL: dict[str, Any] = {
             "default": True,
             "description": "In-container launcher: detach (true) or wait for the process (false).",
         },
-        "log_dir": {"type": "string", "default": "/tmp", "description": "Log directory inside the container."},
+        "log_dir": {"type": "string", "default": "/tmp", "description": "Log directory inside the container (absolute)."},
         "log_file": {
             "type": "string",
-            "description": "Log file inside the container; default <log_dir>/vllm-server-<name>.log.",
+            "description": "Log file inside the container (absolute); default <log_dir>/vllm-server-<name>.log.",
         },
         "gpu_ids": _GPU_IDS,
     },
 }
 
 _SERVER_VALUE: dict[str, Any] = {
-    "description": "A vLLM option: key -> --key; true -> bare flag; false -> omitted (or --no-key); list -> repeated.",
-    "type": ["string", "integer", "number", "boolean", "array", "object"],
+    "description": ("A vLLM option: key -> --key; true -> bare flag; false -> omitted (or --no-key); list -> repeated; "
+                    "null (in a JSON override) removes an inherited key."),
+    "type": ["string", "integer", "number", "boolean", "array", "object", "null"],
 }
 
 _SERVER: dict[str, Any] = {
@@ -58,14 +69,20 @@ _SERVER: dict[str, Any] = {
             "description": "Raw argv tokens appended last (global list first, then the instance's).",
         },
         "api_key": {
-            "type": "string",
+            "type": ["string", "null"],
+            "writeOnly": True,
             "description": "Secret: passed as VLLM_API_KEY in the environment, never on argv or in output.",
         },
-        "port": {"type": "integer", "minimum": 1, "maximum": 65535, "default": 8000},
-        "host": {"type": "string"},
-        "tensor_parallel_size": {"type": "integer", "minimum": 1},
-        "pipeline_parallel_size": {"type": "integer", "minimum": 1},
-        "gpu_memory_utilization": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+        "hf_token": {
+            "type": ["string", "boolean", "null"],
+            "writeOnly": True,
+            "description": "Secret: a token is passed as HF_TOKEN in the environment; true = vLLM's --hf-token (the stored token).",
+        },
+        "port": {"type": ["integer", "null"], "minimum": 1, "maximum": 65535, "default": 8000},
+        "host": {"type": ["string", "null"]},
+        "tensor_parallel_size": {"type": ["integer", "null"], "minimum": 1},
+        "pipeline_parallel_size": {"type": ["integer", "null"], "minimum": 1},
+        "gpu_memory_utilization": {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": 1},
     },
     "additionalProperties": _SERVER_VALUE,
 }
@@ -100,12 +117,14 @@ _DOCKER_PROPERTIES: dict[str, Any] = {
     },
     "env": {
         "type": "object",
-        "additionalProperties": {"type": "string"},
+        "propertyNames": {"pattern": ENV_NAME_PATTERN},
+        # writeOnly: the values of secret_env names live here too, so no message repeats a value.
+        "additionalProperties": {"type": "string", "writeOnly": True},
         "description": "Environment variables for the container.",
     },
     "secret_env": {
         "type": "array",
-        "items": {"type": "string"},
+        "items": {"type": "string", "pattern": ENV_NAME_PATTERN},
         "description": "Secret variable names: value from [docker.env] or the host environment at up; never printed or exported.",
     },
     "shm_size": {
@@ -124,16 +143,18 @@ _DOCKER_PROPERTIES: dict[str, Any] = {
     "stop_timeout": {
         "type": "integer",
         "minimum": 1,
+        "maximum": MAX_STOP_TIMEOUT_S,
         "default": 60,
         "description": "Seconds between SIGTERM and SIGKILL on stop.",
     },
     "health_start_period": {
         "type": "integer",
         "minimum": 0,
+        "maximum": MAX_HEALTH_S,
         "default": 900,
         "description": "Seconds of model loading during which failed health checks do not count.",
     },
-    "health_interval": {"type": "integer", "minimum": 1, "default": 10},
+    "health_interval": {"type": "integer", "minimum": 1, "maximum": MAX_HEALTH_S, "default": 10},
     "health_cmd": {
         "type": "array",
         "items": {"type": "string"},
@@ -141,7 +162,8 @@ _DOCKER_PROPERTIES: dict[str, Any] = {
     },
     "network_mode": {"type": "string", "description": 'Docker network mode, e.g. "host" (then nothing is published).'},
     "gpu_driver": {"type": "string", "default": "nvidia", "description": "DeviceRequest driver."},
-    "labels": {"type": "object", "additionalProperties": {"type": "string"}, "description": "Extra container labels."},
+    "labels": {"type": "object", "propertyNames": {"pattern": "^\\S+$"}, "additionalProperties": {"type": "string"},
+               "description": "Extra container labels."},
 }
 
 _DOCKER_GLOBAL: dict[str, Any] = {
@@ -152,6 +174,7 @@ _DOCKER_GLOBAL: dict[str, Any] = {
         "project": {
             "type": "string",
             "pattern": "^[a-z0-9][a-z0-9_-]*$",
+            "maxLength": MAX_NAME_LENGTH,
             "description": "Project name: labels and container names (default: the TOML file's stem).",
         },
         **_DOCKER_PROPERTIES,
@@ -197,7 +220,7 @@ SCHEMA: dict[str, Any] = {
             "type": "object",
             "description": "[instance.control] and [instance.server] are defaults; every other key is an instance.",
             "properties": {"control": _CONTROL, "server": _SERVER},
-            "propertyNames": {"pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]*$"},
+            "propertyNames": {"pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]*$", "maxLength": MAX_NAME_LENGTH},
             "additionalProperties": _INSTANCE,
         },
         "docker": _DOCKER_GLOBAL,

@@ -7,6 +7,7 @@ cannot drift apart; it adds what a generic validator lacks: a did-you-mean for u
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 from collections import defaultdict
@@ -25,12 +26,15 @@ _JSON_TYPES = {
     "boolean": lambda v: isinstance(v, bool),
     "array": lambda v: isinstance(v, list),
     "object": lambda v: isinstance(v, dict),
+    "null": lambda v: v is None,
 }
 _CONTROL_KEYS = set(SCHEMA["properties"]["instance"]["properties"]["control"]["properties"])
 DEFAULT_GPU_MEMORY_UTILIZATION = 0.9  # vLLM's default
 
 
 def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
     for name, check in _JSON_TYPES.items():
         if name != "number" and check(value):
             return {"object": "table", "array": "array"}.get(name, name)
@@ -47,21 +51,32 @@ def schema_problems(data: Any, source: str, schema: dict = SCHEMA, path: str = "
     return problems
 
 
+def _shown(value: Any, schema: dict) -> str:
+    """A value as messages may show it: never a secret's (schema writeOnly), never a page of it."""
+    if schema.get("writeOnly"):
+        return "(value not shown: it is secret)"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:60] + f"... ({len(text)} characters)"
+
+
 def _walk(value: Any, schema: dict, path: str, source: str, out: list[Problem]) -> None:
     if "oneOf" in schema:
         if not any(not schema_problems(value, source, sub, path) for sub in schema["oneOf"]):
-            out.append(Problem("error", path, f"invalid value {value!r}: {schema.get('description', '')}".rstrip(": "), source=source))
+            out.append(Problem("error", path, f"invalid value {_shown(value, schema)}: {schema.get('description', '')}".rstrip(": "), source=source))
         return
     types = schema.get("type")
     if types is not None:
         allowed = [types] if isinstance(types, str) else types
         if not any(_JSON_TYPES[t](value) for t in allowed):
-            want = " or ".join("table" if t == "object" else t for t in allowed)
-            out.append(Problem("error", path, f"expected {want}, got {_type_name(value)} {value!r}", source=source))
+            want = " or ".join("table" if t == "object" else t for t in allowed if t != "null")
+            out.append(Problem("error", path, f"expected {want}, got {_type_name(value)} {_shown(value, schema)}", source=source))
             return
+    if isinstance(value, float) and not math.isfinite(value):
+        out.append(Problem("error", path, f"must be a finite number, got {value}", source=source))
+        return
     if "enum" in schema and value not in schema["enum"]:
         choices = ", ".join(repr(c) for c in schema["enum"])
-        out.append(Problem("error", path, f"must be one of {choices}, got {value!r}", source=source))
+        out.append(Problem("error", path, f"must be one of {choices}, got {_shown(value, schema)}", source=source))
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if "minimum" in schema and value < schema["minimum"]:
             out.append(Problem("error", path, f"must be >= {schema['minimum']}, got {value}", source=source))
@@ -70,7 +85,9 @@ def _walk(value: Any, schema: dict, path: str, source: str, out: list[Problem]) 
         if "exclusiveMinimum" in schema and value <= schema["exclusiveMinimum"]:
             out.append(Problem("error", path, f"must be > {schema['exclusiveMinimum']}, got {value}", source=source))
     if isinstance(value, str) and "pattern" in schema and not re.search(schema["pattern"], value):
-        out.append(Problem("error", path, f"{value!r} does not match {schema['pattern']}", source=source))
+        out.append(Problem("error", path, f"{_shown(value, schema)} does not match {schema['pattern']}", source=source))
+    if isinstance(value, str) and len(value) > schema.get("maxLength", len(value)):
+        out.append(Problem("error", path, f"longer than {schema['maxLength']} characters ({len(value)})", source=source))
     if isinstance(value, list) and "items" in schema:
         for index, item in enumerate(value):
             _walk(item, schema["items"], f"{path}[{index}]", source, out)
@@ -81,7 +98,8 @@ def _walk(value: Any, schema: dict, path: str, source: str, out: list[Problem]) 
 def _walk_table(table: dict, schema: dict, path: str, source: str, out: list[Problem]) -> None:
     properties = schema.get("properties", {})
     extra = schema.get("additionalProperties", True)
-    name_pattern = (schema.get("propertyNames") or {}).get("pattern")
+    names = schema.get("propertyNames") or {}
+    name_pattern, name_max = names.get("pattern"), names.get("maxLength")
     for key, item in table.items():
         key_path = _join(path, key)
         if key in properties:
@@ -89,10 +107,11 @@ def _walk_table(table: dict, schema: dict, path: str, source: str, out: list[Pro
         elif extra is False:
             out.append(Problem("error", key_path, "unknown key", hint=_did_you_mean(key, properties), source=source))
         else:
-            if name_pattern and not re.match(name_pattern, key):
-                out.append(
-                    Problem("error", key_path, f"name {key!r} must match {name_pattern} (it names containers)", source=source)
-                )
+            if name_pattern and not re.search(name_pattern, key):
+                out.append(Problem("error", key_path, f"name {_shown(key, {})} must match {name_pattern}", source=source))
+            elif name_max and len(key) > name_max:
+                out.append(Problem("error", key_path[:80], f"name is {len(key)} characters long; at most {name_max} "
+                                   "(it names containers, files and DNS labels)", source=source))
             if isinstance(extra, dict):
                 _walk(item, extra, key_path, source, out)
 
@@ -122,11 +141,27 @@ def semantic_problems(resolved: Resolved, data: dict, source: str, backend: str)
             out.append(Problem("error", f"instance.{spec.name}.server.api_key",
                                "must be one string: it reaches vLLM as VLLM_API_KEY, never on argv", source=source))
     _gpu_memory(instances, source, out)
+    for spec in resolved.instances:
+        _log_path(spec, source, out)
     if backend == "docker":
         for spec in instances:
             _docker_checks(spec, source, out)
         _log_collisions(instances, source, out)
     return out
+
+
+def _log_path(spec: Any, source: str, out: list[Problem]) -> None:
+    """The log file is a path inside the container (or on the host, for `launch`): absolute, and
+    naming a file. A relative one would be relative to wherever the process starts; one ending in
+    `/` or `..` names a directory, which the host side would turn into a writable bind mount."""
+    path = spec.log_file
+    key = f"instance.{spec.name}.control"
+    name = path.rsplit("/", 1)[-1]
+    if not path.startswith("/"):
+        out.append(Problem("error", key, f"log file {path!r} is relative: log_dir and log_file are absolute paths inside the container",
+                           hint='e.g. log_dir = "/var/log/vllm"', source=source))
+    elif name in ("", ".", "..") or "\0" in path:
+        out.append(Problem("error", key, f"log file {path!r} does not name a file", hint="end log_file with a file name", source=source))
 
 
 def _server_key_placement(data: dict, source: str, out: list[Problem]) -> None:
@@ -222,6 +257,13 @@ def _docker_checks(spec: Any, source: str, out: list[Problem]) -> None:
         out.append(Problem("error", f"{path}.docker.env.CUDA_VISIBLE_DEVICES",
                            "host GPU ids are renumbered from 0 inside a container",
                            hint="choose GPUs with control.gpu_ids instead", source=source))
+    if container.port:
+        try:
+            ipaddress.ip_address(container.port.host_address)
+        except ValueError:
+            out.append(Problem("error", f"{path}.docker.publish_address",
+                               f"{container.port.host_address!r} is not an IP address",
+                               hint='e.g. "127.0.0.1" (this host only) or "0.0.0.0" (every interface)', source=source))
     has_api_key = "VLLM_API_KEY" in dict(container.secret_env)
     if container.port and not _is_loopback(container.port.host_address) and not has_api_key:
         out.append(Problem("warning", f"{path}.docker.publish_address",
@@ -286,4 +328,23 @@ def option_problems(resolved: Resolved, table: OptionTable, source: str, *, exac
                 if bad:
                     choices = ", ".join(map(str, option.choices))
                     out.append(Problem(severity, path, f"{bad[0]!r} is not one of {origin}'s choices: {choices}", source=source))
+        out += _extra_arg_problems(spec, table, severity, origin, source)
+    return out
+
+
+def _extra_arg_problems(spec: Any, table: OptionTable, severity: str, origin: str, source: str) -> list[Problem]:
+    """Every `--flag` token of extra_args against the same table (their values stay verbatim):
+    a flag vLLM no longer has kills the server only after its model load."""
+    out: list[Problem] = []
+    for index, token in enumerate(spec.extra_args):
+        if token == "--":  # argparse: everything after it is positional
+            break
+        if not token.startswith("--") or len(token) < 3:
+            continue
+        flag = token.split("=", 1)[0]
+        if table.lookup(flag[2:]) is None:
+            suggestion = table.suggest(flag[2:])
+            hint = f"did you mean --{suggestion.replace('_', '-')}?" if suggestion else "see `vllm-orch flags`"
+            out.append(Problem(severity, f"instance.{spec.name}.server.extra_args[{index}]",
+                               f"{flag} is not an option of {origin}", hint=hint, source=source))
     return out

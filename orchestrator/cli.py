@@ -464,13 +464,13 @@ def cmd_ps(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    from orchestrator.logs import follow, tail_lines
+    from orchestrator.logs import all_lines, follow, tail_lines
 
     project = _open(args, backend=args.backend, strict=False)
     project.select([args.name])
     spec = project.resolved.instance(args.name)
     path = Path(spec.log_file if project.backend == "local" else spec.container.host_log_file)
-    if not path.exists() and not args.follow:
+    if not os.path.lexists(path) and not args.follow:
         if project.backend == "docker":
             from orchestrator.backends.engine import engine_address, is_local_address
 
@@ -483,7 +483,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
     if args.tail is not None:
         lines = tail_lines(path, args.tail)
     else:
-        lines = path.read_text(errors="replace").splitlines() if path.exists() else []
+        lines = all_lines(path) if os.path.lexists(path) else []
     for line in lines:
         print(line)
     sys.stdout.flush()

@@ -7,28 +7,37 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
+from orchestrator.log_files import open_for_reading
+
 _CHUNK = 64 * 1024
 
 
 def tail_lines(path: Path | str, count: int) -> list[str]:
-    """The last `count` lines, reading backwards so a multi-GB log costs what the tail costs."""
-    path = Path(path)
+    """The last `count` lines, reading backwards so a multi-GB log costs what the tail costs.
+    The file is opened as log_files.py opens it: a symlink or FIFO in its place is refused."""
     if count <= 0:
         return []
     try:
-        with path.open("rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            position = handle.tell()
-            data = b""
-            while position > 0 and data.count(b"\n") <= count:
-                step = min(_CHUNK, position)
-                position -= step
-                handle.seek(position)
-                data = handle.read(step) + data
+        fd = open_for_reading(str(path))
     except FileNotFoundError:
         return []
+    with os.fdopen(fd, "rb") as handle:
+        handle.seek(0, os.SEEK_END)
+        position = handle.tell()
+        data = b""
+        while position > 0 and data.count(b"\n") <= count:
+            step = min(_CHUNK, position)
+            position -= step
+            handle.seek(position)
+            data = handle.read(step) + data
     lines = data.decode(errors="replace").splitlines()
     return lines[-count:]
+
+
+def all_lines(path: Path | str) -> list[str]:
+    """Every line of the log (FileNotFoundError when there is none)."""
+    with os.fdopen(open_for_reading(str(path)), "rb") as handle:
+        return handle.read().decode(errors="replace").splitlines()
 
 
 def follow(path: Path | str, *, start_at_end: bool = True, stop: Callable[[], bool] = lambda: False,
@@ -41,7 +50,7 @@ def follow(path: Path | str, *, start_at_end: bool = True, stop: Callable[[], bo
     while not stop():
         if handle is None:
             try:
-                handle = path.open("r", errors="replace")
+                handle = os.fdopen(open_for_reading(str(path)), "r", errors="replace")
                 inode = os.fstat(handle.fileno()).st_ino
                 if start_at_end:
                     handle.seek(0, os.SEEK_END)

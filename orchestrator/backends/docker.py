@@ -13,7 +13,6 @@ from __future__ import annotations
 import _thread  # threading's own Lock: `threading` itself is loaded only by apply()'s pool
 import os
 import socket
-from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
 
 from orchestrator.backends.engine import (
@@ -26,6 +25,7 @@ from orchestrator.backends.engine import (
     is_local_address,
 )
 from orchestrator.backends.engine_body import create_body, gpu_device_requests, probe_body
+from orchestrator import log_files
 from orchestrator.errors import DockerUnavailable, OrchestratorError, PreflightError
 from orchestrator.plan import CREATE, RECREATE, REMOVE, START, Action, Observed
 from orchestrator.resolve import LABEL_HASH, LABEL_INSTANCE, LABEL_OWNER, LABEL_PROJECT, LABEL_URL, OWNER_UP
@@ -327,18 +327,14 @@ class DockerBackend:
 
 
 def _prepare_log_file(container: ContainerSpec) -> None:
-    """The log file must exist before a file bind mount; it is appended to, never truncated."""
-    path = Path(container.host_log_file)
+    """The log file must exist before a file bind mount; it is appended to, never truncated,
+    and never anything but our own plain file (log_files.py)."""
+    uid, _, gid = (container.user or "").partition(":")
+    owner = (int(uid), int(gid) if gid.isdigit() else -1) if uid.isdigit() else None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch(exist_ok=True)
-        uid, _, gid = (container.user or "").partition(":")
-        if uid.isdigit():
-            os.chown(path, int(uid), int(gid) if gid.isdigit() else -1)
-        elif container.user:
-            path.chmod(0o666)  # a named user's uid is only known inside the image
+        log_files.prepare(container.host_log_file, owner=owner, shared=bool(container.user) and owner is None)
     except OSError as exc:
-        raise OrchestratorError(f"cannot prepare log file {path}: {exc.strerror}") from None
+        raise OrchestratorError(f"cannot prepare log file {container.host_log_file}: {exc.strerror or exc}") from None
 
 
 def _observed(row: dict[str, Any]) -> Observed:

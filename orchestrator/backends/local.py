@@ -443,6 +443,9 @@ class LocalBackend:
             except OSError as exc:
                 out(f"{spec.name}: cannot open its log file {spec.log_file}: {exc.strerror or exc}")
                 return 1, False
+            except OrchestratorError as exc:  # a symlink, FIFO or foreign file where the log goes
+                out(f"{spec.name}: {exc}")
+                return 1, False
             try:
                 with log:
                     popen = self._spawn(project, spec, run_as, log)
@@ -478,12 +481,10 @@ class LocalBackend:
     @staticmethod
     def _open_log(spec: InstanceSpec, run_as: RunAs | None):
         """Open the log for appending (directories created) and stamp the start in it."""
-        path = Path(spec.log_file)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(path, "ab", buffering=0)
-        if run_as is not None:
-            with contextlib.suppress(OSError):
-                os.chown(path, run_as.uid, run_as.gid)
+        from orchestrator import log_files
+
+        owner = (run_as.uid, run_as.gid) if run_as is not None else None
+        handle = os.fdopen(log_files.open_for_append(spec.log_file, owner=owner), "ab", buffering=0)
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         handle.write(f"{stamp} vllm-orch: starting instance {spec.name}: {shlex.join(spec.command)}\n".encode())
         return handle

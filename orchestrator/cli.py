@@ -48,6 +48,8 @@ def _up_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=1800, help="seconds --wait waits (default 1800)")
     p.add_argument("--remove-orphans", action="store_true", help="remove instances no longer in the config")
     p.add_argument("--dry-run", action="store_true", help="show what would change, change nothing")
+    p.add_argument("--adopt", action="store_true",
+                   help="take over this project's containers made from another config file (recreates them)")
     p.add_argument("--no-preflight", action="store_true",
                    help="start even when vLLM's option table reports problems (they become warnings)")
     p.add_argument("--json", action="store_true")
@@ -294,7 +296,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_up(args: argparse.Namespace) -> int:
     from orchestrator.backends.docker import DockerBackend
-    from orchestrator.plan import CHANGES, ORPHAN, plan_up
+    from orchestrator.errors import OwnedElsewhere
+    from orchestrator.plan import CHANGES, ORPHAN, owned_elsewhere, ownership_message, plan_up
 
     project = _open(args, checks=False)  # which images? (the full checks follow, with their tables)
     selected = project.select(args.names)
@@ -310,7 +313,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     wanted = [i for i in project.resolved.instances if i.enabled and (selected is None or i.name in selected)]
     _warn_problems(project.problems)
     def plan() -> list:
-        return plan_up(project.resolved.instances, backend.observe(project.name), image_ids=image_ids,
+        observed = backend.observe(project.name)
+        foreign = owned_elsewhere(observed, project.resolved.config_file)
+        if foreign and not args.adopt:
+            raise OwnedElsewhere(ownership_message(project.name, foreign, project.resolved.config_file))
+        return plan_up(project.resolved.instances, observed, image_ids=image_ids,
                        selected=selected, remove_orphans=args.remove_orphans)
 
     if args.dry_run:
@@ -413,7 +420,11 @@ def cmd_down(args: argparse.Namespace) -> int:
 
     backend = DockerBackend()
     with run_lock(name, backend.engine.address, waiting=_stderr):
-        results = backend.down(name, selected, on_done=report)
+        results, left = backend.down(name, selected, on_done=report,
+                                     config_file=project.resolved.config_file if project else None)
+    for other, names in left.items():
+        _stderr(f"left {', '.join(names)}: made from {other}, not from this config "
+                f"(`down` with that config, or `-p {name}` without one, removes them)")
     if args.json:
         _print_json({"project": name, "removed": [r.to_json() for r in results]})
     elif not results:

@@ -75,6 +75,12 @@ class ConfigError(OrchestratorError):
         self.details = ""
 
 
+class OwnedElsewhere(OrchestratorError):
+    """The project's containers belong to another config file; nothing was changed."""
+
+    exit_code = 2
+
+
 class DockerUnavailable(OrchestratorError):
     exit_code = 3
 

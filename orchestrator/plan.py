@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any, Callable, Iterable
 
+from orchestrator.resolve import LABEL_CONFIG
 from orchestrator.spec import InstanceSpec, config_digest
 from orchestrator.value import Value, field
 
@@ -51,6 +52,21 @@ class Observed(Value):
             return None
 
 
+def owned_elsewhere(observed: Iterable[Observed], config_file: str) -> list[Observed]:
+    """Containers of the project that another config file made: two files both called
+    fleet.toml are two projects' worth of loaded models, not one. A container without the
+    label (made before it was recorded) counts as this config's."""
+    return [o for o in observed if o.labels.get(LABEL_CONFIG) not in (None, "", config_file)]
+
+
+def ownership_message(project: str, foreign: list[Observed], config_file: str) -> str:
+    other = foreign[0].labels[LABEL_CONFIG]
+    names = ", ".join(o.name for o in foreign[:4]) + (", ..." if len(foreign) > 4 else "")
+    return (f"project {project!r} on this engine belongs to {other} ({names}), not to {config_file}: "
+            f"give this config its own project ([docker] project = \"...\" or -p NAME), "
+            f"or take those containers over deliberately with `up --adopt` (they are recreated)")
+
+
 class Action(Value):
     kind: str
     instance: str
@@ -74,7 +90,9 @@ def plan_up(
     selected: set[str] | None = None,
     remove_orphans: bool = False,
 ) -> list[Action]:
-    """What `up` must do. `image_ids` maps image names to their current ids on the host."""
+    """What `up` must do. `image_ids` maps image names to their current ids on the host.
+    Containers of another config file are the caller's to refuse (`owned_elsewhere`); any
+    left in `observed` are adopted: recreated with this config's identity."""
     desired = list(desired)
     observed_by_name: dict[str, Observed] = {}
     for container in observed:
@@ -131,6 +149,9 @@ def explain_change(current: Observed, spec: InstanceSpec, image_ids: dict[str, s
             reasons.append("spec changed (the container has no readable record of its settings)")
     else:
         new = container.to_json()
+        owner, mine = old.get("labels", {}).get(LABEL_CONFIG), new.get("labels", {}).get(LABEL_CONFIG)
+        if owner and owner != mine:
+            reasons.append(f"adopted: made by {owner}, now {mine}'s")
         for key, value in new.items():
             if key in old:
                 reasons += diff_specs(_comparable(key, old[key]), _comparable(key, value), key)

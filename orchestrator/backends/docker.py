@@ -27,8 +27,8 @@ from orchestrator.backends.engine import (
 from orchestrator.backends.engine_body import create_body, gpu_device_requests, probe_body
 from orchestrator import log_files
 from orchestrator.errors import DockerUnavailable, OrchestratorError, PreflightError
-from orchestrator.plan import CREATE, RECREATE, REMOVE, START, Action, Observed
-from orchestrator.resolve import LABEL_HASH, LABEL_INSTANCE, LABEL_OWNER, LABEL_PROJECT, LABEL_URL, OWNER_UP
+from orchestrator.plan import CREATE, RECREATE, REMOVE, START, Action, Observed, owned_elsewhere
+from orchestrator.resolve import LABEL_CONFIG, LABEL_HASH, LABEL_INSTANCE, LABEL_OWNER, LABEL_PROJECT, LABEL_URL, OWNER_UP
 from orchestrator.spec import ContainerSpec, InstanceSpec, Mount
 from orchestrator.value import Value
 
@@ -279,10 +279,18 @@ class DockerBackend:
             raise OrchestratorError(f"container {observed.name}: {exc}") from None
         return code
 
-    def down(self, project: str, selected: set[str] | None, on_done: Callable[[ActionResult], None] | None = None) -> list[ActionResult]:
+    def down(self, project: str, selected: set[str] | None, on_done: Callable[[ActionResult], None] | None = None,
+             *, config_file: str | None = None) -> tuple[list[ActionResult], dict[str, list[str]]]:
+        """Stop and remove the project's containers; with `config_file`, only that config's.
+        Returns the results and, by config file, the containers left because another made them."""
         observed = [o for o in self.observe(project) if selected is None or o.instance in selected]
+        left: dict[str, list[str]] = {}
+        if config_file is not None:
+            for other in owned_elsewhere(observed, config_file):
+                left.setdefault(other.labels[LABEL_CONFIG], []).append(other.name)
+                observed.remove(other)
         actions = [Action(REMOVE, o.instance, ("down",), None, o) for o in observed]
-        return self.apply(actions, on_done)
+        return self.apply(actions, on_done), left
 
     # ------------------------------------------------------------------ one-off commands
     def run_once(self, image: str, argv: list[str], mounts: Iterable[Mount] = (), timeout: float = 300,

@@ -2,8 +2,9 @@
 
 The file is built from the same `ContainerSpec`s the Docker backend creates containers from, and
 laid out by the templates in `compose-templates/` (a frame, `base.yml`, and one block per
-instance, `service.yml`). The templates are found next to this package in the repository (an
-editable install) or in the directory `$VLLM_ORCH_COMPOSE_TEMPLATES` names.
+instance, `service.yml`). The templates ship inside the
+package (`orchestrator/compose_templates` links to the repository's `compose-templates/`), or come
+from the directory `$VLLM_ORCH_COMPOSE_TEMPLATES` names.
 
 What the output promises:
 
@@ -13,8 +14,12 @@ What the output promises:
 * settings every service shares are written once, in `x-vllm-common`, and merged into each
   service with YAML merge keys (`<<:`); environment, labels and healthcheck have anchors of their
   own so a service adds its keys to the shared ones instead of replacing them;
+* values reach the YAML only through the serializer; comments (which carry the config path,
+  model names, secret names) are written with every non-printable character escaped, so a
+  `\r` or U+2028 in a value cannot end a comment and start a key;
 * the text is read back before it is returned and must give each service exactly the settings
-  it was built from (a template that breaks that is reported, not written).
+  it was built from, and must mean exactly what the same file without its comments means (a
+  template or a value that breaks that is reported, not written).
 """
 
 from __future__ import annotations
@@ -34,7 +39,9 @@ from orchestrator.spec import ContainerSpec, InstanceSpec, Mount
 
 OWNER_COMPOSE = "compose"  # io.vllm-orch.owner of exported containers: `down` only removes "vllm-orch"
 TEMPLATES_ENV = "VLLM_ORCH_COMPOSE_TEMPLATES"
-TEMPLATES_DIR = Path(__file__).resolve().parents[1] / "compose-templates"
+# The repository's compose-templates/, reached through a link inside the package so that an
+# installed wheel carries them too (package data) and a checkout has one copy of them.
+TEMPLATES_DIR = Path(__file__).resolve().parent / "compose_templates"
 DISABLED_PROFILE = "disabled"
 
 # Mapping settings shared key by key: setting -> anchor of its shared part inside x-vllm-common.
@@ -292,6 +299,14 @@ def split_common(services: list[dict[str, Any]]) -> tuple[dict[str, Any], list[d
 
 
 # ----------------------------------------------------------------------------- the file
+def comment_text(text: str) -> str:
+    """Text for a YAML comment: every character that is not printable (line and paragraph
+    separators, \\r, NEL, controls) escaped, so the comment ends where we end it."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 def _header(project: Any, enabled_all: bool) -> str:
     resolved = project.resolved
     overrides = project.loaded.layers[1:]
@@ -346,7 +361,7 @@ def _header(project: Any, enabled_all: bool) -> str:
         "fails (\"port is already allocated\"). `vllm-orch down` never removes these containers, and",
         "`vllm-orch ps` lists both kinds with their OWNER (vllm-orch or compose). Run one or the other.",
     ]
-    return "\n".join(("# " + line.replace("\n", " ")).rstrip() for line in lines)
+    return "\n".join(("# " + comment_text(line)).rstrip() for line in lines)
 
 
 def _comment(spec: InstanceSpec) -> str:
@@ -360,7 +375,7 @@ def _comment(spec: InstanceSpec) -> str:
     parts.append(f"log {c.host_log_file}")
     if not spec.enabled:
         parts.append("disabled")
-    return ("# " + f"{spec.name}: " + ", ".join(parts)).replace("\n", " ")
+    return "# " + comment_text(f"{spec.name}: " + ", ".join(parts))
 
 
 def render_compose(project: Any, templates: Path | None = None) -> str:
@@ -381,26 +396,32 @@ def render_compose(project: Any, templates: Path | None = None) -> str:
     common, own = split_common(services)
     anchors = {key: anchor for key, anchor in MERGED_MAPPINGS.items() if key in common}
 
-    blocks: list[str] = []
-    for spec, settings in zip(instances, own):
-        merges = {key: anchors[key] for key in settings if key in anchors}
-        blocks.append(fill(
-            service_template,
-            blocks={"comment": _comment(spec), "settings": _block(settings, merges=merges)},
-            inline={"service": _inline(spec.name)},
-            source=str(directory / "service.yml"),
-        ))
-    text = fill(
-        base,
-        blocks={
-            "header": _header(project, all(master_on and spec.enabled for spec in instances)),
-            "common": _block(common, anchors=anchors) if common else "{}",
-            "services": "\n".join(blocks) if blocks else "{}",
-        },
-        inline={"project": _inline(resolved.project)},
-        source=str(directory / "base.yml"),
-    )
-    _check(text, resolved.project, [spec.name for spec in instances], services, directory)
+    def assemble(comments: bool) -> str:
+        blocks: list[str] = []
+        for spec, settings in zip(instances, own):
+            merges = {key: anchors[key] for key in settings if key in anchors}
+            blocks.append(fill(
+                service_template,
+                blocks={"comment": _comment(spec) if comments else "", "settings": _block(settings, merges=merges)},
+                inline={"service": _inline(spec.name)},
+                source=str(directory / "service.yml"),
+            ))
+        return fill(
+            base,
+            blocks={
+                "header": _header(project, all(master_on and spec.enabled for spec in instances)) if comments else "",
+                "common": _block(common, anchors=anchors) if common else "{}",
+                "services": "\n".join(blocks) if blocks else "{}",
+            },
+            inline={"project": _inline(resolved.project)},
+            source=str(directory / "base.yml"),
+        )
+
+    text = assemble(comments=True)
+    doc = _check(text, resolved.project, [spec.name for spec in instances], services, directory)
+    if doc != yaml.load(assemble(comments=False), Loader=_StrictLoader):
+        raise OrchestratorError("the compose file's comments would change what it means (a value holds a line "
+                                "break the escaping missed); nothing was written")
     return text
 
 
@@ -420,7 +441,7 @@ def _missing(expected: Any, actual: Any, path: str) -> str | None:
     return None if expected == actual else path
 
 
-def _check(text: str, project: str, names: list[str], services: list[dict[str, Any]], directory: Path) -> None:
+def _check(text: str, project: str, names: list[str], services: list[dict[str, Any]], directory: Path) -> Any:
     where = f"the compose templates in {directory}"
     try:
         doc = yaml.load(text, Loader=_StrictLoader)
@@ -435,3 +456,4 @@ def _check(text: str, project: str, names: list[str], services: list[dict[str, A
         found = _missing(plain, doc["services"][name], f"services.{name}")
         if found:
             raise OrchestratorError(f"{where} change or drop {found}")
+    return doc

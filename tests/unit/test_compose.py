@@ -3,6 +3,7 @@ tests/integration/test_compose_parity.py runs it with real Docker Compose)."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -289,3 +290,34 @@ def test_missing_templates_name_the_fix(fleet, tmp_path, monkeypatch):
     monkeypatch.setenv(TEMPLATES_ENV, str(tmp_path / "nowhere"))
     with pytest.raises(OrchestratorError, match=TEMPLATES_ENV):
         render(fleet)
+
+
+@pytest.mark.parametrize("breaker", ["\r", "\n", "\u2028", "\u2029", "\x85", "\r\n"], ids=repr)
+def test_a_line_break_in_a_value_cannot_add_keys(fleet, breaker):
+    """A value reaches the YAML through the serializer or an escaped comment only: a line break
+    in `served_model_name` (written into a comment) must not start `privileged: true`."""
+    injected = f"cpu-model{breaker}    privileged: true{breaker}    cap_add: [ALL]"
+    text = render(fleet, overrides=[json.dumps({"instance": {"cpu": {"server": {"served_model_name": injected}}}})])
+    doc = yaml.safe_load(text)
+    for name, service in doc["services"].items():
+        assert "privileged" not in service and "cap_add" not in service, name
+    assert "privileged" not in doc["x-vllm-common"]
+    assert not any(line.lstrip().startswith(("privileged", "cap_add")) for line in re.split(r"[\r\n\x85\u2028\u2029]", text))
+    assert "--served-model-name" in doc["services"]["cpu"]["command"]
+
+
+def test_a_line_break_in_the_config_path_stays_in_its_comment(tmp_path):
+    directory = tmp_path / "a\rprivileged: true"
+    directory.mkdir()
+    (directory / "models").mkdir()
+    path = directory / "fleet.toml"
+    path.write_text(FLEET)
+    doc = yaml.safe_load(render(path))
+    assert "privileged" not in doc and all("privileged" not in s for s in doc["services"].values())
+
+
+def test_the_templates_ship_inside_the_package():
+    """`pip install .` carries them: the package's own directory has them (tests/integration
+    checks an installed wheel end to end)."""
+    assert (Path(compose.__file__).parent / "compose_templates" / "base.yml").is_file()
+    assert TEMPLATES_DIR.parent == Path(compose.__file__).resolve().parent

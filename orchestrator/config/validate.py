@@ -111,7 +111,8 @@ def semantic_problems(resolved: Resolved, data: dict, source: str, backend: str)
     if not resolved.master.enable:
         out.append(Problem("warning", "master.enable", "false: nothing will be launched", source=source))
     _server_key_placement(data, source, out)
-    _port_conflicts(resolved, backend, source, out)
+    if backend != "kubernetes":  # there every pod has its own address and every Service its name
+        _port_conflicts(resolved, backend, source, out)
     for spec in instances:
         _parallel_sizes(spec, source, out)
         if "model" not in spec.server and resolved.master.api_server_module == DEFAULT_MODULE:

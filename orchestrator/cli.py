@@ -524,6 +524,8 @@ def cmd_k8s(args: argparse.Namespace) -> int:
     project = _open_checked(args, backend="kubernetes")
     rendering = render_kubernetes(project, namespace=args.namespace)
     _warn_problems(project.problems + rendering.warnings)
+    if project.option_check:
+        _stderr(f"vLLM options: {project.option_check}")
     if args.output:
         Path(args.output).write_text(rendering.text)
         _stderr(f"wrote {args.output} ({rendering.instances} Deployment(s) and Service(s))")

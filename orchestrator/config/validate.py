@@ -122,7 +122,8 @@ def semantic_problems(resolved: Resolved, data: dict, source: str, backend: str)
         if "api_key" in spec.server:  # not a string: split_secrets left it on the server table
             out.append(Problem("error", f"instance.{spec.name}.server.api_key",
                                "must be one string: it reaches vLLM as VLLM_API_KEY, never on argv", source=source))
-    _gpu_memory(instances, source, out)
+    if backend != "kubernetes":  # there the device plugin gives each pod GPUs of its own
+        _gpu_memory(instances, source, out)
     if backend == "docker":
         for spec in instances:
             _docker_checks(spec, source, out)

@@ -418,8 +418,10 @@ def _instance_manifests(ctx: _Context, spec: InstanceSpec, namespace: str | None
         },
     }
     _docker_only_warnings(ctx, spec, docker)
-    for key, value in (settings.get("volumes") or {}).items():
-        ctx.volume_keys.setdefault(key, f"{path}.kubernetes.volumes")
+    own = (instance_tables(data).get(spec.name) or {}).get("kubernetes") or {}
+    for key in settings.get("volumes") or {}:
+        ctx.volume_keys.setdefault(key, f"{path}.kubernetes.volumes" if key in (own.get("volumes") or {})
+                                   else "kubernetes.volumes")
     return [deployment, service]
 
 
@@ -519,6 +521,8 @@ def _header(project: Any, namespace: str | None, manifests: list[dict[str, Any]]
     if warnings:
         lines.append("What the config says that Kubernetes cannot express (each also printed as a warning):")
         lines += [f"  {w.path}: {w.message}" for w in warnings]
+    while lines and not lines[-1]:
+        lines.pop()
     return lines
 
 

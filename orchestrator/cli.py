@@ -80,6 +80,12 @@ def _compose_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--offline", action="store_true", help=_OFFLINE_HELP)
 
 
+def _k8s_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-o", "--output", metavar="FILE", help="write here instead of standard output")
+    p.add_argument("--namespace", metavar="NS", help="namespace of every object (default: [kubernetes] namespace)")
+    p.add_argument("--offline", action="store_true", help=_OFFLINE_HELP)
+
+
 def _flags_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image", help="image to ask (default: the config's first image)")
     p.add_argument("--json", action="store_true")
@@ -102,6 +108,7 @@ SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = 
     "ps": ("list this project's instances", _ps_args),
     "logs": ("show an instance's log file", _logs_args),
     "compose": ("write a docker-compose.yml that runs the same containers", _compose_args),
+    "k8s": ("write Kubernetes manifests (a Deployment and a Service per instance)", _k8s_args),
     "flags": ("show the options the vLLM in an image accepts", _flags_args),
     "launch": ("in-container launcher: start the instances as processes (the boot hook)", _names_args),
     "schema": ("print the JSON Schema of the config file", _no_args),
@@ -200,9 +207,9 @@ def _check_with_tables(project, backend, image_ids: dict[str, str], *, strict: b
 
 
 def _open_checked(args: argparse.Namespace, *, backend: str | None = "docker", strict: bool = True):
-    """For validate/plan/compose: the project checked against its images' vLLM when Docker can
+    """For validate/plan/compose/k8s: the project checked against its images' vLLM when Docker can
     be asked; otherwise (or with --offline) by the contract's rules, saying why."""
-    from orchestrator.project import check_project
+    from orchestrator.project import CONTAINER_BACKENDS, check_project
 
     first = _open(args, backend=backend, strict=strict, checks=False)
 
@@ -212,7 +219,7 @@ def _open_checked(args: argparse.Namespace, *, backend: str | None = "docker", s
             project.option_check = f"image check skipped ({reason}); " + project.option_check
         return project
 
-    if first.backend != "docker":
+    if first.backend not in CONTAINER_BACKENDS:
         return without_tables("")
     if getattr(args, "offline", False):
         return without_tables("--offline")
@@ -521,6 +528,22 @@ def cmd_compose(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_k8s(args: argparse.Namespace) -> int:
+    from orchestrator.exporters.kubernetes import render_kubernetes
+
+    project = _open_checked(args, backend="kubernetes")
+    rendering = render_kubernetes(project, namespace=args.namespace)
+    _warn_problems(project.problems + rendering.warnings)
+    if project.option_check:
+        _stderr(f"vLLM options: {project.option_check}")
+    if args.output:
+        Path(args.output).write_text(rendering.text)
+        _stderr(f"wrote {args.output} ({rendering.instances} Deployment(s) and Service(s))")
+    else:
+        sys.stdout.write(rendering.text)
+    return EXIT_OK
+
+
 def cmd_flags(args: argparse.Namespace) -> int:
     from orchestrator.backends.docker import DockerBackend
     from orchestrator.option_cache import image_table
@@ -594,6 +617,7 @@ COMMANDS = {
     "ps": cmd_ps,
     "logs": cmd_logs,
     "compose": cmd_compose,
+    "k8s": cmd_k8s,
     "flags": cmd_flags,
     "launch": cmd_launch,
     "schema": cmd_schema,

@@ -14,6 +14,11 @@ from orchestrator.value import Value, field
 from orchestrator.vllm_options import OptionTable
 
 
+# Backends that run each instance's image (so its vLLM option table applies): Docker, and the
+# Kubernetes export (`vllm-orch k8s`), which skips the checks of this host's ports and paths.
+CONTAINER_BACKENDS = ("docker", "kubernetes")
+
+
 class Project(Value, frozen=False):
     loaded: LoadedConfig
     resolved: Resolved
@@ -85,7 +90,7 @@ def check_project(
     `tables` (image -> option table of its vLLM) make rendering follow vLLM's real options and
     turn unknown options into errors; instances without one are rendered by the contract's
     rules and compared with the recorded vLLM table, as warnings only."""
-    tables = dict(tables or {}) if first.backend == "docker" else {}
+    tables = dict(tables or {}) if first.backend in CONTAINER_BACKENDS else {}
     resolved = apply_tables(first.resolved, tables) if tables else first.resolved
     source = str(first.loaded.path)
     problems = list(first.problems)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from orchestrator.exporters.kubernetes_settings import schema_fragment
 from orchestrator.spec import MAX_GPU_INDEX
 
 SCHEMA_ID = "https://vllm-orch.dev/schema/vllm-orch.schema.json"
@@ -188,11 +189,16 @@ _DOCKER_INSTANCE: dict[str, Any] = {
     "properties": dict(_DOCKER_PROPERTIES),
 }
 
+_KUBERNETES_GLOBAL = schema_fragment("Kubernetes settings of every instance, read by `vllm-orch k8s` only.")
+_KUBERNETES_INSTANCE = schema_fragment(
+    "Kubernetes settings of this instance; tables merge with [kubernetes], other values replace."
+)
+
 _INSTANCE: dict[str, Any] = {
     "type": "object",
     "description": "One vLLM server.",
     "additionalProperties": False,
-    "properties": {"control": _CONTROL, "server": _SERVER, "docker": _DOCKER_INSTANCE},
+    "properties": {"control": _CONTROL, "server": _SERVER, "docker": _DOCKER_INSTANCE, "kubernetes": _KUBERNETES_INSTANCE},
 }
 
 SCHEMA: dict[str, Any] = {
@@ -224,5 +230,6 @@ SCHEMA: dict[str, Any] = {
             "additionalProperties": _INSTANCE,
         },
         "docker": _DOCKER_GLOBAL,
+        "kubernetes": _KUBERNETES_GLOBAL,
     },
 }

@@ -130,7 +130,8 @@ def semantic_problems(resolved: Resolved, data: dict, source: str, backend: str)
     if not resolved.master.enable:
         out.append(Problem("warning", "master.enable", "false: nothing will be launched", source=source))
     _server_key_placement(data, source, out)
-    _port_conflicts(resolved, backend, source, out)
+    if backend != "kubernetes":  # there every pod has its own address and every Service its name
+        _port_conflicts(resolved, backend, source, out)
     for spec in instances:
         _parallel_sizes(spec, source, out)
         if "model" not in spec.server and resolved.master.api_server_module == DEFAULT_MODULE:
@@ -140,7 +141,8 @@ def semantic_problems(resolved: Resolved, data: dict, source: str, backend: str)
         if "api_key" in spec.server:  # not a string: split_secrets left it on the server table
             out.append(Problem("error", f"instance.{spec.name}.server.api_key",
                                "must be one string: it reaches vLLM as VLLM_API_KEY, never on argv", source=source))
-    _gpu_memory(instances, source, out)
+    if backend != "kubernetes":  # there the device plugin gives each pod GPUs of its own
+        _gpu_memory(instances, source, out)
     for spec in resolved.instances:
         _log_path(spec, source, out)
     if backend == "docker":

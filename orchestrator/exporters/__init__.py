@@ -1,0 +1,1 @@
+"""Exporters: the resolved plan rendered for a target other than a Docker engine (Kubernetes)."""

@@ -1,0 +1,569 @@
+"""Resolved plan -> Kubernetes manifests: per instance a Deployment and a Service.
+
+Pure: the checked project (the argv exactly as `plan` shows it, through the image's vLLM option
+table when one was known) goes in; a list of manifest dicts comes out, and text through
+`yaml.safe_dump_all`. No value ever reaches the YAML as text: the only hand-written text is the
+header, whose lines are comments with every line break inside a value escaped, and the text is
+read back and must give the manifests it was made from.
+
+Choices, each for a reason a reviewer would ask about:
+
+* the container runs the vLLM argv itself (`command` + `args`), not Docker's `/bin/sh` log
+  wrapper: vLLM's output goes to stdout, where `kubectl logs` and the cluster's log collector
+  read it; `shareProcessNamespace` makes the pod's pause process PID 1, which reaps vLLM's
+  worker processes as `init: true` (tini) does under Docker;
+* rollout `RollingUpdate` with `maxSurge: 0, maxUnavailable: 1`: a new pod is created only after
+  an old one is gone, so a rollout never needs a free GPU on a fully booked node (a surge pod
+  would wait for GPUs its own predecessor holds); with several replicas the others keep serving,
+  which `Recreate` would not;
+* disabled instances (and all of them when `master.enable = false`) keep their Deployment with
+  `replicas: 0`, as `up` removes a disabled instance's container and the Compose export puts it
+  in a `disabled` profile: a plain `kubectl apply -f` then stops a pod that ran before, where a
+  missing Deployment would be left running (unless `--prune`);
+* probes GET `/health` (a startupProbe allowing `health_start_period` for model loading, then
+  readiness and liveness). Not `/v1/models`: vLLM listens only once the model is loaded, so it
+  says nothing `/health` does not, and with `api_key` it answers 401 (a probe header would put
+  the key into the manifest);
+* `enableServiceLinks: false`: Kubernetes would otherwise put `<SERVICE>_PORT=tcp://...` variables
+  for every Service of the namespace into the environment, and vLLM reads `VLLM_PORT` and
+  friends as its own settings;
+* secrets only as `secretKeyRef`s to one Secret per project (or `secret_name`); the header shows
+  how to create it, naming the keys, never the values.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import math
+import re
+from typing import Any, Mapping
+
+import yaml
+
+from orchestrator import __version__
+from orchestrator.config.loader import deep_merge
+from orchestrator.errors import ConfigError, OrchestratorError, Problem
+from orchestrator.exporters.kubernetes_settings import DEFAULTS, DNS_LABEL_PATTERN
+from orchestrator.resolve import DOCKER_DEFAULTS, instance_tables
+from orchestrator.spec import InstanceSpec, Mount, parse_size
+from orchestrator.value import Value, field
+
+ANNOTATION_PREFIX = "vllm-orch.io"
+CONTAINER_NAME = "vllm"
+PORT_NAME = "http"
+SHM_VOLUME = "dshm"
+# Variables that only drive Docker's log wrapper entrypoint, which does not run here.
+WRAPPER_ENV = ("VLLM_ORCH_LOG_FILE",)
+PROBE_TIMEOUT_S = 5
+PROBE_FAILURES = 3  # as the Docker health check's retries
+
+_DNS_LABEL = re.compile(DNS_LABEL_PATTERN)
+_DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")  # Service names: a letter first
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+_USER_IDS = re.compile(r"^(\d+)(?::(\d+))?$")
+_LINE_BREAKS = re.compile(r"[\r\n\x85\u2028\u2029]|[\x00-\x1f\x7f]")
+_WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+
+# [docker] keys with no Kubernetes counterpart: a warning where the TOML sets them.
+_DOCKER_ONLY: dict[str, str] = {
+    "log_host_dir": "not used: vLLM's output goes to the container's stdout (`kubectl logs`)",
+    "publish_address": "not used: a Service has no host address; service_type decides who reaches it",
+    "network_mode": "not used: pods run on the cluster network (hostNetwork is not set)",
+    "ipc": "not used: /dev/shm is an in-memory emptyDir of shm_size (hostIPC would not provide it)",
+    "health_cmd": "not used: the probes GET /health on the vLLM port",
+    "labels": "not used: Docker labels are not Kubernetes labels (set [kubernetes] labels or annotations)",
+}
+
+
+class Rendering(Value, frozen=False):
+    """What `vllm-orch k8s` writes (`text`) and says (`warnings`, one line each)."""
+
+    manifests: list[dict[str, Any]]
+    warnings: list[Problem]
+    text: str = ""
+    instances: int = 0
+
+
+class _Context(Value, frozen=False):
+    project: Any
+    source: str
+    problems: list[Problem] = field(factory=list)
+    # (namespace, Secret) -> key -> (first instance, sha256 of its value): one Secret, one value
+    secrets: dict[tuple[Any, str], dict[str, tuple[str, str]]] = field(factory=dict)
+    volume_keys: dict[str, str] = field(factory=dict)  # mapped container path -> where it was written
+    volume_targets: set[str] = field(factory=set)
+
+    def error(self, path: str, message: str, hint: str = "") -> None:
+        self.problems.append(Problem("error", path, message, hint=hint, source=self.source))
+
+    def warn(self, path: str, message: str, hint: str = "") -> None:
+        self.problems.append(Problem("warning", path, message, hint=hint, source=self.source))
+
+
+# ----------------------------------------------------------------------------- settings
+def instance_settings(data: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """[kubernetes] merged with [instance.<name>.kubernetes] (tables merge, values replace), over
+    the declared defaults."""
+    table = instance_tables(data).get(name) or {}
+    merged = deep_merge(DEFAULTS, data.get("kubernetes") or {})
+    own = table.get("kubernetes")
+    return deep_merge(merged, own) if own else merged
+
+
+def _docker_written(data: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """The [docker] settings of one instance as the TOML writes them (no defaults)."""
+    own = (instance_tables(data).get(name) or {}).get("docker")
+    base = dict(data.get("docker") or {})
+    return deep_merge(base, own) if own else base
+
+
+def kubernetes_name(project: str, instance: str) -> str:
+    """`<project>-<instance>`, as the Docker container is named, in the characters Kubernetes allows."""
+    return re.sub(r"[_.]+", "-", f"{project}-{instance}".lower())
+
+
+# ----------------------------------------------------------------------------- one instance
+def _labels(ctx: _Context, path: str, name: str, settings: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
+    """(selector labels, all labels). The selector is immutable in a Deployment, so it holds only
+    what never changes for an instance: its name."""
+    selector = {"app.kubernetes.io/name": "vllm", "app.kubernetes.io/instance": name}
+    labels = {
+        **selector,
+        "app.kubernetes.io/component": "inference-server",
+        "app.kubernetes.io/part-of": ctx.project.resolved.project,
+        "app.kubernetes.io/managed-by": "vllm-orch",
+    }
+    for key, value in (settings.get("labels") or {}).items():
+        if key in selector:
+            ctx.error(f"{path}.labels.{key}", "is set by vllm-orch: it selects the instance's pods")
+            continue
+        labels[key] = value
+    for key, value in labels.items():
+        _check_key(ctx, f"{path}.labels.{key}", key)
+        if len(value) > 63 or not _LABEL_VALUE.match(value):
+            ctx.error(f"{path}.labels.{key}", f"label value {value!r} is not valid in Kubernetes",
+                      hint="at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit")
+    return selector, labels
+
+
+def _check_key(ctx: _Context, path: str, key: str) -> None:
+    prefix, slash, name = key.rpartition("/")
+    if not _LABEL_NAME.match(name) or len(name) > 63 or (slash and (not _DNS_SUBDOMAIN.match(prefix) or len(prefix) > 253)):
+        ctx.error(path, f"{key!r} is not a valid Kubernetes label or annotation key",
+                  hint="[prefix/]name: a DNS subdomain prefix, a name of up to 63 letters, digits, '-', '_', '.'")
+
+
+def _gpu_limit(ctx: _Context, spec: InstanceSpec, settings: dict[str, Any]) -> int:
+    path = f"instance.{spec.name}"
+    count = settings.get("gpu_count")
+    gpu = spec.gpu
+    if gpu.mode == "all":
+        if count is None:
+            tp, pp = spec.server.get("tensor_parallel_size", 1), spec.server.get("pipeline_parallel_size", 1)
+            uses = f" (vLLM uses tensor_parallel_size x pipeline_parallel_size = {tp * pp} here)" \
+                if isinstance(tp, int) and isinstance(pp, int) else ""
+            ctx.error(f"{path}.control.gpu_ids", '"all" has no count in Kubernetes: set [kubernetes] gpu_count'
+                      + uses, hint=f"e.g. [instance.{spec.name}.kubernetes] gpu_count = {tp * pp if uses else 1}")
+            return 0
+        tp, pp = spec.server.get("tensor_parallel_size", 1), spec.server.get("pipeline_parallel_size", 1)
+        if isinstance(tp, int) and isinstance(pp, int) and tp * pp > count:
+            ctx.error(f"{path}.kubernetes.gpu_count", f"{count} GPU(s) but vLLM needs {tp * pp} "
+                      f"(tensor {tp} x pipeline {pp})")
+        return count
+    if count is not None and count != (gpu.count or 0):
+        ctx.error(f"{path}.kubernetes.gpu_count", f"{count} contradicts gpu_ids = {gpu.describe()!r} "
+                  f"({gpu.count} GPU(s))", hint='gpu_count is for gpu_ids = "all"')
+    if gpu.mode == "ids":
+        ctx.warn(f"{path}.control.gpu_ids", f"{gpu.describe()}: Kubernetes picks which {gpu.count} GPU(s) of the "
+                 f"node the pod gets; the ids are kept only in the annotation {ANNOTATION_PREFIX}/gpu-ids")
+    return gpu.count or 0
+
+
+def _quantity(size: Any) -> str:
+    """A Kubernetes quantity for a Docker size ("8g" -> "8Gi", "1.5g" -> "1536Mi")."""
+    number = parse_size(size)
+    for suffix, unit in (("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)):
+        if number and number % unit == 0:
+            return f"{number // unit}{suffix}"
+    return str(number)
+
+
+def _env(ctx: _Context, spec: InstanceSpec, namespace: str | None, secret_name: str, gpus: int) -> list[dict[str, Any]]:
+    c = spec.container
+    path = f"instance.{spec.name}"
+    env = {key: value for key, value in c.env if key not in WRAPPER_ENV}
+    if gpus == 0:
+        # Where the NVIDIA runtime is a node's default, a pod without a GPU limit would see every
+        # GPU of the node; "void" hides them (as for gpu_ids = "none" under Docker).
+        env["NVIDIA_VISIBLE_DEVICES"] = "void"
+    elif "CUDA_VISIBLE_DEVICES" in env or "NVIDIA_VISIBLE_DEVICES" in env:
+        key = "CUDA_VISIBLE_DEVICES" if "CUDA_VISIBLE_DEVICES" in env else "NVIDIA_VISIBLE_DEVICES"
+        ctx.error(f"{path}.docker.env.{key}", "the device plugin decides which GPUs a pod sees",
+                  hint="choose the number of GPUs with gpu_ids / gpu_count instead")
+    items: list[dict[str, Any]] = [{"name": key, "value": value} for key, value in env.items()]
+    for key, value in c.secret_env:
+        if not _SECRET_KEY.match(key):
+            ctx.error(f"{path}.docker.secret_env", f"{key!r} cannot be a key of a Kubernetes Secret")
+        items.append({"name": key, "valueFrom": {"secretKeyRef": {"name": secret_name, "key": key}}})
+        if value is not None:
+            seen = ctx.secrets.setdefault((namespace, secret_name), {})
+            digest = hashlib.sha256(value.encode()).hexdigest()
+            first = seen.setdefault(key, (spec.name, digest))
+            if first[1] != digest:
+                ctx.error(f"{path}.kubernetes.secret_name", f"instances {first[0]!r} and {spec.name!r} read {key} from "
+                          f"the Secret {secret_name!r} but the config gives them different values",
+                          hint=f"give one of them its own [instance.{spec.name}.kubernetes] secret_name")
+    return items
+
+
+def _volumes(ctx: _Context, spec: InstanceSpec, settings: dict[str, Any], docker: dict[str, Any]) -> tuple[list, list]:
+    c = spec.container
+    path = f"instance.{spec.name}"
+    written: dict[str, str] = {}  # container path -> host path as the TOML writes it
+    for entry in docker.get("volumes") or []:
+        host, _, rest = str(entry).partition(":")
+        written[rest.split(":")[0].rstrip("/") or "/"] = host
+    master = ctx.project.resolved.master
+    if master.pixi_project_dir and docker.get("pixi_project_host_dir"):
+        written[master.pixi_project_dir.rstrip("/")] = str(docker["pixi_project_host_dir"])
+    mapping = settings.get("volumes") or {}
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    names = {SHM_VOLUME}
+    for mount in c.mounts:
+        if mount.source == c.host_log_file and mount.target == spec.log_file:
+            continue  # the Docker log file: here the output goes to stdout
+        ctx.volume_targets.add(mount.target)
+        name = _volume_name(mount, names)
+        entry = mapping.get(mount.target)
+        volume: dict[str, Any] = {"name": name}
+        if entry is not None:
+            where = f"{path}.kubernetes.volumes.{mount.target}"
+            if ("claim" in entry) == ("host_path" in entry):
+                ctx.error(where, "needs exactly one of claim or host_path")
+                continue
+            if "claim" in entry:
+                if not _DNS_SUBDOMAIN.match(entry["claim"]):
+                    ctx.error(f"{where}.claim", f"{entry['claim']!r} is not a valid claim name")
+                claim: dict[str, Any] = {"claimName": entry["claim"]}
+                if mount.read_only:
+                    claim["readOnly"] = True
+                volume["persistentVolumeClaim"] = claim
+            else:
+                if not str(entry["host_path"]).startswith("/"):
+                    ctx.error(f"{where}.host_path", "must be an absolute path on the node")
+                volume["hostPath"] = {"path": entry["host_path"]}
+        else:
+            raw = written.get(mount.target, "")
+            if raw and not raw.startswith(("/", "~")):
+                ctx.warn(f"{path}.docker.volumes", f"{mount.target}: hostPath {mount.source}, resolved from the relative "
+                         f"{raw!r} on this machine; every node that may run the pod needs it there",
+                         hint=f'map it in [kubernetes] volumes: "{mount.target}" = {{ claim = "NAME" }}')
+            volume["hostPath"] = {"path": mount.source}
+        volumes.append(volume)
+        item: dict[str, Any] = {"name": name, "mountPath": mount.target}
+        if mount.read_only:
+            item["readOnly"] = True
+        if entry is not None and entry.get("sub_path"):
+            item["subPath"] = entry["sub_path"]
+        mounts.append(item)
+    return volumes, mounts
+
+
+def _volume_name(mount: Mount, taken: set[str]) -> str:
+    base = re.sub(r"[^a-z0-9]+", "-", mount.target.lower()).strip("-")[:50].strip("-") or "root"
+    name, number = base, 2
+    while name in taken:
+        name, number = f"{base}-{number}", number + 1
+    taken.add(name)
+    return name
+
+
+def _probes(spec: InstanceSpec) -> dict[str, Any]:
+    check = spec.container.healthcheck
+    interval = check.interval_s if check else DOCKER_DEFAULTS["health_interval"]
+    start = check.start_period_s if check else DOCKER_DEFAULTS["health_start_period"]
+    get = {"path": "/health", "port": PORT_NAME}
+    # failureThreshold x periodSeconds >= health_start_period: model loading may take that long.
+    startup_failures = max(PROBE_FAILURES, math.ceil(start / interval))
+    return {
+        "startupProbe": {"httpGet": get, "periodSeconds": interval, "timeoutSeconds": PROBE_TIMEOUT_S,
+                         "failureThreshold": startup_failures},
+        "readinessProbe": {"httpGet": dict(get), "periodSeconds": interval, "timeoutSeconds": PROBE_TIMEOUT_S,
+                           "failureThreshold": PROBE_FAILURES},
+        "livenessProbe": {"httpGet": dict(get), "periodSeconds": interval, "timeoutSeconds": PROBE_TIMEOUT_S,
+                          "failureThreshold": PROBE_FAILURES},
+    }
+
+
+def _resources(ctx: _Context, spec: InstanceSpec, settings: dict[str, Any], gpus: int) -> dict[str, Any]:
+    gpu_resource = settings["gpu_resource"]
+    resources: dict[str, Any] = {}
+    table = settings.get("resources") or {}
+    for kind in ("requests", "limits"):
+        values = {key: str(value) for key, value in (table.get(kind) or {}).items()}
+        if gpu_resource in values:
+            ctx.error(f"instance.{spec.name}.kubernetes.resources.{kind}.{gpu_resource}",
+                      "GPUs come from gpu_ids (and gpu_count for \"all\")")
+        if kind == "limits" and gpus:
+            values[gpu_resource] = gpus  # extended resources: the request defaults to the limit
+        if values:
+            resources[kind] = values
+    return resources
+
+
+def _instance_manifests(ctx: _Context, spec: InstanceSpec, namespace: str | None) -> list[dict[str, Any]]:
+    project = ctx.project
+    data = project.loaded.data
+    c = spec.container
+    path = f"instance.{spec.name}"
+    settings = instance_settings(data, spec.name)
+    docker = _docker_written(data, spec.name)
+    name = kubernetes_name(project.resolved.project, spec.name)
+    if len(name) > 63 or not _DNS_1035.match(name):
+        ctx.error(path, f"the Kubernetes name {name!r} (<project>-<instance>) is not a valid Service name",
+                  hint="at most 63 characters, a letter first; shorten the instance or project name (-p)")
+    ns = namespace or settings.get("namespace")
+    if not c.image:
+        ctx.error(f"{path}.docker.image", "no image: set [docker] image (or per instance)")
+    if spec.host and spec.host not in _WILDCARD_HOSTS:
+        ctx.error(f"{path}.server.host", f"vLLM would listen on {spec.host} only; the Service and the probes reach "
+                  "the pod's own address", hint='use host = "0.0.0.0" or leave it unset')
+    secret_name = settings.get("secret_name") or f"{project.resolved.project}-secrets"
+    if c.secret_env and (len(secret_name) > 253 or not _DNS_SUBDOMAIN.match(secret_name)):
+        ctx.error(f"{path}.kubernetes.secret_name", f"{secret_name!r} is not a valid Secret name")
+    for pull in settings.get("image_pull_secrets") or []:
+        if not _DNS_SUBDOMAIN.match(pull):
+            ctx.error(f"{path}.kubernetes.image_pull_secrets", f"{pull!r} is not a valid Secret name")
+
+    gpus = _gpu_limit(ctx, spec, settings)
+    selector, labels = _labels(ctx, f"{path}.kubernetes", name, settings)
+    for key in list(settings.get("annotations") or {}) + list(settings.get("service_annotations") or {}):
+        _check_key(ctx, f"{path}.kubernetes.annotations.{key}", key)
+    volumes, volume_mounts = _volumes(ctx, spec, settings, docker)
+    shm = c.shm_size if c.shm_size is not None else docker.get("shm_size", DOCKER_DEFAULTS["shm_size"])
+    try:
+        shm_limit = _quantity(shm)
+    except ValueError:  # reported by validate as docker.shm_size
+        shm_limit = None
+    volumes.insert(0, {"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", **({"sizeLimit": shm_limit} if shm_limit else {})}})
+    volume_mounts.insert(0, {"name": SHM_VOLUME, "mountPath": "/dev/shm"})
+
+    command, args = list(c.command), []
+    if spec.server_args and tuple(c.command[-len(spec.server_args):]) == spec.server_args:
+        command, args = list(c.command[: len(c.command) - len(spec.server_args)]), list(spec.server_args)
+    container: dict[str, Any] = {"name": CONTAINER_NAME, "image": c.image, "command": command}
+    if args:
+        container["args"] = args
+    container["ports"] = [{"name": PORT_NAME, "containerPort": spec.port, "protocol": "TCP"}]
+    container["env"] = _env(ctx, spec, ns, secret_name, gpus)
+    resources = _resources(ctx, spec, settings, gpus)
+    if resources:
+        container["resources"] = resources
+    container["volumeMounts"] = volume_mounts
+    container.update(_probes(spec))
+
+    pod: dict[str, Any] = {
+        "enableServiceLinks": False,
+        "shareProcessNamespace": True,
+        "terminationGracePeriodSeconds": c.stop_timeout,
+    }
+    if c.user:
+        ids = _USER_IDS.match(c.user)
+        if ids:
+            pod["securityContext"] = {"runAsUser": int(ids.group(1)), **({"runAsGroup": int(ids.group(2))} if ids.group(2) else {})}
+        else:
+            ctx.warn(f"{path}.docker.user", f"{c.user!r} is not set: Kubernetes runs containers as numeric ids only",
+                     hint='use "uid[:gid]"')
+    for key, field_name in (("runtime_class_name", "runtimeClassName"), ("node_selector", "nodeSelector"),
+                            ("tolerations", "tolerations"), ("affinity", "affinity")):
+        if settings.get(key):
+            pod[field_name] = settings[key]
+    if settings.get("image_pull_secrets"):
+        pod["imagePullSecrets"] = [{"name": pull} for pull in settings["image_pull_secrets"]]
+    pod["containers"] = [container]
+    pod["volumes"] = volumes
+
+    enabled = spec.enabled and project.resolved.master.enable
+    ours = {f"{ANNOTATION_PREFIX}/instance": spec.name, f"{ANNOTATION_PREFIX}/gpu-ids": spec.gpu.describe()}
+    if spec.served_model:
+        ours[f"{ANNOTATION_PREFIX}/model"] = spec.served_model
+    user_annotations = dict(settings.get("annotations") or {})
+    pod_annotations = {"prometheus.io/scrape": "true", "prometheus.io/port": str(spec.port),
+                       "prometheus.io/path": "/metrics", **user_annotations}
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(name, ns, labels, {**ours, **user_annotations}),
+        "spec": {
+            "replicas": settings["replicas"] if enabled else 0,
+            "selector": {"matchLabels": selector},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}},
+            "template": {"metadata": {"labels": dict(labels), "annotations": pod_annotations}, "spec": pod},
+        },
+    }
+    service_port = c.port.host_port if c.port else spec.port  # publish_port: the port clients use
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(name, ns, labels, dict(settings.get("service_annotations") or {})),
+        "spec": {
+            "type": settings["service_type"],
+            "selector": dict(selector),
+            "ports": [{"name": PORT_NAME, "port": service_port, "targetPort": PORT_NAME, "protocol": "TCP"}],
+        },
+    }
+    _docker_only_warnings(ctx, spec, docker)
+    own = (instance_tables(data).get(spec.name) or {}).get("kubernetes") or {}
+    for key in settings.get("volumes") or {}:
+        ctx.volume_keys.setdefault(key, f"{path}.kubernetes.volumes" if key in (own.get("volumes") or {})
+                                   else "kubernetes.volumes")
+    return [deployment, service]
+
+
+def _metadata(name: str, namespace: str | None, labels: dict[str, str], annotations: dict[str, str]) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name}
+    if namespace:
+        meta["namespace"] = namespace
+    meta["labels"] = dict(labels)
+    if annotations:
+        meta["annotations"] = annotations
+    return meta
+
+
+def _docker_only_warnings(ctx: _Context, spec: InstanceSpec, docker: dict[str, Any]) -> None:
+    """Per instance: what its merged [docker] settings say that no manifest field can carry.
+    Keys written in the global [docker] table are reported once, by `_global_warnings`."""
+    own = (instance_tables(ctx.project.loaded.data).get(spec.name) or {}).get("docker") or {}
+    path = f"instance.{spec.name}.docker"
+    for key, why in _DOCKER_ONLY.items():
+        if key in own:
+            ctx.warn(f"{path}.{key}", why)
+    _value_warnings(ctx, path, own)
+
+
+def _value_warnings(ctx: _Context, path: str, table: Mapping[str, Any]) -> None:
+    restart = table.get("restart")
+    if restart is not None and restart not in ("always", "unless-stopped"):
+        ctx.warn(f"{path}.restart", f"{restart!r} is not possible: a Deployment restarts its pods always")
+    if table.get("publish") is False:
+        ctx.warn(f"{path}.publish", "false: the Service is made anyway (ClusterIP: reachable inside the cluster only)")
+    driver = table.get("gpu_driver")
+    if driver is not None and driver != "nvidia":
+        ctx.warn(f"{path}.gpu_driver", f"{driver!r} is not used: GPUs are counted as [kubernetes] gpu_resource")
+
+
+def _global_warnings(ctx: _Context) -> None:
+    table = ctx.project.loaded.data.get("docker") or {}
+    for key, why in _DOCKER_ONLY.items():
+        if key in table:
+            ctx.warn(f"docker.{key}", why)
+    _value_warnings(ctx, "docker", table)
+
+
+# ----------------------------------------------------------------------------- the file
+def _one_line(text: str) -> str:
+    """A header line that stays one comment line, whatever a value in it holds."""
+    return _LINE_BREAKS.sub(lambda found: repr(found.group(0))[1:-1], text)
+
+
+def _secret_keys(manifests: list[dict[str, Any]]) -> dict[tuple[str | None, str], list[str]]:
+    """(namespace, Secret) -> the keys the Deployments read from it, in first-use order."""
+    wanted: dict[tuple[str | None, str], list[str]] = {}
+    for doc in manifests:
+        if doc["kind"] != "Deployment":
+            continue
+        for env in doc["spec"]["template"]["spec"]["containers"][0]["env"]:
+            ref = env.get("valueFrom", {}).get("secretKeyRef")
+            if ref:
+                keys = wanted.setdefault((doc["metadata"].get("namespace"), ref["name"]), [])
+                if ref["key"] not in keys:
+                    keys.append(ref["key"])
+    return wanted
+
+
+def _header(project: Any, namespace: str | None, manifests: list[dict[str, Any]], warnings: list[Problem]) -> list[str]:
+    resolved = project.resolved
+    overrides = project.loaded.layers[1:]
+    first = next((doc["metadata"]["name"] for doc in manifests), "NAME")
+    lines = [
+        f"Kubernetes manifests for the vLLM project {resolved.project!r}, written by `vllm-orch k8s` (vllm-orch {__version__}):",
+        "per instance a Deployment and a Service, from the plan `vllm-orch up` runs. Regenerate instead of editing:",
+        "the same inputs give the same bytes, so a diff in review is a change of the config.",
+        f"  config:    {resolved.config_file}",
+        "  overrides: " + (", ".join(overrides) + " (in the order applied)" if overrides else "none"),
+        "  namespace: " + (namespace if namespace else "as [kubernetes] namespace says, else kubectl's current one"),
+        "",
+        "Logs: the container runs vLLM's argv itself (not the /bin/sh log wrapper of the Docker containers), so",
+        f"vLLM's output goes to stdout: `kubectl logs deploy/{first}`. control.log_dir and log_file are not used.",
+        "GPUs: each pod asks for a number of GPUs (resources.limits); Kubernetes and the device plugin choose which.",
+        "",
+    ]
+    secrets = _secret_keys(manifests)
+    if secrets:
+        lines += [
+            "Secrets are not in this file. Before applying, create each Secret the Deployments read, from a file of",
+            "KEY=value lines (never committed) with these keys:",
+        ]
+        for (ns, secret), keys in secrets.items():
+            where = f"-n {ns} " if ns else ""
+            lines.append(f"  kubectl {where}create secret generic {secret} --from-env-file={secret}.env   # keys: {' '.join(keys)}")
+        lines.append("")
+    stopped = [spec.name for spec in resolved.instances if not spec.enabled]
+    if not resolved.master.enable:
+        lines += ["master.enable = false: every Deployment has replicas: 0 (nothing runs until it is true).", ""]
+    elif stopped:
+        lines += [f"Disabled in the config, so replicas: 0: {', '.join(stopped)}.", ""]
+    if warnings:
+        lines.append("What the config says that Kubernetes cannot express (each also printed as a warning):")
+        lines += [f"  {w.path}: {w.message}" for w in warnings]
+    while lines and not lines[-1]:
+        lines.pop()
+    return lines
+
+
+def _text(header: list[str], manifests: list[dict[str, Any]]) -> str:
+    comments = "".join(("# " + _one_line(line)).rstrip() + "\n" for line in header)
+    body = yaml.safe_dump_all(manifests, explicit_start=True, sort_keys=False, default_flow_style=False,
+                              allow_unicode=True, width=1 << 30)  # never fold: one argv token per line
+    text = comments + body
+    # The header is the one hand-written part: the text must read back as exactly the manifests.
+    if list(yaml.safe_load_all(text)) != manifests:
+        raise OrchestratorError("the Kubernetes export does not read back as the manifests it was made from")
+    return text
+
+
+def render_kubernetes(project: Any, namespace: str | None = None) -> Rendering:
+    """The manifests of `project` (a checked orchestrator.project.Project) and their text.
+    Raises ConfigError with every problem that makes a manifest wrong; returns the warnings."""
+    source = str(project.loaded.path)
+    ctx = _Context(project=project, source=source)
+    if namespace is not None and (len(namespace) > 63 or not _DNS_LABEL.match(namespace)):
+        raise ConfigError([Problem("error", "", f"namespace {namespace!r} is not a valid Kubernetes namespace",
+                                   hint="at most 63 lower-case letters, digits and '-'", source="--namespace")])
+    _global_warnings(ctx)
+    manifests: list[dict[str, Any]] = []
+    names: dict[str, str] = {}
+    for spec in project.resolved.instances:
+        name = kubernetes_name(project.resolved.project, spec.name)
+        if name in names:
+            ctx.error(f"instance.{spec.name}", f"has the same Kubernetes name {name!r} as instance {names[name]!r}",
+                      hint="Kubernetes names have no '_' or '.' and no capitals: rename one of them")
+        names.setdefault(name, spec.name)
+        manifests += _instance_manifests(ctx, spec, namespace)
+    for key, where in ctx.volume_keys.items():
+        if key not in ctx.volume_targets:
+            match = difflib.get_close_matches(key, sorted(ctx.volume_targets), n=1)
+            ctx.error(f"{where}.{key}", "no [docker] volumes entry mounts there",
+                      hint=f"did you mean {match[0]}?" if match else "the keys are container paths of [docker] volumes")
+    errors = [p for p in ctx.problems if p.is_error]
+    if errors:
+        raise ConfigError(errors)
+    warnings = ctx.problems
+    text = _text(_header(project, namespace, manifests, warnings), manifests)
+    return Rendering(manifests=manifests, warnings=warnings, text=text,
+                     instances=len(project.resolved.instances))

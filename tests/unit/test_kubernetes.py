@@ -1,0 +1,445 @@
+"""`vllm-orch k8s`: the plan as Kubernetes manifests, checked offline against the strict schemas
+of Kubernetes 1.30 and 1.37 (PyPI's kubernetes-validate; no cluster can run here, so scheduling,
+the NVIDIA device plugin and image pulls are not exercised)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from orchestrator.cli import main
+from orchestrator.exporters.kubernetes_settings import SETTINGS
+
+from .conftest import CONFIGS
+
+VERSIONS = ("1.30", "1.37")
+API_KEY = "sk-k8s-unit-api-key-31337"
+HF_TOKEN = "hf_k8s_unit_token_4242"
+WANDB_KEY = "wandb-k8s-unit-value-777"
+INLINE_SECRET = "inline-secret-value-555"
+
+GPU_FLEET = f"""
+[master]
+pixi_project_dir = "/workspace/pixi"
+
+[instance.control]
+log_dir = "/var/log/vllm"
+
+[instance.server]
+host = "0.0.0.0"
+api_key = "{API_KEY}"
+hf_token = "{HF_TOKEN}"
+gpu_memory_utilization = 0.9
+
+[instance.big.control]
+gpu_ids = "0,1,2,3"
+[instance.big.server]
+model = "/llm-models/Qwen2-VL-7B-Instruct"
+served_model_name = "qwen2-vl-7b"
+tensor_parallel_size = 4
+port = 8000
+limit_mm_per_prompt = {{ image = 2 }}
+[instance.big.kubernetes]
+replicas = 2
+resources = {{ requests = {{ cpu = 16, memory = "128Gi" }}, limits = {{ memory = "192Gi" }} }}
+
+[instance.small.control]
+gpu_ids = "all"
+[instance.small.server]
+model = "/llm-models/Qwen2-VL-7B-Instruct"
+port = 8001
+[instance.small.kubernetes]
+gpu_count = 1
+service_type = "LoadBalancer"
+service_annotations = {{ "service.beta.kubernetes.io/aws-load-balancer-internal" = "true" }}
+
+[instance.off.control]
+enabled = false
+gpu_ids = "4"
+[instance.off.server]
+model = "/llm-models/Qwen2-VL-7B-Instruct"
+port = 8002
+
+[docker]
+project = "gpu-fleet"
+image = "registry.example.com/infer-dev:stage-2"
+shm_size = "1.5g"
+stop_timeout = 120
+health_start_period = 1795
+health_interval = 15
+user = "1000:1000"
+volumes = ["/llm-models:/llm-models:ro", "/srv/hf-cache:/root/.cache/huggingface"]
+pixi_project_host_dir = "/srv/pixi"
+secret_env = ["WANDB_API_KEY", "INLINE_TOKEN"]
+env = {{ VLLM_LOGGING_LEVEL = "INFO", INLINE_TOKEN = "{INLINE_SECRET}" }}
+
+[kubernetes]
+namespace = "inference"
+node_selector = {{ "nvidia.com/gpu.product" = "NVIDIA-H200" }}
+tolerations = [{{ key = "nvidia.com/gpu", operator = "Exists", effect = "NoSchedule" }}]
+runtime_class_name = "nvidia"
+image_pull_secrets = ["registry-pull"]
+secret_name = "vllm-secrets"
+labels = {{ team = "ml-platform" }}
+annotations = {{ "example.com/owner" = "ml-platform" }}
+[kubernetes.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution]
+nodeSelectorTerms = [{{ matchExpressions = [{{ key = "gpu", operator = "In", values = ["h200"] }}] }}]
+[kubernetes.volumes."/llm-models"]
+claim = "llm-models"
+[kubernetes.volumes."/root/.cache/huggingface"]
+host_path = "/mnt/hf-cache"
+"""
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def k8s(capsys, config: Path, *extra: str, sets: tuple[str, ...] = ()) -> tuple[int, str, str]:
+    args = ["-c", str(config)]
+    for assignment in sets:
+        args += ["--set", assignment]
+    return run(capsys, *args, "k8s", "--offline", *extra)
+
+
+def documents(text: str) -> list[dict]:
+    return list(yaml.safe_load_all(text))
+
+
+def assert_strictly_valid(text: str) -> None:
+    docs = documents(text)
+    assert docs, "no manifests"
+    for version in VERSIONS:
+        for doc in docs:
+            # validate() falls back to an older schema set when one is missing: insist on the one asked for
+            assert kubernetes_validate.validate(doc, version, strict=True) == version
+
+
+def deployments(text: str) -> dict[str, dict]:
+    return {d["metadata"]["annotations"]["vllm-orch.io/instance"]: d for d in documents(text) if d["kind"] == "Deployment"}
+
+
+def container(deployment: dict) -> dict:
+    (only,) = deployment["spec"]["template"]["spec"]["containers"]
+    return only
+
+
+def plan_commands(capsys, config: Path, *, sets: tuple[str, ...] = (), backend: str = "docker") -> dict[str, list[str]]:
+    args = ["-c", str(config)]
+    for assignment in sets:
+        args += ["--set", assignment]
+    code, out, err = run(capsys, *args, "plan", "--json", "--offline", "--backend", backend)
+    assert code == 0, err
+    return {i["name"]: i["command"] for i in json.loads(out)["instances"]}
+
+
+@pytest.fixture
+def gpu_fleet(write_toml, monkeypatch):
+    monkeypatch.setenv("WANDB_API_KEY", WANDB_KEY)
+    return write_toml(GPU_FLEET)
+
+
+# ----------------------------------------------------------------------------- the three kinds of config
+def test_demo_config_passes_the_strict_schemas_and_runs_plans_argv(capsys):
+    demo = CONFIGS / "demo.toml"
+    code, out, err = k8s(capsys, demo)
+    assert code == 0, err
+    assert_strictly_valid(out)
+    kinds = [(d["kind"], d["metadata"]["name"]) for d in documents(out)]
+    assert kinds == [("Deployment", "demo-tiny-a"), ("Service", "demo-tiny-a"),
+                     ("Deployment", "demo-tiny-b"), ("Service", "demo-tiny-b")]
+    # The demo's model directory is made at set-up time, so plan is asked on the local backend
+    # (it checks no host paths); the argv is the same for every backend.
+    plans = plan_commands(capsys, demo, backend="local")
+    for name, deployment in deployments(out).items():
+        c = container(deployment)
+        assert c["command"] + c["args"] == plans[name]
+        assert not any("/bin/sh" in token for token in c["command"])  # no Docker log wrapper: stdout is the log
+    assert "kubectl logs" in out.split("---")[0]
+
+
+@pytest.mark.parametrize("example, gpus", [("real-qwen2-vl-7b.toml", 1), ("real-qwen2-vl-7b-tp8.toml", 8)])
+def test_contract_examples_pass_the_strict_schemas(capsys, examples_dir, example, gpus):
+    sets = ("docker.image=infer-dev:stage-2", f"kubernetes.gpu_count={gpus}")
+    code, out, err = k8s(capsys, examples_dir / example, sets=sets)
+    assert code == 0, err
+    assert_strictly_valid(out)
+    plans = plan_commands(capsys, examples_dir / example, sets=sets)
+    (name, deployment), = deployments(out).items()
+    c = container(deployment)
+    assert c["command"] + c["args"] == plans[name]
+    assert c["command"][:2] == ["pixi", "run"]  # the contract's launch path, as under Docker
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == gpus
+
+
+def test_multi_gpu_config_with_secrets(capsys, gpu_fleet):
+    code, out, err = k8s(capsys, gpu_fleet)
+    assert code == 0, err
+    assert_strictly_valid(out)
+    for secret in (API_KEY, HF_TOKEN, WANDB_KEY, INLINE_SECRET):
+        assert secret not in out and secret not in err
+
+    # On one Docker host "all" would share big's GPUs, which `plan` refuses (in a cluster each pod
+    # gets GPUs of its own); gpu_ids never enter the argv, so plan is asked with other ids.
+    plans = plan_commands(capsys, gpu_fleet, backend="local", sets=('instance.small.control.gpu_ids="5"',))
+    found = deployments(out)
+    assert sorted(found) == ["big", "off", "small"]
+    for name, deployment in found.items():
+        c = container(deployment)
+        assert c["command"] + c["args"] == plans[name]
+        refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in c["env"] if "valueFrom" in e}
+        assert refs == {key: {"name": "vllm-secrets", "key": key}
+                        for key in ("VLLM_API_KEY", "HF_TOKEN", "WANDB_API_KEY", "INLINE_TOKEN")}
+        plain = {e["name"]: e["value"] for e in c["env"] if "value" in e}
+        assert "CUDA_VISIBLE_DEVICES" not in plain  # host ids never reach a container
+        assert plain["VLLM_LOGGING_LEVEL"] == "INFO"
+        assert deployment["metadata"]["namespace"] == "inference"
+
+    big, small, off = (found[n] for n in ("big", "small", "off"))
+    assert container(big)["resources"] == {"requests": {"cpu": "16", "memory": "128Gi"},
+                                           "limits": {"memory": "192Gi", "nvidia.com/gpu": 4}}
+    assert container(small)["resources"] == {"limits": {"nvidia.com/gpu": 1}}
+    assert big["spec"]["replicas"] == 2 and small["spec"]["replicas"] == 1
+    assert off["spec"]["replicas"] == 0  # disabled: kept, scaled to zero
+    assert big["metadata"]["annotations"]["vllm-orch.io/gpu-ids"] == "0,1,2,3"
+    gpu_warnings = [line for line in err.splitlines() if "gpu_ids" in line and "Kubernetes picks" in line]
+    assert len(gpu_warnings) == 2  # big ("0,1,2,3") and off ("4"), one line each
+
+    pod = big["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] == 120
+    assert pod["securityContext"] == {"runAsUser": 1000, "runAsGroup": 1000}
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H200"}
+    assert pod["runtimeClassName"] == "nvidia"
+    assert pod["imagePullSecrets"] == [{"name": "registry-pull"}]
+    assert pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["dshm"] == {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1536Mi"}}
+    assert volumes["llm-models"]["persistentVolumeClaim"] == {"claimName": "llm-models", "readOnly": True}
+    assert volumes["root-cache-huggingface"]["hostPath"] == {"path": "/mnt/hf-cache"}
+    assert volumes["workspace-pixi"]["hostPath"] == {"path": "/srv/pixi"}
+    mounts = {m["mountPath"]: m for m in container(big)["volumeMounts"]}
+    assert set(mounts) == {"/dev/shm", "/llm-models", "/root/.cache/huggingface", "/workspace/pixi"}
+    assert mounts["/llm-models"]["readOnly"] is True
+
+    startup = container(big)["startupProbe"]
+    assert startup["httpGet"] == {"path": "/health", "port": "http"}
+    assert startup["periodSeconds"] == 15 and startup["failureThreshold"] * 15 >= 1795
+    assert big["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
+    template = big["spec"]["template"]["metadata"]
+    assert template["annotations"]["prometheus.io/port"] == "8000"
+    assert template["labels"]["team"] == "ml-platform"
+
+    services = {d["metadata"]["name"]: d for d in documents(out) if d["kind"] == "Service"}
+    lb = services["gpu-fleet-small"]
+    assert lb["spec"]["type"] == "LoadBalancer" and lb["spec"]["ports"][0]["port"] == 8001
+    assert lb["metadata"]["annotations"] == {"service.beta.kubernetes.io/aws-load-balancer-internal": "true"}
+
+    header = out.split("\n---")[0]
+    assert ("kubectl -n inference create secret generic vllm-secrets --from-env-file=vllm-secrets.env"
+            "   # keys: VLLM_API_KEY HF_TOKEN WANDB_API_KEY INLINE_TOKEN") in header
+
+
+def test_same_inputs_give_the_same_bytes(capsys, gpu_fleet, monkeypatch):
+    first = k8s(capsys, gpu_fleet)
+    assert first[0] == 0
+    monkeypatch.setenv("WANDB_API_KEY", "a different value entirely")
+    assert k8s(capsys, gpu_fleet) == first  # secret values never enter the output
+
+
+# ----------------------------------------------------------------------------- GPUs
+def test_all_gpus_without_a_count_is_one_config_error(capsys, gpu_fleet, tmp_path):
+    target = tmp_path / "out.yaml"
+    code, out, err = k8s(capsys, gpu_fleet, "-o", str(target), sets=('instance.big.control.gpu_ids="all"',))
+    problems = [line for line in err.splitlines() if ": error: " in line]
+    assert code == 2 and out == ""
+    assert problems == [f"{gpu_fleet}: instance.big.control.gpu_ids: error: \"all\" has no count in Kubernetes: "
+                        "set [kubernetes] gpu_count (vLLM uses tensor_parallel_size x pipeline_parallel_size = 4 here) "
+                        "(e.g. [instance.big.kubernetes] gpu_count = 4)"]
+    assert "Traceback" not in err
+    assert not target.exists()  # nothing half-done
+
+
+def test_no_gpus_means_no_gpu_resource_and_a_void_device_list(capsys, write_toml):
+    config = write_toml("""
+        [instance.cpu.control]
+        gpu_ids = "none"
+        [instance.cpu.server]
+        model = "/m"
+        [docker]
+        image = "example/vllm:1"
+        """)
+    code, out, err = k8s(capsys, config)
+    assert code == 0, err
+    assert "nvidia.com/gpu" not in out
+    c = container(deployments(out)["cpu"])
+    assert "resources" not in c
+    assert {"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"} in c["env"]
+
+
+def test_gpu_count_must_cover_the_parallel_sizes(capsys, gpu_fleet):
+    code, _, err = k8s(capsys, gpu_fleet, sets=("instance.small.server.tensor_parallel_size=2",))
+    assert code == 2
+    assert "instance.small.kubernetes.gpu_count: error: 1 GPU(s) but vLLM needs 2" in err
+
+
+# ----------------------------------------------------------------------------- namespace, names
+def test_namespace_flag_sets_every_object_and_wins_over_the_config(capsys, gpu_fleet):
+    code, out, err = k8s(capsys, gpu_fleet, "--namespace", "team-b")
+    assert code == 0, err
+    assert {d["metadata"]["namespace"] for d in documents(out)} == {"team-b"}
+    assert "kubectl -n team-b create secret" in out
+
+
+def test_without_any_namespace_kubectl_chooses(capsys, write_toml):
+    config = write_toml("""
+        [instance.a.server]
+        model = "/m"
+        [instance.a.control]
+        gpu_ids = "0"
+        [docker]
+        image = "example/vllm:1"
+        """)
+    code, out, _ = k8s(capsys, config)
+    assert code == 0
+    assert all("namespace" not in d["metadata"] for d in documents(out))
+
+
+def test_a_bad_namespace_is_a_config_error(capsys, gpu_fleet):
+    code, out, err = k8s(capsys, gpu_fleet, "--namespace", "Team_B")
+    assert code == 2 and out == ""
+    assert "--namespace: error: namespace 'Team_B' is not a valid Kubernetes namespace" in err
+
+
+def test_instances_whose_kubernetes_names_collide_are_refused(capsys, write_toml):
+    config = write_toml("""
+        [instance.server]
+        model = "/m"
+        [instance.control]
+        gpu_ids = "none"
+        [instance.chat_a.server]
+        port = 8001
+        [instance.chat-a.server]
+        port = 8002
+        [docker]
+        image = "example/vllm:1"
+        """)
+    code, _, err = k8s(capsys, config)
+    assert code == 2
+    assert "instance.chat-a: error: has the same Kubernetes name 'fleet-chat-a' as instance 'chat_a'" in err
+
+
+# ----------------------------------------------------------------------------- what cannot be expressed
+def test_what_kubernetes_cannot_express_is_one_warning_line_each(capsys, write_toml):
+    config = write_toml("""
+        [instance.a.control]
+        gpu_ids = "none"
+        [instance.a.server]
+        model = "/m"
+        [instance.a.docker]
+        network_mode = "host"
+        user = "vllm"
+        [docker]
+        image = "example/vllm:1"
+        publish_address = "0.0.0.0"
+        restart = "on-failure"
+        ipc = "host"
+        log_host_dir = "/var/log/fleet"
+        """)
+    code, out, err = k8s(capsys, config)
+    assert code == 0, err
+    assert_strictly_valid(out)
+    warnings = [line for line in err.splitlines() if ": warning: " in line]
+    for path in ("docker.publish_address", "docker.restart", "docker.ipc", "docker.log_host_dir",
+                 "instance.a.docker.network_mode", "instance.a.docker.user"):
+        assert len([w for w in warnings if f": {path}: warning: " in w]) == 1, path
+        assert f"#   {path}: " in out  # and a comment in the header
+    pod = deployments(out)["a"]["spec"]["template"]["spec"]
+    assert "hostNetwork" not in pod and "hostIPC" not in pod and "securityContext" not in pod
+    assert {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}} in pod["volumes"]  # the default shm_size
+
+
+def test_a_loopback_server_host_is_refused(capsys, gpu_fleet):
+    code, _, err = k8s(capsys, gpu_fleet, sets=("instance.big.server.host=127.0.0.1",))
+    assert code == 2
+    assert "instance.big.server.host: error: vLLM would listen on 127.0.0.1 only" in err
+
+
+def test_two_secret_values_for_one_secret_key_are_refused_without_showing_them(capsys, gpu_fleet):
+    other = "sk-other-value-for-small-999"
+    code, out, err = k8s(capsys, gpu_fleet, sets=(f'instance.small.server.api_key="{other}"',))
+    assert code == 2
+    assert "instances 'big' and 'small' read VLLM_API_KEY from the Secret 'vllm-secrets'" in err
+    assert other not in err and API_KEY not in err
+    code, out, err = k8s(capsys, gpu_fleet, sets=(f'instance.small.server.api_key="{other}"',
+                                                   'instance.small.kubernetes.secret_name="small-secrets"'))
+    assert code == 0, err
+    assert other not in out
+
+
+def test_a_volume_mapping_for_a_path_nothing_mounts_is_refused(capsys, gpu_fleet):
+    code, _, err = run(capsys, "-c", str(gpu_fleet), "--override", '{"kubernetes": {"volumes": {"/llm-model": {"claim": "x"}}}}',
+                       "k8s", "--offline")
+    assert code == 2
+    assert "kubernetes.volumes./llm-model: error: no [docker] volumes entry mounts there (did you mean /llm-models?)" in err
+
+
+def test_a_header_value_cannot_break_out_of_its_comment(capsys, tmp_path):
+    directory = tmp_path / "evil\nkind: Secret\n"
+    directory.mkdir()
+    config = directory / "fleet.toml"
+    config.write_text('[instance.a.server]\nmodel = "/m"\n[instance.a.control]\ngpu_ids = "none"\n'
+                      '[docker]\nimage = "example/vllm:1"\nproject = "fleet"\n')
+    code, out, err = k8s(capsys, config)
+    assert code == 0, err
+    header = out.split("\n---\n")[0]
+    assert all(line.startswith("#") for line in header.splitlines())
+    assert [d["kind"] for d in documents(out)] == ["Deployment", "Service"]
+
+
+def test_disabled_master_scales_everything_to_zero(capsys, gpu_fleet):
+    code, out, err = k8s(capsys, gpu_fleet, sets=("master.enable=false",))
+    assert code == 0, err
+    assert {d["spec"]["replicas"] for d in documents(out) if d["kind"] == "Deployment"} == {0}
+    assert "master.enable = false: every Deployment has replicas: 0" in out
+
+
+# ----------------------------------------------------------------------------- the [kubernetes] table
+def test_validate_rejects_unknown_kubernetes_keys_with_a_did_you_mean(capsys, gpu_fleet):
+    code, out, _ = run(capsys, "-c", str(gpu_fleet), "--set", 'kubernetes.node_selecter={ a = "b" }',
+                       "--set", "instance.big.kubernetes.replica=3", "validate", "--offline")
+    assert code == 2
+    assert "kubernetes.node_selecter: error: unknown key (did you mean node_selector?)" in out
+    assert "instance.big.kubernetes.replica: error: unknown key (did you mean replicas?)" in out
+
+
+def test_validate_checks_kubernetes_values(capsys, gpu_fleet):
+    code, out, _ = run(capsys, "-c", str(gpu_fleet), "--set", 'kubernetes.service_type="Ingress"',
+                       "--set", 'instance.big.kubernetes.resources.requests.memory="lots"', "validate", "--offline")
+    assert code == 2
+    assert "kubernetes.service_type: error: must be one of 'ClusterIP', 'NodePort', 'LoadBalancer'" in out
+    assert "instance.big.kubernetes.resources.requests.memory: error: 'lots' does not match" in out
+
+
+def test_the_strict_schemas_do_reject_an_unknown_field(capsys, gpu_fleet):
+    """The check above is worth something only if strict mode refuses what Kubernetes would."""
+    code, out, _ = k8s(capsys, gpu_fleet)
+    deployment = documents(out)[0]
+    container(deployment)["gpus"] = 4
+    for version in VERSIONS:
+        with pytest.raises(kubernetes_validate.ValidationError):
+            kubernetes_validate.validate(deployment, version, strict=True)
+
+
+def test_readme_lists_every_kubernetes_key():
+    from orchestrator.exporters.kubernetes_settings import markdown_rows
+
+    readme = (CONFIGS.parent / "README.md").read_text()
+    assert markdown_rows() in readme, "regenerate: python -m orchestrator.exporters.kubernetes_settings"
+    assert len(SETTINGS) == len(markdown_rows().splitlines()) - 2

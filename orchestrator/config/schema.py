@@ -14,12 +14,13 @@ SCHEMA_ID = "https://vllm-orch.dev/schema/vllm-orch.schema.json"
 _GPU_IDS: dict[str, Any] = {
     "description": (
         'GPUs for this instance: "all" (or absent) = every GPU, "none" = no GPU, '
-        '"0,1" / 0 / [0, 1] = those host GPU ids (renumbered from 0 inside a container).'
+        '"0,1" / 0 / [0, 1] = those host GPU indexes, "GPU-<uuid>,MIG-<uuid>" / ["GPU-<uuid>"] = those '
+        "GPU or MIG UUIDs as `nvidia-smi -L` prints them (not mixed with indexes; renumbered from 0 inside a container)."
     ),
     "oneOf": [
         {"type": "string"},
         {"type": "integer", "minimum": 0},
-        {"type": "array", "items": {"type": "integer", "minimum": 0}},
+        {"type": "array", "items": {"type": ["integer", "string"], "minimum": 0}},
     ],
 }
 

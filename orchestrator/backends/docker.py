@@ -166,11 +166,11 @@ class DockerBackend:
                 try:
                     inventory = read_nvml()
                 except InventoryUnavailable:
-                    inventory = self.probe_gpus(container.image, container.gpu_driver, asker=first.instance)
+                    inventory = self.probe_gpus(container.image, container.gpu_driver, asker=first.instance, container=container)
                 else:
                     self._check_gpu_runtime(first)
             else:
-                inventory = self.probe_gpus(container.image, container.gpu_driver, asker=first.instance)
+                inventory = self.probe_gpus(container.image, container.gpu_driver, asker=first.instance, container=container)
         except InventoryUnavailable as exc:
             return [f"GPU inventory skipped: {exc}"]
         if gpu_check is None:
@@ -249,7 +249,8 @@ class DockerBackend:
             raise PreflightError(_gpu_message(action.instance, container, err))
         raise PreflightError(f"instance {action.instance!r}: GPU check failed: {err or f'exit code {code}'}")
 
-    def probe_gpus(self, image: str, driver: str = "nvidia", *, asker: str = "") -> "Inventory":
+    def probe_gpus(self, image: str, driver: str = "nvidia", *, asker: str = "",
+                   container: ContainerSpec | None = None) -> "Inventory":
         """The engine host's GPUs from `nvidia-smi` in a throwaway container of `image` with every
         GPU (the NVIDIA runtime mounts nvidia-smi into any image). No NVIDIA runtime on the engine:
         PreflightError; the container ran but nvidia-smi could not answer: InventoryUnavailable."""
@@ -260,9 +261,10 @@ class DockerBackend:
         code, out, err = self.run_once(image, ["/bin/sh", "-c", PROBE_SCRIPT], timeout=60,
                                        device_requests=request, host_pids=True)
         if _GPU_DRIVER_ERROR in err:
-            who = f"instance {asker!r} asks for GPUs but " if asker else ""
-            raise PreflightError(f"{who}this Docker host has no NVIDIA runtime ({err.strip()}): install the NVIDIA "
-                                 "container toolkit" + (', or set gpu_ids = "none"' if asker else ""))
+            if asker and container is not None:
+                raise PreflightError(_gpu_message(asker, container, err))
+            raise PreflightError(f"this Docker host has no NVIDIA runtime ({err.strip()}): install the NVIDIA "
+                                 "container toolkit")
         if code == -1:
             raise PreflightError(f"{'instance ' + repr(asker) + ': ' if asker else ''}GPU check failed: "
                                  f"{err.strip() or out.strip()}")

@@ -485,7 +485,10 @@ def cmd_ps(args: argparse.Namespace) -> int:
         return EXIT_OK
     from tabulate import tabulate
 
-    print(tabulate([[r[c] or "" for c in columns] for r in rows], headers=[c.upper() for c in columns]))
+    from orchestrator.status import short_gpus
+
+    print(tabulate([[short_gpus(r[c] or "") if c == "gpus" else (r[c] or "") for c in columns] for r in rows],
+                   headers=[c.upper() for c in columns]))
     return EXIT_OK
 
 

@@ -288,3 +288,12 @@ def test_shares_over_one_are_left_to_validates_own_check(write_toml):
 def test_unknown_memory_is_not_judged(write_toml):
     gb10 = Inventory((GpuDevice(0, "GPU-513536b6-7d19-9063-b049-1e69664bb298", "NVIDIA GB10"),))
     assert check(write_toml, SERVER + '[instance.a.control]\ngpu_ids = 0\n', gb10) == []
+
+
+def test_ps_table_shortens_uuids_only():
+    from orchestrator.status import short_gpus
+
+    assert short_gpus("GPU-513536b6-7d19-9063-b049-1e69664bb298,MIG-ce861fb0-a248-58ce-a9a8-f9adbc22a66a") == (
+        "GPU-513536b6,MIG-ce861fb0")
+    assert short_gpus("MIG-GPU-932bfb2c-849a-2a22-1e84-9eff6bc02b39/1/0") == "MIG-GPU-932bfb2c/1/0"
+    assert short_gpus("0,1") == "0,1" and short_gpus("all") == "all"

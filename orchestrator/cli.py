@@ -91,6 +91,12 @@ def _flags_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true")
 
 
+def _gpus_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--image", help="image for the probe container when NVML is not available here "
+                                   "(default: the config's first image)")
+    p.add_argument("--json", action="store_true")
+
+
 def _names_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("names", nargs="*", metavar="NAME")
 
@@ -110,6 +116,7 @@ SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = 
     "compose": ("write a docker-compose.yml that runs the same containers", _compose_args),
     "k8s": ("write Kubernetes manifests (a Deployment and a Service per instance)", _k8s_args),
     "flags": ("show the options the vLLM in an image accepts", _flags_args),
+    "gpus": ("list the GPU host's GPUs: memory, and the processes and containers using them", _gpus_args),
     "launch": ("in-container launcher: start the instances as processes (the boot hook)", _names_args),
     "schema": ("print the JSON Schema of the config file", _no_args),
 }
@@ -206,22 +213,34 @@ def _check_with_tables(project, backend, image_ids: dict[str, str], *, strict: b
     return check_project(project, tables=tables, table_notes=notes, strict=strict, options_block=options_block)
 
 
-def _open_checked(args: argparse.Namespace, *, backend: str | None = "docker", strict: bool = True):
+def _open_checked(args: argparse.Namespace, *, backend: str | None = "docker", strict: bool = True,
+                  gpus: bool = False):
     """For validate/plan/compose/k8s: the project checked against its images' vLLM when Docker can
-    be asked; otherwise (or with --offline) by the contract's rules, saying why."""
+    be asked; otherwise (or with --offline) by the contract's rules, saying why. With `gpus`
+    (validate), also against the GPUs on the host, where they can be listed."""
     from orchestrator.project import CONTAINER_BACKENDS, check_project
 
     first = _open(args, backend=backend, strict=strict, checks=False)
+    offline = getattr(args, "offline", False)
+
+    def with_gpus(project, engine=None, engine_note: str = ""):
+        if gpus:
+            from orchestrator.gpu_check import validate_gpus
+
+            problems, note = validate_gpus(project, engine, offline=offline, engine_note=engine_note)
+            project.problems = project.problems + problems
+            project.gpu_check = note
+        return project
 
     def without_tables(reason: str):
         project = check_project(first, strict=strict)
         if reason:
             project.option_check = f"image check skipped ({reason}); " + project.option_check
-        return project
+        return with_gpus(project, engine_note=reason)
 
     if first.backend not in CONTAINER_BACKENDS:
         return without_tables("")
-    if getattr(args, "offline", False):
+    if offline:
         return without_tables("--offline")
     from orchestrator.backends.docker import DockerBackend
     from orchestrator.errors import DockerUnavailable, PreflightError
@@ -232,7 +251,7 @@ def _open_checked(args: argparse.Namespace, *, backend: str | None = "docker", s
         image_ids = engine.image_ids(images)
     except (DockerUnavailable, PreflightError) as exc:
         return without_tables(str(exc))
-    return _check_with_tables(first, engine, image_ids, strict=strict)
+    return with_gpus(_check_with_tables(first, engine, image_ids, strict=strict), engine)
 
 
 def _print_json(doc: Any) -> None:
@@ -251,7 +270,7 @@ def _stderr(message: str) -> None:
 # ----------------------------------------------------------------------------- commands
 def cmd_validate(args: argparse.Namespace) -> int:
     try:
-        project = _open_checked(args, backend=args.backend, strict=False)
+        project = _open_checked(args, backend=args.backend, strict=False, gpus=True)
         problems = project.problems
     except ConfigError as exc:  # syntax or schema: nothing further can be checked
         project, problems = None, exc.problems
@@ -262,6 +281,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             "problems": [p.to_json() for p in problems],
             "instances": [i.name for i in project.resolved.instances] if project else [],
             "option_check": project.option_check if project else None,
+            "gpu_check": (project.gpu_check or None) if project else None,
         })
     else:
         for problem in problems:
@@ -269,6 +289,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         if project and not errors:
             enabled = sum(1 for i in project.resolved.instances if i.enabled)
             print(f"ok: {len(project.resolved.instances)} instance(s), {enabled} enabled")
+        if project and project.gpu_check:
+            print(f"GPUs: {project.gpu_check}")
         if project and project.option_check:
             print(f"vLLM options: {project.option_check}")
         elif errors:
@@ -348,7 +370,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     # Observe, plan and change under the lock, so a concurrent up/down plans against what this one did.
     with run_lock(project.name, backend.engine.address, waiting=_stderr):
         actions = plan()
-        backend.preflight(actions)
+        from orchestrator.gpu_check import check_for_up
+
+        for note in backend.preflight(actions, gpu_check=check_for_up(project, blocking=not args.no_preflight)):
+            _stderr(note)
         results = backend.apply(actions, on_done=report)
     orphans = [a for a in actions if a.kind == ORPHAN]
     for orphan in orphans:
@@ -477,7 +502,10 @@ def cmd_ps(args: argparse.Namespace) -> int:
         return EXIT_OK
     from tabulate import tabulate
 
-    print(tabulate([[r[c] or "" for c in columns] for r in rows], headers=[c.upper() for c in columns]))
+    from orchestrator.status import short_gpus
+
+    print(tabulate([[short_gpus(r[c] or "") if c == "gpus" else (r[c] or "") for c in columns] for r in rows],
+                   headers=[c.upper() for c in columns]))
     return EXIT_OK
 
 
@@ -581,6 +609,49 @@ def cmd_flags(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_gpus(args: argparse.Namespace) -> int:
+    from orchestrator.gpu_check import host_gpus
+
+    def config_image() -> str | None:
+        if _config_path(args, required=False) is None:
+            return None
+        project = _open(args, strict=False, checks=False)
+        return next((i.container.image for i in project.resolved.instances if i.container and i.container.image), None)
+
+    inventory, containers = host_gpus(args.image, config_image)
+    if args.json:
+        doc = inventory.to_json()
+        for process in doc["processes"]:
+            process["container"] = containers.get(process["container_id"] or "")
+        _print_json(doc)
+        return EXIT_OK
+    from tabulate import tabulate
+
+    def holders(uuid: str) -> str:
+        parts = []
+        for p in inventory.processes:
+            if p.gpu_uuid != uuid:
+                continue
+            who = containers.get(p.container_id, {}).get("name") or (p.container_id[:12] if p.container_id else "") or p.project
+            parts.append(f"{p.pid}" + (f" {who}" if who else "") + (f" {p.used_mib} MiB" if p.used_mib is not None else ""))
+        return "; ".join(parts)
+
+    def memory(device) -> str:
+        if device.memory_total_mib is None:
+            return "n/a"
+        return f"{device.memory_used_mib} / {device.memory_total_mib} MiB"
+
+    rows = []
+    for gpu in inventory.gpus:
+        rows.append([gpu.index, gpu.uuid, gpu.name, memory(gpu), holders(gpu.uuid)])
+        for mig in (m for m in inventory.migs if m.parent_uuid == gpu.uuid):
+            rows.append([f"  {gpu.index}/{mig.index}", mig.uuid, mig.name, memory(mig), holders(mig.uuid)])
+    print(f"{len(inventory.gpus)} GPU(s) from {inventory.source}"
+          + (f", driver {inventory.driver_version}" if inventory.driver_version else ""))
+    print(tabulate(rows, headers=["INDEX", "UUID", "NAME", "MEMORY USED / TOTAL", "PROCESSES (PID CONTAINER MEMORY)"]))
+    return EXIT_OK
+
+
 def cmd_launch(args: argparse.Namespace) -> int:
     """The boot hook's contract: no config -> silently nothing; a missing file -> a warning;
     both exit 0 so a container without vLLM settings still boots."""
@@ -619,6 +690,7 @@ COMMANDS = {
     "compose": cmd_compose,
     "k8s": cmd_k8s,
     "flags": cmd_flags,
+    "gpus": cmd_gpus,
     "launch": cmd_launch,
     "schema": cmd_schema,
 }

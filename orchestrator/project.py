@@ -24,6 +24,7 @@ class Project(Value, frozen=False):
     resolved: Resolved
     problems: list[Problem] = field(factory=list)
     option_check: str = ""  # which option table the server keys were checked against
+    gpu_check: str = ""  # what the GPUs were checked against (validate), or why they were not
     backend: str = "docker"
 
     @property

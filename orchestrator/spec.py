@@ -31,27 +31,40 @@ def parse_size(value: str | int) -> int:
     return size
 MAX_GPU_INDEX = 1023
 _GPU_LIST = re.compile(r"^\s*\d+\s*(,\s*\d+\s*)*$")
+_HEX_UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+# As `nvidia-smi -L` prints them: GPU-<uuid>, MIG-<uuid> (driver R470 and later) and the legacy
+# MIG-GPU-<gpu uuid>/<gpu instance>/<compute instance> of R450/R460 drivers.
+GPU_UUID = re.compile(rf"^(GPU-{_HEX_UUID}|MIG-{_HEX_UUID}|MIG-GPU-{_HEX_UUID}/\d+/\d+)$", re.IGNORECASE)
+_GPU_IDS_FORMS = ('gpu_ids must be "all", "none", "0,1,...", an integer, a list of integers, or GPU/MIG UUIDs '
+                  '("GPU-<uuid>,..." or a list of them, as `nvidia-smi -L` prints them)')
 
 
 class GpuRequest(Value):
-    """What `control.gpu_ids` asks for: every GPU, none, or specific host GPU ids."""
+    """What `control.gpu_ids` asks for: every GPU, none, specific host GPU indexes, or specific
+    GPU/MIG UUIDs (stable across reboots and driver updates, where indexes are not)."""
 
-    mode: str  # "all" | "none" | "ids"
+    mode: str  # "all" | "none" | "ids" | "uuids"
     ids: tuple[int, ...] = ()
+    uuids: tuple[str, ...] = ()  # mode "uuids": GPU-/MIG- UUIDs, hex in lower case as nvidia-smi prints it
 
     @classmethod
     def parse(cls, value: Any) -> "GpuRequest":
-        """Accept "all" / absent, "none", "0,1", 0, [0, 1]; raise ValueError otherwise."""
+        """Accept "all" / absent, "none", "0,1", 0, [0, 1], "GPU-<uuid>,MIG-<uuid>" or a list of
+        UUIDs; raise ValueError (one line, saying what was wrong) otherwise."""
         if value is None:
             return cls("all")
         if isinstance(value, bool):
-            raise ValueError(f"gpu_ids must be \"all\", \"none\", \"0,1,...\", an integer or a list of integers, not {value!r}")
+            raise ValueError(f"{_GPU_IDS_FORMS}, not {value!r}")
         if isinstance(value, int):
             return cls._from_ids([value])
         if isinstance(value, list):
-            if not value or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-                raise ValueError(f"gpu_ids list must hold integers, got {value!r}")
-            return cls._from_ids(value)
+            if value and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+                return cls._from_ids(value)
+            if value and all(isinstance(v, str) for v in value):
+                return cls._from_uuids([v.strip() for v in value], value)
+            if any(isinstance(v, int) and not isinstance(v, bool) for v in value) and any(isinstance(v, str) for v in value):
+                raise ValueError(f"gpu_ids mixes indexes and UUIDs: {value!r} (use one or the other)")
+            raise ValueError(f"gpu_ids list must hold integers or GPU/MIG UUID strings, got {value!r}")
         if isinstance(value, str):
             text = value.strip().lower()
             if text in ("all", ""):
@@ -60,7 +73,10 @@ class GpuRequest(Value):
                 return cls("none")
             if _GPU_LIST.match(text):
                 return cls._from_ids([int(part) for part in text.split(",")])
-        raise ValueError(f"gpu_ids must be \"all\", \"none\", \"0,1,...\", an integer or a list of integers, not {value!r}")
+            parts = [part.strip() for part in value.split(",")]
+            if any(p.upper().startswith(("GPU-", "MIG-")) for p in parts):
+                return cls._from_uuids(parts, value)
+        raise ValueError(f"{_GPU_IDS_FORMS}, not {value!r}")
 
     @classmethod
     def _from_ids(cls, ids: list[int]) -> "GpuRequest":
@@ -70,16 +86,38 @@ class GpuRequest(Value):
             raise ValueError(f"gpu_ids lists a GPU twice: {ids!r}")
         return cls("ids", tuple(ids))
 
+    @classmethod
+    def _from_uuids(cls, parts: list[str], given: Any) -> "GpuRequest":
+        if any(part.isdigit() for part in parts):
+            raise ValueError(f"gpu_ids mixes indexes and UUIDs: {given!r} (use one or the other)")
+        for part in parts:
+            if not GPU_UUID.match(part):
+                raise ValueError(f"gpu_ids: {part!r} is not a GPU or MIG UUID (expected GPU-xxxxxxxx-xxxx-xxxx-xxxx-"
+                                 "xxxxxxxxxxxx or MIG-..., in full, as `nvidia-smi -L` prints it)")
+        # The prefix as NVIDIA writes it, the hex in lower case (nvidia-smi's form; CUDA and the
+        # container toolkit compare the text).
+        uuids = [normalize_uuid(part) for part in parts]
+        if len(set(uuids)) != len(uuids):
+            raise ValueError(f"gpu_ids lists a GPU twice: {given!r}")
+        return cls("uuids", uuids=tuple(uuids))
+
+    @property
+    def device_ids(self) -> tuple[str, ...]:
+        """The ids as the engine, Compose and CUDA take them (text): indexes or UUIDs."""
+        return tuple(map(str, self.ids)) if self.mode == "ids" else self.uuids
+
     def to_json(self) -> Any:
-        return list(self.ids) if self.mode == "ids" else self.mode
+        if self.mode == "ids":
+            return list(self.ids)
+        return list(self.uuids) if self.mode == "uuids" else self.mode
 
     def describe(self) -> str:
-        return ",".join(map(str, self.ids)) if self.mode == "ids" else self.mode
+        return ",".join(self.device_ids) if self.mode in ("ids", "uuids") else self.mode
 
     @property
     def count(self) -> int | None:
         """Number of GPUs, or None when "all" (unknown until the host is asked)."""
-        return {"none": 0, "ids": len(self.ids)}.get(self.mode)
+        return {"none": 0, "ids": len(self.ids), "uuids": len(self.uuids)}.get(self.mode)
 
     # --- processes (in-container launcher) -------------------------------------------------
     def process_env(self) -> dict[str, str]:
@@ -89,6 +127,9 @@ class GpuRequest(Value):
         if self.mode == "ids":
             # Ids are nvidia-smi's (PCI bus order); CUDA's default order is "fastest first".
             return {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": ",".join(map(str, self.ids))}
+        if self.mode == "uuids":
+            # CUDA takes GPU-/MIG- UUIDs there as they are; a UUID names one device whatever the order.
+            return {"CUDA_VISIBLE_DEVICES": ",".join(self.uuids)}
         return {}
 
     # --- containers ---------------------------------------------------------------------------
@@ -101,14 +142,15 @@ class GpuRequest(Value):
         return {}
 
     def docker_device_requests(self, driver: str = "nvidia") -> list[dict[str, Any]]:
-        """Engine API shape (HostConfig.DeviceRequests)."""
+        """Engine API shape (HostConfig.DeviceRequests). The engine hands DeviceIDs, indexes or
+        UUIDs alike, to the NVIDIA runtime as NVIDIA_VISIBLE_DEVICES."""
         if self.mode == "none":
             return []
         request: dict[str, Any] = {"Driver": driver, "Capabilities": [["gpu"]]}
         if self.mode == "all":
             request.update(Count=-1, DeviceIDs=None)
         else:
-            request.update(Count=0, DeviceIDs=[str(i) for i in self.ids])
+            request.update(Count=0, DeviceIDs=list(self.device_ids))
         request["Options"] = {}
         return [request]
 
@@ -120,8 +162,16 @@ class GpuRequest(Value):
         if self.mode == "all":
             device["count"] = "all"
         else:
-            device["device_ids"] = [str(i) for i in self.ids]
+            device["device_ids"] = list(self.device_ids)
         return [device]
+
+
+def normalize_uuid(text: str) -> str:
+    """GPU-/MIG- UUID as nvidia-smi prints it: upper-case prefix, lower-case hex."""
+    text = text.strip()
+    if text.upper().startswith("MIG-GPU-"):
+        return "MIG-GPU-" + text[8:].lower()
+    return text[:4].upper() + text[4:].lower()
 
 
 class Mount(Value):

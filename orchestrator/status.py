@@ -53,3 +53,17 @@ def ps_rows(observed: list[Observed], configured: list[InstanceSpec]) -> list[di
             "configured": True,
         })
     return rows
+
+
+def short_gpus(text: str) -> str:
+    """The ps table's GPUS cell: UUIDs cut to their first 8 hex digits (`GPU-8f3c1d2e`), enough
+    to tell a host's GPUs apart; `--json` keeps them whole."""
+    parts = []
+    for part in text.split(","):
+        if part.startswith("MIG-GPU-"):
+            parts.append(part[:16] + "/" + part.split("/", 1)[1] if "/" in part else part[:16])
+        elif part.startswith(("GPU-", "MIG-")):
+            parts.append(part[:12])
+        else:
+            parts.append(part)
+    return ",".join(parts)

@@ -63,6 +63,71 @@ gpu_ids = "none"
 port = 18902
 EOF
 
+# Record fresh GPU fixtures (tests/fixtures/gpus): nvidia-smi's CSV answers to the GPU probe's
+# queries and what NVML (nvidia-ml-py) returns, to $OUT/gpu-fixtures (a device run) or ./gpu-fixtures.
+fixtures="${OUT:-.}/gpu-fixtures"
+mkdir -p "$fixtures"
+stamp="# Recorded by scripts/gpu-check.sh on $(hostname) at $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+if command -v nvidia-smi >/dev/null 2>&1; then
+  { echo "$stamp"; echo "# nvidia-smi --query-gpu=index,uuid,name,memory.total,memory.used --format=csv,noheader,nounits"
+    nvidia-smi --query-gpu=index,uuid,name,memory.total,memory.used --format=csv,noheader,nounits; } >"$fixtures/query-gpu.csv" || true
+  { echo "$stamp"; echo "# nvidia-smi --query-compute-apps=gpu_uuid,pid,used_memory --format=csv,noheader,nounits"
+    nvidia-smi --query-compute-apps=gpu_uuid,pid,used_memory --format=csv,noheader,nounits; } >"$fixtures/query-apps.csv" || true
+  { echo "$stamp"; echo "# nvidia-smi -L"; nvidia-smi -L; } >"$fixtures/list.txt" || true
+fi
+"$PYTHON" - "$fixtures/nvml.json" "$stamp" <<'NVML' || true
+"""What NVML answers (raw values, bytes), the calls orchestrator.gpu_readers.nvml_inventory makes."""
+import json
+import sys
+
+out, stamp = sys.argv[1], sys.argv[2]
+try:
+    import pynvml
+    pynvml.nvmlInit()
+except Exception as exc:  # no nvidia-ml-py or no driver: the file says so
+    json.dump({"_source": stamp, "error": repr(exc)}, open(out, "w"), indent=1)
+    sys.exit(0)
+
+
+def text(v):
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def memory(h):
+    doc = {}
+    for name, args in (("v2", {"version": pynvml.nvmlMemory_v2}), ("v1", {})):
+        try:
+            m = pynvml.nvmlDeviceGetMemoryInfo(h, **args)
+            doc[name] = {"total": m.total, "used": m.used, "free": m.free}
+        except Exception as exc:
+            doc[name] = {"error": repr(exc)}
+    return doc
+
+
+def processes(h):
+    try:
+        return [{"pid": p.pid, "usedGpuMemory": p.usedGpuMemory} for p in pynvml.nvmlDeviceGetComputeRunningProcesses(h)]
+    except Exception as exc:
+        return {"error": repr(exc)}
+
+
+devices = []
+for i in range(pynvml.nvmlDeviceGetCount()):
+    h = pynvml.nvmlDeviceGetHandleByIndex(i)
+    doc = {"index": i, "uuid": text(pynvml.nvmlDeviceGetUUID(h)), "name": text(pynvml.nvmlDeviceGetName(h)),
+           "memory": memory(h), "processes": processes(h)}
+    try:
+        doc["mig_mode"] = list(pynvml.nvmlDeviceGetMigMode(h))
+    except Exception as exc:
+        doc["mig_mode"] = repr(exc)
+    devices.append(doc)
+json.dump({"_source": stamp + " (NVML through nvidia-ml-py)", "driver_version": text(pynvml.nvmlSystemGetDriverVersion()),
+           "devices": devices}, open(out, "w"), indent=1)
+pynvml.nvmlShutdown()
+NVML
+echo "== GPU fixtures recorded in $fixtures: $(ls "$fixtures" | tr '\n' ' ')"
+"$PYTHON" -m orchestrator gpus || echo "(vllm-orch gpus: no inventory here)"
+
 echo "== host: $("$PYTHON" -c 'import torch; print("torch", torch.__version__, "sees", torch.cuda.device_count(), "GPU(s); CUDA_VISIBLE_DEVICES =", repr(__import__("os").environ.get("CUDA_VISIBLE_DEVICES")))')"
 nvidia-smi -L 2>/dev/null || echo "(no nvidia-smi)"
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import _thread  # threading's own Lock: `threading` itself is loaded only by apply()'s pool
 import os
 import socket
-from typing import Any, Callable, Iterable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterable, TypeVar
 
 from orchestrator.backends.engine import (
     Engine,
@@ -31,6 +31,10 @@ from orchestrator.plan import CREATE, RECREATE, REMOVE, START, Action, Observed,
 from orchestrator.resolve import LABEL_CONFIG, LABEL_HASH, LABEL_INSTANCE, LABEL_OWNER, LABEL_PROJECT, LABEL_URL, OWNER_UP
 from orchestrator.spec import ContainerSpec, InstanceSpec, Mount
 from orchestrator.value import Value
+
+if TYPE_CHECKING:  # gpus is imported where the probe runs
+    from orchestrator.errors import Problem
+    from orchestrator.gpus import Inventory
 
 MAX_WORKERS = 16
 _GPU_DRIVER_ERROR = "could not select device driver"
@@ -85,6 +89,10 @@ class DockerBackend:
             labels.append(f"{LABEL_OWNER}={owner}")
         return [_observed(row) for row in self._read(lambda e: e.containers(labels=labels))]
 
+    def all_containers(self) -> list[dict[str, Any]]:
+        """Every container on the engine, any owner (one list call): `gpus` names GPU holders."""
+        return self._read(lambda e: e.containers())
+
     def _read(self, fn: Callable[[Engine], T]) -> T:
         try:
             return self._call(fn)
@@ -121,8 +129,11 @@ class DockerBackend:
         return ids
 
     # ------------------------------------------------------------------ preflight
-    def preflight(self, actions: list[Action]) -> None:
-        """Everything that can be known before changing anything (nothing half-done)."""
+    def preflight(self, actions: list[Action],
+                  gpu_check: "Callable[[Inventory, set[str]], list[Problem]] | None" = None) -> list[str]:
+        """Everything that can be known before changing anything (nothing half-done). With
+        `gpu_check` (inventory, ids of the running containers of the plan -> problems), the GPUs
+        are checked against what is on the host; its warnings and notes are returned."""
         starting = [a for a in actions if a.kind in (CREATE, RECREATE, START)]
         creating = [a for a in actions if a.kind in (CREATE, RECREATE)]
         for action in creating:
@@ -138,7 +149,39 @@ class DockerBackend:
             self._check_ports_free(creating)
         gpu_actions = [a for a in starting if a.spec and a.spec.gpu.mode != "none"]
         if gpu_actions:
-            self._check_gpu_runtime(gpu_actions[0])
+            return self._check_gpus(gpu_actions[0], actions, gpu_check)
+        return []
+
+    def _check_gpus(self, first: Action, actions: list[Action],
+                    gpu_check: "Callable[[Inventory, set[str]], list[Problem]] | None") -> list[str]:
+        """The NVIDIA runtime, and the host's GPUs against the plan. On the GPU host itself NVML
+        answers (then a throwaway container checks the runtime, as before); otherwise one probe
+        container does both. Costs the same one container as the runtime check alone did."""
+        from orchestrator.gpu_readers import read_nvml
+        from orchestrator.gpus import InventoryUnavailable
+
+        container = first.spec.container
+        try:
+            if is_local_address(self.engine.address):
+                try:
+                    inventory = read_nvml()
+                except InventoryUnavailable:
+                    inventory = self.probe_gpus(container.image, container.gpu_driver, asker=first.instance, container=container)
+                else:
+                    self._check_gpu_runtime(first)
+            else:
+                inventory = self.probe_gpus(container.image, container.gpu_driver, asker=first.instance, container=container)
+        except InventoryUnavailable as exc:
+            return [f"GPU inventory skipped: {exc}"]
+        if gpu_check is None:
+            return []
+        running = {a.observed.id for a in actions if a.observed is not None and a.observed.running}
+        problems = gpu_check(inventory, running)
+        errors = [p for p in problems if p.is_error]
+        if errors:
+            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+            raise PreflightError(errors[0].format() + more, details="\n".join(p.format() for p in errors[1:]))
+        return [p.format() for p in problems]
 
     def _check_other_containers(self, creates: list[Action], creating: list[Action]) -> None:
         """Names and host ports held by containers this plan does not replace (one list call).
@@ -205,6 +248,32 @@ class DockerBackend:
         if _GPU_DRIVER_ERROR in err:
             raise PreflightError(_gpu_message(action.instance, container, err))
         raise PreflightError(f"instance {action.instance!r}: GPU check failed: {err or f'exit code {code}'}")
+
+    def probe_gpus(self, image: str, driver: str = "nvidia", *, asker: str = "",
+                   container: ContainerSpec | None = None) -> "Inventory":
+        """The engine host's GPUs from `nvidia-smi` in a throwaway container of `image` with every
+        GPU (the NVIDIA runtime mounts nvidia-smi into any image). No NVIDIA runtime on the engine:
+        PreflightError; the container ran but nvidia-smi could not answer: InventoryUnavailable."""
+        from orchestrator.gpu_readers import NOT_FOUND_EXIT, PROBE_SCRIPT
+        from orchestrator.gpus import InventoryUnavailable, parse_probe_output
+
+        request = [{"Driver": driver, "Count": -1, "DeviceIDs": [], "Capabilities": [["gpu"]], "Options": {}}]
+        code, out, err = self.run_once(image, ["/bin/sh", "-c", PROBE_SCRIPT], timeout=60,
+                                       device_requests=request, host_pids=True)
+        if _GPU_DRIVER_ERROR in err:
+            if asker and container is not None:
+                raise PreflightError(_gpu_message(asker, container, err))
+            raise PreflightError(f"this Docker host has no NVIDIA runtime ({err.strip()}): install the NVIDIA "
+                                 "container toolkit")
+        if code == -1:
+            raise PreflightError(f"{'instance ' + repr(asker) + ': ' if asker else ''}GPU check failed: "
+                                 f"{err.strip() or out.strip()}")
+        text = out + err
+        if f"@@rc {NOT_FOUND_EXIT}" in text.split("@@apps")[0]:
+            raise InventoryUnavailable(f"no nvidia-smi in the probe container (image {image}): the engine's NVIDIA "
+                                       "runtime did not mount it, so it cannot list this host's GPUs")
+        inventory = parse_probe_output(text)
+        return inventory.replace(source=f"nvidia-smi in a probe container ({image}) on {self.engine.address}")
 
     # ------------------------------------------------------------------ act
     def apply(self, actions: list[Action], on_done: Callable[[ActionResult], None] | None = None) -> list[ActionResult]:
@@ -294,11 +363,11 @@ class DockerBackend:
 
     # ------------------------------------------------------------------ one-off commands
     def run_once(self, image: str, argv: list[str], mounts: Iterable[Mount] = (), timeout: float = 300,
-                 device_requests: list[dict[str, Any]] | None = None) -> tuple[int, str, str]:
+                 device_requests: list[dict[str, Any]] | None = None, host_pids: bool = False) -> tuple[int, str, str]:
         """Run argv in a throwaway, network-less container of image; (exit code, stdout, stderr).
         An engine error (e.g. a GPU request it cannot serve) is exit code -1 with its message."""
         body = probe_body(image, argv, mounts=[Mount(m.source, m.target, True) for m in mounts],
-                          device_requests=device_requests, env={"PYTHONUNBUFFERED": "1"})
+                          device_requests=device_requests, env={"PYTHONUNBUFFERED": "1"}, host_pids=host_pids)
         try:
             created = self._call(lambda e: e.create(None, body))
         except EngineError as exc:

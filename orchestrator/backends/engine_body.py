@@ -87,11 +87,15 @@ def probe_body(
     device_requests: list[dict[str, Any]] | None = None,
     env: dict[str, str] | None = None,
     network: bool = False,
+    host_pids: bool = False,
 ) -> dict[str, Any]:
-    """A throwaway container running argv[0] with argv[1:] (no shell): option-table dumps, GPU checks."""
+    """A throwaway container running argv[0] with argv[1:]: option-table dumps, GPU checks.
+    `host_pids`: the host's pid namespace (the GPU probe reads which container a GPU process is in)."""
     host: dict[str, Any] = {"Mounts": [m.docker_mount() for m in mounts], "NetworkMode": "default" if network else "none"}
     if device_requests:
         host["DeviceRequests"] = device_requests
+    if host_pids:
+        host["PidMode"] = "host"
     return {
         "Image": image,
         "Entrypoint": [argv[0]],

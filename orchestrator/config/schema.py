@@ -25,12 +25,13 @@ ENV_NAME_PATTERN = "^[^=\\x00]+$"
 _GPU_IDS: dict[str, Any] = {
     "description": (
         'GPUs for this instance: "all" (or absent) = every GPU, "none" = no GPU, '
-        '"0,1" / 0 / [0, 1] = those host GPU ids (renumbered from 0 inside a container).'
+        '"0,1" / 0 / [0, 1] = those host GPU indexes, "GPU-<uuid>,MIG-<uuid>" / ["GPU-<uuid>"] = those '
+        "GPU or MIG UUIDs as `nvidia-smi -L` prints them (not mixed with indexes; renumbered from 0 inside a container)."
     ),
     "oneOf": [
         {"type": "string"},
         {"type": "integer", "minimum": 0, "maximum": MAX_GPU_INDEX},
-        {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": MAX_GPU_INDEX}},
+        {"type": "array", "items": {"type": ["integer", "string"], "minimum": 0, "maximum": MAX_GPU_INDEX}},
     ],
 }
 

@@ -205,29 +205,52 @@ def _port_conflicts(resolved: Resolved, backend: str, source: str, out: list[Pro
                 seen[key] = spec.name
 
 
+def parallel_sizes(server: dict) -> tuple[int, int, int] | None:
+    """tensor, pipeline and data parallel sizes of a server table (vLLM's defaults 1), None when
+    one is not an integer (the schema or vLLM reports that)."""
+    sizes = tuple(server.get(key, 1) for key in ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size"))
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in sizes):
+        return None
+    return sizes  # type: ignore[return-value]
+
+
 def _parallel_sizes(spec: Any, source: str, out: list[Problem]) -> None:
-    tp = spec.server.get("tensor_parallel_size", 1)
-    pp = spec.server.get("pipeline_parallel_size", 1)
-    if not isinstance(tp, int) or not isinstance(pp, int):
+    sizes = parallel_sizes(spec.server)
+    if sizes is None:
         return
+    tp, pp, dp = sizes
     needed, have = tp * pp, spec.gpu.count
     if have and needed > have:
         out.append(Problem("error", f"instance.{spec.name}.server.tensor_parallel_size",
                            f"needs {needed} GPUs (tensor {tp} x pipeline {pp}) but gpu_ids gives {have}",
                            source=source))
+    elif have and needed * dp < have:
+        # vLLM takes the first tensor x pipeline (x data) of the GPUs it sees; the rest stay idle.
+        out.append(Problem("warning", f"instance.{spec.name}.control.gpu_ids",
+                           f"gives {have} GPUs but the server uses {needed * dp} (tensor {tp} x pipeline {pp}"
+                           + (f" x data {dp}" if dp != 1 else "") + "): the others stay idle",
+                           hint="set tensor_parallel_size, or give fewer gpu_ids", source=source))
+    migs = [u for u in spec.gpu.uuids if u.startswith("MIG-")]
+    if len(migs) > 1:
+        out.append(Problem("warning", f"instance.{spec.name}.control.gpu_ids",
+                           f"lists {len(migs)} MIG devices: CUDA gives a process only the first MIG device it is "
+                           "shown, so one server cannot span MIG devices",
+                           hint="give each instance one MIG device", source=source))
 
 
 def _gpu_memory(instances: list, source: str, out: list[Problem]) -> None:
-    """Instances sharing a GPU must fit: vLLM takes gpu_memory_utilization of the whole card."""
+    """Instances sharing a GPU must fit: vLLM takes gpu_memory_utilization of the whole card.
+    Without the host's inventory an index and a UUID cannot be known to name the same GPU;
+    `gpus.inventory_problems` checks that, and the memory other processes hold, where it can."""
     per_gpu: dict[Any, list[tuple[str, float]]] = defaultdict(list)
-    explicit = sorted({gpu for spec in instances for gpu in spec.gpu.ids})
+    explicit = list(dict.fromkeys(gpu for spec in instances for gpu in spec.gpu.device_ids))
     for spec in instances:
-        util = spec.server.get("gpu_memory_utilization", DEFAULT_GPU_MEMORY_UTILIZATION)
-        if not isinstance(util, (int, float)) or spec.gpu.mode == "none":
+        util = gpu_memory_utilization(spec)
+        if util is None or spec.gpu.mode == "none":
             continue
-        gpus = explicit + ["*"] if spec.gpu.mode == "all" else list(spec.gpu.ids)
+        gpus = explicit + ["*"] if spec.gpu.mode == "all" else list(spec.gpu.device_ids)
         for gpu in gpus:
-            per_gpu[gpu].append((spec.name, float(util)))
+            per_gpu[gpu].append((spec.name, util))
     for gpu, users in per_gpu.items():
         total = sum(u for _, u in users)
         if len(users) > 1 and total > 1.0 + 1e-9:
@@ -235,6 +258,14 @@ def _gpu_memory(instances: list, source: str, out: list[Problem]) -> None:
             label = "every GPU" if gpu == "*" else f"GPU {gpu}"
             out.append(Problem("error", "instance", f"{label} is shared by {names}: gpu_memory_utilization sums to {total:g} > 1",
                                hint="lower gpu_memory_utilization or give them different gpu_ids", source=source))
+
+
+def gpu_memory_utilization(spec: Any) -> float | None:
+    """The share of each of its GPUs' memory an instance's vLLM takes (vLLM's default 0.9)."""
+    util = spec.server.get("gpu_memory_utilization", DEFAULT_GPU_MEMORY_UTILIZATION)
+    if not isinstance(util, (int, float)) or isinstance(util, bool):
+        return None
+    return float(util)
 
 
 def _is_loopback(host: str) -> bool:

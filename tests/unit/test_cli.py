@@ -122,3 +122,19 @@ def test_logs_of_an_engine_on_another_machine_says_where_the_file_is(write_toml,
     assert main(["-c", str(path), "logs", "a"]) == 1
     err = capsys.readouterr().err
     assert "the engine at ssh://me@gpu-box writes it on its own machine" in err and len(err.splitlines()) == 1
+
+
+def test_bad_gpu_uuid_is_one_line_and_exit_2(write_toml, capsys):
+    path = write_toml(GOOD.replace('gpu_ids = "none"', 'gpu_ids = "GPU-8f3c,0"'))
+    assert main(["-c", str(path), "validate", "--offline"]) == 2
+    errors = [line for line in capsys.readouterr().out.splitlines() if ": error: " in line]
+    assert errors == [f"{path}: instance.a.control.gpu_ids: error: gpu_ids mixes indexes and UUIDs: 'GPU-8f3c,0' "
+                      "(use one or the other)"]
+
+
+def test_gpus_without_any_gpu_is_one_line_exit_4(tmp_path, monkeypatch, capsys):
+    # No NVML here (no driver) and an engine that does not answer: one line, no traceback.
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/nothing.sock")
+    assert main(["gpus", "--image", "img:1"]) == 4
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("vllm-orch: error: no GPU found: NVML: ")

@@ -6,6 +6,7 @@ Heavy modules (docker, tabulate) are imported inside the commands that need them
 
 from __future__ import annotations
 
+import _thread  # a lock without importing threading on every run
 import argparse
 import json
 import os
@@ -263,8 +264,15 @@ def _warn_problems(problems: list[Problem]) -> None:
         print(problem.format(), file=sys.stderr)
 
 
+_STDERR_LOCK = _thread.allocate_lock()
+
+
 def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    """One whole line per message: apply()'s worker threads report at once, and print() writes
+    the text and its newline in two calls, which interleaved ("b: createda: created")."""
+    with _STDERR_LOCK:
+        sys.stderr.write(message + "\n")
+        sys.stderr.flush()
 
 
 # ----------------------------------------------------------------------------- commands
@@ -491,11 +499,15 @@ def cmd_ps(args: argparse.Namespace) -> int:
         columns = ["name", "state", "pid", "health", "gpus", "url", "model", "uptime"]
     else:
         from orchestrator.backends.docker import DockerBackend
-        from orchestrator.status import ps_rows
+        from orchestrator.backends.engine import is_local_address
+        from orchestrator.status import ask_health, ps_rows
+        from orchestrator.waiter import probe_many
 
         name, project = _project_name(args)
-        observed = DockerBackend().observe(name, owner=None)
+        backend = DockerBackend()
+        observed = backend.observe(name, owner=None)
         rows = ps_rows(observed, project.resolved.instances if project else [])
+        ask_health(rows, probe_many, local=is_local_address(backend.engine.address))
         columns = ["name", "owner", "state", "health", "gpus", "url", "model", "uptime"]
     if args.json:
         _print_json({"project": name, "instances": rows})

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Callable
 
 from orchestrator.plan import Observed
 from orchestrator.resolve import LABEL_GPUS, LABEL_MODEL, LABEL_URL
@@ -67,3 +67,31 @@ def short_gpus(text: str) -> str:
         else:
             parts.append(part)
     return ",".join(parts)
+
+
+def ask_health(rows: list[dict[str, Any]], probe_many: Callable[[list[str]], list[bool]], *, local: bool) -> None:
+    """Docker runs its health check every `health_interval` s (engine 20.10 has no faster
+    start interval), so right after `up --wait` saw /health answer, Docker may still say
+    "starting". Where the published port is on this machine, ask /health itself for those rows
+    (all at once: about one request's time); `health_from` says whose word each row shows."""
+    for row in rows:
+        row["health_from"] = "docker" if row["health"] else ""
+    asking = [r for r in rows if r["state"] == "running" and r["health"] == "starting" and r["url"]]
+    if not asking:
+        return
+    if not local:
+        for row in asking:
+            row["health_from"] = "docker (the engine is on another machine: its ports are not reachable from here)"
+        return
+    for row, answered in zip(asking, probe_many([connect_url(r["url"]) for r in asking])):
+        row["health_from"] = "/health"
+        if answered:
+            row["health"] = "healthy"
+
+
+def connect_url(url: str) -> str:
+    """Where this host reaches a published URL (a wildcard bind answers on loopback)."""
+    for wildcard in ("http://0.0.0.0:", "http://[::]:"):
+        if url.startswith(wildcard):
+            return "http://127.0.0.1:" + url[len(wildcard):]
+    return url

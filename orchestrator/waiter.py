@@ -9,6 +9,7 @@ else's server), so there the engine's own health check is the only signal.
 
 from __future__ import annotations
 
+import errno
 import socket
 import time
 from typing import Callable
@@ -40,13 +41,55 @@ def probe_health(url: str, timeout: float = 1.0) -> bool:
 
 
 def probe_many(urls: list[str], timeout: float = 1.0) -> list[bool]:
-    """probe_health of several servers at once, so that a slow one does not hold up the rest."""
-    if not urls:
-        return []
-    from concurrent.futures import ThreadPoolExecutor
+    """probe_health of several servers at once, in this thread: every connection is opened
+    non-blocking and served as it becomes ready, so `ps` of 64 servers costs about what the
+    slowest one takes (a thread pool would cost more to import than the requests take)."""
+    import selectors
 
-    with ThreadPoolExecutor(max_workers=min(16, len(urls))) as pool:
-        return list(pool.map(lambda url: probe_health(url, timeout), urls))
+    results = [False] * len(urls)
+    selector = selectors.DefaultSelector()
+    pending: dict[int, tuple[socket.socket, int, bytes]] = {}
+    for index, url in enumerate(urls):
+        parts = urlsplit(url)
+        try:
+            if parts.scheme != "http" or not parts.hostname or not parts.port:
+                continue
+            family = socket.AF_INET6 if ":" in parts.hostname else socket.AF_INET
+            connection = socket.socket(family, socket.SOCK_STREAM)
+        except (OSError, ValueError):
+            continue
+        connection.setblocking(False)
+        request = f"GET /health HTTP/1.0\r\nHost: {parts.netloc}\r\nConnection: close\r\n\r\n".encode()
+        if connection.connect_ex((parts.hostname, parts.port)) not in (0, errno.EINPROGRESS):
+            connection.close()
+            continue
+        pending[connection.fileno()] = (connection, index, request)
+        selector.register(connection, selectors.EVENT_WRITE)
+    deadline = time.monotonic() + timeout
+    answers: dict[int, bytes] = {}
+    while pending and time.monotonic() < deadline:
+        for key, events in selector.select(max(0.0, deadline - time.monotonic())):
+            connection, index, request = pending[key.fd]
+            try:
+                if events & selectors.EVENT_WRITE:
+                    connection.sendall(request)  # a few dozen bytes: fits any socket buffer
+                    selector.modify(connection, selectors.EVENT_READ)
+                    continue
+                chunk = connection.recv(256)
+                answers[index] = answers.get(index, b"") + chunk
+                if chunk and b"\n" not in answers[index]:
+                    continue
+            except OSError:
+                pass
+            fields = answers.get(index, b"").split(b"\n", 1)[0].split(None, 2)
+            results[index] = len(fields) >= 2 and fields[0].startswith(b"HTTP/") and fields[1] == b"200"
+            selector.unregister(connection)
+            connection.close()
+            del pending[key.fd]
+    for connection, _, _ in pending.values():
+        connection.close()
+    selector.close()
+    return results
 
 
 def wait_healthy(

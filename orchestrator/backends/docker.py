@@ -24,7 +24,7 @@ from orchestrator.backends.engine import (
     engine_for_environment,
     is_local_address,
 )
-from orchestrator.backends.engine_body import create_body, gpu_device_requests, probe_body
+from orchestrator.backends.engine_body import PROBE_EXPIRES, PROBE_OWNER, create_body, gpu_device_requests, probe_body
 from orchestrator import log_files
 from orchestrator.errors import DockerUnavailable, OrchestratorError, PreflightError
 from orchestrator.plan import CREATE, RECREATE, REMOVE, START, Action, Observed, owned_elsewhere
@@ -37,6 +37,7 @@ if TYPE_CHECKING:  # gpus is imported where the probe runs
     from orchestrator.gpus import Inventory
 
 MAX_WORKERS = 16
+PROBE_GRACE_S = 60  # beyond its own timeout, before a left-over probe counts as abandoned
 _GPU_DRIVER_ERROR = "could not select device driver"
 T = TypeVar("T")
 
@@ -366,8 +367,12 @@ class DockerBackend:
                  device_requests: list[dict[str, Any]] | None = None, host_pids: bool = False) -> tuple[int, str, str]:
         """Run argv in a throwaway, network-less container of image; (exit code, stdout, stderr).
         An engine error (e.g. a GPU request it cannot serve) is exit code -1 with its message."""
+        import time
+
+        self._remove_expired_probes(time.time())
         body = probe_body(image, argv, mounts=[Mount(m.source, m.target, True) for m in mounts],
-                          device_requests=device_requests, env={"PYTHONUNBUFFERED": "1"}, host_pids=host_pids)
+                          device_requests=device_requests, env={"PYTHONUNBUFFERED": "1"}, host_pids=host_pids,
+                          expires=int(time.time() + timeout + PROBE_GRACE_S))
         try:
             created = self._call(lambda e: e.create(None, body))
         except EngineError as exc:
@@ -386,6 +391,13 @@ class DockerBackend:
             return -1, "", f"no answer within {timeout:g}s"
         finally:
             self._remove_quietly(created)
+
+    def _remove_expired_probes(self, now: float) -> None:
+        """Probes a killed vllm-orch left behind, once past the time any run could still want them."""
+        for row in self._read(lambda e: e.containers(labels=[f"{LABEL_OWNER}={PROBE_OWNER}"])):
+            expires = (row.get("Labels") or {}).get(PROBE_EXPIRES, "")
+            if expires.isdigit() and int(expires) < now:
+                self._remove_quietly(row["Id"])
 
     def _remove_quietly(self, container: str) -> None:
         try:

@@ -15,6 +15,10 @@ from orchestrator.resolve import LABEL_HASH, LABEL_OWNER, LABEL_SPEC
 from orchestrator.spec import ContainerSpec, Mount, parse_size
 
 PROBE_OWNER = "vllm-orch-probe"  # throwaway containers (option tables, GPU check), never ours to manage
+# When a probe may be removed by any later run: a vllm-orch killed while it waited for one
+# (SIGKILL, a lost SSH session) cannot remove it itself, and AutoRemove would take the output
+# with it before it is read.
+PROBE_EXPIRES = "io.vllm-orch.probe-expires"
 
 
 def _ns(seconds: float) -> int:
@@ -88,6 +92,7 @@ def probe_body(
     env: dict[str, str] | None = None,
     network: bool = False,
     host_pids: bool = False,
+    expires: int | None = None,
 ) -> dict[str, Any]:
     """A throwaway container running argv[0] with argv[1:]: option-table dumps, GPU checks.
     `host_pids`: the host's pid namespace (the GPU probe reads which container a GPU process is in)."""
@@ -101,6 +106,6 @@ def probe_body(
         "Entrypoint": [argv[0]],
         "Cmd": list(argv[1:]),
         "Env": [f"{key}={value}" for key, value in (env or {}).items()],
-        "Labels": {LABEL_OWNER: PROBE_OWNER},
+        "Labels": {LABEL_OWNER: PROBE_OWNER, **({PROBE_EXPIRES: str(expires)} if expires else {})},
         "HostConfig": host,
     }

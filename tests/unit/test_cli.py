@@ -138,3 +138,33 @@ def test_gpus_without_any_gpu_is_one_line_exit_4(tmp_path, monkeypatch, capsys):
     assert main(["gpus", "--image", "img:1"]) == 4
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("vllm-orch: error: no GPU found: NVML: ")
+
+
+def test_progress_lines_from_parallel_instances_never_interleave(monkeypatch):
+    """apply() reports from worker threads; each report must stay one whole line."""
+    import threading
+    import time
+
+    from orchestrator import cli
+
+    class SlowStream:
+        def __init__(self):
+            self.parts = []
+
+        def write(self, text):
+            self.parts.append(text)
+            time.sleep(0.0005)  # give another thread the chance to write in between
+
+        def flush(self):
+            pass
+
+    stream = SlowStream()
+    monkeypatch.setattr(cli.sys, "stderr", stream)
+    threads = [threading.Thread(target=lambda n=n: [cli._stderr(f"tiny_{n}: created") for _ in range(20)])
+               for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    lines = "".join(stream.parts).splitlines()
+    assert len(lines) == 160 and all(line.endswith(": created") and line.count(":") == 1 for line in lines)

@@ -290,15 +290,17 @@ def _docker_checks(spec: Any, source: str, out: list[Problem]) -> None:
         out.append(Problem("error", f"{path}.docker.env.CUDA_VISIBLE_DEVICES",
                            "host GPU ids are renumbered from 0 inside a container",
                            hint="choose GPUs with control.gpu_ids instead", source=source))
+    address_ok = True
     if container.port:
         try:
             ipaddress.ip_address(container.port.host_address)
         except ValueError:
+            address_ok = False
             out.append(Problem("error", f"{path}.docker.publish_address",
                                f"{container.port.host_address!r} is not an IP address",
                                hint='e.g. "127.0.0.1" (this host only) or "0.0.0.0" (every interface)', source=source))
     has_api_key = "VLLM_API_KEY" in dict(container.secret_env)
-    if container.port and not _is_loopback(container.port.host_address) and not has_api_key:
+    if container.port and address_ok and not _is_loopback(container.port.host_address) and not has_api_key:
         out.append(Problem("warning", f"{path}.docker.publish_address",
                            f"published on {container.port.host_address} without an API key: anyone on the network can use it",
                            hint="set server.api_key, or publish on 127.0.0.1", source=source))

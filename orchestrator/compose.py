@@ -32,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from orchestrator import __version__
+from orchestrator import __version__, options
 from orchestrator.errors import OrchestratorError
 from orchestrator.resolve import LABEL_GPUS, LABEL_INSTANCE, LABEL_LOG, LABEL_MODEL, LABEL_OWNER, LABEL_URL
 from orchestrator.spec import ContainerSpec, InstanceSpec, Mount
@@ -54,10 +54,6 @@ PER_SERVICE_ITEMS = {
     "labels": {LABEL_INSTANCE, LABEL_GPUS, LABEL_URL, LABEL_MODEL, LABEL_LOG},
     "healthcheck": {"test"},
 }
-# Without a network_mode Compose would attach each service to a network of its own making
-# (<project>_default). "default" is the engine's own default (the bridge network), which is what a
-# container `vllm-orch up` creates without a network mode gets: the same HostConfig.NetworkMode.
-DEFAULT_NETWORK_MODE = "default"
 
 _COMPOSE_PROJECT = re.compile(r"^[a-z0-9][a-z0-9_-]*$")  # Compose refuses any other project name
 _PLACEHOLDER = re.compile(r"\{\{\s*(\w+)\s*\}\}")
@@ -235,18 +231,9 @@ def service_settings(spec: InstanceSpec, *, enabled: bool = True) -> dict[str, A
     devices = c.gpu.compose_devices(c.gpu_driver)
     if devices:
         settings["deploy"] = {"resources": {"reservations": {"devices": devices}}}
-    if c.shm_size:
-        settings["shm_size"] = c.shm_size
-    if c.ipc_mode:
-        settings["ipc"] = c.ipc_mode
-    if c.user:
-        settings["user"] = c.user
-    settings["network_mode"] = c.network_mode or DEFAULT_NETWORK_MODE
     settings["init"] = c.init
-    if c.restart and c.restart != "no":  # as the backend: "no" is the engine's default, left unset
-        settings["restart"] = c.restart
     settings["stop_signal"] = c.stop_signal
-    settings["stop_grace_period"] = f"{c.stop_timeout}s"
+    settings.update(options.compose_fields(c.options))  # user, network, /dev/shm, CPUs, ... (options.py)
     if c.healthcheck:
         check = c.healthcheck
         settings["healthcheck"] = {

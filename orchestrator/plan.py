@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any, Callable, Iterable
 
+from orchestrator import options
 from orchestrator.resolve import LABEL_CONFIG
 from orchestrator.spec import InstanceSpec, config_digest
 from orchestrator.value import Value, field
@@ -130,7 +131,8 @@ def plan_up(
 # have: such a container is recreated only when the new value differs from that (the setting is
 # now in use), so an upgrade that adds a setting never restarts a loaded model by itself.
 # tests/unit/test_upgrade.py fails when a key is added to the record without an entry here.
-ADDED_KEYS: dict[str, Callable[[InstanceSpec], Any]] = {}
+ADDED_KEYS: dict[str, Callable[[InstanceSpec], Any]] = {
+    key: (lambda spec, unset=unset: unset) for key, unset in options.ADDED_RECORD_KEYS.items()}
 # Our own labels are bookkeeping derived from the settings compared anyway (URL, GPUs, config
 # path): comparing them would recreate containers whenever a release adds one.
 _OWN_LABEL_PREFIX = "io.vllm-orch."

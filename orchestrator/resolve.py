@@ -13,7 +13,8 @@ from typing import Any, Mapping
 
 from orchestrator.argv import DEFAULT_MODULE, launch_command, render_server_args, split_secrets
 from orchestrator.config.loader import deep_merge
-from orchestrator.config.schema import MAX_NAME_LENGTH
+from orchestrator import options
+from orchestrator.options import MAX_NAME_LENGTH
 from orchestrator.errors import ConfigError, Problem
 from orchestrator.spec import ContainerSpec, GpuRequest, HealthCheck, InstanceSpec, Mount, PortBinding, parse_size
 from orchestrator.value import Value, field
@@ -47,17 +48,7 @@ LOG_WRAPPER = (
 ENTRYPOINT = ("/bin/sh", "-c", LOG_WRAPPER, "vllm-orch-log")
 HEALTH_PROBE = "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=4)"
 
-DOCKER_DEFAULTS: dict[str, Any] = {
-    "log_host_dir": "logs",
-    "publish": True,
-    "publish_address": "127.0.0.1",
-    "shm_size": "8g",
-    "restart": "no",
-    "stop_timeout": 60,
-    "health_start_period": 900,
-    "health_interval": 10,
-    "gpu_driver": "nvidia",
-}
+DOCKER_DEFAULTS: dict[str, Any] = dict(options.DEFAULTS)  # the option table's, for every [docker] key
 _WILDCARD_HOSTS = {"0.0.0.0", "::", ""}
 _PROJECT_CHARS = re.compile(r"[^a-z0-9_-]+")
 _PROJECT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
@@ -335,16 +326,11 @@ def _container_spec(
         mounts=tuple(mounts),
         port=port,
         gpu=spec.gpu,
-        gpu_driver=docker.get("gpu_driver", "nvidia"),
-        shm_size=None if ipc_mode == "host" else (str(shm_size) if shm_size is not None else None),
-        ipc_mode=ipc_mode,
-        user=docker.get("user"),
-        restart=docker.get("restart", "no"),
+        gpu_driver=docker["gpu_driver"],
         stop_signal="SIGTERM",
-        stop_timeout=int(docker["stop_timeout"]),
         healthcheck=healthcheck,
-        network_mode=network_mode,
         init=True,
         labels=tuple(labels.items()),
         host_log_file=host_log,
+        options=options.resolve_options(docker),
     )

@@ -253,17 +253,27 @@ class ContainerSpec(Value):
     port: PortBinding | None
     gpu: GpuRequest
     gpu_driver: str
-    shm_size: str | None
-    ipc_mode: str | None
-    user: str | None
-    restart: str
     stop_signal: str
-    stop_timeout: int
     healthcheck: HealthCheck | None
-    network_mode: str | None
     init: bool
     labels: tuple[tuple[str, str], ...]  # ours and the user's, without the hash
     host_log_file: str
+    # The pass-through options of the option table (options.CONTAINER_OPTIONS), in its order:
+    # (record key, value). Read them as attributes: `spec.user`, `spec.stop_timeout`, ...
+    options: tuple[tuple[str, Any], ...] = ()
+
+    def option(self, record: str) -> Any:
+        for key, value in self.options:
+            if key == record:
+                return value
+        raise KeyError(record)
+
+    shm_size = property(lambda self: self.option("shm_size"))
+    ipc_mode = property(lambda self: self.option("ipc_mode"))
+    user = property(lambda self: self.option("user"))
+    restart = property(lambda self: self.option("restart"))
+    stop_timeout = property(lambda self: self.option("stop_timeout"))
+    network_mode = property(lambda self: self.option("network_mode"))
 
     def environment(self, *, reveal: bool = False) -> dict[str, str]:
         env = dict(self.env)
@@ -283,17 +293,12 @@ class ContainerSpec(Value):
             "mounts": [m.to_json() for m in self.mounts],
             "port": self.port.to_json() if self.port else None,
             "device_requests": self.gpu.docker_device_requests(self.gpu_driver),
-            "shm_size": self.shm_size,
-            "ipc_mode": self.ipc_mode,
-            "user": self.user,
-            "restart": self.restart,
             "stop_signal": self.stop_signal,
-            "stop_timeout": self.stop_timeout,
             "healthcheck": self.healthcheck.to_json() if self.healthcheck else None,
-            "network_mode": self.network_mode,
             "init": self.init,
             "labels": dict(self.labels),
             "host_log_file": self.host_log_file,
+            **dict(self.options),
         }
 
     def config_hash(self) -> str:

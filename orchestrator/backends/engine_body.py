@@ -12,7 +12,8 @@ import json
 from typing import Any, Iterable
 
 from orchestrator.resolve import LABEL_HASH, LABEL_OWNER, LABEL_SPEC
-from orchestrator.spec import ContainerSpec, Mount, parse_size
+from orchestrator import options
+from orchestrator.spec import ContainerSpec, Mount
 
 PROBE_OWNER = "vllm-orch-probe"  # throwaway containers (option tables, GPU check), never ours to manage
 # When a probe may be removed by any later run: a vllm-orch killed while it waited for one
@@ -36,14 +37,13 @@ def create_body(container: ContainerSpec) -> dict[str, Any]:
         "Cmd": list(container.command),
         "Env": [f"{key}={value}" for key, value in container.environment(reveal=True).items()],
         "Labels": labels,
-        "User": container.user or "",
         # Compose and docker-py set these too; unset, `docker inspect` would differ for no gain.
         "AttachStdout": True,
         "AttachStderr": True,
         "StopSignal": container.stop_signal,
-        "StopTimeout": container.stop_timeout,
         "HostConfig": _host_config(container),
     }
+    options.engine_fields(container.options, body)  # user, stop timeout, /dev/shm, CPUs, ... (options.py)
     if container.port:
         body["ExposedPorts"] = {f"{container.port.container_port}/tcp": {}}
     check = container.healthcheck
@@ -63,17 +63,10 @@ def _host_config(container: ContainerSpec) -> dict[str, Any]:
         "Mounts": [m.docker_mount() for m in container.mounts],
         "DeviceRequests": gpu_device_requests(container),
         "Init": container.init,
-        "NetworkMode": container.network_mode or "default",
     }
     port = container.port
     if port:
         host["PortBindings"] = {f"{port.container_port}/tcp": [{"HostIp": port.host_address, "HostPort": str(port.host_port)}]}
-    if container.shm_size:
-        host["ShmSize"] = parse_size(container.shm_size)
-    if container.ipc_mode:
-        host["IpcMode"] = container.ipc_mode
-    if container.restart and container.restart != "no":
-        host["RestartPolicy"] = {"Name": container.restart}
     return host
 
 

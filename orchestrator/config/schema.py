@@ -9,18 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from orchestrator import options
 from orchestrator.exporters.kubernetes_settings import schema_fragment
+from orchestrator.options import MAX_NAME_LENGTH
 from orchestrator.spec import MAX_GPU_INDEX
 
 SCHEMA_ID = "https://vllm-orch.dev/schema/vllm-orch.schema.json"
-
-# Limits the engine (or the kernel) would otherwise enforce only at create, start or stop, after
-# other instances have already changed: checked by `validate` instead.
-MAX_NAME_LENGTH = 63  # a DNS label: container, Compose service and Kubernetes object names
-MAX_STOP_TIMEOUT_S = 86_400
-MAX_HEALTH_S = 7 * 86_400
-# Docker refuses an environment variable whose name is empty or holds "=" (or NUL).
-ENV_NAME_PATTERN = "^[^=\\x00]+$"
+# The [docker] keys come from the option table (options.py); limits there and here are ones the
+# engine (or the kernel) would otherwise enforce only at create, start or stop, after other
+# instances have already changed: checked by `validate` instead.
 
 _GPU_IDS: dict[str, Any] = {
     "description": (
@@ -89,105 +86,18 @@ _SERVER: dict[str, Any] = {
     "additionalProperties": _SERVER_VALUE,
 }
 
-_DOCKER_PROPERTIES: dict[str, Any] = {
-    "image": {"type": "string", "description": "Image to run (the infer-dev image)."},
-    "pixi_project_host_dir": {
-        "type": "string",
-        "description": "Host directory bind-mounted at master.pixi_project_dir (relative to this file).",
-    },
-    "log_host_dir": {
-        "type": "string",
-        "default": "logs",
-        "description": "Host directory that holds the instances' log files (relative to this file).",
-    },
-    "volumes": {
-        "type": "array",
-        "items": {"type": "string"},
-        "description": 'Extra bind mounts "HOST:CONTAINER[:ro|rw]"; a relative HOST is relative to this file.',
-    },
-    "publish": {"type": "boolean", "default": True, "description": "Publish server.port on the host."},
-    "publish_address": {
-        "type": "string",
-        "default": "127.0.0.1",
-        "description": "Host address the port is published on; 0.0.0.0 exposes it to the network.",
-    },
-    "publish_port": {
-        "type": "integer",
-        "minimum": 1,
-        "maximum": 65535,
-        "description": "Host port (default: the instance's server.port).",
-    },
-    "env": {
-        "type": "object",
-        "propertyNames": {"pattern": ENV_NAME_PATTERN},
-        # writeOnly: the values of secret_env names live here too, so no message repeats a value.
-        "additionalProperties": {"type": "string", "writeOnly": True},
-        "description": "Environment variables for the container.",
-    },
-    "secret_env": {
-        "type": "array",
-        "items": {"type": "string", "pattern": ENV_NAME_PATTERN},
-        "description": "Secret variable names: value from [docker.env] or the host environment at up; never printed or exported.",
-    },
-    "shm_size": {
-        "type": ["string", "integer"],
-        "default": "8g",
-        "description": "Size of /dev/shm (vLLM needs far more than Docker's 64 MB).",
-    },
-    "ipc": {"type": "string", "description": 'IPC mode, e.g. "host" (then shm_size is ignored).'},
-    "user": {"type": "string", "description": 'User to run as, "uid[:gid]" or a name (default: the image\'s).'},
-    "restart": {
-        "type": "string",
-        "enum": ["no", "always", "unless-stopped", "on-failure"],
-        "default": "no",
-        "description": "Docker restart policy.",
-    },
-    "stop_timeout": {
-        "type": "integer",
-        "minimum": 1,
-        "maximum": MAX_STOP_TIMEOUT_S,
-        "default": 60,
-        "description": "Seconds between SIGTERM and SIGKILL on stop.",
-    },
-    "health_start_period": {
-        "type": "integer",
-        "minimum": 0,
-        "maximum": MAX_HEALTH_S,
-        "default": 900,
-        "description": "Seconds of model loading during which failed health checks do not count.",
-    },
-    "health_interval": {"type": "integer", "minimum": 1, "maximum": MAX_HEALTH_S, "default": 10},
-    "health_cmd": {
-        "type": "array",
-        "items": {"type": "string"},
-        "description": "Exec-form health check command; default: the image's python3 GETs /health.",
-    },
-    "network_mode": {"type": "string", "description": 'Docker network mode, e.g. "host" (then nothing is published).'},
-    "gpu_driver": {"type": "string", "default": "nvidia", "description": "DeviceRequest driver."},
-    "labels": {"type": "object", "propertyNames": {"pattern": "^\\S+$"}, "additionalProperties": {"type": "string"},
-               "description": "Extra container labels."},
-}
-
 _DOCKER_GLOBAL: dict[str, Any] = {
     "type": "object",
     "description": "Container settings for every instance (ignored by the in-container launcher).",
     "additionalProperties": False,
-    "properties": {
-        "project": {
-            "type": "string",
-            "pattern": "^[a-z0-9][a-z0-9_-]*$",
-            "maxLength": MAX_NAME_LENGTH,
-            "description": "Project name: labels and container names (default: the TOML file's stem).",
-        },
-        **_DOCKER_PROPERTIES,
-    },
+    "properties": options.schema_properties(global_table=True),
 }
 
 _DOCKER_INSTANCE: dict[str, Any] = {
     "type": "object",
     "description": "Container settings of this instance; tables merge with [docker], other values replace.",
     "additionalProperties": False,
-    "properties": dict(_DOCKER_PROPERTIES),
+    "properties": options.schema_properties(global_table=False),
 }
 
 _KUBERNETES_GLOBAL = schema_fragment("Kubernetes settings of every instance, read by `vllm-orch k8s` only.")

@@ -41,7 +41,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from orchestrator import __version__
+from orchestrator import __version__, options
 from orchestrator.config.loader import deep_merge
 from orchestrator.errors import ConfigError, OrchestratorError, Problem
 from orchestrator.exporters.kubernetes_settings import DEFAULTS, DNS_LABEL_PATTERN
@@ -68,15 +68,8 @@ _USER_IDS = re.compile(r"^(\d+)(?::(\d+))?$")
 _LINE_BREAKS = re.compile(r"[\r\n\x85\u2028\u2029]|[\x00-\x1f\x7f]")
 _WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 
-# [docker] keys with no Kubernetes counterpart: a warning where the TOML sets them.
-_DOCKER_ONLY: dict[str, str] = {
-    "log_host_dir": "not used: vLLM's output goes to the container's stdout (`kubectl logs`)",
-    "publish_address": "not used: a Service has no host address; service_type decides who reaches it",
-    "network_mode": "not used: pods run on the cluster network (hostNetwork is not set)",
-    "ipc": "not used: /dev/shm is an in-memory emptyDir of shm_size (hostIPC would not provide it)",
-    "health_cmd": "not used: the probes GET /health on the vLLM port",
-    "labels": "not used: Docker labels are not Kubernetes labels (set [kubernetes] labels or annotations)",
-}
+# [docker] keys with no Kubernetes counterpart (declared in the option table): a warning where the TOML sets them.
+_DOCKER_ONLY: dict[str, str] = options.DOCKER_ONLY
 
 
 class Rendering(Value, frozen=False):

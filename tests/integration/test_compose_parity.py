@@ -46,6 +46,9 @@ gpu_ids = "0,1"
 [instance.pair.server]
 port = {p2}
 max_model_len = 128
+[instance.pair.docker]
+cpuset = "0"
+cpus = 0.5
 """
 
 # inspect path -> why it may differ between `vllm-orch up` and `docker compose up` (normalised below).
@@ -203,6 +206,11 @@ def test_compose_runs_the_same_containers_as_up(exported, fleet):
         assert ours[name]["argv"] == theirs[name]["argv"], name
 
     pair = theirs["pair"]
+    # cpuset and cpus: declared once in the option table, spelled for the engine and for Compose.
+    for run in (ours, theirs):
+        host = run["pair"]["attrs"]["HostConfig"]
+        assert (host["CpusetCpus"], host["NanoCpus"]) == ("0", 500_000_000)
+        assert run["cpu"]["attrs"]["HostConfig"]["NanoCpus"] == 0
     assert pair["attrs"]["HostConfig"]["DeviceRequests"][0]["DeviceIDs"] == ["0", "1"]
     assert pair["process_env"]["NVIDIA_VISIBLE_DEVICES"] == "0,1"
     assert pair["process_env"]["VLLM_API_KEY"] == API_KEY and pair["process_env"]["HF_TOKEN"] == HF_TOKEN

@@ -1,0 +1,225 @@
+"""The option table: every `[docker]` setting declared once.
+
+A `Setting` is one key of `[docker]` / `[instance.<name>.docker]`: its JSON Schema, default,
+meaning, and what the Kubernetes export does with it. `config/schema.py` builds the schema of
+those tables from `SETTINGS` (so `validate`, the published JSON Schema and editors agree),
+`resolve.py` takes the defaults from `DEFAULTS`, and the README's reference table is
+`markdown_rows()` (a unit test keeps it equal).
+
+A `ContainerOption` is a setting that reaches the container as it is (user, restart policy,
+/dev/shm, CPUs, ...): how `resolve` reads it from the merged `[docker]` table, the key and value
+it has in the container's record (the `.spec` label that `up` compares option by option), how
+it is spelled for the Docker Engine API and for Compose, and, for an option added after the
+first recorded release, the value a container made before it is taken to have had (so an
+upgrade recreates nothing). The container's structured parts (command, environment, mounts,
+port, GPUs, health check, labels) are built by `resolve` and rendered by `backends/engine_body.py`
+and `compose.py` themselves.
+
+Adding a pass-through setting is one `Setting` plus one `ContainerOption` here (see `cpuset` and
+`cpus`), and its tests.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+from orchestrator.value import Value
+
+MAX_NAME_LENGTH = 63  # a DNS label: container, Compose service and Kubernetes object names
+FIRST_RELEASE = "8a54adf"  # the first release whose containers are recorded (tests/fixtures/releases)
+MAX_STOP_TIMEOUT_S = 86_400
+MAX_HEALTH_S = 7 * 86_400
+# Docker refuses an environment variable whose name is empty or holds "=" (or NUL).
+ENV_NAME_PATTERN = "^[^=\\x00]+$"
+CPUSET_PATTERN = r"^\d+(-\d+)?(,\d+(-\d+)?)*$"
+
+
+class Setting(Value):
+    key: str
+    schema: dict
+    doc: str
+    default: Any = None  # None: unset (the engine's or the image's own)
+    shown_default: str = ""  # the README's default column, where the literal default says too little
+    global_only: bool = False
+    kubernetes: str = ""  # "" = the Kubernetes export maps it; else why it cannot (printed as a warning)
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("project", {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]*$", "maxLength": MAX_NAME_LENGTH},
+            "label and container-name prefix (`<project>-<instance>`)", shown_default="the file's stem",
+            global_only=True),
+    Setting("image", {"type": "string"}, "the image to run (the infer-dev image)", shown_default="required"),
+    Setting("pixi_project_host_dir", {"type": "string"},
+            "host dir bind-mounted at `master.pixi_project_dir` (relative to this file)"),
+    Setting("log_host_dir", {"type": "string"}, "host dir holding the log files (each file bind-mounted at its "
+            "in-container path; relative to this file)", default="logs",
+            kubernetes="not used: vLLM's output goes to the container's stdout (`kubectl logs`)"),
+    Setting("volumes", {"type": "array", "items": {"type": "string"}},
+            '`"HOST:CONTAINER[:ro|rw]"`, e.g. `"/llm-models:/llm-models:ro"`; a relative HOST is relative to '
+            "this file", shown_default="`[]`"),
+    Setting("publish", {"type": "boolean"}, "publish `server.port` on the host", default=True),
+    Setting("publish_address", {"type": "string"},
+            "host address the port is published on; `0.0.0.0` exposes it to the network (an IP address)",
+            default="127.0.0.1",
+            kubernetes="not used: a Service has no host address; service_type decides who reaches it"),
+    Setting("publish_port", {"type": "integer", "minimum": 1, "maximum": 65535}, "host port",
+            shown_default="`server.port`"),
+    Setting("env", {"type": "object", "propertyNames": {"pattern": ENV_NAME_PATTERN},
+                    # writeOnly: the values of secret_env names live here too: no message shows one.
+                    "additionalProperties": {"type": "string", "writeOnly": True}},
+            "environment variables of the container", shown_default="`{}`"),
+    Setting("secret_env", {"type": "array", "items": {"type": "string", "pattern": ENV_NAME_PATTERN}},
+            "secret variable names: the value comes from `env` or the host's environment at `up`; never printed "
+            "or exported", shown_default="`[]`"),
+    Setting("shm_size", {"type": ["string", "integer"]},
+            "`/dev/shm` for vLLM's worker IPC (Docker's 64 MB kills the engine at start): bytes, or a number "
+            'with `k`/`m`/`g` and an optional `b` (`"512m"`, `"1.5g"`, `"8 GB"`)', default="8g"),
+    Setting("ipc", {"type": "string"}, 'IPC mode, e.g. `"host"` (then `shm_size` is not used)',
+            kubernetes="not used: /dev/shm is an in-memory emptyDir of shm_size (hostIPC would not provide it)"),
+    Setting("user", {"type": "string"}, 'user to run as, `"uid[:gid]"` or a name', shown_default="the image's"),
+    Setting("restart", {"type": "string", "enum": ["no", "always", "unless-stopped", "on-failure"]},
+            "Docker restart policy", default="no"),
+    Setting("stop_timeout", {"type": "integer", "minimum": 1, "maximum": MAX_STOP_TIMEOUT_S},
+            "seconds from SIGTERM to SIGKILL", default=60),
+    Setting("health_start_period", {"type": "integer", "minimum": 0, "maximum": MAX_HEALTH_S},
+            "seconds of model loading during which failed health checks do not count", default=900),
+    Setting("health_interval", {"type": "integer", "minimum": 1, "maximum": MAX_HEALTH_S},
+            "seconds between health checks", default=10),
+    Setting("health_cmd", {"type": "array", "items": {"type": "string"}},
+            "exec-form health check command", shown_default="the image's python3 GETs `/health`",
+            kubernetes="not used: the probes GET /health on the vLLM port"),
+    Setting("network_mode", {"type": "string"}, 'Docker network mode, e.g. `"host"` (then nothing is published)',
+            shown_default="the default bridge",
+            kubernetes="not used: pods run on the cluster network (hostNetwork is not set)"),
+    Setting("gpu_driver", {"type": "string"}, "DeviceRequest driver", default="nvidia"),
+    Setting("labels", {"type": "object", "propertyNames": {"pattern": "^\\S+$"},
+                       "additionalProperties": {"type": "string"}}, "extra container labels", shown_default="`{}`",
+            kubernetes="not used: Docker labels are not Kubernetes labels (set [kubernetes] labels or annotations)"),
+    Setting("cpuset", {"type": "string", "pattern": CPUSET_PATTERN},
+            'host CPUs the container may run on, e.g. `"0-15"` or `"0,2,4-7"` (keeps a server on the cores '
+            "near its GPUs)",
+            kubernetes="not used: the kubelet's CPU manager decides which cores a pod gets"),
+    Setting("cpus", {"type": "number", "exclusiveMinimum": 0, "maximum": 4096},
+            "CPU time the container may use, in CPUs (e.g. `8` or `2.5`)",
+            kubernetes="not used: set [kubernetes] resources.limits.cpu"),
+)
+
+BY_KEY: dict[str, Setting] = {s.key: s for s in SETTINGS}
+DEFAULTS: dict[str, Any] = {s.key: s.default for s in SETTINGS if s.default is not None}
+DOCKER_ONLY: dict[str, str] = {s.key: s.kubernetes for s in SETTINGS if s.kubernetes}
+
+
+def schema_properties(*, global_table: bool) -> dict[str, Any]:
+    """The `properties` of a `[docker]` table's JSON Schema (`global_table`: with `project`)."""
+    properties: dict[str, Any] = {}
+    for setting in SETTINGS:
+        if setting.global_only and not global_table:
+            continue
+        schema = dict(setting.schema)
+        schema["description"] = setting.doc.replace("`", "")
+        if setting.default is not None:
+            schema["default"] = setting.default
+        properties[setting.key] = schema
+    return properties
+
+
+def markdown_rows() -> str:
+    """The README's reference table of the `[docker]` keys."""
+    lines = ["| key | default | meaning |", "| --- | --- | --- |"]
+    for s in SETTINGS:
+        default = s.shown_default or ("unset" if s.default is None else f"`{s.default!r}`".replace("'", '"'))
+        doc = s.doc.replace("|", "\\|") + ("; global only" if s.global_only else "")
+        lines.append(f"| `{s.key}` | {default} | {doc} |")
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------- container options
+def _shm_bytes(value: Any) -> int:
+    from orchestrator.spec import parse_size
+
+    return parse_size(value)
+
+
+class ContainerOption(Value):
+    record: str  # its key in the container's record (ContainerSpec.to_json)
+    resolve: Callable[[Mapping[str, Any]], Any]  # merged [docker] table -> value (None: unset)
+    engine: Callable[[Any], dict[str, Any]]  # value -> {"Field" or "HostConfig.Field": engine value}
+    compose: Callable[[Any], dict[str, Any]]  # value -> Compose service settings
+    since: str = FIRST_RELEASE
+    unset: Any = None  # what a container made before `since` is taken to have had
+
+
+def _when(value: Any, **fields: Any) -> dict[str, Any]:
+    return fields if value is not None else {}
+
+
+CONTAINER_OPTIONS: tuple[ContainerOption, ...] = (
+    ContainerOption(
+        "shm_size",
+        lambda d: None if d.get("ipc") == "host" or d.get("shm_size") is None else str(d["shm_size"]),
+        lambda v: _when(v, **{"HostConfig.ShmSize": _shm_bytes(v) if v is not None else None}),
+        lambda v: _when(v, shm_size=v)),
+    ContainerOption(
+        "ipc_mode", lambda d: d.get("ipc"),
+        lambda v: _when(v, **{"HostConfig.IpcMode": v}),
+        lambda v: _when(v, ipc=v)),
+    ContainerOption(
+        "user", lambda d: d.get("user"),
+        # Always sent, "" for the image's own user, as docker-py does (inspect stays the same).
+        lambda v: {"User": v or ""},
+        lambda v: _when(v, user=v)),
+    ContainerOption(
+        "network_mode", lambda d: d.get("network_mode"),
+        lambda v: {"HostConfig.NetworkMode": v or "default"},
+        # "default" is the engine's bridge; without it Compose would make a network of its own.
+        lambda v: {"network_mode": v or "default"}),
+    ContainerOption(
+        "restart", lambda d: d.get("restart", "no"),
+        lambda v: {"HostConfig.RestartPolicy": {"Name": v}} if v and v != "no" else {},
+        lambda v: {"restart": v} if v and v != "no" else {}),  # "no" is the engine's default: unset
+    ContainerOption(
+        "stop_timeout", lambda d: int(d["stop_timeout"]),
+        lambda v: {"StopTimeout": v},
+        lambda v: {"stop_grace_period": f"{v}s"}),
+    ContainerOption(
+        "cpuset", lambda d: d.get("cpuset"),
+        lambda v: _when(v, **{"HostConfig.CpusetCpus": v}),
+        lambda v: _when(v, cpuset=v),
+        since="next"),
+    ContainerOption(
+        "cpus", lambda d: d.get("cpus"),
+        lambda v: _when(v, **{"HostConfig.NanoCpus": int(round(v * 1e9)) if v is not None else None}),
+        lambda v: _when(v, cpus=v),
+        since="next"),
+)
+
+BY_RECORD: dict[str, ContainerOption] = {o.record: o for o in CONTAINER_OPTIONS}
+# Record keys a release after the first added, with what older containers had (plan.py).
+ADDED_RECORD_KEYS: dict[str, Any] = {o.record: o.unset for o in CONTAINER_OPTIONS if o.since != FIRST_RELEASE}
+
+
+def resolve_options(docker: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """The container options of one instance from its merged `[docker]` table, in table order."""
+    return tuple((o.record, o.resolve(docker)) for o in CONTAINER_OPTIONS)
+
+
+def engine_fields(options: tuple[tuple[str, Any], ...], body: dict[str, Any]) -> None:
+    """Write the options into an Engine API create body (and its HostConfig)."""
+    for record, value in options:
+        for field, engine_value in BY_RECORD[record].engine(value).items():
+            if field.startswith("HostConfig."):
+                body.setdefault("HostConfig", {})[field[len("HostConfig."):]] = engine_value
+            else:
+                body[field] = engine_value
+
+
+def compose_fields(options: tuple[tuple[str, Any], ...]) -> dict[str, Any]:
+    """The options as Compose service settings, in table order."""
+    settings: dict[str, Any] = {}
+    for record, value in options:
+        settings.update(BY_RECORD[record].compose(value))
+    return settings
+
+
+if __name__ == "__main__":  # python -m orchestrator.options > rows for the README
+    print(markdown_rows(), end="")

@@ -460,6 +460,9 @@ def cmd_ps(args: argparse.Namespace) -> int:
         return EXIT_OK
     from tabulate import tabulate
 
+    for row in rows:  # "exited (137)": killed, as opposed to a clean stop
+        if row.get("exit_code") is not None:
+            row["state"] = f"{row['state']} ({row['exit_code']})"
     print(tabulate([[r[c] or "" for c in columns] for r in rows], headers=[c.upper() for c in columns]))
     return EXIT_OK
 

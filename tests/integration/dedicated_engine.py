@@ -1,0 +1,169 @@
+"""A second, throwaway Docker engine for the fault tests that stop, kill or restart the engine.
+
+Everyone's other tests run on the machine's main engine at the same time, so a test that kills
+dockerd must kill its own: this one has its own socket, --data-root, --exec-root (hence its own
+containerd), --pidfile, no bridge (--bridge=none: its containers get no network, so it adds no
+interface, address or iptables rule to the host) and its own copy of the stand-in image.
+Its containers still answer their in-container health checks (loopback), which is what `up
+--wait` reads when the published port does not answer.
+
+Teardown leaves nothing: every container removed, dockerd stopped (SIGKILL after a grace), any
+process still running from its directories ended by pid, every mount under it unmounted, the
+directory deleted.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import docker
+
+START_TIMEOUT_S = 60
+STOP_TIMEOUT_S = 60
+
+
+class DedicatedEngine:
+    def __init__(self) -> None:
+        # Short, under /tmp: unix socket paths (containerd's included) must stay under 108 bytes.
+        self.root = Path(tempfile.mkdtemp(prefix="vo-faults-", dir="/tmp"))
+        self.socket = self.root / "docker.sock"
+        self.address = f"unix://{self.socket}"
+        self.log = self.root / "dockerd.log"
+        self.process: subprocess.Popen | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        """Start dockerd (again: same directories, so same containers and images) and wait for it."""
+        argv = ["dockerd", "--host", self.address, "--data-root", str(self.root / "data"),
+                "--exec-root", str(self.root / "exec"), "--pidfile", str(self.root / "docker.pid"),
+                "--bridge=none", "--iptables=false", "--ip-masq=false"]
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                            start_new_session=True)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"dockerd exited with {self.process.returncode}: {self.log_tail()}")
+            if self.answers():
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"dockerd did not answer within {START_TIMEOUT_S}s: {self.log_tail()}")
+
+    def stop(self) -> None:
+        """A clean shutdown (SIGTERM): dockerd stops its containers as a host shutdown would."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+
+    def kill(self) -> None:
+        """The engine crashing: SIGKILL, the socket stops answering at once."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def answers(self) -> bool:
+        client = None
+        try:
+            client = self.client(timeout=5)
+            return bool(client.ping())
+        except Exception:  # docker's and requests' errors while the socket comes up
+            return False
+        finally:
+            if client is not None:
+                client.close()
+
+    def client(self, timeout: int = 60) -> docker.DockerClient:
+        return docker.DockerClient(base_url=self.address, version="auto", timeout=timeout)
+
+    def load_image(self, image: str) -> None:
+        """`docker save | docker load` from the main engine (no registry is reachable)."""
+        save = subprocess.Popen(["docker", "save", image], stdout=subprocess.PIPE)
+        load = subprocess.run(["docker", "load"], stdin=save.stdout, capture_output=True, text=True,
+                              env={**os.environ, "DOCKER_HOST": self.address}, timeout=300)
+        save.stdout.close()
+        save.wait(60)
+        if save.returncode or load.returncode:
+            raise RuntimeError(f"loading {image} into the dedicated engine failed: {load.stderr.strip()}")
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    # ------------------------------------------------------------------ teardown
+    def destroy(self) -> None:
+        """Leave nothing behind, whatever state the tests left the engine in."""
+        try:
+            if self.process is not None and self.process.poll() is None:
+                client = self.client(timeout=30)
+                for container in client.containers.list(all=True):
+                    container.remove(force=True)
+                client.close()
+        except Exception:
+            pass  # the engine may be the thing that broke; the steps below do not need it
+        finally:
+            self.stop()
+            self._end_leftover_processes()
+            self._unmount_everything_under_root()
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def _end_leftover_processes(self) -> None:
+        """containerd and shims outlive a SIGKILLed dockerd; they name our directories on their
+        command lines, which is how they are found (by pid, never by process name)."""
+        marker = str(self.root).encode()
+        for pid in _pids():
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if marker in cmdline and pid != os.getpid():
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        if self.process is not None:
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+
+    def _unmount_everything_under_root(self) -> None:
+        prefix = str(self.root) + "/"
+        with open("/proc/self/mounts") as mounts:
+            points = [line.split()[1] for line in mounts]
+        for point in sorted((p for p in points if p.startswith(prefix)), key=len, reverse=True):
+            subprocess.run(["umount", "-l", point], capture_output=True)
+
+    def leftovers(self) -> list[str]:
+        """Mounts and processes of this engine still present (for the suite's own check)."""
+        prefix = str(self.root)
+        found = []
+        with open("/proc/self/mounts") as mounts:
+            found += [f"mount {line.split()[1]}" for line in mounts if line.split()[1].startswith(prefix)]
+        for pid in _pids():
+            try:
+                if prefix.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    found.append(f"process {pid}")
+            except OSError:
+                continue
+        return found
+
+
+def _pids() -> list[int]:
+    return [int(name) for name in os.listdir("/proc") if name.isdigit()]

@@ -132,7 +132,10 @@ def dedicated_engine(engine):
     Torn down at the end of the session even when tests failed, and checked to leave nothing."""
     from tests.integration.dedicated_engine import DedicatedEngine
 
-    second = DedicatedEngine()
+    try:
+        second = DedicatedEngine()
+    except Exception as exc:
+        pytest.fail(f"cannot make a network namespace for the dedicated Docker engine: {exc}")
     try:
         second.start()
         second.load_image(STANDIN_IMAGE)

@@ -2,14 +2,17 @@
 
 Everyone's other tests run on the machine's main engine at the same time, so a test that kills
 dockerd must kill its own: this one has its own socket, --data-root, --exec-root (hence its own
-containerd), --pidfile, no bridge (--bridge=none: its containers get no network, so it adds no
-interface, address or iptables rule to the host) and its own copy of the stand-in image.
-Its containers still answer their in-container health checks (loopback), which is what `up
---wait` reads when the published port does not answer.
+containerd), --pidfile and its own copy of the stand-in image, and it runs in a network namespace
+of its own. That last part matters: a second dockerd in the host's namespace either creates
+bridges and iptables rules there or, with `--bridge=none`, DELETES the host's `docker0` at start
+(moby removes the default bridge interface when the bridge is disabled), cutting every container
+of the main engine off. In its own namespace its docker0, iptables rules and published ports are
+its own; its containers still answer their in-container health checks, which is what `up --wait`
+reads when the published port does not answer from here.
 
 Teardown leaves nothing: every container removed, dockerd stopped (SIGKILL after a grace), any
-process still running from its directories ended by pid, every mount under it unmounted, the
-directory deleted.
+process still running from its directories or in its namespace ended by pid, every mount under
+it unmounted, the namespace and the directory deleted.
 """
 
 from __future__ import annotations
@@ -35,14 +38,18 @@ class DedicatedEngine:
         self.socket = self.root / "docker.sock"
         self.address = f"unix://{self.socket}"
         self.log = self.root / "dockerd.log"
+        self.netns = self.root.name  # vo-faults-XXXXXXXX: unique, and says whose it is
         self.process: subprocess.Popen | None = None
+        _ip("netns", "add", self.netns)
+        _ip("-n", self.netns, "link", "set", "lo", "up")
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
         """Start dockerd (again: same directories, so same containers and images) and wait for it."""
-        argv = ["dockerd", "--host", self.address, "--data-root", str(self.root / "data"),
-                "--exec-root", str(self.root / "exec"), "--pidfile", str(self.root / "docker.pid"),
-                "--bridge=none", "--iptables=false", "--ip-masq=false"]
+        # nsenter, not `ip netns exec`: that one remounts /sys and hides the cgroup mounts dockerd needs.
+        argv = ["nsenter", f"--net=/var/run/netns/{self.netns}",
+                "dockerd", "--host", self.address, "--data-root", str(self.root / "data"),
+                "--exec-root", str(self.root / "exec"), "--pidfile", str(self.root / "docker.pid")]
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                             start_new_session=True)
@@ -121,22 +128,17 @@ class DedicatedEngine:
             self.stop()
             self._end_leftover_processes()
             self._unmount_everything_under_root()
+            subprocess.run(["ip", "netns", "del", self.netns], capture_output=True)
             shutil.rmtree(self.root, ignore_errors=True)
 
     def _end_leftover_processes(self) -> None:
         """containerd and shims outlive a SIGKILLed dockerd; they name our directories on their
         command lines, which is how they are found (by pid, never by process name)."""
-        marker = str(self.root).encode()
-        for pid in _pids():
+        for pid in self._own_pids():
             try:
-                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-            except OSError:
-                continue
-            if marker in cmdline and pid != os.getpid():
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         if self.process is not None:
             try:
                 self.process.wait(10)
@@ -150,20 +152,34 @@ class DedicatedEngine:
         for point in sorted((p for p in points if p.startswith(prefix)), key=len, reverse=True):
             subprocess.run(["umount", "-l", point], capture_output=True)
 
-    def leftovers(self) -> list[str]:
-        """Mounts and processes of this engine still present (for the suite's own check)."""
-        prefix = str(self.root)
-        found = []
-        with open("/proc/self/mounts") as mounts:
-            found += [f"mount {line.split()[1]}" for line in mounts if line.split()[1].startswith(prefix)]
-        for pid in _pids():
+    def _own_pids(self) -> list[int]:
+        """Processes naming our directories (dockerd, containerd, shims) or in our namespace."""
+        marker = str(self.root).encode()
+        pids = set()
+        for name in os.listdir("/proc"):
+            if not name.isdigit() or int(name) == os.getpid():
+                continue
             try:
-                if prefix.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
-                    found.append(f"process {pid}")
+                if marker in Path(f"/proc/{name}/cmdline").read_bytes():
+                    pids.add(int(name))
             except OSError:
                 continue
+        listed = subprocess.run(["ip", "netns", "pids", self.netns], capture_output=True, text=True)
+        pids.update(int(p) for p in listed.stdout.split() if p.isdigit())
+        return sorted(pids)
+
+    def leftovers(self) -> list[str]:
+        """Processes, mounts, the namespace or the directory of this engine still present."""
+        found = [f"process {pid}" for pid in self._own_pids()]
+        prefix = str(self.root)
+        with open("/proc/self/mounts") as mounts:
+            found += [f"mount {line.split()[1]}" for line in mounts if line.split()[1].startswith(prefix)]
+        if os.path.exists(f"/var/run/netns/{self.netns}"):
+            found.append(f"network namespace {self.netns}")
+        if self.root.exists():
+            found.append(f"directory {self.root}")
         return found
 
 
-def _pids() -> list[int]:
-    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, text=True)

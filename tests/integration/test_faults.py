@@ -12,6 +12,7 @@ in time (pytest-timeout) and none is skipped: a missing engine fails them.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -76,6 +77,28 @@ class CliProcess:
         finally:
             self._stderr.close()
         return self.process.returncode, self.stderr()
+
+
+def listed(fleet) -> list[dict]:
+    """The project's containers from one list call (no per-container inspect, which races with
+    containers the engine is still making)."""
+    return fleet.client.api.containers(all=True, filters={"label": f"io.vllm-orch.project={fleet.name}"})
+
+
+def settled(fleet, quiet_s: float = 1.0) -> dict[str, str]:
+    """{instance: container id} once the engine has finished what a dead client asked of it: a
+    create whose client went away may still end, or be rolled back by the engine, just after."""
+    def ids() -> dict[str, str]:
+        return {row["Labels"]["io.vllm-orch.instance"]: row["Id"] for row in listed(fleet)}
+
+    previous = ids()
+    for _ in range(30):
+        time.sleep(quiet_s)
+        current = ids()
+        if current == previous:
+            return current
+        previous = current
+    raise AssertionError(f"the project's containers kept changing: {previous}")
 
 
 def by_instance(fleet) -> dict[str, list]:
@@ -173,7 +196,7 @@ def test_up_interrupted_part_way_then_run_again_makes_the_fleet_once(fleet, sig)
     fleet.write(fleet_body(EIGHT))
     assert fleet.cli("validate")[0] == 0  # the option table is cached: the up goes straight to work
     up = CliProcess(fleet, "up")
-    wait_for(lambda: fleet.containers(), 60, "the first container")
+    wait_for(lambda: listed(fleet), 60, "the first container")
     up.process.send_signal(sig)
     code, err = up.finish(60)
     assert "Traceback" not in err, err
@@ -182,7 +205,7 @@ def test_up_interrupted_part_way_then_run_again_makes_the_fleet_once(fleet, sig)
         assert last_line(err).startswith("vllm-orch: interrupted"), err
     else:
         assert code == -signal.SIGKILL
-    made = {c.labels["io.vllm-orch.instance"]: c.id for c in fleet.containers()}
+    made = settled(fleet)
     logs_before = {name: fleet.log_file(name).read_text() for name in made if fleet.log_file(name).exists()}
 
     code, _, err = fleet.cli("up", "--wait", "--timeout", "120")
@@ -231,7 +254,7 @@ def test_engine_going_away_mid_up_is_exit_3_with_a_report_per_instance(dedicated
     assert fleet.cli("validate")[0] == 0
     up = CliProcess(fleet, "up")
     try:
-        wait_for(lambda: fleet.containers(), 60, "the first container")
+        wait_for(lambda: listed(fleet), 60, "the first container")
         dedicated_engine.kill()
         code, err = up.finish(120)
     finally:
@@ -259,14 +282,14 @@ def full_log_dir(tmp_path):
     mount_point.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0755", "tmpfs", str(mount_point)], check=True)
     try:
-        filler = mount_point / "filler"
-        with open(filler, "wb") as handle:
-            try:
-                while True:
-                    handle.write(b"\0" * 4096)
-                    handle.flush()
-            except OSError:
+        fd = os.open(mount_point / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            while os.write(fd, b"\0" * 4096):
                 pass
+        except OSError as exc:  # ENOSPC: full to the last page
+            assert exc.errno == errno.ENOSPC, exc
+        finally:
+            os.close(fd)
         yield mount_point
     finally:
         if subprocess.run(["umount", str(mount_point)], capture_output=True).returncode != 0:
@@ -295,8 +318,8 @@ def test_full_log_filesystem_is_refused_before_anything_starts(fleet, full_log_d
 # ----------------------------------------------------------------------------- the image removed
 def test_image_removed_between_plan_and_create_is_one_line_and_nothing_half_done(fleet, engine, monkeypatch):
     """The image is untagged (a `docker image rm`, a cleanup job) after `up` has planned but
-    before it creates: the user loses nothing. `up` says which image went missing and what to do,
-    exits 4 like any missing image, and has made no container."""
+    before it creates: the user loses nothing. `up` says for each instance which image went
+    missing and what to do, exits 4 like any missing image, and has made no container."""
     image = f"vllm-orch/fault-{uuid.uuid4().hex[:8]}:gone"
     engine.images.get(STANDIN_IMAGE).tag(image)
     preflight = DockerBackend.preflight
@@ -314,6 +337,7 @@ def test_image_removed_between_plan_and_create_is_one_line_and_nothing_half_done
             engine.images.remove(image, noprune=True)
     assert code == 4, err
     assert "Traceback" not in err
-    line = last_line(err)
-    assert line.startswith("vllm-orch: error:") and image in line and "no longer" in line, err
+    for name in ("a", "b"):
+        assert f"{name}: FAILED: instance '{name}': image '{image}' is no longer on this Docker host" in err, err
+    assert last_line(err) == "vllm-orch: error: 2 instance(s) failed: a, b", err
     assert fleet.containers() == []

@@ -46,6 +46,7 @@ class DedicatedEngine:
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
         """Start dockerd (again: same directories, so same containers and images) and wait for it."""
+        self._forget_dead_containerd()
         # nsenter, not `ip netns exec`: that one remounts /sys and hides the cgroup mounts dockerd needs.
         argv = ["nsenter", f"--net=/var/run/netns/{self.netns}",
                 "dockerd", "--host", self.address, "--data-root", str(self.root / "data"),
@@ -61,6 +62,24 @@ class DedicatedEngine:
                 return
             time.sleep(0.2)
         raise RuntimeError(f"dockerd did not answer within {START_TIMEOUT_S}s: {self.log_tail()}")
+
+    def _forget_dead_containerd(self) -> None:
+        """After a SIGKILLed dockerd its containerd dies too (parent-death signal) and, where PID 1
+        does not reap orphans (this machine's does not), stays a zombie: dockerd would take the
+        pid in containerd.pid for a live containerd and wait for its socket forever. A host's init
+        reaps it; here the stale pid file is removed, so dockerd starts a fresh containerd, which
+        finds the running containers' shims as after any crash."""
+        pidfile = self.root / "exec" / "containerd" / "containerd.pid"
+        try:
+            pid = int(pidfile.read_text().strip())
+        except (OSError, ValueError):
+            return
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            status = ""
+        if "containerd" not in status or "State:\tZ" in status:
+            pidfile.unlink(missing_ok=True)
 
     def stop(self) -> None:
         """A clean shutdown (SIGTERM): dockerd stops its containers as a host shutdown would."""

@@ -139,10 +139,10 @@ class DockerBackend:
             for mount in container.mounts:
                 if mount.source != container.host_log_file and not os.path.exists(mount.source):
                     raise PreflightError(f"instance {action.instance!r}: host path {mount.source} does not exist")
-        _check_log_space(starting)
         self._check_other_containers([a for a in actions if a.kind == CREATE], creating)
-        if is_local_address(self.engine.address):  # a remote engine's host ports are not ours to bind
+        if is_local_address(self.engine.address):  # a remote engine's host ports and disks are not ours to check
             self._check_ports_free(creating)
+            _check_log_space(starting)
         gpu_actions = [a for a in starting if a.spec and a.spec.gpu.mode != "none"]
         if gpu_actions:
             self._check_gpu_runtime(gpu_actions[0])

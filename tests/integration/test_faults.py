@@ -294,6 +294,8 @@ def full_log_dir(tmp_path):
     finally:
         if subprocess.run(["umount", str(mount_point)], capture_output=True).returncode != 0:
             subprocess.run(["umount", "-l", str(mount_point)], check=True)
+        with open("/proc/self/mounts") as mounts:
+            assert f" {mount_point} " not in mounts.read(), f"{mount_point} is still mounted"
 
 
 def test_full_log_filesystem_is_refused_before_anything_starts(fleet, full_log_dir):

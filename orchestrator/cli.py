@@ -420,8 +420,28 @@ def cmd_up(args: argparse.Namespace) -> int:
     if wait_error:
         raise wait_error
     if failed:
-        raise OrchestratorError(f"{len(failed)} instance(s) failed: " + ", ".join(r.action.instance for r in failed))
+        raise _run_failed("up", results, f"{len(failed)} instance(s) failed: " + ", ".join(r.action.instance for r in failed))
     return EXIT_OK
+
+
+def _run_failed(command: str, results: list, message: str) -> OrchestratorError:
+    """The error ending an up/down some of whose instances failed. The engine lost part-way is
+    exit 3 with what was done and what was not (each instance has had its line already);
+    otherwise the failures' own exit code when they agree (4: e.g. an image removed meanwhile), else 1."""
+    from orchestrator.errors import DockerUnavailable
+
+    failed = [r for r in results if not r.ok]
+    if any(r.engine_lost for r in failed):
+        done = [r.action.instance for r in results if r.ok]
+        return DockerUnavailable(
+            f"lost the Docker engine part-way: {len(done)} of {len(results)} instance(s) done"
+            + (f" ({', '.join(done)})" if done else "")
+            + f"; not done: {', '.join(r.action.instance for r in failed)}; run `{command}` again once the engine is back")
+    error = OrchestratorError(message)
+    codes = {r.error_exit_code for r in failed}
+    if len(codes) == 1 and 0 not in codes:
+        error.exit_code = codes.pop()
+    return error
 
 
 def _log_tail_for(spec, backend, lines: int) -> str:
@@ -471,7 +491,7 @@ def cmd_down(args: argparse.Namespace) -> int:
         _stderr(f"nothing to stop in project {name!r}")
     failed = [r for r in results if not r.ok]
     if failed:
-        raise OrchestratorError(f"{len(failed)} container(s) could not be removed")
+        raise _run_failed("down", results, f"{len(failed)} container(s) could not be removed")
     return EXIT_OK
 
 
@@ -516,6 +536,9 @@ def cmd_ps(args: argparse.Namespace) -> int:
 
     from orchestrator.status import short_gpus
 
+    for row in rows:  # "exited (137)": killed, as opposed to a clean stop
+        if row.get("exit_code") is not None:
+            row["state"] = f"{row['state']} ({row['exit_code']})"
     print(tabulate([[short_gpus(r[c] or "") if c == "gpus" else (r[c] or "") for c in columns] for r in rows],
                    headers=[c.upper() for c in columns]))
     return EXIT_OK
@@ -729,7 +752,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _stderr(exc.details)
         _stderr(f"vllm-orch: error: {exc}")
         return exc.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # engine calls in flight were let finish: nothing is half-made
+        _stderr("vllm-orch: interrupted; what was done is kept (run the command again to finish it)")
         return 130
     except BrokenPipeError:  # `vllm-orch flags | head`: the reader left, nothing is wrong
         sys.stderr.close()

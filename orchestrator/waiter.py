@@ -140,10 +140,10 @@ def wait_healthy(
 
 
 def _failure(current: Observed | None) -> str:
-    if current is None:
-        return "its container is gone"
+    if current is None:  # `vllm-orch down` (which does not wait for an up's --wait) or `docker rm`
+        return "was removed while waiting for it to become healthy"
     if current.state in ("exited", "dead"):
-        return f"exited ({current.status})"
+        return f"exited while waiting for it to become healthy ({current.status})"
     if current.state == "restarting":
         return f"keeps restarting ({current.status})"
     if current.health == "unhealthy":

@@ -29,6 +29,13 @@ if ! command -v mmdebstrap >/dev/null 2>&1; then
   apt_install mmdebstrap
 fi
 
+# iproute2 (`ip netns`): the fault tests run a throwaway second dockerd in a network namespace of
+# its own (tests/integration/dedicated_engine.py). Priority "important": usually there already.
+if ! command -v ip >/dev/null 2>&1; then
+  log "installing iproute2"
+  apt_install iproute2
+fi
+
 # 2. Compose v2: only Debian 13 packages it. Reuse this machine's configured Debian mirror.
 if ! docker compose version >/dev/null 2>&1; then
   log "installing Docker Compose v2 from Debian 13's docker-compose package"

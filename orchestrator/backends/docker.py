@@ -38,6 +38,7 @@ if TYPE_CHECKING:  # gpus is imported where the probe runs
 
 MAX_WORKERS = 16
 PROBE_GRACE_S = 60  # beyond its own timeout, before a left-over probe counts as abandoned
+MIN_LOG_SPACE = 1 << 20  # bytes free in a log directory for `up` to start servers writing there
 _GPU_DRIVER_ERROR = "could not select device driver"
 T = TypeVar("T")
 
@@ -46,7 +47,12 @@ class ActionResult(Value, frozen=False):
     action: Action
     ok: bool
     detail: str = ""
-    exit_code: int | None = None
+    exit_code: int | None = None  # the container's, when it was stopped
+    error_exit_code: int = 0  # a failure's: the CLI's exit code for its error (3: the engine was lost)
+
+    @property
+    def engine_lost(self) -> bool:
+        return self.error_exit_code == DockerUnavailable.exit_code
 
     def to_json(self) -> dict[str, Any]:
         doc = self.action.to_json()
@@ -146,8 +152,9 @@ class DockerBackend:
                 if mount.source != container.host_log_file and not os.path.exists(mount.source):
                     raise PreflightError(f"instance {action.instance!r}: host path {mount.source} does not exist")
         self._check_other_containers([a for a in actions if a.kind == CREATE], creating)
-        if is_local_address(self.engine.address):  # a remote engine's host ports are not ours to bind
+        if is_local_address(self.engine.address):  # a remote engine's host ports and disks are not ours to check
             self._check_ports_free(creating)
+            _check_log_space(starting)
         gpu_actions = [a for a in starting if a.spec and a.spec.gpu.mode != "none"]
         if gpu_actions:
             return self._check_gpus(gpu_actions[0], actions, gpu_check)
@@ -285,10 +292,11 @@ class DockerBackend:
         def run(action: Action) -> ActionResult:
             try:
                 result = self._apply_one(action)
-            except OrchestratorError as exc:
-                result = ActionResult(action, False, str(exc))
+            except OrchestratorError as exc:  # DockerUnavailable too: every instance reports where it stands
+                result = ActionResult(action, False, str(exc), error_exit_code=exc.exit_code)
             except EngineTimeout as exc:  # a hung engine fails this instance, not the command
-                result = ActionResult(action, False, f"the Docker engine did not answer: {exc}")
+                result = ActionResult(action, False, f"the Docker engine did not answer: {exc}",
+                                      error_exit_code=OrchestratorError.exit_code)
             if on_done:
                 on_done(result)
             return result
@@ -323,6 +331,11 @@ class DockerBackend:
         try:
             return self._call(lambda e: e.create(spec.container.name, body))
         except EngineError as exc:
+            if exc.not_found:  # the image was there at preflight: removed or untagged since
+                raise PreflightError(
+                    f"instance {spec.name!r}: image {spec.container.image!r} is no longer on this Docker host "
+                    "(removed or untagged while `up` ran); nothing was created for it: build or pull it, "
+                    "then run `up` again") from None
             raise OrchestratorError(f"instance {spec.name!r}: create failed: {exc}") from None
 
     def _start(self, container_id: str, instance: str, container: ContainerSpec) -> None:
@@ -413,6 +426,24 @@ class DockerBackend:
         except (EngineError, EngineTimeout):
             return ""
         return raw.decode(errors="replace")
+
+
+def _check_log_space(starting: list[Action]) -> None:
+    """A full log filesystem makes the container's log wrapper fail at its first write (exit 70):
+    refuse before starting anything rather than leave exited containers behind."""
+    for directory in sorted({os.path.dirname(a.spec.container.host_log_file) for a in starting}):
+        existing = directory
+        while not os.path.isdir(existing) and os.path.dirname(existing) != existing:
+            existing = os.path.dirname(existing)  # made by _prepare_log_file, on its parent's filesystem
+        try:
+            stats = os.statvfs(existing)
+        except OSError:
+            continue  # unreadable: _prepare_log_file reports it
+        free = stats.f_bavail * stats.f_frsize
+        if free < MIN_LOG_SPACE:
+            raise PreflightError(
+                f"log directory {directory}: no space left on its filesystem ({free // 1024} KiB free, "
+                f"{MIN_LOG_SPACE // (1 << 20)} MiB needed to start): free some, or set [docker] log_host_dir elsewhere")
 
 
 def _prepare_log_file(container: ContainerSpec) -> None:

@@ -62,6 +62,8 @@ class SocketEngine:
         except OSError as exc:
             raise EngineUnreachable(f"{exc.__class__.__name__}: {exc}") from None
         head_bytes, _, data = b"".join(chunks).partition(b"\r\n\r\n")
+        if not head_bytes:  # it went away mid-call (stopped, crashed)
+            raise EngineUnreachable(f"the engine closed the connection without answering {method} {path}")
         try:
             status = int(head_bytes.split(b" ", 2)[1])
         except (IndexError, ValueError):

@@ -123,3 +123,38 @@ def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None) -> sub
     """The installed console script in a subprocess, for what only a real process shows."""
     return subprocess.run([sys.executable, "-m", "orchestrator", *args], capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, cwd=cwd, timeout=300)
+
+
+@pytest.fixture(scope="session")
+def dedicated_engine(engine):
+    """A second dockerd of the tests' own (tests/integration/dedicated_engine.py), for the faults
+    that stop or kill the engine; the main engine and everyone's containers on it are untouched.
+    Torn down at the end of the session even when tests failed, and checked to leave nothing."""
+    from tests.integration.dedicated_engine import DedicatedEngine
+
+    try:
+        second = DedicatedEngine()
+    except Exception as exc:
+        pytest.fail(f"cannot make a network namespace for the dedicated Docker engine: {exc}")
+    try:
+        second.start()
+        second.load_image(STANDIN_IMAGE)
+    except Exception as exc:
+        second.destroy()
+        pytest.fail(f"cannot start the dedicated Docker engine for the fault tests: {exc}")
+    yield second
+    second.destroy()
+    assert second.leftovers() == [], "the dedicated engine left processes or mounts behind"
+
+
+@pytest.fixture
+def dedicated_fleet(dedicated_engine, tmp_path, capsys, monkeypatch):
+    """A Fleet whose CLI runs (in-process and in subprocesses) against the dedicated engine."""
+    monkeypatch.setenv("DOCKER_HOST", dedicated_engine.address)
+    client = dedicated_engine.client()
+    project = Fleet(client, tmp_path, capsys)
+    yield project
+    if not dedicated_engine.answers():  # a test that killed it failed before starting it again
+        dedicated_engine.start()
+    project.cleanup()
+    client.close()

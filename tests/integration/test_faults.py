@@ -325,9 +325,10 @@ def test_image_removed_between_plan_and_create_is_one_line_and_nothing_half_done
     engine.images.get(STANDIN_IMAGE).tag(image)
     preflight = DockerBackend.preflight
 
-    def preflight_then_untag(self, actions):
-        preflight(self, actions)
+    def preflight_then_untag(self, actions, **kwargs):
+        notes = preflight(self, actions, **kwargs)
         engine.images.remove(image, noprune=True)  # the tag only: the stand-in itself stays
+        return notes
 
     monkeypatch.setattr(DockerBackend, "preflight", preflight_then_untag)
     try:

@@ -4,11 +4,13 @@ launched processes), and the checks (gpus.inventory_problems)."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from orchestrator.config.validate import gpu_memory_utilization
 from orchestrator.errors import OrchestratorError, PreflightError, Problem
-from orchestrator.gpus import Inventory, InventoryUnavailable, Ours, inventory_problems
+
+if TYPE_CHECKING:  # gpus (and csv) are imported only where a GPU inventory is read
+    from orchestrator.gpus import Inventory
 
 
 def wants_gpus(project: Any, selected: set[str] | None = None) -> bool:
@@ -19,6 +21,8 @@ def wants_gpus(project: Any, selected: set[str] | None = None) -> bool:
 def problems_for(project: Any, inventory: Inventory, running_container_ids: set[str] | frozenset[str],
                  *, blocking: bool = True) -> list[Problem]:
     """The checks; with `blocking` False (`up --no-preflight`) errors become warnings."""
+    from orchestrator.gpus import Ours, inventory_problems
+
     ours = Ours(project.name, frozenset(running_container_ids))
     problems = inventory_problems(project.resolved.instances, inventory, ours, str(project.loaded.path),
                                   utilization=gpu_memory_utilization)
@@ -39,6 +43,7 @@ def validate_gpus(project: Any, engine: Any | None, *, offline: bool, engine_not
     if offline:
         return [], "not checked against the host (--offline)"
     from orchestrator.gpu_readers import host_inventory
+    from orchestrator.gpus import InventoryUnavailable
 
     running: set[str] = set()
     probe = None
@@ -72,6 +77,7 @@ def host_gpus(image: str | None, default_image: Callable[[], str | None]) -> tup
     from orchestrator.backends.engine import engine_address, is_local_address
     from orchestrator.errors import DockerUnavailable
     from orchestrator.gpu_readers import read_nvml
+    from orchestrator.gpus import InventoryUnavailable
 
     reasons = []
     backend = DockerBackend()

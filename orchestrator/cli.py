@@ -168,91 +168,29 @@ def _opt(args: argparse.Namespace, name: str, default: Any = None) -> Any:
     return default if value is None else value
 
 
-def _config_path(args: argparse.Namespace, required: bool = True) -> Path | None:
-    from orchestrator.config.loader import CONFIG_ENV, resolve_config_path
+def _inputs(args: argparse.Namespace):
+    from orchestrator.app import Inputs
 
-    path = resolve_config_path(_opt(args, "config"))
-    if path is None and required:
-        raise ConfigError([Problem("error", "", f"no config file: pass -c FILE or set {CONFIG_ENV}", source="vllm-orch")])
-    return path
+    return Inputs(config=_opt(args, "config"), overrides=tuple(_opt(args, "override", [])),
+                  sets=tuple(_opt(args, "sets", [])), project=_opt(args, "project"))
+
+
+def _config_path(args: argparse.Namespace, required: bool = True) -> Path | None:
+    return _inputs(args).config_path(required=required)
 
 
 def _open(args: argparse.Namespace, *, backend: str | None = "docker", strict: bool = True, checks: bool = True):
-    from orchestrator.project import open_project
+    from orchestrator.app import open_project
 
-    return open_project(
-        _config_path(args),
-        overrides=_opt(args, "override", []),
-        sets=_opt(args, "sets", []),
-        project_name=_opt(args, "project"),
-        backend=backend,
-        strict=strict,
-        checks=checks,
-    )
-
-
-def _check_with_tables(project, backend, image_ids: dict[str, str], *, strict: bool = True,
-                       selected: set[str] | None = None, options_block: bool = True):
-    """Ask each image (cached per image id) for its vLLM option table, then check the project
-    against them: the argv follows vLLM's real options and unknown options become errors."""
-    from orchestrator.option_cache import image_table
-    from orchestrator.project import check_project
-
-    master = project.resolved.master
-    tables, notes = {}, []
-    for image, image_id in sorted(image_ids.items()):
-        users = [i for i in project.resolved.instances
-                 if i.container and i.container.image == image and (selected is None or i.name in selected)]
-        if not users:
-            continue
-        pixi = [m for m in users[0].container.mounts if master.pixi_project_dir and m.target == master.pixi_project_dir.rstrip("/")]
-        answer = image_table(backend, image, image_id, pixi_project_dir=master.pixi_project_dir,
-                             pixi_environment=master.pixi_environment, mounts=pixi, progress=_stderr)
-        if answer.table is not None:
-            tables[image] = answer.table
-        notes.append(answer.note)
-    return check_project(project, tables=tables, table_notes=notes, strict=strict, options_block=options_block)
+    return open_project(_inputs(args), backend=backend, strict=strict, checks=checks)
 
 
 def _open_checked(args: argparse.Namespace, *, backend: str | None = "docker", strict: bool = True,
                   gpus: bool = False):
-    """For validate/plan/compose/k8s: the project checked against its images' vLLM when Docker can
-    be asked; otherwise (or with --offline) by the contract's rules, saying why. With `gpus`
-    (validate), also against the GPUs on the host, where they can be listed."""
-    from orchestrator.project import CONTAINER_BACKENDS, check_project
+    from orchestrator.app import open_checked
 
-    first = _open(args, backend=backend, strict=strict, checks=False)
-    offline = getattr(args, "offline", False)
-
-    def with_gpus(project, engine=None, engine_note: str = ""):
-        if gpus:
-            from orchestrator.gpu_check import validate_gpus
-
-            problems, note = validate_gpus(project, engine, offline=offline, engine_note=engine_note)
-            project.problems = project.problems + problems
-            project.gpu_check = note
-        return project
-
-    def without_tables(reason: str):
-        project = check_project(first, strict=strict)
-        if reason:
-            project.option_check = f"image check skipped ({reason}); " + project.option_check
-        return with_gpus(project, engine_note=reason)
-
-    if first.backend not in CONTAINER_BACKENDS:
-        return without_tables("")
-    if offline:
-        return without_tables("--offline")
-    from orchestrator.backends.docker import DockerBackend
-    from orchestrator.errors import DockerUnavailable, PreflightError
-
-    images = {i.container.image for i in first.resolved.instances if i.container and i.container.image}
-    try:
-        engine = DockerBackend()
-        image_ids = engine.image_ids(images)
-    except (DockerUnavailable, PreflightError) as exc:
-        return without_tables(str(exc))
-    return with_gpus(_check_with_tables(first, engine, image_ids, strict=strict), engine)
+    return open_checked(_inputs(args), backend=backend, strict=strict, offline=getattr(args, "offline", False),
+                        gpus=gpus, say=_stderr)
 
 
 def _print_json(doc: Any) -> None:
@@ -332,143 +270,44 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from orchestrator.backends.docker import DockerBackend
-    from orchestrator.errors import OwnedElsewhere
-    from orchestrator.plan import CHANGES, ORPHAN, owned_elsewhere, ownership_message, plan_up
-
-    project = _open(args, checks=False)  # which images? (the full checks follow, with their tables)
-    selected = project.select(args.names)
-    if not project.resolved.master.enable:
-        _stderr("master.enable = false: every instance is disabled (their containers are removed, logs kept)")
-    backend = DockerBackend()
-    wanted = [i for i in project.resolved.instances if i.enabled and (selected is None or i.name in selected)]
-    image_ids = backend.image_ids(i.container.image for i in wanted)
-    # The argv always follows the image's option table (so --no-preflight cannot change it and
-    # recreate a loaded model); --no-preflight only stops option problems from blocking.
-    project = _check_with_tables(project, backend, image_ids, selected=selected,
-                                 options_block=not args.no_preflight)
-    wanted = [i for i in project.resolved.instances if i.enabled and (selected is None or i.name in selected)]
-    _warn_problems(project.problems)
-    def plan() -> list:
-        observed = backend.observe(project.name)
-        foreign = owned_elsewhere(observed, project.resolved.config_file)
-        if foreign and not args.adopt:
-            raise OwnedElsewhere(ownership_message(project.name, foreign, project.resolved.config_file))
-        return plan_up(project.resolved.instances, observed, image_ids=image_ids,
-                       selected=selected, remove_orphans=args.remove_orphans)
-
-    if args.dry_run:
-        actions = plan()
-        if args.json:
-            _print_json({"project": project.name, "actions": [a.to_json() for a in actions]})
-        else:
-            for action in actions:
-                print(action.describe())
-        return EXIT_OK
+    from orchestrator.app import UpRequest, raise_for_failures, up
+    from orchestrator.plan import ORPHAN
 
     def report(result) -> None:
         if not args.json:
-            if result.ok:
-                _stderr(f"{result.action.instance}: {result.detail}")
-            else:
-                _stderr(f"{result.action.instance}: FAILED: {result.detail}")
+            _stderr(f"{result.action.instance}: {result.detail}" if result.ok
+                    else f"{result.action.instance}: FAILED: {result.detail}")
 
-    from orchestrator.run_lock import run_lock
-
-    # Observe, plan and change under the lock, so a concurrent up/down plans against what this one did.
-    with run_lock(project.name, backend.engine.address, waiting=_stderr):
-        actions = plan()
-        from orchestrator.gpu_check import check_for_up
-
-        for note in backend.preflight(actions, gpu_check=check_for_up(project, blocking=not args.no_preflight)):
-            _stderr(note)
-        results = backend.apply(actions, on_done=report)
-    orphans = [a for a in actions if a.kind == ORPHAN]
-    for orphan in orphans:
+    request = UpRequest(names=tuple(args.names), wait=args.wait, timeout=args.timeout,
+                        remove_orphans=args.remove_orphans, dry_run=args.dry_run,
+                        no_preflight=args.no_preflight, adopt=args.adopt)
+    outcome = up(_inputs(args), request, say=_stderr, report=report,
+                 progress=(lambda m: None) if args.json else _stderr)
+    if args.dry_run:
+        if args.json:
+            _print_json({"project": outcome.project, "actions": [a.to_json() for a in outcome.actions]})
+        else:
+            for action in outcome.actions:
+                print(action.describe())
+        return EXIT_OK
+    for orphan in (a for a in outcome.actions if a.kind == ORPHAN):
         _stderr(f"{orphan.instance}: orphan (no longer in the config; `up --remove-orphans` removes it)")
-    failed = [r for r in results if not r.ok]
-    waited: dict[str, float] = {}
-    wait_error = None
-    if args.wait and not failed:
-        from orchestrator.waiter import wait_healthy
-
-        def observe() -> dict:
-            return {o.instance: o for o in backend.observe(project.name)}
-
-        try:
-            from orchestrator.backends.engine import is_local_address
-
-            waited = wait_healthy(wanted, observe, timeout=args.timeout,
-                                  progress=(lambda m: None) if args.json else _stderr,
-                                  log_tail=lambda spec: _log_tail_for(spec, backend, 20),
-                                  probe_http=is_local_address(backend.engine.address))
-        except OrchestratorError as exc:
-            wait_error = exc
     if args.json:
-        changed = {r.action.instance: r for r in results}
-        doc = {
-            "project": project.name,
-            "actions": [changed[a.instance].to_json() if a.instance in changed else {**a.to_json(), "ok": True}
-                        for a in actions],
-            "healthy_after_s": waited,
-        }
-        if wait_error:
-            doc["error"] = str(wait_error)
-        _print_json(doc)
-    elif not [r for r in results if r.action.kind in CHANGES]:
+        _print_json(outcome.to_json())
+    elif not outcome.changed:
         _stderr("nothing to do: every instance is up to date")
-    if wait_error:
-        raise wait_error
-    if failed:
-        raise _run_failed("up", results, f"{len(failed)} instance(s) failed: " + ", ".join(r.action.instance for r in failed))
+    if outcome.wait_error:
+        raise outcome.wait_error
+    raise_for_failures("up", outcome.results, f"{len(outcome.failed)} instance(s) failed: "
+                       + ", ".join(r.action.instance for r in outcome.failed))
     return EXIT_OK
 
 
-def _run_failed(command: str, results: list, message: str) -> OrchestratorError:
-    """The error ending an up/down some of whose instances failed. The engine lost part-way is
-    exit 3 with what was done and what was not (each instance has had its line already);
-    otherwise the failures' own exit code when they agree (4: e.g. an image removed meanwhile), else 1."""
-    from orchestrator.errors import DockerUnavailable
-
-    failed = [r for r in results if not r.ok]
-    if any(r.engine_lost for r in failed):
-        done = [r.action.instance for r in results if r.ok]
-        return DockerUnavailable(
-            f"lost the Docker engine part-way: {len(done)} of {len(results)} instance(s) done"
-            + (f" ({', '.join(done)})" if done else "")
-            + f"; not done: {', '.join(r.action.instance for r in failed)}; run `{command}` again once the engine is back")
-    error = OrchestratorError(message)
-    codes = {r.error_exit_code for r in failed}
-    if len(codes) == 1 and 0 not in codes:
-        error.exit_code = codes.pop()
-    return error
-
-
-def _log_tail_for(spec, backend, lines: int) -> str:
-    from orchestrator.logs import tail_lines
-
-    text = "\n".join(tail_lines(spec.container.host_log_file, lines))
-    engine = backend.engine_log_tail(spec.container.name, lines)
-    return text + ("\n" + engine if engine.strip() else "")
-
-
-def _project_name(args: argparse.Namespace) -> tuple[str, Any]:
-    """Project name for ps/down: from the config when there is one, else -p alone will do."""
-    path = _config_path(args, required=not _opt(args, "project"))
-    if path is None:
-        return _opt(args, "project"), None
-    project = _open(args, strict=False, checks=False)  # names and specs only: no validation needed
-    return project.name, project
-
-
 def cmd_down(args: argparse.Namespace) -> int:
-    from orchestrator.backends.docker import DockerBackend
+    from orchestrator.app import down, raise_for_failures
 
     if args.backend == "local":
         return _down_local(args)
-    name, project = _project_name(args)
-    # Not checked against the config: `down NAME` must also reach an instance removed from it.
-    selected = set(args.names) or None
 
     def report(result) -> None:
         if not args.json:
@@ -476,33 +315,26 @@ def cmd_down(args: argparse.Namespace) -> int:
             _stderr(f"{result.action.instance}: {result.detail}{code}" if result.ok
                     else f"{result.action.instance}: FAILED: {result.detail}")
 
-    from orchestrator.run_lock import run_lock
-
-    backend = DockerBackend()
-    with run_lock(name, backend.engine.address, waiting=_stderr):
-        results, left = backend.down(name, selected, on_done=report,
-                                     config_file=project.resolved.config_file if project else None)
-    for other, names in left.items():
+    outcome = down(_inputs(args), tuple(args.names), report=report, say=_stderr)
+    for other, names in outcome.left.items():
         _stderr(f"left {', '.join(names)}: made from {other}, not from this config "
-                f"(`down` with that config, or `-p {name}` without one, removes them)")
+                f"(`down` with that config, or `-p {outcome.project}` without one, removes them)")
     if args.json:
-        _print_json({"project": name, "removed": [r.to_json() for r in results]})
-    elif not results:
-        _stderr(f"nothing to stop in project {name!r}")
-    failed = [r for r in results if not r.ok]
-    if failed:
-        raise _run_failed("down", results, f"{len(failed)} container(s) could not be removed")
+        _print_json({"project": outcome.project, "removed": [r.to_json() for r in outcome.results]})
+    elif not outcome.results:
+        _stderr(f"nothing to stop in project {outcome.project!r}")
+    failed = [r for r in outcome.results if not r.ok]
+    raise_for_failures("down", outcome.results, f"{len(failed)} container(s) could not be removed")
     return EXIT_OK
 
 
 def _down_local(args: argparse.Namespace) -> int:
-    from orchestrator.backends.local import LocalBackend
+    from orchestrator.app import down_local
 
-    project = _open(args, backend="local", strict=False)
-    results = LocalBackend().down(project, set(args.names) or None, timeout=args.timeout or 60.0,
-                                  out=(lambda m: None) if args.json else _stderr)
+    name, results = down_local(_inputs(args), tuple(args.names), timeout=args.timeout or 60.0,
+                               say=(lambda m: None) if args.json else _stderr)
     if args.json:
-        _print_json({"project": project.name, "stopped": results})
+        _print_json({"project": name, "stopped": results})
     failed = [r for r in results if not r.get("ok", True)]
     if failed:
         raise OrchestratorError(f"{len(failed)} instance(s) could not be stopped: "
@@ -511,23 +343,12 @@ def _down_local(args: argparse.Namespace) -> int:
 
 
 def cmd_ps(args: argparse.Namespace) -> int:
-    if args.backend == "local":
-        from orchestrator.backends.local import LocalBackend
+    from orchestrator.app import ps
 
-        project = _open(args, backend="local", strict=False)
-        name, rows = project.name, LocalBackend().ps(project)
+    name, rows = ps(_inputs(args), backend=args.backend)
+    if args.backend == "local":
         columns = ["name", "state", "pid", "health", "gpus", "url", "model", "uptime"]
     else:
-        from orchestrator.backends.docker import DockerBackend
-        from orchestrator.backends.engine import is_local_address
-        from orchestrator.status import ask_health, ps_rows
-        from orchestrator.waiter import probe_many
-
-        name, project = _project_name(args)
-        backend = DockerBackend()
-        observed = backend.observe(name, owner=None)
-        rows = ps_rows(observed, project.resolved.instances if project else [])
-        ask_health(rows, probe_many, local=is_local_address(backend.engine.address))
         columns = ["name", "owner", "state", "health", "gpus", "url", "model", "uptime"]
     if args.json:
         _print_json({"project": name, "instances": rows})
@@ -545,22 +366,10 @@ def cmd_ps(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
+    from orchestrator.app import log_path
     from orchestrator.logs import all_lines, follow, tail_lines
 
-    project = _open(args, backend=args.backend, strict=False)
-    project.select([args.name])
-    spec = project.resolved.instance(args.name)
-    path = Path(spec.log_file if project.backend == "local" else spec.container.host_log_file)
-    if not os.path.lexists(path) and not args.follow:
-        if project.backend == "docker":
-            from orchestrator.backends.engine import engine_address, is_local_address
-
-            address = engine_address()
-            if not is_local_address(address):
-                raise OrchestratorError(
-                    f"no log file {path} on this machine: the engine at {address} writes it on its own "
-                    "machine (run vllm-orch there, or share log_host_dir between the two)")
-        raise OrchestratorError(f"no log yet for {args.name!r} ({path}): it has not been started")
+    path = log_path(_inputs(args), args.name, backend=args.backend, follow=args.follow)
     if args.tail is not None:
         lines = tail_lines(path, args.tail)
     else:

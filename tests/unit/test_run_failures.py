@@ -9,10 +9,17 @@ import pytest
 
 from orchestrator.backends import docker as docker_backend
 from orchestrator.backends.docker import ActionResult, _check_log_space
-from orchestrator.cli import _run_failed
+from orchestrator.app import raise_for_failures
+from orchestrator.errors import OrchestratorError
 from orchestrator.errors import DockerUnavailable, PreflightError
 from orchestrator.plan import CREATE, START, Action
 from orchestrator.status import exit_code
+
+
+def _run_failed(command: str, results: list, message: str) -> OrchestratorError:
+    with pytest.raises(OrchestratorError) as raised:
+        raise_for_failures(command, results, message)
+    return raised.value
 
 
 def result(name: str, ok: bool, code: int = 0) -> ActionResult:
@@ -63,3 +70,7 @@ def test_a_full_log_filesystem_is_refused_naming_the_directory(tmp_path, monkeyp
         _check_log_space([action])
     monkeypatch.setattr(docker_backend.os, "statvfs", lambda path: real)
     _check_log_space([action])  # room enough: nothing raised
+
+
+def test_nothing_failed_raises_nothing():
+    raise_for_failures("up", [result("a", True)], "unused")

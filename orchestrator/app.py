@@ -1,0 +1,326 @@
+"""The workflows: what `validate`, `up`, `down`, `ps` and `logs` do, as functions of data.
+
+The CLI parses arguments into `Inputs` and a request, calls one function here and prints what
+it returns; nothing here prints or exits (messages go through the `say` callback). The Docker
+engine is reached only through a backend (`backends/docker.py` for containers, `backends/local.py`
+for the in-container launcher's processes); each workflow is: lock, observe, check, plan
+(`plan.py`, pure), apply, wait.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from orchestrator.errors import ConfigError, OrchestratorError, Problem
+from orchestrator.value import Value, field
+
+Say = Callable[[str], None]
+
+
+def _quiet(message: str) -> None:
+    pass
+
+
+class Inputs(Value):
+    """Where the config comes from: what every command's -c / --override / --set / -p say."""
+
+    config: str | None = None  # None: $AUTO_INFER_VLLM_CONFIG
+    overrides: tuple[str, ...] = ()
+    sets: tuple[str, ...] = ()
+    project: str | None = None
+
+    def config_path(self, *, required: bool = True) -> Path | None:
+        from orchestrator.config.loader import CONFIG_ENV, resolve_config_path
+
+        path = resolve_config_path(self.config)
+        if path is None and required:
+            raise ConfigError([Problem("error", "", f"no config file: pass -c FILE or set {CONFIG_ENV}",
+                                       source="vllm-orch")])
+        return path
+
+
+# ----------------------------------------------------------------------------- opening a project
+def open_project(inputs: Inputs, *, backend: str | None = "docker", strict: bool = True, checks: bool = True):
+    from orchestrator.project import open_project as open_
+
+    return open_(inputs.config_path(), overrides=list(inputs.overrides), sets=list(inputs.sets),
+                 project_name=inputs.project, backend=backend, strict=strict, checks=checks)
+
+
+def check_with_tables(project, backend, image_ids: dict[str, str], *, strict: bool = True,
+                      selected: set[str] | None = None, options_block: bool = True, say: Say = _quiet):
+    """Ask each image (cached per image id) for its vLLM option table, then check the project
+    against them: the argv follows vLLM's real options and unknown options become errors."""
+    from orchestrator.option_cache import image_table
+    from orchestrator.project import check_project
+
+    master = project.resolved.master
+    tables, notes = {}, []
+    for image, image_id in sorted(image_ids.items()):
+        users = [i for i in project.resolved.instances
+                 if i.container and i.container.image == image and (selected is None or i.name in selected)]
+        if not users:
+            continue
+        pixi = [m for m in users[0].container.mounts
+                if master.pixi_project_dir and m.target == master.pixi_project_dir.rstrip("/")]
+        answer = image_table(backend, image, image_id, pixi_project_dir=master.pixi_project_dir,
+                             pixi_environment=master.pixi_environment, mounts=pixi, progress=say)
+        if answer.table is not None:
+            tables[image] = answer.table
+        notes.append(answer.note)
+    return check_project(project, tables=tables, table_notes=notes, strict=strict, options_block=options_block)
+
+
+def open_checked(inputs: Inputs, *, backend: str | None = "docker", strict: bool = True, offline: bool = False,
+                 gpus: bool = False, say: Say = _quiet):
+    """For validate/plan/compose/k8s: the project checked against its images' vLLM when Docker can
+    be asked; otherwise (or with --offline) by the contract's rules, saying why. With `gpus`
+    (validate), also against the GPUs on the host, where they can be listed."""
+    from orchestrator.project import CONTAINER_BACKENDS, check_project
+
+    first = open_project(inputs, backend=backend, strict=strict, checks=False)
+
+    def with_gpus(project, engine=None, engine_note: str = ""):
+        if gpus:
+            from orchestrator.gpu_check import validate_gpus
+
+            problems, note = validate_gpus(project, engine, offline=offline, engine_note=engine_note)
+            project.problems = project.problems + problems
+            project.gpu_check = note
+        return project
+
+    def without_tables(reason: str):
+        project = check_project(first, strict=strict)
+        if reason:
+            project.option_check = f"image check skipped ({reason}); " + project.option_check
+        return with_gpus(project, engine_note=reason)
+
+    if first.backend not in CONTAINER_BACKENDS:
+        return without_tables("")
+    if offline:
+        return without_tables("--offline")
+    from orchestrator.backends.docker import DockerBackend
+    from orchestrator.errors import DockerUnavailable, PreflightError
+
+    images = {i.container.image for i in first.resolved.instances if i.container and i.container.image}
+    try:
+        engine = DockerBackend()
+        image_ids = engine.image_ids(images)
+    except (DockerUnavailable, PreflightError) as exc:
+        return without_tables(str(exc))
+    return with_gpus(check_with_tables(first, engine, image_ids, strict=strict, say=say), engine)
+
+
+def project_for_status(inputs: Inputs) -> tuple[str, Any]:
+    """(project name, project or None) for ps/down: from the config when there is one, else -p
+    alone will do (names and specs only: no validation needed)."""
+    path = inputs.config_path(required=not inputs.project)
+    if path is None:
+        return inputs.project, None
+    project = open_project(inputs, strict=False, checks=False)
+    return project.name, project
+
+
+# ----------------------------------------------------------------------------- up
+class UpRequest(Value):
+    names: tuple[str, ...] = ()
+    wait: bool = False
+    timeout: float = 1800
+    remove_orphans: bool = False
+    dry_run: bool = False
+    no_preflight: bool = False
+    adopt: bool = False
+
+
+class UpOutcome(Value, frozen=False):
+    project: str
+    actions: list
+    results: list = field(factory=list)
+    waited: dict = field(factory=dict)
+    wait_error: OrchestratorError | None = None
+
+    @property
+    def failed(self) -> list:
+        return [r for r in self.results if not r.ok]
+
+    @property
+    def changed(self) -> bool:
+        from orchestrator.plan import CHANGES
+
+        return any(r.action.kind in CHANGES for r in self.results)
+
+    def to_json(self) -> dict[str, Any]:
+        done = {r.action.instance: r for r in self.results}
+        doc: dict[str, Any] = {
+            "project": self.project,
+            "actions": [done[a.instance].to_json() if a.instance in done else {**a.to_json(), "ok": True}
+                        for a in self.actions],
+            "healthy_after_s": self.waited,
+        }
+        if self.wait_error:
+            doc["error"] = str(self.wait_error)
+        return doc
+
+
+def up(inputs: Inputs, request: UpRequest, *, say: Say = _quiet, report: Callable[[Any], None] | None = None,
+       progress: Say = _quiet) -> UpOutcome:
+    """Reconcile the engine with the config: check, plan under the run lock, preflight, apply,
+    then (with `wait`) wait for /health. Raises for anything found before a change; failures of
+    single instances are in the outcome (`raise_for_failures` turns them into the error)."""
+    from orchestrator.backends.docker import DockerBackend
+    from orchestrator.errors import OwnedElsewhere
+    from orchestrator.plan import owned_elsewhere, ownership_message, plan_up
+
+    project = open_project(inputs, checks=False)  # which images? (the full checks follow, with their tables)
+    selected = project.select(list(request.names))
+    if not project.resolved.master.enable:
+        say("master.enable = false: every instance is disabled (their containers are removed, logs kept)")
+    backend = DockerBackend()
+    wanted = [i for i in project.resolved.instances if i.enabled and (selected is None or i.name in selected)]
+    image_ids = backend.image_ids(i.container.image for i in wanted)
+    # The argv always follows the image's option table (so --no-preflight cannot change it and
+    # recreate a loaded model); --no-preflight only stops option problems from blocking.
+    project = check_with_tables(project, backend, image_ids, selected=selected,
+                                options_block=not request.no_preflight, say=say)
+    wanted = [i for i in project.resolved.instances if i.enabled and (selected is None or i.name in selected)]
+    for problem in project.problems:
+        say(problem.format())
+
+    def plan() -> list:
+        observed = backend.observe(project.name)
+        foreign = owned_elsewhere(observed, project.resolved.config_file)
+        if foreign and not request.adopt:
+            raise OwnedElsewhere(ownership_message(project.name, foreign, project.resolved.config_file))
+        return plan_up(project.resolved.instances, observed, image_ids=image_ids,
+                       selected=selected, remove_orphans=request.remove_orphans)
+
+    if request.dry_run:
+        return UpOutcome(project.name, plan())
+
+    from orchestrator.gpu_check import check_for_up
+    from orchestrator.run_lock import run_lock
+
+    # Observe, plan and change under the lock, so a concurrent up/down plans against what this one did.
+    with run_lock(project.name, backend.engine.address, waiting=say):
+        actions = plan()
+        for note in backend.preflight(actions, gpu_check=check_for_up(project, blocking=not request.no_preflight)):
+            say(note)
+        outcome = UpOutcome(project.name, actions, backend.apply(actions, on_done=report))
+    if request.wait and not outcome.failed:
+        from orchestrator.backends.engine import is_local_address
+        from orchestrator.waiter import wait_healthy
+
+        def observe() -> dict:
+            return {o.instance: o for o in backend.observe(project.name)}
+
+        try:
+            outcome.waited = wait_healthy(wanted, observe, timeout=request.timeout, progress=progress,
+                                          log_tail=lambda spec: log_tail_for(spec, backend, 20),
+                                          probe_http=is_local_address(backend.engine.address))
+        except OrchestratorError as exc:
+            outcome.wait_error = exc
+    return outcome
+
+
+def raise_for_failures(command: str, results: list, message: str) -> None:
+    """The error ending an up/down some of whose instances failed. The engine lost part-way is
+    exit 3 with what was done and what was not (each instance has had its line already);
+    otherwise the failures' own exit code when they agree (4: e.g. an image removed meanwhile), else 1."""
+    from orchestrator.errors import DockerUnavailable
+
+    failed = [r for r in results if not r.ok]
+    if not failed:
+        return
+    if any(r.engine_lost for r in failed):
+        done = [r.action.instance for r in results if r.ok]
+        raise DockerUnavailable(
+            f"lost the Docker engine part-way: {len(done)} of {len(results)} instance(s) done"
+            + (f" ({', '.join(done)})" if done else "")
+            + f"; not done: {', '.join(r.action.instance for r in failed)}; run `{command}` again once the engine is back")
+    error = OrchestratorError(message)
+    codes = {r.error_exit_code for r in failed}
+    if len(codes) == 1 and 0 not in codes:
+        error.exit_code = codes.pop()
+    raise error
+
+
+def log_tail_for(spec, backend, lines: int) -> str:
+    """The instance's last log lines, then what the engine captured (the entrypoint's own errors)."""
+    from orchestrator.logs import tail_lines
+
+    text = "\n".join(tail_lines(spec.container.host_log_file, lines))
+    engine = backend.engine_log_tail(spec.container.name, lines)
+    return text + ("\n" + engine if engine.strip() else "")
+
+
+# ----------------------------------------------------------------------------- down
+class DownOutcome(Value):
+    project: str
+    results: list
+    left: dict  # config file -> names of the containers another config made (not touched)
+
+
+def down(inputs: Inputs, names: tuple[str, ...] = (), *, report: Callable[[Any], None] | None = None,
+         say: Say = _quiet) -> DownOutcome:
+    """Stop and remove this project's containers (of this config only); logs stay. `names` are not
+    checked against the config: `down NAME` must also reach an instance removed from it."""
+    from orchestrator.backends.docker import DockerBackend
+    from orchestrator.run_lock import run_lock
+
+    name, project = project_for_status(inputs)
+    backend = DockerBackend()
+    with run_lock(name, backend.engine.address, waiting=say):
+        results, left = backend.down(name, set(names) or None, on_done=report,
+                                     config_file=project.resolved.config_file if project else None)
+    return DownOutcome(name, results, left)
+
+
+def down_local(inputs: Inputs, names: tuple[str, ...], *, timeout: float, say: Say = _quiet) -> tuple[str, list]:
+    from orchestrator.backends.local import LocalBackend
+
+    project = open_project(inputs, backend="local", strict=False)
+    return project.name, LocalBackend().down(project, set(names) or None, timeout=timeout, out=say)
+
+
+# ----------------------------------------------------------------------------- ps
+def ps(inputs: Inputs, *, backend: str = "docker") -> tuple[str, list[dict[str, Any]]]:
+    """(project name, one row per instance): containers (ours and Compose-export ones) joined with
+    the config; `/health` asked where Docker still says "starting" (status.ask_health)."""
+    if backend == "local":
+        from orchestrator.backends.local import LocalBackend
+
+        project = open_project(inputs, backend="local", strict=False)
+        return project.name, LocalBackend().ps(project)
+    from orchestrator.backends.docker import DockerBackend
+    from orchestrator.backends.engine import is_local_address
+    from orchestrator.status import ask_health, ps_rows
+    from orchestrator.waiter import probe_many
+
+    name, project = project_for_status(inputs)
+    engine = DockerBackend()
+    rows = ps_rows(engine.observe(name, owner=None), project.resolved.instances if project else [])
+    ask_health(rows, probe_many, local=is_local_address(engine.engine.address))
+    return name, rows
+
+
+# ----------------------------------------------------------------------------- logs
+def log_path(inputs: Inputs, name: str, *, backend: str | None, follow: bool) -> Path:
+    """Where the instance's log file is on this machine; an error saying why when there is none."""
+    import os
+
+    project = open_project(inputs, backend=backend, strict=False)
+    project.select([name])
+    spec = project.resolved.instance(name)
+    path = Path(spec.log_file if project.backend == "local" else spec.container.host_log_file)
+    if not os.path.lexists(path) and not follow:
+        if project.backend == "docker":
+            from orchestrator.backends.engine import engine_address, is_local_address
+
+            address = engine_address()
+            if not is_local_address(address):
+                raise OrchestratorError(
+                    f"no log file {path} on this machine: the engine at {address} writes it on its own "
+                    "machine (run vllm-orch there, or share log_host_dir between the two)")
+        raise OrchestratorError(f"no log yet for {name!r} ({path}): it has not been started")
+    return path

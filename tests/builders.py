@@ -26,11 +26,14 @@ DEFAULT_IMAGE_ID = "sha256:aaa"
 CONFIG_NAME = "fleet.toml"  # so the default project name is "fleet"
 
 
-def config(*names: str, image: str = DEFAULT_IMAGE, docker: str = "", server: str = "", first_port: int = 8001) -> str:
-    """A small fleet: `[docker] image` plus the `docker` lines, and for each name (default "a")
-    an instance serving model "/m" on its own port (first_port, first_port + 1, ...) plus the
-    `server` lines."""
+def config(*names: str, image: str = DEFAULT_IMAGE, docker: str = "", control: str = "", server: str = "",
+           first_port: int = 8001) -> str:
+    """A small fleet: `[docker] image` plus the `docker` lines, `[instance.control]` with the
+    `control` lines, and for each name (default "a") an instance serving model "/m" on its own
+    port (first_port, first_port + 1, ...) plus the `server` lines."""
     parts = [f'[docker]\nimage = "{image}"\n{textwrap.dedent(docker).strip()}\n']
+    if control:
+        parts.append(f"[instance.control]\n{textwrap.dedent(control).strip()}\n")
     for number, name in enumerate(names or ("a",)):
         parts.append(f'[instance.{name}.server]\nmodel = "/m"\nport = {first_port + number}\n'
                      f"{textwrap.dedent(server).strip()}\n")

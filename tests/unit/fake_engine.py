@@ -58,14 +58,14 @@ class FakeContainer:
         }
 
     def _ports(self) -> list[dict[str, Any]]:
-        # Published (IP and PublicPort) only while it runs; otherwise just the exposed port.
+        # Published while its network is up: running, or paused (`docker pause` only freezes the
+        # processes). A created or exited container lists none (as engine 20.10 does).
+        if self.state not in ("running", "paused"):
+            return []
         bindings = (self.body.get("HostConfig") or {}).get("PortBindings") or {}
         rows = []
         for key, hosts in bindings.items():
             port, _, kind = key.partition("/")
-            if self.state != "running":
-                rows.append({"PrivatePort": int(port), "Type": kind or "tcp"})
-                continue
             for host in hosts:
                 rows.append({"IP": host.get("HostIp") or "0.0.0.0", "PrivatePort": int(port),
                              "PublicPort": int(host["HostPort"]), "Type": kind or "tcp"})
@@ -116,6 +116,8 @@ class FakeEngine:
                 container.run()
             elif state == "exited":
                 container.exit(exit_code)
+            elif state == "paused":  # `docker pause`
+                container.state, container.status = "paused", "Up Less than a second (Paused)"
             elif state != "created":
                 container.state, container.status = state, state.capitalize()
             container.exit_code = exit_code

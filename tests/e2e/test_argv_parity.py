@@ -14,9 +14,9 @@ import pytest
 from orchestrator.argv import render_server_args
 from orchestrator.backends.docker import DockerBackend
 from orchestrator.cli import main
-from orchestrator.config.loader import load_config
 from orchestrator.option_cache import dump_source, image_table
-from orchestrator.resolve import apply_tables, resolve
+from orchestrator.resolve import apply_tables
+from tests.builders import resolve_file
 from tests.e2e.conftest import REPO
 
 pytestmark = pytest.mark.vllm
@@ -89,7 +89,7 @@ def test_every_bundled_config_renders_to_what_it_says(table, parse_in_image):
     assert configs, "configs/ has no example"
     argvs, expectations = [], []
     for path in configs:
-        resolved = apply_tables(resolve(load_config(path, env={}).data, config_path=path, host_env={}),
+        resolved = apply_tables(resolve_file(path),
                                 {"vllm-orch/vllm-cpu:0.32.0": table})
         for spec in resolved.instances:
             argvs.append(list(spec.server_args))

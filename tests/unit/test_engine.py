@@ -65,24 +65,22 @@ def test_unframed_output_is_returned_as_it_is():
     assert demultiplex(b"plain text from a tty container\n") == b"plain text from a tty container\n"
 
 
-def test_an_engine_that_stops_answering_fails_the_instance_in_one_line(tmp_path, write_toml):
+def test_an_engine_that_stops_answering_fails_the_instance_in_one_line(tmp_path):
     """A real unix socket that accepts and never answers, as a hung dockerd does."""
     import socket as sockets
 
     from orchestrator.backends.docker import DockerBackend
-    from orchestrator.config.loader import load_config
     from orchestrator.plan import CREATE, Action
-    from orchestrator.resolve import resolve
+    from tests.builders import instance
 
-    path = write_toml("""
+    spec = instance("""
         [docker]
         image = "img"
         log_host_dir = "logs"
         [instance.a.server]
         port = 8000
         model = "m"
-    """)
-    spec = resolve(load_config(path, env={}).data, config_path=path, host_env={}).instances[0]
+    """, tmp_path)
     silent = sockets.socket(sockets.AF_UNIX, sockets.SOCK_STREAM)
     silent.bind(str(tmp_path / "docker.sock"))
     silent.listen(16)

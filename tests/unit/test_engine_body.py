@@ -8,9 +8,9 @@ import docker
 import pytest
 
 from orchestrator.backends.engine_body import PROBE_OWNER, create_body, probe_body
-from orchestrator.config.loader import load_config
-from orchestrator.resolve import LABEL_OWNER, resolve
+from orchestrator.resolve import LABEL_OWNER
 from orchestrator.spec import Mount
+from tests.builders import resolve_toml
 
 API = docker.APIClient(version="1.41")  # a fixed version: no engine is contacted
 
@@ -98,11 +98,10 @@ def docker_py_body(container) -> dict:
 
 
 @pytest.fixture
-def containers(write_toml, tmp_path):
+def containers(tmp_path):
     models = tmp_path / "models"
     models.mkdir()
-    path = write_toml(FLEET.format(models=models))
-    resolved = resolve(load_config(path, env={}).data, config_path=path, host_env={"VLLM_API_KEY": "sk-test"})
+    resolved = resolve_toml(FLEET.format(models=models), tmp_path, env={"VLLM_API_KEY": "sk-test"})
     assert not [p for p in resolved.problems if p.is_error], resolved.problems
     return {i.name: i.container for i in resolved.instances}
 

@@ -10,18 +10,17 @@ from pathlib import Path
 from orchestrator import options
 from orchestrator.backends.engine_body import create_body
 from orchestrator.compose import service_settings
-from orchestrator.config.loader import load_config
 from orchestrator.config.schema import SCHEMA
 from orchestrator.plan import ADDED_KEYS, RECREATE, Observed, plan_up
-from orchestrator.resolve import DOCKER_DEFAULTS, LABEL_SPEC, resolve
+from orchestrator.resolve import DOCKER_DEFAULTS, LABEL_SPEC
 from orchestrator.spec import config_digest
+from tests.builders import instance
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
-def spec_of(write_toml, docker: str = ""):
-    path = write_toml(f'[docker]\nimage = "img:1"\n{docker}\n[instance.a.server]\nmodel = "/m"\n')
-    return resolve(load_config(path, env={}).data, config_path=path, host_env={}).instances[0]
+def spec_of(tmp_path, docker: str = ""):
+    return instance(f'[docker]\nimage = "img:1"\n{docker}\n[instance.a.server]\nmodel = "/m"\n', tmp_path)
 
 
 def test_every_docker_key_of_the_schema_is_declared_in_the_table():
@@ -36,33 +35,33 @@ def test_the_readme_reference_is_the_tables():
         "regenerate the [docker] rows: python -m orchestrator.options"
 
 
-def test_each_container_option_is_in_the_record_and_options_added_later_declare_their_past(write_toml):
-    record = spec_of(write_toml).container.to_json()
+def test_each_container_option_is_in_the_record_and_options_added_later_declare_their_past(tmp_path):
+    record = spec_of(tmp_path).container.to_json()
     for option in options.CONTAINER_OPTIONS:
         assert option.record in record
         if option.since != options.FIRST_RELEASE:
             assert option.record in ADDED_KEYS
 
 
-def test_cpuset_and_cpus_reach_the_engine_and_compose(write_toml):
-    spec = spec_of(write_toml, 'cpuset = "0-3,8"\ncpus = 2.5')
+def test_cpuset_and_cpus_reach_the_engine_and_compose(tmp_path):
+    spec = spec_of(tmp_path, 'cpuset = "0-3,8"\ncpus = 2.5')
     body = create_body(spec.container)
     assert body["HostConfig"]["CpusetCpus"] == "0-3,8" and body["HostConfig"]["NanoCpus"] == 2_500_000_000
     service = service_settings(spec)
     assert service["cpuset"] == "0-3,8" and service["cpus"] == 2.5
-    plain = create_body(spec_of(write_toml).container)
+    plain = create_body(spec_of(tmp_path).container)
     assert "CpusetCpus" not in plain["HostConfig"] and "NanoCpus" not in plain["HostConfig"]
 
 
-def test_setting_cpuset_on_a_running_container_recreates_it_naming_the_option(write_toml):
-    before = spec_of(write_toml)
+def test_setting_cpuset_on_a_running_container_recreates_it_naming_the_option(tmp_path):
+    before = spec_of(tmp_path)
     old = json.loads(json.dumps({k: v for k, v in before.container.to_json().items() if k not in ("cpuset", "cpus")}))
     observed = Observed("id", before.container.name, "a", "vllm-orch", "running", "Up", "", "",
                         {LABEL_SPEC: json.dumps(old)})
     observed = observed.replace(config_hash=config_digest(old, before.container.secret_env))  # as the release did
     unchanged = plan_up([before], [observed], image_ids={})
     assert [a.kind for a in unchanged] == ["noop"]
-    after = spec_of(write_toml, 'cpuset = "0-3"')
+    after = spec_of(tmp_path, 'cpuset = "0-3"')
     [action] = plan_up([after], [observed], image_ids={})
     assert action.kind == RECREATE and action.reasons == ("cpuset: (unset) -> 0-3",)
 

@@ -6,13 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.config.loader import load_config
-from orchestrator.resolve import ENTRYPOINT, resolve
-
-
-def resolved_from(write_toml, text: str, **kwargs):
-    path = write_toml(text)
-    return resolve(load_config(path, env={}).data, config_path=path, host_env=kwargs.pop("host_env", {}), **kwargs)
+from orchestrator.resolve import ENTRYPOINT
+from tests.builders import resolve_file, resolve_toml
 
 
 BASE = """
@@ -46,8 +41,8 @@ model = "/models/b"
 """
 
 
-def test_control_merges_key_by_key_and_server_keys_replace(write_toml):
-    a, b = resolved_from(write_toml, BASE).instances
+def test_control_merges_key_by_key_and_server_keys_replace(tmp_path):
+    a, b = resolve_toml(BASE, tmp_path).instances
     assert (a.background, a.gpu.mode, a.log_file) == (True, "all", "/var/log/vllm/vllm-server-a.log")
     assert (b.background, b.gpu.ids, b.log_file) == (False, (1, 2), "/logs/b.log")
     # Global server keys first, replaced in place; the instance's new keys after; extra_args last,
@@ -59,45 +54,45 @@ def test_control_merges_key_by_key_and_server_keys_replace(write_toml):
     assert b.server_args[-1] == "--disable-log-stats"
 
 
-def test_launch_command_without_pixi_is_python_module(write_toml):
-    a = resolved_from(write_toml, BASE).instances[0]
+def test_launch_command_without_pixi_is_python_module(tmp_path):
+    a = resolve_toml(BASE, tmp_path).instances[0]
     assert a.command[:3] == ("python", "-m", "vllm.entrypoints.openai.api_server")
     assert dict(a.env)["PYTHONUNBUFFERED"] == "1"
 
 
-def test_launch_command_with_pixi(write_toml):
-    spec = resolved_from(write_toml, """
+def test_launch_command_with_pixi(tmp_path):
+    spec = resolve_toml("""
         [master]
         pixi_project_dir = "/ws/pixi"
         pixi_environment = "cuda"
         api_server_module = "my.server"
         [instance.x.server]
         model = "/m"
-    """).instances[0]
+    """, tmp_path).instances[0]
     assert spec.command == (
         "pixi", "run", "--manifest-path", "/ws/pixi", "--environment", "cuda", "--frozen",
         "python", "-m", "my.server", "--model", "/m",
     )
 
 
-def test_disabled_instance_is_kept_with_enabled_false(write_toml):
-    resolved = resolved_from(write_toml, """
+def test_disabled_instance_is_kept_with_enabled_false(tmp_path):
+    resolved = resolve_toml("""
         [instance.a.control]
         enabled = false
         [instance.a.server]
         model = "/m"
-    """)
+    """, tmp_path)
     assert [(i.name, i.enabled) for i in resolved.instances] == [("a", False)]
 
 
-def test_api_key_goes_to_the_environment_not_argv(write_toml):
-    spec = resolved_from(write_toml, """
+def test_api_key_goes_to_the_environment_not_argv(tmp_path):
+    spec = resolve_toml("""
         [docker]
         image = "img"
         [instance.a.server]
         model = "/m"
         api_key = "sk-very-secret"
-    """).instances[0]
+    """, tmp_path).instances[0]
     assert "sk-very-secret" not in " ".join(spec.command)
     assert "--api-key" not in spec.command
     container = spec.container
@@ -108,21 +103,21 @@ def test_api_key_goes_to_the_environment_not_argv(write_toml):
     assert "sk-very-secret" not in repr(spec) and "secret_env=<not shown>" in repr(container)
 
 
-def test_changed_secret_changes_the_hash_without_appearing_in_it(write_toml):
+def test_changed_secret_changes_the_hash_without_appearing_in_it(tmp_path):
     text = """
         [docker]
         image = "img"
         [instance.a.server]
         api_key = "{key}"
     """
-    first = resolved_from(write_toml, text.format(key="one")).instances[0].container
-    second = resolved_from(write_toml, text.format(key="two")).instances[0].container
+    first = resolve_toml(text.format(key="one"), tmp_path).instances[0].container
+    second = resolve_toml(text.format(key="two"), tmp_path).instances[0].container
     assert first.to_json() == second.to_json()
     assert first.config_hash() != second.config_hash()
 
 
-def test_container_spec_defaults(write_toml, tmp_path: Path):
-    spec = resolved_from(write_toml, """
+def test_container_spec_defaults(tmp_path: Path):
+    spec = resolve_toml("""
         [docker]
         image = "infer-dev:stage-2"
         [instance.control]
@@ -132,7 +127,7 @@ def test_container_spec_defaults(write_toml, tmp_path: Path):
         [instance.a.server]
         host = "0.0.0.0"
         port = 8001
-    """).instances[0]
+    """, tmp_path).instances[0]
     c = spec.container
     assert c.name == "fleet-a"  # project defaults to the file's stem
     assert c.image == "infer-dev:stage-2"
@@ -152,20 +147,20 @@ def test_container_spec_defaults(write_toml, tmp_path: Path):
     assert labels["io.vllm-orch.project"] == "fleet" and labels["io.vllm-orch.instance"] == "a"
 
 
-def test_gpu_none_hides_gpus_even_with_nvidia_as_default_runtime(write_toml):
-    c = resolved_from(write_toml, """
+def test_gpu_none_hides_gpus_even_with_nvidia_as_default_runtime(tmp_path):
+    c = resolve_toml("""
         [docker]
         image = "img"
         [instance.a.control]
         gpu_ids = "none"
-    """).instances[0].container
+    """, tmp_path).instances[0].container
     assert c.gpu.docker_device_requests() == []
     assert c.environment()["NVIDIA_VISIBLE_DEVICES"] == "void"
     assert c.environment()["CUDA_VISIBLE_DEVICES"] == ""
 
 
-def test_docker_tables_merge_per_instance_and_paths_are_relative_to_the_file(write_toml, tmp_path):
-    c = resolved_from(write_toml, """
+def test_docker_tables_merge_per_instance_and_paths_are_relative_to_the_file(tmp_path):
+    c = resolve_toml("""
         [docker]
         image = "img"
         project = "prod"
@@ -177,7 +172,7 @@ def test_docker_tables_merge_per_instance_and_paths_are_relative_to_the_file(wri
         publish_port = 9000
         [instance.a.server]
         port = 8000
-    """).instances[0].container
+    """, tmp_path).instances[0].container
     assert c.name == "prod-a"
     assert (c.port.host_address, c.port.host_port, c.port.container_port) == ("0.0.0.0", 9000, 8000)
     assert c.environment()["A"] == "1" and c.environment()["B"] == "3"
@@ -185,14 +180,14 @@ def test_docker_tables_merge_per_instance_and_paths_are_relative_to_the_file(wri
     assert models.source == str(tmp_path / "models") and models.read_only
 
 
-def test_secret_env_comes_from_the_host_environment(write_toml):
-    c = resolved_from(write_toml, """
+def test_secret_env_comes_from_the_host_environment(tmp_path):
+    c = resolve_toml("""
         [docker]
         image = "img"
         secret_env = ["HF_TOKEN"]
         [instance.a.server]
         model = "/m"
-    """, host_env={"HF_TOKEN": "hf_abc"}).instances[0].container
+    """, tmp_path, env={"HF_TOKEN": "hf_abc"}).instances[0].container
     assert c.environment(reveal=True)["HF_TOKEN"] == "hf_abc"
     assert "hf_abc" not in repr(c.to_json())
 
@@ -200,7 +195,7 @@ def test_secret_env_comes_from_the_host_environment(write_toml):
 @pytest.mark.parametrize("name", ["real-qwen2-vl-7b.toml", "real-qwen2-vl-7b-tp8.toml"])
 def test_contract_examples_resolve_to_the_runner_command(examples_dir, name):
     path = examples_dir / name
-    resolved = resolve(load_config(path, env={}).data, config_path=path, host_env={})
+    resolved = resolve_file(path)
     (spec,) = resolved.instances
     assert spec.command[:8] == (
         "pixi", "run", "--manifest-path", "/hard/volume/workspace/vllm-pixi-offline",
@@ -217,7 +212,7 @@ def test_contract_examples_resolve_to_the_runner_command(examples_dir, name):
         assert "--enforce-eager" in args and args[args.index("--max-model-len") + 1] == "8192"
 
 
-def test_an_option_table_rerenders_only_the_instances_of_its_image(write_toml):
+def test_an_option_table_rerenders_only_the_instances_of_its_image(tmp_path):
     """`[docker] image` decides which vLLM parses an instance's argv, so only that image's table
     may change its rendering; the container runs exactly the re-rendered command."""
     from orchestrator.resolve import apply_tables
@@ -238,7 +233,7 @@ model = "/m"
 served_model_name = ["x", "y"]
 enable_prefix_caching = false
 """
-    plain = resolved_from(write_toml, text)
+    plain = resolve_toml(text, tmp_path)
     tabled = apply_tables(plain, {"with-table:1": TABLE})
     a, b = tabled.instances
     # The table knows --served-model-name takes several values and --enable-prefix-caching has a

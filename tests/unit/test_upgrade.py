@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.config.loader import load_config
 from orchestrator.plan import ADDED_KEYS, NOOP, RECREATE, Observed, plan_up
-from orchestrator.resolve import LABEL_HASH, LABEL_INSTANCE, LABEL_OWNER, resolve
+from orchestrator.resolve import LABEL_HASH, LABEL_INSTANCE, LABEL_OWNER
+from tests.builders import load_data, resolve_data
 
 RELEASES = Path(__file__).resolve().parents[1] / "fixtures" / "releases"
 RECORDINGS = sorted(RELEASES.glob("*.json"))
@@ -37,11 +37,11 @@ def observed(release: dict) -> list[Observed]:
 
 def desired(release: dict, *, edit=None, env=SECRETS):
     """This release's resolution of the same file, placed where the recording had it."""
-    data = load_config(RELEASES / "upgrade.toml", env={}).data
+    data = load_data(RELEASES / "upgrade.toml")
     if edit:
         edit(data)
     path = Path(release["config_dir"]) / "upgrade.toml"
-    return resolve(data, config_path=path, project="upgrade-fixture", host_env=env).instances
+    return resolve_data(data, path, project="upgrade-fixture", env=env).instances
 
 
 def plan(release: dict, **kwargs):

@@ -7,11 +7,10 @@ import threading
 
 import pytest
 
-from orchestrator.config.loader import load_config
 from orchestrator.errors import InstanceFailed
 from orchestrator.plan import Observed
-from orchestrator.resolve import resolve
 from orchestrator.waiter import probe_health, probe_many, wait_healthy
+from tests.builders import instance
 
 
 def serve(status: int):
@@ -49,9 +48,8 @@ def test_only_a_200_from_health_counts():
             server.server_close()
 
 
-def spec_on(write_toml, port: int):
-    path = write_toml(f'[docker]\nimage = "img"\n[instance.a.server]\nmodel = "/m"\nport = {port}\n')
-    return resolve(load_config(path, env={}).data, config_path=path, host_env={}).instances[0]
+def spec_on(tmp_path, port: int):
+    return instance(f'[docker]\nimage = "img"\n[instance.a.server]\nmodel = "/m"\nport = {port}\n', tmp_path)
 
 
 def observed(health: str) -> dict[str, Observed]:
@@ -59,23 +57,23 @@ def observed(health: str) -> dict[str, Observed]:
     return {"a": Observed("id", "p-a", "a", "vllm-orch", "running", status, "img-id", "hash")}
 
 
-def test_a_local_engine_counts_the_first_200_from_the_published_port(write_toml, answering_port):
+def test_a_local_engine_counts_the_first_200_from_the_published_port(tmp_path, answering_port):
     messages: list[str] = []
-    ready = wait_healthy([spec_on(write_toml, answering_port)], lambda: observed("health: starting"),
+    ready = wait_healthy([spec_on(tmp_path, answering_port)], lambda: observed("health: starting"),
                          timeout=5, progress=messages.append, log_tail=lambda spec: "")
     assert list(ready) == ["a"] and "answers /health" in messages[-1]
 
 
-def test_a_remote_engine_waits_for_its_own_health_check(write_toml, answering_port):
+def test_a_remote_engine_waits_for_its_own_health_check(tmp_path, answering_port):
     """The port answering here is not the instance (its engine is elsewhere): only the engine's
     health check may end the wait, and while it says `starting` the wait goes on."""
     rounds = iter(["health: starting", "health: starting", "healthy"])
     messages: list[str] = []
-    ready = wait_healthy([spec_on(write_toml, answering_port)], lambda: observed(next(rounds)),
+    ready = wait_healthy([spec_on(tmp_path, answering_port)], lambda: observed(next(rounds)),
                          timeout=5, progress=messages.append, log_tail=lambda spec: "", probe_http=False)
     assert list(ready) == ["a"] and "the engine's health check" in messages[-1]
     assert next(rounds, None) is None  # it took the third round
 
     with pytest.raises(InstanceFailed, match="not healthy after 0.3s"):
-        wait_healthy([spec_on(write_toml, answering_port)], lambda: observed("health: starting"),
+        wait_healthy([spec_on(tmp_path, answering_port)], lambda: observed("health: starting"),
                      timeout=0.3, progress=lambda m: None, log_tail=lambda spec: "", probe_http=False)

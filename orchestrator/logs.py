@@ -51,13 +51,14 @@ def follow(path: Path | str, *, start_at_end: bool = True, stop: Callable[[], bo
         if handle is None:
             try:
                 handle = os.fdopen(open_for_reading(str(path)), "r", errors="replace")
-                inode = os.fstat(handle.fileno()).st_ino
-                if start_at_end:
-                    handle.seek(0, os.SEEK_END)
-                start_at_end = False
             except FileNotFoundError:
+                start_at_end = False  # a log that appears later is new: all of it is news (tail -F)
                 time.sleep(poll_s)
                 continue
+            inode = os.fstat(handle.fileno()).st_ino
+            if start_at_end:
+                handle.seek(0, os.SEEK_END)
+            start_at_end = False
         chunk = handle.read()
         if chunk:
             pending += chunk

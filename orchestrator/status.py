@@ -9,7 +9,7 @@ from orchestrator.plan import Observed
 from orchestrator.resolve import LABEL_GPUS, LABEL_MODEL, LABEL_URL
 from orchestrator.spec import InstanceSpec
 
-_UPTIME = re.compile(r"^Up (.+?)(?: \((?:healthy|unhealthy|health: starting)\))?$")
+_UPTIME = re.compile(r"^Up (.+?)(?: \((?:healthy|unhealthy|health: starting|Paused)\))?$")
 _EXITED = re.compile(r"^Exited \((-?\d+)\)")
 
 

@@ -211,7 +211,7 @@ class DockerBackend:
                     found.append((order[instance], (
                         f"instance {instance!r}: a container named {name.lstrip('/')} exists and is not "
                         "managed by this project (rename or remove it, or set [docker] project)")))
-            if row.get("State") != "running":
+            if row.get("State") not in ("running", "paused", "restarting"):  # these hold their ports
                 continue
             for published in row.get("Ports") or []:
                 action = ports.get(published.get("PublicPort"))

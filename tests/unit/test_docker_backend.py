@@ -146,11 +146,6 @@ def test_a_port_published_by_another_container_refuses_the_plan(tmp_path, engine
     assert engine.writes() == []
 
 
-@pytest.mark.xfail(strict=True, reason="DockerBackend._check_other_containers skips every container whose State is "
-                                       "not 'running', so a paused container's published port (still bound: "
-                                       "`docker pause` only freezes its processes) is not found; on a remote engine "
-                                       "(no bind check) `up` then creates the container and its start fails with "
-                                       "'port is already allocated' after others may have been created")
 def test_a_port_published_by_a_paused_container_refuses_the_plan(tmp_path, engine, backend):
     specs = fleet(tmp_path, "a")
     engine.add("paused-server", ports=[("0.0.0.0", 8001)], state="paused")

@@ -114,10 +114,6 @@ def test_follow_from_the_start_yields_what_is_there(tmp_path):
     lines.close()
 
 
-@pytest.mark.xfail(strict=True, reason="logs.follow seeks to the end of a log file that appears after it started "
-                                       "(start_at_end stays True until the first open), so `vllm-orch logs -f` "
-                                       "started before the instance loses the lines written before its next poll "
-                                       "(the start line at least); tail -F prints a new file from its start")
 def test_follow_of_a_log_that_appears_later_shows_it_from_its_start(tmp_path):
     log = tmp_path / "a.log"
 

@@ -25,9 +25,6 @@ def test_uptime_is_read_from_the_status_without_the_health_word(status, shown):
     assert uptime(status) == shown
 
 
-@pytest.mark.xfail(strict=True, reason="status.uptime keeps the engine's ' (Paused)' suffix: a paused container's "
-                                       "UPTIME cell reads '5 minutes (Paused)' (its _UPTIME regex knows only the "
-                                       "health words)")
 def test_the_uptime_of_a_paused_container_is_its_time_only():
     assert uptime("Up 5 minutes (Paused)") == "5 minutes"
 

@@ -45,7 +45,7 @@ def _validate_args(p: argparse.ArgumentParser) -> None:
 def _up_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("names", nargs="*", metavar="NAME")
     p.add_argument("--wait", action="store_true", help="wait until every instance answers /health")
-    p.add_argument("--timeout", type=float, default=1800, help="seconds --wait waits (default 1800)")
+    p.add_argument("--timeout", type=float, default=1800, help="seconds to wait for health: --wait, and instances that start in turn on a shared GPU (default 1800)")
     p.add_argument("--remove-orphans", action="store_true", help="remove instances no longer in the config")
     p.add_argument("--dry-run", action="store_true", help="show what would change, change nothing")
     p.add_argument("--no-preflight", action="store_true",
@@ -87,6 +87,12 @@ def _names_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("names", nargs="*", metavar="NAME")
 
 
+def _launch_args(p: argparse.ArgumentParser) -> None:
+    _names_args(p)
+    p.add_argument("--timeout", type=float, default=1800,
+                   help="seconds an instance waits for another on a shared GPU to answer /health (default 1800)")
+
+
 def _no_args(p: argparse.ArgumentParser) -> None:
     pass
 
@@ -101,7 +107,7 @@ SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = 
     "logs": ("show an instance's log file", _logs_args),
     "compose": ("write a docker-compose.yml that runs the same containers", _compose_args),
     "flags": ("show the options the vLLM in an image accepts", _flags_args),
-    "launch": ("in-container launcher: start the instances as processes (the boot hook)", _names_args),
+    "launch": ("in-container launcher: start the instances as processes (the boot hook)", _launch_args),
     "schema": ("print the JSON Schema of the config file", _no_args),
 }
 _GLOBAL_VALUE_OPTIONS = ("--config", "--override", "--set", "--project")
@@ -316,11 +322,15 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     if args.dry_run:
         actions = plan()
+        order = _start_order(actions)
         if args.json:
-            _print_json({"project": project.name, "actions": [a.to_json() for a in actions]})
+            _print_json({"project": project.name, "actions": [a.to_json() for a in actions],
+                         "start_order": [edge.to_json() for edge in order]})
         else:
             for action in actions:
                 print(action.describe())
+            for edge in order:
+                print(edge.describe())
         return EXIT_OK
 
     def report(result) -> None:
@@ -330,32 +340,40 @@ def cmd_up(args: argparse.Namespace) -> int:
             else:
                 _stderr(f"{result.action.instance}: FAILED: {result.detail}")
 
+    import time
+
+    from orchestrator.backends.engine import is_local_address
     from orchestrator.run_lock import run_lock
+    from orchestrator.waiter import wait_healthy
+
+    # One deadline for the whole run: the waits inside start chains and --wait share --timeout.
+    deadline = time.monotonic() + args.timeout
+    progress = (lambda m: None) if args.json else _stderr
+
+    def observe() -> dict:
+        return {o.instance: o for o in backend.observe(project.name)}
+
+    def healthy(specs: list) -> dict[str, float]:
+        return wait_healthy(specs, observe, timeout=max(0.0, deadline - time.monotonic()), progress=progress,
+                            log_tail=lambda spec: _log_tail_for(spec, backend, 200),
+                            probe_http=is_local_address(backend.engine.address))
 
     # Observe, plan and change under the lock, so a concurrent up/down plans against what this one did.
     with run_lock(project.name, backend.engine.address, waiting=_stderr):
         actions = plan()
         backend.preflight(actions)
-        results = backend.apply(actions, on_done=report)
+        results = backend.apply(actions, on_done=report, start_after=_start_order(actions),
+                                await_healthy=lambda action: healthy([action.spec]), progress=progress)
     orphans = [a for a in actions if a.kind == ORPHAN]
     for orphan in orphans:
         _stderr(f"{orphan.instance}: orphan (no longer in the config; `up --remove-orphans` removes it)")
     failed = [r for r in results if not r.ok]
+    chain_errors = [r.health_error for r in results if r.health_error is not None]
     waited: dict[str, float] = {}
-    wait_error = None
-    if args.wait and not failed:
-        from orchestrator.waiter import wait_healthy
-
-        def observe() -> dict:
-            return {o.instance: o for o in backend.observe(project.name)}
-
+    wait_error = chain_errors[0] if chain_errors else None
+    if args.wait and not failed and not wait_error:
         try:
-            from orchestrator.backends.engine import is_local_address
-
-            waited = wait_healthy(wanted, observe, timeout=args.timeout,
-                                  progress=(lambda m: None) if args.json else _stderr,
-                                  log_tail=lambda spec: _log_tail_for(spec, backend, 20),
-                                  probe_http=is_local_address(backend.engine.address))
+            waited = healthy(wanted)
         except OrchestratorError as exc:
             wait_error = exc
     if args.json:
@@ -364,6 +382,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             "project": project.name,
             "actions": [changed[a.instance].to_json() if a.instance in changed else {**a.to_json(), "ok": True}
                         for a in actions],
+            "start_order": [edge.to_json() for edge in _start_order(actions)],
             "healthy_after_s": waited,
         }
         if wait_error:
@@ -376,6 +395,14 @@ def cmd_up(args: argparse.Namespace) -> int:
     if failed:
         raise OrchestratorError(f"{len(failed)} instance(s) failed: " + ", ".join(r.action.instance for r in failed))
     return EXIT_OK
+
+
+def _start_order(actions: list) -> list:
+    """Which of the instances this run starts wait for another on a shared GPU (start_order.py)."""
+    from orchestrator.plan import CREATE, RECREATE, START
+    from orchestrator.start_order import start_order
+
+    return start_order((a.instance, a.spec.gpu) for a in actions if a.kind in (CREATE, RECREATE, START))
 
 
 def _log_tail_for(spec, backend, lines: int) -> str:
@@ -461,6 +488,9 @@ def cmd_ps(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
     print(tabulate([[r[c] or "" for c in columns] for r in rows], headers=[c.upper() for c in columns]))
+    for row in rows:  # why a server is down, read from its log (diagnose.py), after the table
+        if row.get("cause"):
+            print(f"{row['name']}: {row['cause']}")
     return EXIT_OK
 
 
@@ -566,7 +596,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
         return EXIT_OK
     from orchestrator.backends.local import LocalBackend
 
-    return LocalBackend().launch(project, project.select(args.names), out=_stderr)
+    return LocalBackend().launch(project, project.select(args.names), out=_stderr, health_timeout=args.timeout)
 
 
 def cmd_schema(args: argparse.Namespace) -> int:

@@ -30,6 +30,7 @@ from orchestrator.errors import DockerUnavailable, OrchestratorError, PreflightE
 from orchestrator.plan import CREATE, RECREATE, REMOVE, START, Action, Observed
 from orchestrator.resolve import LABEL_HASH, LABEL_INSTANCE, LABEL_OWNER, LABEL_PROJECT, LABEL_URL, OWNER_UP
 from orchestrator.spec import ContainerSpec, InstanceSpec, Mount
+from orchestrator.start_order import StartAfter, waits_for
 from orchestrator.value import Value
 
 MAX_WORKERS = 16
@@ -42,12 +43,15 @@ class ActionResult(Value, frozen=False):
     ok: bool
     detail: str = ""
     exit_code: int | None = None
+    health_error: OrchestratorError | None = None  # started, but did not become healthy (start chains)
 
     def to_json(self) -> dict[str, Any]:
         doc = self.action.to_json()
         doc.update(ok=self.ok, detail=self.detail)
         if self.exit_code is not None:
             doc["exit_code"] = self.exit_code
+        if self.health_error is not None:
+            doc["health_error"] = str(self.health_error)
         return doc
 
 
@@ -207,10 +211,26 @@ class DockerBackend:
         raise PreflightError(f"instance {action.instance!r}: GPU check failed: {err or f'exit code {code}'}")
 
     # ------------------------------------------------------------------ act
-    def apply(self, actions: list[Action], on_done: Callable[[ActionResult], None] | None = None) -> list[ActionResult]:
-        """Carry out every changing action, independent instances in parallel."""
+    def apply(
+        self,
+        actions: list[Action],
+        on_done: Callable[[ActionResult], None] | None = None,
+        *,
+        start_after: list[StartAfter] = (),
+        await_healthy: Callable[[Action], None] | None = None,
+        progress: Callable[[str], None] | None = None,
+    ) -> list[ActionResult]:
+        """Carry out every changing action, independent instances in parallel. An instance named
+        in `start_after` is started only once each instance it waits for was started and
+        `await_healthy` returned for it (it raises OrchestratorError when that one will not
+        become healthy); when one does not, the instances waiting on it are not started and
+        fail naming it. Results come back in the order of `actions`."""
         work = [a for a in actions if a.kind in (CREATE, RECREATE, START, REMOVE)]
-        results: list[ActionResult] = []
+        if not work:
+            return []
+        names = {a.instance for a in work}
+        waits = waits_for(e for e in start_after if e.instance in names and e.after in names)
+        gating = {e.after for edges in waits.values() for e in edges}
 
         def run(action: Action) -> ActionResult:
             try:
@@ -221,16 +241,45 @@ class DockerBackend:
                 result = ActionResult(action, False, f"the Docker engine did not answer: {exc}")
             if on_done:
                 on_done(result)
+            if result.ok and action.instance in gating and await_healthy is not None:
+                try:
+                    await_healthy(action)
+                except OrchestratorError as exc:
+                    result.health_error = exc
             return result
 
-        if not work:
-            return results
         _ = self.engine  # made once, here, then shared by the worker threads
-        from concurrent.futures import ThreadPoolExecutor
+        from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
+        done: dict[str, ActionResult] = {}
+        waiting = [a for a in work if a.instance in waits]
         with ThreadPoolExecutor(max_workers=min(MAX_WORKERS, len(work))) as pool:
-            results = list(pool.map(run, work))
-        return results
+            running = {pool.submit(run, a) for a in work if a.instance not in waits}
+            for action in waiting:
+                if progress:
+                    progress("; ".join(e.describe() for e in waits[action.instance]))
+            while running:
+                finished, running = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    result = future.result()
+                    done[result.action.instance] = result
+                for action in list(waiting):
+                    edges = waits[action.instance]
+                    if not all(e.after in done for e in edges):
+                        continue
+                    waiting.remove(action)
+                    blocker = next((e for e in edges if not done[e.after].ok or done[e.after].health_error), None)
+                    if blocker is None:
+                        running.add(pool.submit(run, action))
+                        continue
+                    failed = done[blocker.after]
+                    why = failed.health_error or failed.detail
+                    result = ActionResult(action, False, f"not started: it waits for {blocker.after} (both on "
+                                                         f"{blocker.shared}), which did not start: {why}")
+                    done[action.instance] = result
+                    if on_done:
+                        on_done(result)
+        return [done[a.instance] for a in work]
 
     def _apply_one(self, action: Action) -> ActionResult:
         if action.kind == START:

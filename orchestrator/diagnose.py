@@ -43,7 +43,7 @@ _RULES: list[tuple[re.Pattern[str], str, str]] = [
     (re.compile(r"Error while creating shared memory segment /dev/shm|ncclShmOpen|unable to write to file </torch_"),
      "/dev/shm is too small for NCCL / PyTorch shared memory",
      "raise [docker] shm_size (e.g. \"16g\" for tensor parallelism) or set ipc = \"host\""),
-    (re.compile(r"Free memory on device \S* ?\((?P<free>[\d.]+/[\d.]+ GiB)\) on startup is less than desired GPU "
+    (re.compile(r"(?i)Free memory on device \S* ?\((?P<free>[\d.]+/[\d.]+ GiB)\) on startup is less than desired GPU "
                 r"memory utilization \((?P<util>[\d.]+)"),
      "the GPU had only {free} free at start, less than gpu_memory_utilization = {util} asks for",
      "lower server.gpu_memory_utilization, or free the GPU (another process or instance holds it; instances that "

@@ -112,8 +112,8 @@ def explain_change(current: Observed, spec: InstanceSpec, image_ids: dict[str, s
     container = spec.container
     assert container is not None
     reasons: list[str] = []
-    if current.config_hash != container.config_hash():
-        old = current.spec_json
+    old = current.spec_json
+    if current.config_hash != container.config_hash(_keys_newer_than(old, container)):
         reasons += diff_specs(old, container.to_json()) if old else []
         if not reasons:
             # Only a secret differs (the label holds digests of secrets, not values).
@@ -122,6 +122,15 @@ def explain_change(current: Observed, spec: InstanceSpec, image_ids: dict[str, s
     if image_id and current.image_id and image_id != current.image_id:
         reasons.append(f"image {container.image} was rebuilt ({_short(current.image_id)} -> {_short(image_id)})")
     return reasons
+
+
+def _keys_newer_than(old: dict[str, Any] | None, container: Any) -> tuple[str, ...]:
+    """Spec keys a container's record lacks because an earlier release made it, whose new value
+    is only the default: not compared, so upgrading vllm-orch recreates nothing by itself.
+    (The per-instance caches came after 8a54adf; a cache_host_dir set by hand is compared.)"""
+    if old is None or "cache_mounts" in old or not container.cache_is_default:
+        return ()
+    return ("cache_mounts",)
 
 
 def _short(image_id: str) -> str:

@@ -284,6 +284,7 @@ class DockerBackend:
     def _apply_one(self, action: Action) -> ActionResult:
         if action.kind == START:
             _prepare_log_file(action.spec.container)  # it may have been deleted while stopped
+            _prepare_cache_dirs(action.observed, action.spec.container)
             self._start(action.observed.id, action.instance, action.spec.container)
             return ActionResult(action, True, "started")
         if action.kind == REMOVE:
@@ -298,6 +299,7 @@ class DockerBackend:
 
     def _create(self, spec: InstanceSpec) -> str:
         _prepare_log_file(spec.container)
+        _prepare_cache_dirs(None, spec.container)
         body = create_body(spec.container)
         try:
             return self._call(lambda e: e.create(spec.container.name, body))
@@ -388,6 +390,25 @@ def _prepare_log_file(container: ContainerSpec) -> None:
             path.chmod(0o666)  # a named user's uid is only known inside the image
     except OSError as exc:
         raise OrchestratorError(f"cannot prepare log file {path}: {exc.strerror}") from None
+
+
+def _prepare_cache_dirs(observed: Observed | None, container: ContainerSpec) -> None:
+    """Make the cache directories a container is (re)started with, owned by its user. For a
+    stopped container they are the ones it was made with (its record), not the config's now."""
+    sources = [c.source for c in container.cache_mounts]
+    if observed is not None:
+        sources = [c.get("source", "") for c in (observed.spec_json or {}).get("cache_mounts") or []]
+    uid, _, gid = (container.user or "").partition(":")
+    for source in filter(None, sources):
+        path = Path(source)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            if uid.isdigit():
+                os.chown(path, int(uid), int(gid) if gid.isdigit() else -1)
+            elif container.user:
+                path.chmod(0o777)  # a named user's uid is only known inside the image
+        except OSError as exc:
+            raise OrchestratorError(f"cannot prepare cache directory {path}: {exc.strerror}") from None
 
 
 def _observed(row: dict[str, Any]) -> Observed:

@@ -81,6 +81,12 @@ _DOCKER_PROPERTIES: dict[str, Any] = {
         "default": "logs",
         "description": "Host directory that holds the instances' log files (relative to this file).",
     },
+    "cache_host_dir": {
+        "type": ["string", "boolean"],
+        "default": "cache",
+        "description": "Host directory for each instance's vLLM and Hugging Face caches, in <dir>/<instance>/{vllm,huggingface} "
+                       "(relative to this file), so a restart does not recompile; false: no caches on the host.",
+    },
     "volumes": {
         "type": "array",
         "items": {"type": "string"},

@@ -425,19 +425,33 @@ class LocalBackend:
         deadline = time.monotonic() + health_timeout
         run_as = resolve_user(os.environ, out)
         code = 0
-        for spec in specs:
-            blocked = self._await_chain(project, spec, waits.get(spec.name, []), failed, deadline, out)
-            if blocked:
-                failed[spec.name] = "it was not launched"
-                out(f"{spec.name}: not launched: {blocked}")
-                code = code or 1
+        # An instance that waits for another is held back while the instances after it that wait
+        # for nobody start; held-back ones start in config order before the next foreground
+        # instance (which the launcher then waits for) and at the end.
+        queue = list(specs)
+        held: list[InstanceSpec] = []
+        while queue or held:
+            if queue and queue[0].name in waits:
+                held.append(queue.pop(0))
                 continue
+            if queue and queue[0].background:
+                spec = queue.pop(0)
+            elif held:
+                spec = held.pop(0)
+                blocked = self._await_chain(project, spec, waits[spec.name], failed, deadline, out)
+                if blocked:
+                    failed[spec.name] = "it was not launched"
+                    out(f"{spec.name}: not launched: {blocked}")
+                    code = code or 1
+                    continue
+            else:
+                spec = queue.pop(0)
             result, interrupted = self._launch_one(project, spec, run_as, out)
             if result:
                 failed[spec.name] = f"it exited with code {result}"
                 code = code or result
             if interrupted:
-                rest = [s.name for s in specs[specs.index(spec) + 1:]]
+                rest = [s.name for s in held + queue]
                 if rest:
                     out(f"vllm-orch launch: interrupted; not launched: {', '.join(rest)}")
                 break

@@ -61,7 +61,7 @@ _RULES: list[tuple[re.Pattern[str], str, str]] = [
      "lower server.gpu_memory_utilization or server.max_model_len, or spread the model over more GPUs "
      "(tensor_parallel_size); check that no other process uses the GPU"),
     (re.compile(r"Invalid repository ID or local directory specified: '(?P<model>[^']+)'|"
-                r"Repo id must be in the form 'repo_name' or 'namespace/repo_name': '(?P<model2>/[^']+)'|"
+                r"Repo id must .*: '(?P<model2>/[^']*)'|"
                 r"(?:Can't|Cannot) load .* for '(?P<model3>/[^']+)'"),
      "the model path {model} does not exist in the container, so vLLM took it for a Hugging Face Hub name",
      "check [docker] volumes (the host directory must be mounted at that path) and server.model"),

@@ -109,7 +109,7 @@ def test_each_start_failure_is_named_with_its_fix(vllm_image, tmp_path, holder, 
         assert CAUSES[failed] in last, last
 
         # Once every one of them has exited, ps names each cause under its table.
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
             rows = json.loads(run(capsys, "-c", path, "ps", "--json")[1])["instances"]
             if all(r["state"] == "exited" for r in rows):

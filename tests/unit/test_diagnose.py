@@ -42,6 +42,9 @@ def test_each_recorded_failure_gets_its_cause_and_fix(fixture, cause, fix_words)
      "Increase /dev/shm (e.g. --shm-size or --ipc=host)", "/dev/shm is too small (160 MiB required, 64 MiB free)"),
     ("api_server.py: error: unrecognized arguments: --no-such-flag 3", "vLLM does not accept the argument(s) --no-such-flag 3"),
     ("OSError: [Errno 98] Address already in use", "the server's port is already in use"),
+    ("huggingface_hub.errors.HFValidationError: Repo id must use alphanumeric chars, '-', '_' or '.'. The name cannot "
+     "start or end with '-' or '.' and the maximum length is 96: '/no-such-model'.",
+     "the model path /no-such-model does not exist in the container, so vLLM took it for a Hugging Face Hub name"),
     ("torch._inductor.exc.InvalidCxxCompiler: No working C++ compiler found in torch._inductor.config.cpp.cxx: (None, 'g++')",
      "no C/C++ compiler in the image for torch.compile / Triton"),
 ])

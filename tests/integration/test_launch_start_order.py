@@ -64,3 +64,21 @@ def test_an_instance_that_dies_keeps_the_rest_of_its_chain_down(launcher):
         launcher.cli("ps", "--backend", "local", "--json").stdout)["instances"]}
     assert rows == {"a": "exited", "b": "not started", "c": "running"}
     launcher.cli("down", "--backend", "local")
+
+
+def test_a_foreground_instance_that_fails_ends_with_its_cause(launcher):
+    import socket
+
+    with socket.socket() as held:  # something else already listens on the instance's port
+        held.bind(("127.0.0.1", 0))
+        held.listen(1)
+        launcher.write(f"""
+            [instance.fg.control]
+            background = false
+            [instance.fg.server]
+            port = {held.getsockname()[1]}
+        """)
+        result = launcher.cli("launch")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "fg: cause: the server's port is already in use; fix: stop what holds it or give the instance another server.port")

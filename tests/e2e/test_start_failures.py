@@ -28,7 +28,7 @@ pytestmark = pytest.mark.vllm
 CAUSES = {
     "small_shm": "cause: /dev/shm is too small (",
     "hub_name": "cause: the model path /no-such-model does not exist in the container",
-    "bad_flag": "cause: vLLM does not accept the argument(s) --no-such-option 3",
+    "bad_flag": "cause: vLLM does not accept the argument(s) --no-such-option",
     "port_taken": "cause: the server's port is already in use",
 }
 

@@ -300,7 +300,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_up(args: argparse.Namespace) -> int:
     from orchestrator.backends.docker import DockerBackend
-    from orchestrator.plan import CHANGES, ORPHAN, plan_up
+    from orchestrator.plan import CHANGES, ORPHAN, plan_up, start_after
 
     project = _open(args, checks=False)  # which images? (the full checks follow, with their tables)
     selected = project.select(args.names)
@@ -322,7 +322,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     if args.dry_run:
         actions = plan()
-        order = _start_order(actions)
+        order = start_after(actions)
         if args.json:
             _print_json({"project": project.name, "actions": [a.to_json() for a in actions],
                          "start_order": [edge.to_json() for edge in order]})
@@ -362,7 +362,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     with run_lock(project.name, backend.engine.address, waiting=_stderr):
         actions = plan()
         backend.preflight(actions)
-        results = backend.apply(actions, on_done=report, start_after=_start_order(actions),
+        results = backend.apply(actions, on_done=report, start_after=start_after(actions),
                                 await_healthy=lambda action: healthy([action.spec]), progress=progress)
     orphans = [a for a in actions if a.kind == ORPHAN]
     for orphan in orphans:
@@ -382,7 +382,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             "project": project.name,
             "actions": [changed[a.instance].to_json() if a.instance in changed else {**a.to_json(), "ok": True}
                         for a in actions],
-            "start_order": [edge.to_json() for edge in _start_order(actions)],
+            "start_order": [edge.to_json() for edge in start_after(actions)],
             "healthy_after_s": waited,
         }
         if wait_error:
@@ -395,14 +395,6 @@ def cmd_up(args: argparse.Namespace) -> int:
     if failed:
         raise OrchestratorError(f"{len(failed)} instance(s) failed: " + ", ".join(r.action.instance for r in failed))
     return EXIT_OK
-
-
-def _start_order(actions: list) -> list:
-    """Which of the instances this run starts wait for another on a shared GPU (start_order.py)."""
-    from orchestrator.plan import CREATE, RECREATE, START
-    from orchestrator.start_order import start_order
-
-    return start_order((a.instance, a.spec.gpu) for a in actions if a.kind in (CREATE, RECREATE, START))
 
 
 def _log_tail_for(spec, backend, lines: int) -> str:

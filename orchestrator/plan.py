@@ -11,6 +11,7 @@ import json
 from typing import Any, Iterable
 
 from orchestrator.spec import InstanceSpec
+from orchestrator.start_order import StartAfter, start_order
 from orchestrator.value import Value, field
 
 CREATE, RECREATE, START, NOOP, REMOVE, ORPHAN = "create", "recreate", "start", "noop", "remove", "orphan"
@@ -105,6 +106,11 @@ def plan_up(
                 kind = REMOVE if remove_orphans else ORPHAN
                 actions.append(Action(kind, name, ("no longer in the config",), None, current))
     return actions
+
+
+def start_after(actions: Iterable[Action]) -> list[StartAfter]:
+    """Which of the instances these actions start must wait for another on a shared GPU."""
+    return start_order((a.instance, a.spec.gpu) for a in actions if a.kind in (CREATE, RECREATE, START))
 
 
 def explain_change(current: Observed, spec: InstanceSpec, image_ids: dict[str, str]) -> list[str]:

@@ -121,3 +121,11 @@ def test_a_failure_early_in_a_chain_fails_the_rest_without_starting_them():
         "not started: it waits for a (both on GPU 0), which did not start: instance 'a' exited (Exited (1))")
     assert not results["c"].ok and results["c"].detail.startswith("not started: it waits for b (both on GPU 0)")
     assert results["d"].ok
+
+
+def test_only_instances_this_run_starts_are_ordered():
+    from orchestrator.plan import NOOP, REMOVE, START, Action, start_after
+
+    a, b, c, d = actions(("a", "0"), ("b", "0"), ("c", "0"), ("d", "0"))
+    plan = [a.replace(kind=NOOP), b, c.replace(kind=REMOVE), d.replace(kind=START)]
+    assert [e.describe() for e in start_after(plan)] == ["start d after b: both on GPU 0"]

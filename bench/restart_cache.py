@@ -14,12 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from datetime import datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -84,6 +86,22 @@ def up_wait(config: Path) -> float:
     return json.loads(result.stdout)["healthy_after_s"]["tiny"]
 
 
+_STAMP = re.compile(r"(\d\d-\d\d \d\d:\d\d:\d\d) \[cpu_model_runner\.py:\d+\] (Warming up model for the compilation|Warming up done)")
+
+
+def compile_phases(log: Path) -> list[float]:
+    """Seconds of vLLM's compile-and-warm-up phase in each start logged (whole seconds: vLLM's stamps)."""
+    phases, began = [], None
+    for match in _STAMP.finditer(log.read_text(errors="replace")):
+        when = datetime.strptime(match.group(1), "%m-%d %H:%M:%S")
+        if match.group(2).startswith("Warming up model"):
+            began = when
+        elif began is not None:
+            phases.append((when - began).total_seconds())
+            began = None
+    return phases
+
+
 def measure(workdir: Path, models: Path, cache: bool) -> dict[str, float]:
     config = workdir / f"{'cached' if cache else 'uncached'}.toml"
     config.write_text(CONFIG.format(port=free_port(), project=f"bench-restart-{uuid.uuid4().hex[:8]}", image=IMAGE,
@@ -96,7 +114,10 @@ def measure(workdir: Path, models: Path, cache: bool) -> dict[str, float]:
         restart = up_wait(config)
     finally:
         cli(config, "down")
-    return {"first_start_s": round(first, 1), "restart_s": round(restart, 1)}
+    phases = compile_phases(workdir / "logs" / "vllm-server-tiny.log")[-2:]
+    return {"first_start_s": round(first, 1), "restart_s": round(restart, 1),
+            "compile_phase_first_s": phases[0] if phases else None,
+            "compile_phase_restart_s": phases[-1] if len(phases) > 1 else None}
 
 
 def main() -> int:

@@ -136,6 +136,7 @@ class UpRequest(Value):
 class UpOutcome(Value, frozen=False):
     project: str
     actions: list
+    start_order: list = field(factory=list)  # plan.StartAfter: who starts after whom, and why
     results: list = field(factory=list)
     waited: dict = field(factory=dict)
     wait_error: OrchestratorError | None = None
@@ -156,6 +157,7 @@ class UpOutcome(Value, frozen=False):
             "project": self.project,
             "actions": [done[a.instance].to_json() if a.instance in done else {**a.to_json(), "ok": True}
                         for a in self.actions],
+            "start_order": [edge.to_json() for edge in self.start_order],
             "healthy_after_s": self.waited,
         }
         if self.wait_error:
@@ -170,7 +172,7 @@ def up(inputs: Inputs, request: UpRequest, *, say: Say = _quiet, report: Callabl
     single instances are in the outcome (`raise_for_failures` turns them into the error)."""
     from orchestrator.backends.docker import DockerBackend
     from orchestrator.errors import OwnedElsewhere
-    from orchestrator.plan import owned_elsewhere, ownership_message, plan_up
+    from orchestrator.plan import owned_elsewhere, ownership_message, plan_up, start_after
 
     project = open_project(inputs, checks=False)  # which images? (the full checks follow, with their tables)
     selected = project.select(list(request.names))
@@ -196,28 +198,42 @@ def up(inputs: Inputs, request: UpRequest, *, say: Say = _quiet, report: Callabl
                        selected=selected, remove_orphans=request.remove_orphans)
 
     if request.dry_run:
-        return UpOutcome(project.name, plan())
+        actions = plan()
+        return UpOutcome(project.name, actions, start_after(actions))
 
+    import time
+
+    from orchestrator.backends.engine import is_local_address
     from orchestrator.gpu_check import check_for_up
     from orchestrator.run_lock import run_lock
+    from orchestrator.waiter import wait_healthy
+
+    # One deadline for the whole run: the waits inside start chains (instances sharing a GPU
+    # start in turn) and --wait share --timeout.
+    deadline = time.monotonic() + request.timeout
+
+    def observe() -> dict:
+        return {o.instance: o for o in backend.observe(project.name)}
+
+    def healthy(specs: list) -> dict[str, float]:
+        return wait_healthy(specs, observe, timeout=max(0.0, deadline - time.monotonic()), progress=progress,
+                            log_tail=lambda spec: log_tail_for(spec, backend, 200),
+                            probe_http=is_local_address(backend.engine.address))
 
     # Observe, plan and change under the lock, so a concurrent up/down plans against what this one did.
     with run_lock(project.name, backend.engine.address, waiting=say):
         actions = plan()
         for note in backend.preflight(actions, gpu_check=check_for_up(project, blocking=not request.no_preflight)):
             say(note)
-        outcome = UpOutcome(project.name, actions, backend.apply(actions, on_done=report))
-    if request.wait and not outcome.failed:
-        from orchestrator.backends.engine import is_local_address
-        from orchestrator.waiter import wait_healthy
-
-        def observe() -> dict:
-            return {o.instance: o for o in backend.observe(project.name)}
-
+        order = start_after(actions)
+        results = backend.apply(actions, on_done=report, start_after=order,
+                                await_healthy=lambda action: healthy([action.spec]), progress=progress)
+        outcome = UpOutcome(project.name, actions, order, results)
+    chain_errors = [r.health_error for r in results if r.health_error is not None]
+    outcome.wait_error = chain_errors[0] if chain_errors else None
+    if request.wait and not outcome.failed and not outcome.wait_error:
         try:
-            outcome.waited = wait_healthy(wanted, observe, timeout=request.timeout, progress=progress,
-                                          log_tail=lambda spec: log_tail_for(spec, backend, 20),
-                                          probe_http=is_local_address(backend.engine.address))
+            outcome.waited = healthy(wanted)
         except OrchestratorError as exc:
             outcome.wait_error = exc
     return outcome

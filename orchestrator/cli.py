@@ -46,7 +46,7 @@ def _validate_args(p: argparse.ArgumentParser) -> None:
 def _up_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("names", nargs="*", metavar="NAME")
     p.add_argument("--wait", action="store_true", help="wait until every instance answers /health")
-    p.add_argument("--timeout", type=float, default=1800, help="seconds --wait waits (default 1800)")
+    p.add_argument("--timeout", type=float, default=1800, help="seconds to wait for health: --wait, and instances that start in turn on a shared GPU (default 1800)")
     p.add_argument("--remove-orphans", action="store_true", help="remove instances no longer in the config")
     p.add_argument("--dry-run", action="store_true", help="show what would change, change nothing")
     p.add_argument("--adopt", action="store_true",
@@ -102,6 +102,12 @@ def _names_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("names", nargs="*", metavar="NAME")
 
 
+def _launch_args(p: argparse.ArgumentParser) -> None:
+    _names_args(p)
+    p.add_argument("--timeout", type=float, default=1800,
+                   help="seconds an instance waits for another on a shared GPU to answer /health (default 1800)")
+
+
 def _no_args(p: argparse.ArgumentParser) -> None:
     pass
 
@@ -118,7 +124,7 @@ SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = 
     "k8s": ("write Kubernetes manifests (a Deployment and a Service per instance)", _k8s_args),
     "flags": ("show the options the vLLM in an image accepts", _flags_args),
     "gpus": ("list the GPU host's GPUs: memory, and the processes and containers using them", _gpus_args),
-    "launch": ("in-container launcher: start the instances as processes (the boot hook)", _names_args),
+    "launch": ("in-container launcher: start the instances as processes (the boot hook)", _launch_args),
     "schema": ("print the JSON Schema of the config file", _no_args),
 }
 _GLOBAL_VALUE_OPTIONS = ("--config", "--override", "--set", "--project")
@@ -285,10 +291,13 @@ def cmd_up(args: argparse.Namespace) -> int:
                  progress=(lambda m: None) if args.json else _stderr)
     if args.dry_run:
         if args.json:
-            _print_json({"project": outcome.project, "actions": [a.to_json() for a in outcome.actions]})
+            _print_json({"project": outcome.project, "actions": [a.to_json() for a in outcome.actions],
+                         "start_order": [edge.to_json() for edge in outcome.start_order]})
         else:
             for action in outcome.actions:
                 print(action.describe())
+            for edge in outcome.start_order:
+                print(edge.describe())
         return EXIT_OK
     for orphan in (a for a in outcome.actions if a.kind == ORPHAN):
         _stderr(f"{orphan.instance}: orphan (no longer in the config; `up --remove-orphans` removes it)")
@@ -362,6 +371,9 @@ def cmd_ps(args: argparse.Namespace) -> int:
             row["state"] = f"{row['state']} ({row['exit_code']})"
     print(tabulate([[short_gpus(r[c] or "") if c == "gpus" else (r[c] or "") for c in columns] for r in rows],
                    headers=[c.upper() for c in columns]))
+    for row in rows:  # why a server is down, read from its log (diagnose.py), after the table
+        if row.get("cause"):
+            print(f"{row['name']}: {row['cause']}")
     return EXIT_OK
 
 
@@ -514,7 +526,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
         return EXIT_OK
     from orchestrator.backends.local import LocalBackend
 
-    return LocalBackend().launch(project, project.select(args.names), out=_stderr)
+    return LocalBackend().launch(project, project.select(args.names), out=_stderr, health_timeout=args.timeout)
 
 
 def cmd_schema(args: argparse.Namespace) -> int:

@@ -213,14 +213,15 @@ def service_settings(spec: InstanceSpec, *, enabled: bool = True) -> dict[str, A
     """The Compose settings of one instance, in the order they are written; values unescaped."""
     c: ContainerSpec = spec.container
     settings: dict[str, Any] = {"image": c.image, "entrypoint": list(c.entrypoint), "command": list(c.command)}
-    environment: dict[str, Any] = dict(c.env)
+    environment: dict[str, Any] = {cache.env: cache.target for cache in c.cache_mounts}
+    environment.update(c.env)
     for key, _ in c.secret_env:
         environment[key] = SecretRef.to(key)
     settings["environment"] = environment
     labels = dict(c.labels)
     labels[LABEL_OWNER] = OWNER_COMPOSE
     settings["labels"] = labels
-    settings["volumes"] = [_volume(m) for m in c.mounts]
+    settings["volumes"] = [_volume(m) for m in c.mounts] + [_volume(Mount(m.source, m.target)) for m in c.cache_mounts]
     if c.port:
         settings["ports"] = [{
             "target": c.port.container_port,
@@ -336,6 +337,16 @@ def _header(project: Any, enabled_all: bool) -> str:
                 lines.append(f"  chown {uid}{':' + gid if gid.isdigit() else ''} {shlex.quote(c.host_log_file)}")
             elif c.user:
                 lines.append(f"  chmod 666 {shlex.quote(c.host_log_file)}")
+        caches = [(spec.container, cache) for spec in instances for cache in spec.container.cache_mounts]
+        if caches:
+            lines.append("and the cache directories (vLLM's compiled graphs, the Hugging Face cache; kept across restarts):")
+        for c, cache in caches:
+            lines.append(f"  mkdir -p {shlex.quote(cache.source)}")
+            uid, _, gid = (c.user or "").partition(":")
+            if uid.isdigit():
+                lines.append(f"  chown {uid}{':' + gid if gid.isdigit() else ''} {shlex.quote(cache.source)}")
+            elif c.user:
+                lines.append(f"  chmod 777 {shlex.quote(cache.source)}")
         lines.append("")
     if not enabled_all:
         lines += [

@@ -49,6 +49,27 @@ def prepare(path: str, *, owner: tuple[int, int] | None = None, shared: bool = F
     os.close(open_for_append(path, owner=owner, shared=shared))
 
 
+def prepare_directory(path: str, *, owner: tuple[int, int] | None = None, shared: bool = False) -> None:
+    """A directory of ours at `path` (the per-instance caches), made with its parents, handed to
+    the server's user through the opened descriptor: a symlink or someone else's directory in
+    its place is refused, not chowned."""
+    os.makedirs(path, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        raise UnsafeLogFile(f"{path} is not a directory of ours (a symbolic link?); refusing to use it") from None
+    try:
+        info = os.fstat(fd)
+        if info.st_uid not in {os.geteuid(), *([owner[0]] if owner else [])}:
+            raise UnsafeLogFile(f"{path} belongs to uid {info.st_uid}, not to this run; refusing to take it over")
+        if owner is not None:
+            os.fchown(fd, owner[0], owner[1])
+        if shared:
+            os.fchmod(fd, 0o777)
+    finally:
+        os.close(fd)
+
+
 def open_for_reading(path: str) -> int:
     """A descriptor reading the log file at `path`; FileNotFoundError when there is none yet."""
     fd = _open(path, _READ)

@@ -54,6 +54,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("log_host_dir", {"type": "string"}, "host dir holding the log files (each file bind-mounted at its "
             "in-container path; relative to this file)", default="logs",
             kubernetes="not used: vLLM's output goes to the container's stdout (`kubectl logs`)"),
+    Setting("cache_host_dir", {"type": ["string", "boolean"]},
+            "host dir for each instance's vLLM and Hugging Face caches (`<dir>/<instance>/{vllm,huggingface}`, "
+            "relative to this file), so a recreate or a reboot does not recompile or download again; `false`: "
+            "none", default="cache",
+            kubernetes="not used: mount a cache volume through [kubernetes] volumes"),
     Setting("volumes", {"type": "array", "items": {"type": "string"}},
             '`"HOST:CONTAINER[:ro|rw]"`, e.g. `"/llm-models:/llm-models:ro"`; a relative HOST is relative to '
             "this file", shown_default="`[]`"),

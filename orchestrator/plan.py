@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterable
 from orchestrator import options
 from orchestrator.resolve import LABEL_CONFIG
 from orchestrator.spec import InstanceSpec, config_digest
+from orchestrator.start_order import StartAfter, start_order
 from orchestrator.value import Value, field
 
 CREATE, RECREATE, START, NOOP, REMOVE, ORPHAN = "create", "recreate", "start", "noop", "remove", "orphan"
@@ -126,6 +127,11 @@ def plan_up(
     return actions
 
 
+def start_after(actions: Iterable[Action]) -> list[StartAfter]:
+    """Which of the instances these actions start must wait for another on a shared GPU."""
+    return start_order((a.instance, a.spec.gpu) for a in actions if a.kind in (CREATE, RECREATE, START))
+
+
 # Keys of `ContainerSpec.to_json()` that a release after the first recorded one (8a54adf, see
 # tests/fixtures/releases/) added, each with the value a container made without it is taken to
 # have: such a container is recreated only when the new value differs from that (the setting is
@@ -133,6 +139,10 @@ def plan_up(
 # tests/unit/test_upgrade.py fails when a key is added to the record without an entry here.
 ADDED_KEYS: dict[str, Callable[[InstanceSpec], Any]] = {
     key: (lambda spec, unset=unset: unset) for key, unset in options.ADDED_RECORD_KEYS.items()}
+# The per-instance caches (after 8a54adf): a container made before them is left alone while the
+# caches are the default ones; a cache_host_dir set by hand is a change of its own.
+ADDED_KEYS["cache_mounts"] = lambda spec: ([c.to_json() for c in spec.container.cache_mounts]
+                                           if spec.container.cache_is_default else [])
 # Our own labels are bookkeeping derived from the settings compared anyway (URL, GPUs, config
 # path): comparing them would recreate containers whenever a release adds one.
 _OWN_LABEL_PREFIX = "io.vllm-orch."

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import urllib.parse
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -16,7 +17,7 @@ from orchestrator.config.loader import deep_merge
 from orchestrator import options
 from orchestrator.options import MAX_NAME_LENGTH
 from orchestrator.errors import ConfigError, Problem
-from orchestrator.spec import ContainerSpec, GpuRequest, HealthCheck, InstanceSpec, Mount, PortBinding, parse_size
+from orchestrator.spec import CacheMount, ContainerSpec, GpuRequest, HealthCheck, InstanceSpec, Mount, PortBinding, parse_size
 from orchestrator.value import Value, field
 from orchestrator.vllm_options import OptionTable
 
@@ -50,6 +51,9 @@ HEALTH_PROBE = "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], 
 
 DOCKER_DEFAULTS: dict[str, Any] = dict(options.DEFAULTS)  # the option table's, for every [docker] key
 _WILDCARD_HOSTS = {"0.0.0.0", "::", ""}
+CACHE_TARGET = "/vllm-orch-cache"  # where the per-instance caches appear inside the container
+# Variables by which a user points the Hugging Face libraries at a cache of their own.
+_HF_CACHE_VARS = ("HF_HOME", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "TRANSFORMERS_CACHE")
 _PROJECT_CHARS = re.compile(r"[^a-z0-9_-]+")
 _PROJECT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
@@ -309,6 +313,7 @@ def _container_spec(
         if not key.startswith(LABEL_PREFIX + "."):
             labels[key] = str(value)
 
+    caches = _cache_mounts(name, docker, mounts, base_dir)
     ipc_mode = docker.get("ipc")
     shm_size = docker.get("shm_size")
     if shm_size is not None and ipc_mode != "host":
@@ -333,4 +338,27 @@ def _container_spec(
         labels=tuple(labels.items()),
         host_log_file=host_log,
         options=options.resolve_options(docker),
+        cache_mounts=tuple(caches),
+        cache_is_default=docker.get("cache_host_dir") == DOCKER_DEFAULTS["cache_host_dir"],
     )
+
+
+def _cache_mounts(name: str, docker: dict[str, Any], mounts: list[Mount], base_dir: str) -> list[CacheMount]:
+    """vLLM's cache (compiled graphs: VLLM_CACHE_ROOT) and the Hugging Face cache (HF_HOME) of one
+    instance, kept on the host in <cache_host_dir>/<instance>/{vllm,huggingface} so a recreated
+    container does not compile or download again. cache_host_dir = false turns both off. A cache
+    the user already placed (its variable in [docker] env, or a volume mounted on a
+    .../huggingface or .../.cache directory for HF) is left to them."""
+    setting = docker.get("cache_host_dir")
+    if setting is False or setting in ("", None):
+        return []
+    root = os.path.join(_host_path(DOCKER_DEFAULTS["cache_host_dir"] if setting is True else str(setting), base_dir),
+                        urllib.parse.quote(name, safe="") or "%00")
+    user_env = docker.get("env") or {}
+    caches = []
+    if "VLLM_CACHE_ROOT" not in user_env:
+        caches.append(CacheMount(os.path.join(root, "vllm"), f"{CACHE_TARGET}/vllm", "VLLM_CACHE_ROOT"))
+    own_hf_volume = any(m.target.endswith(("/huggingface", "/.cache")) for m in mounts)
+    if not own_hf_volume and not any(key in user_env for key in _HF_CACHE_VARS):
+        caches.append(CacheMount(os.path.join(root, "huggingface"), f"{CACHE_TARGET}/huggingface", "HF_HOME"))
+    return caches

@@ -188,6 +188,24 @@ class Mount(Value):
         return {"Type": "bind", "Source": self.source, "Target": self.target, "ReadOnly": self.read_only}
 
 
+class CacheMount(Value):
+    """A per-instance cache kept on the host: `source` bind-mounted read-write at `target`, and
+    `env` (VLLM_CACHE_ROOT, HF_HOME) pointing the server at it, so compiled graphs and
+    downloads outlive the container."""
+
+    source: str
+    target: str
+    env: str
+
+    read_only = False  # a cache is written to (a plain class attribute, not a field)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"source": self.source, "target": self.target, "env": self.env}
+
+    def docker_mount(self) -> dict[str, Any]:
+        return {"Type": "bind", "Source": self.source, "Target": self.target, "ReadOnly": False}
+
+
 class PortBinding(Value):
     container_port: int
     host_port: int
@@ -258,6 +276,10 @@ class ContainerSpec(Value):
     init: bool
     labels: tuple[tuple[str, str], ...]  # ours and the user's, without the hash
     host_log_file: str
+    # Kept apart from `mounts` and `env` (and under its own key in to_json) so that containers
+    # made before the caches existed compare equal on every earlier key; see plan.explain_change.
+    cache_mounts: tuple[CacheMount, ...] = ()
+    cache_is_default: bool = True  # came from the default [docker] cache_host_dir (not compared itself)
     # The pass-through options of the option table (options.CONTAINER_OPTIONS), in its order:
     # (record key, value). Read them as attributes: `spec.user`, `spec.stop_timeout`, ...
     options: tuple[tuple[str, Any], ...] = ()
@@ -275,8 +297,11 @@ class ContainerSpec(Value):
     stop_timeout = property(lambda self: self.option("stop_timeout"))
     network_mode = property(lambda self: self.option("network_mode"))
 
-    def environment(self, *, reveal: bool = False) -> dict[str, str]:
-        env = dict(self.env)
+    def environment(self, *, reveal: bool = False, caches: bool = True) -> dict[str, str]:
+        """The container's environment; `caches`: with the variables naming the cache mounts
+        (to_json keeps those under cache_mounts only, so its "env" is what it always was)."""
+        env = {cache.env: cache.target for cache in self.cache_mounts} if caches else {}
+        env.update(self.env)
         for key, value in self.secret_env:
             env[key] = (value or "") if reveal else SECRET_MASK
         return env
@@ -288,7 +313,7 @@ class ContainerSpec(Value):
             "image": self.image,
             "entrypoint": list(self.entrypoint),
             "command": list(self.command),
-            "env": self.environment(),
+            "env": self.environment(caches=False),
             "secret_env": [key for key, _ in self.secret_env],
             "mounts": [m.to_json() for m in self.mounts],
             "port": self.port.to_json() if self.port else None,
@@ -298,6 +323,7 @@ class ContainerSpec(Value):
             "init": self.init,
             "labels": dict(self.labels),
             "host_log_file": self.host_log_file,
+            "cache_mounts": [cache.to_json() for cache in self.cache_mounts],
             **dict(self.options),
         }
 

@@ -6,7 +6,7 @@ import re
 from typing import Any, Callable
 
 from orchestrator.plan import Observed
-from orchestrator.resolve import LABEL_GPUS, LABEL_MODEL, LABEL_URL
+from orchestrator.resolve import LABEL_GPUS, LABEL_LOG, LABEL_MODEL, LABEL_URL
 from orchestrator.spec import InstanceSpec
 
 _UPTIME = re.compile(r"^Up (.+?)(?: \((?:healthy|unhealthy|health: starting|Paused)\))?$")
@@ -43,6 +43,7 @@ def ps_rows(observed: list[Observed], configured: list[InstanceSpec]) -> list[di
             "uptime": uptime(container.status),
             "status": container.status,
             "configured": any(spec.name == container.instance for spec in configured),
+            "cause": failure_cause(container.labels.get(LABEL_LOG, "")) if _failed(container) else None,
         })
     for spec in configured:
         if spec.name in seen:
@@ -61,6 +62,7 @@ def ps_rows(observed: list[Observed], configured: list[InstanceSpec]) -> list[di
             "uptime": "",
             "status": "",
             "configured": True,
+            "cause": None,
         })
     return rows
 
@@ -105,3 +107,25 @@ def connect_url(url: str) -> str:
         if url.startswith(wildcard):
             return "http://127.0.0.1:" + url[len(wildcard):]
     return url
+
+
+def _failed(container: Observed) -> bool:
+    """Exited other than cleanly, crash-looping, or marked unhealthy."""
+    if container.state in ("exited", "dead"):
+        return not container.status.startswith("Exited (0)")
+    return container.state == "restarting" or container.health == "unhealthy"
+
+
+def failure_cause(log_file: str, lines: int = 200) -> str | None:
+    """diagnose.py's one line for the end of a server's log, None when nothing known is there."""
+    if not log_file:
+        return None
+    from orchestrator.diagnose import cause_line
+    from orchestrator.logs import tail_lines
+
+    from orchestrator.errors import OrchestratorError
+
+    try:
+        return cause_line("\n".join(tail_lines(log_file, lines)))
+    except OrchestratorError:  # not a plain log file of ours (log_files.py): nothing to read there
+        return None

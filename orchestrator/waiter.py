@@ -114,7 +114,7 @@ def wait_healthy(
             current = observed.get(name)
             problem = _failure(current)
             if problem:
-                raise InstanceFailed(f"instance {name!r} {problem}", _indent_tail(log_tail(spec)))
+                raise _failed(f"instance {name!r} {problem}", log_tail(spec))
             url = spec.container.port.connect_url if probe_http and spec.container and spec.container.port else None
             if url and probe_health(url):
                 how = "answers /health"
@@ -131,7 +131,7 @@ def wait_healthy(
         if elapsed > timeout:
             names = ", ".join(sorted(pending))
             first = pending[sorted(pending)[0]]
-            raise InstanceFailed(f"not healthy after {timeout:g}s: {names}", _indent_tail(log_tail(first)))
+            raise _failed(f"not healthy after {timeout:g}s: {names}", log_tail(first))
         if elapsed - last_report >= 10 or last_report < 0:
             progress(f"waiting for {', '.join(sorted(pending))} ({elapsed:.0f}s)")
             last_report = elapsed
@@ -151,6 +151,15 @@ def _failure(current: Observed | None) -> str:
     return ""
 
 
-def _indent_tail(tail: str) -> str:
-    lines = tail.rstrip("\n").splitlines()
+def _failed(message: str, tail: str) -> InstanceFailed:
+    """The failure with the cause and fix read from the log (diagnose.py) on its one line, and
+    the last lines of the log above it."""
+    from orchestrator.diagnose import cause_line
+
+    cause = cause_line(tail)
+    return InstanceFailed(f"{message}: {cause}" if cause else message, _indent_tail(tail))
+
+
+def _indent_tail(tail: str, lines_shown: int = 20) -> str:
+    lines = tail.rstrip("\n").splitlines()[-lines_shown:]
     return "\n".join(f"  | {line}" for line in lines)

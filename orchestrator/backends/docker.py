@@ -30,6 +30,7 @@ from orchestrator.errors import DockerUnavailable, OrchestratorError, PreflightE
 from orchestrator.plan import CREATE, RECREATE, REMOVE, START, Action, Observed, owned_elsewhere
 from orchestrator.resolve import LABEL_CONFIG, LABEL_HASH, LABEL_INSTANCE, LABEL_OWNER, LABEL_PROJECT, LABEL_URL, OWNER_UP
 from orchestrator.spec import ContainerSpec, InstanceSpec, Mount
+from orchestrator.start_order import StartAfter, waits_for
 from orchestrator.value import Value
 
 if TYPE_CHECKING:  # gpus is imported where the probe runs
@@ -49,6 +50,7 @@ class ActionResult(Value, frozen=False):
     detail: str = ""
     exit_code: int | None = None  # the container's, when it was stopped
     error_exit_code: int = 0  # a failure's: the CLI's exit code for its error (3: the engine was lost)
+    health_error: OrchestratorError | None = None  # started, but did not become healthy (start chains)
 
     @property
     def engine_lost(self) -> bool:
@@ -59,6 +61,8 @@ class ActionResult(Value, frozen=False):
         doc.update(ok=self.ok, detail=self.detail)
         if self.exit_code is not None:
             doc["exit_code"] = self.exit_code
+        if self.health_error is not None:
+            doc["health_error"] = str(self.health_error)
         return doc
 
 
@@ -284,10 +288,26 @@ class DockerBackend:
         return inventory.replace(source=f"nvidia-smi in a probe container ({image}) on {self.engine.address}")
 
     # ------------------------------------------------------------------ act
-    def apply(self, actions: list[Action], on_done: Callable[[ActionResult], None] | None = None) -> list[ActionResult]:
-        """Carry out every changing action, independent instances in parallel."""
+    def apply(
+        self,
+        actions: list[Action],
+        on_done: Callable[[ActionResult], None] | None = None,
+        *,
+        start_after: list[StartAfter] = (),
+        await_healthy: Callable[[Action], None] | None = None,
+        progress: Callable[[str], None] | None = None,
+    ) -> list[ActionResult]:
+        """Carry out every changing action, independent instances in parallel. An instance named
+        in `start_after` is started only once each instance it waits for was started and
+        `await_healthy` returned for it (it raises OrchestratorError when that one will not
+        become healthy); when one does not, the instances waiting on it are not started and
+        fail naming it. Results come back in the order of `actions`."""
         work = [a for a in actions if a.kind in (CREATE, RECREATE, START, REMOVE)]
-        results: list[ActionResult] = []
+        if not work:
+            return []
+        names = {a.instance for a in work}
+        waits = waits_for(e for e in start_after if e.instance in names and e.after in names)
+        gating = {e.after for edges in waits.values() for e in edges}
 
         def run(action: Action) -> ActionResult:
             try:
@@ -299,20 +319,50 @@ class DockerBackend:
                                       error_exit_code=OrchestratorError.exit_code)
             if on_done:
                 on_done(result)
+            if result.ok and action.instance in gating and await_healthy is not None:
+                try:
+                    await_healthy(action)
+                except OrchestratorError as exc:
+                    result.health_error = exc
             return result
 
-        if not work:
-            return results
         _ = self.engine  # made once, here, then shared by the worker threads
-        from concurrent.futures import ThreadPoolExecutor
+        from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
+        done: dict[str, ActionResult] = {}
+        waiting = [a for a in work if a.instance in waits]
         with ThreadPoolExecutor(max_workers=min(MAX_WORKERS, len(work))) as pool:
-            results = list(pool.map(run, work))
-        return results
+            running = {pool.submit(run, a) for a in work if a.instance not in waits}
+            for action in waiting:
+                if progress:
+                    progress("; ".join(e.describe() for e in waits[action.instance]))
+            while running:
+                finished, running = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    result = future.result()
+                    done[result.action.instance] = result
+                for action in list(waiting):
+                    edges = waits[action.instance]
+                    if not all(e.after in done for e in edges):
+                        continue
+                    waiting.remove(action)
+                    blocker = next((e for e in edges if not done[e.after].ok or done[e.after].health_error), None)
+                    if blocker is None:
+                        running.add(pool.submit(run, action))
+                        continue
+                    failed = done[blocker.after]
+                    why = failed.health_error or failed.detail
+                    result = ActionResult(action, False, f"not started: it waits for {blocker.after} (both on "
+                                                         f"{blocker.shared}), which did not start: {why}")
+                    done[action.instance] = result
+                    if on_done:
+                        on_done(result)
+        return [done[a.instance] for a in work]
 
     def _apply_one(self, action: Action) -> ActionResult:
         if action.kind == START:
             _prepare_log_file(action.spec.container)  # it may have been deleted while stopped
+            _prepare_cache_dirs(action.observed, action.spec.container)
             self._start(action.observed.id, action.instance, action.spec.container)
             return ActionResult(action, True, "started")
         if action.kind == REMOVE:
@@ -327,6 +377,7 @@ class DockerBackend:
 
     def _create(self, spec: InstanceSpec) -> str:
         _prepare_log_file(spec.container)
+        _prepare_cache_dirs(None, spec.container)
         body = create_body(spec.container)
         try:
             return self._call(lambda e: e.create(spec.container.name, body))
@@ -455,6 +506,21 @@ def _prepare_log_file(container: ContainerSpec) -> None:
         log_files.prepare(container.host_log_file, owner=owner, shared=bool(container.user) and owner is None)
     except OSError as exc:
         raise OrchestratorError(f"cannot prepare log file {container.host_log_file}: {exc.strerror or exc}") from None
+
+
+def _prepare_cache_dirs(observed: Observed | None, container: ContainerSpec) -> None:
+    """Make the cache directories a container is (re)started with, owned by its user. For a
+    stopped container they are the ones it was made with (its record), not the config's now."""
+    sources = [c.source for c in container.cache_mounts]
+    if observed is not None:
+        sources = [c.get("source", "") for c in (observed.spec_json or {}).get("cache_mounts") or []]
+    uid, _, gid = (container.user or "").partition(":")
+    owner = (int(uid), int(gid) if gid.isdigit() else -1) if uid.isdigit() else None
+    for source in filter(None, sources):
+        try:  # a named user's uid is only known inside the image: then the directory is shared
+            log_files.prepare_directory(source, owner=owner, shared=bool(container.user) and owner is None)
+        except OSError as exc:
+            raise OrchestratorError(f"cannot prepare cache directory {source}: {exc.strerror}") from None
 
 
 def _observed(row: dict[str, Any]) -> Observed:

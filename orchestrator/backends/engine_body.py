@@ -60,7 +60,7 @@ def create_body(container: ContainerSpec) -> dict[str, Any]:
 
 def _host_config(container: ContainerSpec) -> dict[str, Any]:
     host: dict[str, Any] = {
-        "Mounts": [m.docker_mount() for m in container.mounts],
+        "Mounts": [m.docker_mount() for m in container.mounts] + [c.docker_mount() for c in container.cache_mounts],
         "DeviceRequests": gpu_device_requests(container),
         "Init": container.init,
     }

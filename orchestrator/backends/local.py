@@ -361,6 +361,12 @@ def _port_in_use(spec: InstanceSpec) -> bool:
         return False
 
 
+def _exit_cause(log_file: str) -> str | None:
+    from orchestrator.status import failure_cause
+
+    return failure_cause(log_file)
+
+
 def exit_status(returncode: int) -> int:
     """Popen's returncode -> a shell's: killed by signal N -> 128+N."""
     return 128 - returncode if returncode < 0 else returncode
@@ -399,9 +405,11 @@ class LocalBackend:
         self.store = StateStore(self.state_dir)
 
     # ------------------------------------------------------------------ launch
-    def launch(self, project, selected: set[str] | None, *, out: Out) -> int:
+    def launch(self, project, selected: set[str] | None, *, out: Out, health_timeout: float = 1800.0) -> int:
         """Start the enabled (and selected) instances in config order. Returns the launcher's
-        exit code: the first non-zero exit code of a foreground instance or a failed start."""
+        exit code: the first non-zero exit code of a foreground instance or a failed start.
+        An instance that shares a GPU with an earlier background one starts once that one
+        answers /health (start_order.py); when it does not, the instance is not launched."""
         specs = [s for s in project.resolved.instances if selected is None or s.name in selected]
         for spec in specs:
             if not spec.enabled and selected is not None:
@@ -410,18 +418,72 @@ class LocalBackend:
         if not specs:
             out("vllm-orch launch: no enabled instance; nothing launched")
             return 0
+        from orchestrator.start_order import start_order, waits_for
+
+        waits = waits_for(start_order((s.name, s.gpu) for s in specs if s.background))
+        failed: dict[str, str] = {}  # instance -> why it is not serving
+        deadline = time.monotonic() + health_timeout
         run_as = resolve_user(os.environ, out)
         code = 0
-        for spec in specs:
+        # An instance that waits for another is held back while the instances after it that wait
+        # for nobody start; held-back ones start in config order before the next foreground
+        # instance (which the launcher then waits for) and at the end.
+        queue = list(specs)
+        held: list[InstanceSpec] = []
+        while queue or held:
+            if queue and queue[0].name in waits:
+                held.append(queue.pop(0))
+                continue
+            if queue and queue[0].background:
+                spec = queue.pop(0)
+            elif held:
+                spec = held.pop(0)
+                blocked = self._await_chain(project, spec, waits[spec.name], failed, deadline, out)
+                if blocked:
+                    failed[spec.name] = "it was not launched"
+                    out(f"{spec.name}: not launched: {blocked}")
+                    code = code or 1
+                    continue
+            else:
+                spec = queue.pop(0)
             result, interrupted = self._launch_one(project, spec, run_as, out)
-            if result and not code:
-                code = result
+            if result:
+                failed[spec.name] = f"it exited with code {result}"
+                code = code or result
             if interrupted:
-                rest = [s.name for s in specs[specs.index(spec) + 1:]]
+                rest = [s.name for s in held + queue]
                 if rest:
                     out(f"vllm-orch launch: interrupted; not launched: {', '.join(rest)}")
                 break
         return code
+
+    def _await_chain(self, project, spec: InstanceSpec, edges: list, failed: dict[str, str], deadline: float,
+                     out: Out) -> str:
+        """Wait until every instance `spec` waits for answers /health; "" when they all do, else
+        why `spec` must not start."""
+        from orchestrator.waiter import probe_health
+
+        for edge in edges:
+            why = f"it waits for {edge.after} (both on {edge.shared}), which"
+            if edge.after in failed:
+                return f"{why} did not start: {failed[edge.after]}"
+            record = self.store.read(project.name, edge.after)
+            if record is None:
+                return f"{why} did not start"
+            out(f"{edge.describe()} (waiting for {record.url}/health)")
+            while not probe_health(record.url):
+                if not record.is_alive():
+                    cause = _exit_cause(record.log_file)
+                    failed[edge.after] = "it exited" + (f": {cause}" if cause else f" (log {record.log_file})")
+                    if cause:
+                        out(f"{edge.after}: {cause}")
+                    return f"{why} exited before it answered /health" + (f": {cause}" if cause else "")
+                if time.monotonic() > deadline:
+                    failed[edge.after] = "it did not answer /health in time"
+                    return f"{why} did not answer /health within the timeout (launch --timeout)"
+                time.sleep(0.5)
+            out(f"{edge.after}: healthy; starting {spec.name}")
+        return ""
 
     def _launch_one(self, project, spec: InstanceSpec, run_as: RunAs | None, out: Out) -> tuple[int, bool]:
         with self.store.lock(project.name):
@@ -476,6 +538,9 @@ class LocalBackend:
             self.store.discard(record)
         code = exit_status(returncode)
         out(f"{spec.name}: exited with code {code}")
+        cause = _exit_cause(spec.log_file) if code and not interrupted else None
+        if cause:
+            out(f"{spec.name}: {cause}")
         return code, interrupted
 
     @staticmethod
@@ -564,6 +629,7 @@ class LocalBackend:
             "background": record.background if record is not None else (spec.background if spec else None),
             "user": record.user if record is not None else "",
             "configured": spec is not None,
+            "cause": _exit_cause(record.log_file) if record is not None and not alive else None,
         }
 
     # ------------------------------------------------------------------ down

@@ -277,6 +277,28 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def missing_model_dir(spec: Any) -> str | None:
+    """server.model is a path inside a mounted volume whose host directory exists but holds no
+    such model: vLLM would take the path for a Hugging Face Hub name and fail (or download)
+    after a long start. Known before anything starts, so said here. (A volume whose host
+    directory is missing altogether is `up`'s preflight error.)"""
+    import os
+
+    model = spec.server.get("model")
+    if not isinstance(model, str) or not model.startswith("/"):
+        return None
+    covering = [m for m in spec.container.mounts
+                if m.target != "/" and (model == m.target or model.startswith(m.target + "/"))]
+    if not covering:
+        return None
+    mount = max(covering, key=lambda m: len(m.target))  # the innermost mount decides
+    host_path = os.path.join(mount.source, os.path.relpath(model, mount.target))
+    if not os.path.isdir(mount.source) or os.path.exists(host_path):
+        return None
+    return (f"{model} is {host_path} on this host (volume {mount.source}:{mount.target}), which does not exist; "
+            "vLLM would take it for a Hugging Face Hub name")
+
+
 def _docker_checks(spec: Any, source: str, out: list[Problem]) -> None:
     container = spec.container
     path = f"instance.{spec.name}"
@@ -299,6 +321,10 @@ def _docker_checks(spec: Any, source: str, out: list[Problem]) -> None:
             out.append(Problem("error", f"{path}.docker.publish_address",
                                f"{container.port.host_address!r} is not an IP address",
                                hint='e.g. "127.0.0.1" (this host only) or "0.0.0.0" (every interface)', source=source))
+    missing = missing_model_dir(spec)
+    if missing:
+        out.append(Problem("error", f"{path}.server.model", missing,
+                           hint="check [docker] volumes and server.model", source=source))
     has_api_key = "VLLM_API_KEY" in dict(container.secret_env)
     if container.port and address_ok and not _is_loopback(container.port.host_address) and not has_api_key:
         out.append(Problem("warning", f"{path}.docker.publish_address",

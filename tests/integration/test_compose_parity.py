@@ -77,7 +77,9 @@ def normalised(attrs: dict) -> dict:
     host["DeviceRequests"] = [{**r, "Options": r.get("Options") or {}} for r in host.get("DeviceRequests") or []]
     host["ExtraHosts"] = host.get("ExtraHosts") or []
     host["Mounts"] = [{k: v for k, v in m.items() if not (k == "BindOptions" and not v)} for m in host.get("Mounts") or []]
-    return {"Config": config, "HostConfig": host, "Mounts": attrs["Mounts"]}
+    # The engine lists a container's mount points in no fixed order (a map), whoever made it.
+    mounts = sorted(attrs["Mounts"], key=lambda m: m["Destination"])
+    return {"Config": config, "HostConfig": host, "Mounts": mounts}
 
 
 class ComposeRun:
@@ -195,7 +197,7 @@ def test_compose_runs_the_same_containers_as_up(exported, fleet):
                      ("Config", "StopSignal"), ("Config", "StopTimeout"), ("HostConfig", "PortBindings"),
                      ("HostConfig", "ShmSize"), ("HostConfig", "IpcMode"), ("HostConfig", "Init"),
                      ("HostConfig", "RestartPolicy"), ("HostConfig", "NetworkMode"), ("Mounts",)]:
-            left, right = a, b
+            left, right = normalised(a), normalised(b)
             for key in path:
                 left, right = left[key], right[key]
             assert left == right, f"{name}: {'.'.join(path)}"

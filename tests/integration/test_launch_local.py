@@ -47,7 +47,8 @@ class Launcher:
         (self.bin / "pixi").symlink_to(STANDIN_PIXI)
         env = {k: v for k, v in os.environ.items() if not k.startswith("AUTO_INFER_VLLM_")}
         env.pop("CUDA_VISIBLE_DEVICES", None)
-        env.update(PATH=f"{self.bin}:{env.get('PATH', '/usr/bin:/bin')}", PYTHONPATH=str(STANDIN_DIR),
+        # This checkout's orchestrator first, whichever one the interpreter has installed.
+        env.update(PATH=f"{self.bin}:{env.get('PATH', '/usr/bin:/bin')}", PYTHONPATH=f"{REPO}:{STANDIN_DIR}",
                    VLLM_ORCH_STATE_DIR=str(self.state))
         self.env = env
 

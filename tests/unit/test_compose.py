@@ -161,7 +161,12 @@ def test_ports_volumes_health_and_stop_settings(fleet, tmp_path):
     services = yaml.safe_load(render(fleet))["services"]
     pair = services["pair"]
     assert pair["ports"] == [{"target": 8002, "published": "8002", "host_ip": "127.0.0.1", "protocol": "tcp"}]
-    log, models = pair["volumes"]
+    log, models, vllm_cache, hf_cache = pair["volumes"]
+    assert vllm_cache == {"type": "bind", "source": str(tmp_path / "cache" / "pair" / "vllm"),
+                          "target": "/vllm-orch-cache/vllm", "bind": {"create_host_path": False}}
+    assert hf_cache["source"] == str(tmp_path / "cache" / "pair" / "huggingface")
+    assert pair["environment"]["VLLM_CACHE_ROOT"] == "/vllm-orch-cache/vllm"
+    assert pair["environment"]["HF_HOME"] == "/vllm-orch-cache/huggingface"
     assert log == {"type": "bind", "source": str(tmp_path / "logs" / "vllm-server-pair.log"),
                    "target": "/tmp/vllm-server-pair.log", "bind": {"create_host_path": False}}
     assert models == {"type": "bind", "source": str(tmp_path / "models"), "target": "/models",

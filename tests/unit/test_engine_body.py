@@ -61,7 +61,8 @@ def docker_py_body(container) -> dict:
     """What docker-py's create_container would post for these settings."""
     port = container.port
     host_kwargs = dict(
-        mounts=[docker.types.Mount(m.target, m.source, type="bind", read_only=m.read_only) for m in container.mounts],
+        mounts=[docker.types.Mount(m.target, m.source, type="bind", read_only=m.read_only)
+                for m in (*container.mounts, *container.cache_mounts)],
         device_requests=[docker.types.DeviceRequest(
             driver=r["Driver"], count=r["Count"], device_ids=r["DeviceIDs"], capabilities=r["Capabilities"],
             options=r["Options"]) for r in container.gpu.docker_device_requests(container.gpu_driver)],

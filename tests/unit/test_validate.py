@@ -275,3 +275,26 @@ def test_model_is_required_for_vllm_but_not_for_another_module(write_toml):
     assert [p.path for p in errors] == ["instance.a.server.model"]
     other = '[master]\napi_server_module = "my.server"\n' + textwrap.dedent(text)
     assert errors_of(write_toml, other, with_model=False) == []
+
+
+def test_a_model_path_missing_under_its_volume_is_refused_before_anything_starts(write_toml, tmp_path):
+    (tmp_path / "models" / "tiny").mkdir(parents=True)
+    text = f"""
+        [docker]
+        image = "img"
+        volumes = ["{tmp_path}/models:/llm-models:ro"]
+        [instance.ok.server]
+        model = "/llm-models/tiny"
+        [instance.typo.server]
+        model = "/llm-models/tinyy"
+        port = 8001
+        [instance.hub.server]
+        model = "Qwen/Qwen3-0.6B"
+        port = 8002
+    """
+    found = [p for p in problems_of(write_toml, text, with_model=False) if p.path.endswith(".server.model")]
+    assert [(p.path, p.message) for p in found] == [(
+        "instance.typo.server.model",
+        f"/llm-models/tinyy is {tmp_path}/models/tinyy on this host (volume {tmp_path}/models:/llm-models), "
+        "which does not exist; vLLM would take it for a Hugging Face Hub name")]
+    assert found[0].is_error and "volumes" in found[0].hint

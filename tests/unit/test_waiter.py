@@ -77,3 +77,36 @@ def test_a_remote_engine_waits_for_its_own_health_check(tmp_path, answering_port
     with pytest.raises(InstanceFailed, match="not healthy after 0.3s"):
         wait_healthy([spec_on(tmp_path, answering_port)], lambda: observed("health: starting"),
                      timeout=0.3, progress=lambda m: None, log_tail=lambda spec: "", probe_http=False)
+
+
+def test_an_exited_server_fails_with_the_cause_and_fix_from_its_log(tmp_path):
+    spec = spec_on(tmp_path, 1)
+    gone = {"a": Observed("id", "p-a", "a", "vllm-orch", "exited", "Exited (1) 2 seconds ago", "img-id", "hash")}
+    log = "INFO loading\n" * 30 + ("RuntimeError: Insufficient space in /dev/shm for shared-memory allocation: "
+                                   "160 MiB required, 64 MiB free. Increase /dev/shm (e.g. --shm-size or --ipc=host)\n")
+    with pytest.raises(InstanceFailed) as raised:
+        wait_healthy([spec], lambda: gone, timeout=5, progress=lambda m: None, log_tail=lambda s: log, probe_http=False)
+    assert str(raised.value) == ("instance 'a' exited while waiting for it to become healthy (Exited (1) 2 seconds ago): cause: /dev/shm is too small "
+                                 "(160 MiB required, 64 MiB free); fix: raise [docker] shm_size (e.g. \"8g\") or set "
+                                 "ipc = \"host\"")
+    shown = raised.value.details.splitlines()
+    assert len(shown) == 20 and shown[-1].startswith("  | RuntimeError: Insufficient space in /dev/shm")
+
+
+def test_ps_names_the_cause_of_a_failed_container_only(tmp_path):
+    from orchestrator.status import ps_rows
+
+    log = tmp_path / "a.log"
+    log.write_text("2026-01-01T00:00:00Z vllm-orch: starting instance a\nOSError: [Errno 98] Address already in use\n")
+
+    def container(instance: str, state: str, status: str) -> Observed:
+        return Observed("id-" + instance, "p-" + instance, instance, "vllm-orch", state, status, "img", "hash",
+                        labels={"io.vllm-orch.log-file": str(log)})
+
+    rows = {r["name"]: r["cause"] for r in ps_rows([
+        container("a", "exited", "Exited (1) 3 minutes ago"),
+        container("clean", "exited", "Exited (0) 3 minutes ago"),
+        container("up", "running", "Up 3 minutes (healthy)"),
+    ], [])}
+    assert rows["a"].startswith("cause: the server's port is already in use; fix: ")
+    assert rows["clean"] is None and rows["up"] is None

@@ -1,0 +1,73 @@
+"""Which instances must start one after another because they share a GPU. Pure: data in, data out.
+
+vLLM sizes its KV cache from the GPU memory that is free when it starts. Two servers starting
+together on one GPU both see it free; the second then dies for want of the memory the first
+took (vllm-project/vllm#10533). So an instance that shares a GPU with an instance started earlier
+in the same run (config order) waits until that one answers /health; every other instance
+starts at once, in parallel, as before.
+
+"all" shares with every instance that uses GPUs; "none" shares with nothing. Host GPU ids are
+compared as written: the same GPU named once by index and once by UUID is not recognised.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from orchestrator.spec import GpuRequest
+from orchestrator.value import Value
+
+
+class StartAfter(Value):
+    """`instance` starts only once `after` answers /health; `shared` names what they share."""
+
+    instance: str
+    after: str
+    shared: str  # "GPU 0", "GPUs 0,1", "all GPUs"
+
+    def describe(self) -> str:
+        return f"start {self.instance} after {self.after}: both on {self.shared}"
+
+    def to_json(self) -> dict[str, str]:
+        return {"instance": self.instance, "after": self.after, "shared": self.shared, "reason": self.describe()}
+
+
+def shared_gpus(a: GpuRequest, b: GpuRequest) -> str | None:
+    """What two GPU requests have in common, in words; None when they cannot meet on a GPU."""
+    if a.mode == "none" or b.mode == "none":
+        return None
+    if a.mode == "all" and b.mode == "all":
+        return "all GPUs"
+    if a.mode == "all" or b.mode == "all":
+        common = list(b.ids if a.mode == "all" else a.ids)
+    else:
+        common = [i for i in a.ids if i in b.ids]
+    if not common:
+        return None
+    return ("GPUs " if len(common) > 1 else "GPU ") + ",".join(map(str, common))
+
+
+def start_order(starting: Iterable[tuple[str, GpuRequest]]) -> list[StartAfter]:
+    """For instances about to start (in config order): each waits for the earlier ones it shares a
+    GPU with. Only the direct waits are kept: on one GPU, a, b, c give "b after a" and "c after
+    b" (c after a follows). Instances on disjoint GPUs get no entry and start in parallel."""
+    starting = list(starting)
+    edges: list[StartAfter] = []
+    before: dict[str, set[str]] = {}  # instance -> everything that must be healthy before it starts
+    for index, (name, gpu) in enumerate(starting):
+        direct = []
+        for earlier, earlier_gpu in reversed(starting[:index]):  # nearest first
+            shared = shared_gpus(earlier_gpu, gpu)
+            if shared and not any(earlier in before[d.after] for d in direct):
+                direct.append(StartAfter(name, earlier, shared))
+        before[name] = set().union(*({d.after} | before[d.after] for d in direct)) if direct else set()
+        edges += reversed(direct)
+    return edges
+
+
+def waits_for(edges: Iterable[StartAfter]) -> dict[str, list[StartAfter]]:
+    """instance -> the edges it waits on."""
+    found: dict[str, list[StartAfter]] = {}
+    for edge in edges:
+        found.setdefault(edge.instance, []).append(edge)
+    return found

@@ -1,0 +1,75 @@
+"""Instances that share a GPU start in turn through the real engine; the rest start together.
+
+The host has no GPU: as in test_gpu_path.py, the stand-in `nvidia-container-runtime-hook` that
+scripts/setup-host.sh puts on dockerd's PATH lets GPU containers start; nothing of CUDA is
+emulated. What is checked is the order the engine started the containers in (State.StartedAt)
+against when the first one answered /health (the stand-in's --standin-health-delay).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from tests.integration.conftest import free_port
+
+HEALTH_DELAY_S = 3
+
+CONFIG = """
+[instance.server]
+host = "0.0.0.0"
+gpu_memory_utilization = 0.3
+
+[instance.a.control]
+gpu_ids = "0"
+[instance.a.server]
+port = {pa}
+extra_args = {a_args}
+
+[instance.b.control]
+gpu_ids = "0"
+[instance.b.server]
+port = {pb}
+
+[instance.c.control]
+gpu_ids = "1"
+[instance.c.server]
+port = {pc}
+"""
+
+
+def write(fleet, a_args: str) -> None:
+    fleet.write(CONFIG.format(pa=free_port(), pb=free_port(), pc=free_port(), a_args=a_args))
+
+
+def started_at(fleet, name: str) -> float:
+    stamp = fleet.container(name).attrs["State"]["StartedAt"]  # RFC 3339 with nanoseconds
+    return datetime.fromisoformat(stamp[:26].rstrip("Z") + "+00:00").timestamp()
+
+
+def test_a_shared_gpu_starts_in_turn_and_the_dry_run_says_why(fleet):
+    write(fleet, f'["--standin-health-delay", "{HEALTH_DELAY_S}"]')
+    code, out, err = fleet.cli("up", "--dry-run")
+    assert code == 0, err
+    assert out.splitlines()[-1] == "start b after a: both on GPU 0"
+    doc = fleet.cli_json("up", "--dry-run")
+    assert doc["start_order"] == [{"instance": "b", "after": "a", "shared": "GPU 0",
+                                   "reason": "start b after a: both on GPU 0"}]
+    assert fleet.containers() == []  # a dry run changes nothing
+
+    code, _, err = fleet.cli("up")  # no --wait: the chain alone makes up wait for a
+    assert code == 0, err
+    assert "start b after a: both on GPU 0" in err
+    a, b, c = (started_at(fleet, name) for name in "abc")
+    assert b - a >= HEALTH_DELAY_S, "b started before a answered /health"
+    assert c - a < HEALTH_DELAY_S, "c (GPU 1) waited although it shares nothing"
+
+
+def test_a_failure_early_in_the_chain_keeps_the_rest_of_it_from_starting(fleet):
+    write(fleet, '["--standin-exit-code", "3"]')
+    code, _, err = fleet.cli("up")
+    lines = err.strip().splitlines()
+    assert code != 0
+    assert "b: FAILED: not started: it waits for a (both on GPU 0), which did not start: instance 'a' exited" in err
+    assert lines[-1].startswith("vllm-orch: error: instance 'a' exited (Exited (3)")
+    assert {c.labels["io.vllm-orch.instance"] for c in fleet.containers()} == {"a", "c"}  # b never created
+    assert fleet.container("c").status == "running"

@@ -1,0 +1,131 @@
+"""Shared GPUs start in turn: the decision as data (start_order.py) and how apply() follows it."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from orchestrator.backends.docker import ActionResult, DockerBackend
+from orchestrator.errors import InstanceFailed
+from orchestrator.spec import GpuRequest
+from orchestrator.start_order import shared_gpus, start_order
+
+
+def gpus(value) -> GpuRequest:
+    return GpuRequest.parse(value)
+
+
+def order(*instances: tuple[str, object]) -> list[str]:
+    return [edge.describe() for edge in start_order((name, gpus(value)) for name, value in instances)]
+
+
+def test_disjoint_gpus_start_together():
+    assert order(("a", "0"), ("b", "1"), ("c", "2,3"), ("d", "none")) == []
+
+
+def test_one_gpu_is_a_chain_in_config_order():
+    assert order(("a", "0"), ("b", "0"), ("c", 0)) == ["start b after a: both on GPU 0", "start c after b: both on GPU 0"]
+
+
+def test_overlapping_sets_wait_for_each_earlier_neighbour():
+    assert order(("a", "0,1"), ("b", "1,2"), ("c", "3"), ("d", "2,3")) == [
+        "start b after a: both on GPU 1",
+        "start d after b: both on GPU 2",
+        "start d after c: both on GPU 3",
+    ]
+
+
+def test_all_meets_every_gpu_user_and_none_meets_nothing():
+    assert order(("a", "0"), ("n", "none"), ("b", "1"), ("every", "all"), ("z", "none")) == [
+        "start every after a: both on GPU 0",
+        "start every after b: both on GPU 1",
+    ]
+    assert order(("x", "all"), ("y", "all")) == ["start y after x: both on all GPUs"]
+    assert order(("x", "all"), ("y", "2,5")) == ["start y after x: both on GPUs 2,5"]
+
+
+def test_a_wait_implied_by_the_chain_is_not_repeated():
+    # c shares GPU 0 with a and b; b already waits for a, so c waits for b alone.
+    edges = start_order([("a", gpus("0")), ("b", gpus("0,1")), ("c", gpus("0,1"))])
+    assert [(e.instance, e.after) for e in edges] == [("b", "a"), ("c", "b")]
+    assert edges[1].to_json() == {"instance": "c", "after": "b", "shared": "GPUs 0,1",
+                                  "reason": "start c after b: both on GPUs 0,1"}
+
+
+@pytest.mark.parametrize("a, b, shared", [
+    ("0", "0", "GPU 0"), ("0,1", "1,0", "GPUs 0,1"), ("0", "1", None), ("none", "all", None), ("all", "3", "GPU 3"),
+])
+def test_shared_gpus_in_words(a, b, shared):
+    assert shared_gpus(gpus(a), gpus(b)) == shared
+
+
+# --------------------------------------------------------------------------- apply follows the order
+class RecordingBackend(DockerBackend):
+    """DockerBackend with the engine calls replaced by a log of what started when (the real
+    engine runs the same order in tests/integration/test_start_order.py)."""
+
+    def __init__(self):
+        super().__init__(engine=object())
+        self.events: list[str] = []
+        self.lock = threading.Lock()
+
+    def _apply_one(self, action):
+        with self.lock:
+            self.events.append(f"start {action.instance}")
+        time.sleep(0.05)
+        return ActionResult(action, True, "created")
+
+
+def actions(*instances: tuple[str, str]):
+    from orchestrator.plan import CREATE, Action
+    from orchestrator.spec import InstanceSpec
+
+    return [Action(CREATE, name, ("new",), InstanceSpec(name=name, enabled=True, background=True, log_file="/l",
+                                                           gpu=gpus(value), server={}))
+            for name, value in instances]
+
+
+def test_apply_starts_a_chain_in_turn_and_the_rest_at_once():
+    backend = RecordingBackend()
+    plan = actions(("a", "0"), ("b", "0"), ("c", "1"))
+
+    def healthy(action):
+        with backend.lock:
+            backend.events.append(f"healthy {action.instance}")
+
+    notes: list[str] = []
+    results = backend.apply(plan, start_after=start_order((a.instance, a.spec.gpu) for a in plan),
+                            await_healthy=healthy, progress=notes.append)
+    assert [r.action.instance for r in results] == ["a", "b", "c"] and all(r.ok for r in results)
+    events = backend.events
+    assert events.index("healthy a") < events.index("start b")
+    assert events.index("start c") < events.index("healthy a")  # c did not wait for anyone
+    assert "healthy b" not in events  # nothing waits for b: no wait here (that is --wait's job)
+    assert notes == ["start b after a: both on GPU 0"]
+
+
+def test_a_failure_early_in_a_chain_fails_the_rest_without_starting_them():
+    backend = RecordingBackend()
+    plan = actions(("a", "0"), ("b", "0"), ("c", "0"), ("d", "1"))
+
+    def healthy(action):
+        raise InstanceFailed(f"instance {action.instance!r} exited (Exited (1))")
+
+    results = {r.action.instance: r for r in backend.apply(
+        plan, start_after=start_order((a.instance, a.spec.gpu) for a in plan), await_healthy=healthy)}
+    assert sorted(backend.events) == ["start a", "start d"]
+    assert results["a"].ok and str(results["a"].health_error) == "instance 'a' exited (Exited (1))"
+    assert not results["b"].ok and results["b"].detail == (
+        "not started: it waits for a (both on GPU 0), which did not start: instance 'a' exited (Exited (1))")
+    assert not results["c"].ok and results["c"].detail.startswith("not started: it waits for b (both on GPU 0)")
+    assert results["d"].ok
+
+
+def test_only_instances_this_run_starts_are_ordered():
+    from orchestrator.plan import NOOP, REMOVE, START, Action, start_after
+
+    a, b, c, d = actions(("a", "0"), ("b", "0"), ("c", "0"), ("d", "0"))
+    plan = [a.replace(kind=NOOP), b, c.replace(kind=REMOVE), d.replace(kind=START)]
+    assert [e.describe() for e in start_after(plan)] == ["start d after b: both on GPU 0"]

@@ -62,6 +62,7 @@ KNOWN_DIFFERENCES = {
     "HostConfig.DeviceRequests": "no GPUs: `up` sends [] and Compose null; Options {} vs null (none either way)",
     "HostConfig.ExtraHosts": "null vs [] (none either way)",
     "HostConfig.Mounts BindOptions": "Compose adds an empty BindOptions {} to each bind mount",
+    "HostConfig.Mounts (order)": "Compose sorts the mounts by target; the engine mounts them by depth either way",
 }
 
 
@@ -76,7 +77,8 @@ def normalised(attrs: dict) -> dict:
                         and k not in ("io.vllm-orch.owner", "io.vllm-orch.config-hash", "io.vllm-orch.spec")}
     host["DeviceRequests"] = [{**r, "Options": r.get("Options") or {}} for r in host.get("DeviceRequests") or []]
     host["ExtraHosts"] = host.get("ExtraHosts") or []
-    host["Mounts"] = [{k: v for k, v in m.items() if not (k == "BindOptions" and not v)} for m in host.get("Mounts") or []]
+    host["Mounts"] = sorted(({k: v for k, v in m.items() if not (k == "BindOptions" and not v)}
+                             for m in host.get("Mounts") or []), key=lambda m: m["Target"])
     # The engine lists a container's mount points in no fixed order (a map), whoever made it.
     mounts = sorted(attrs["Mounts"], key=lambda m: m["Destination"])
     return {"Config": config, "HostConfig": host, "Mounts": mounts}

@@ -70,6 +70,6 @@ def test_a_failure_early_in_the_chain_keeps_the_rest_of_it_from_starting(fleet):
     lines = err.strip().splitlines()
     assert code != 0
     assert "b: FAILED: not started: it waits for a (both on GPU 0), which did not start: instance 'a' exited" in err
-    assert lines[-1].startswith("vllm-orch: error: instance 'a' exited (Exited (3)")
+    assert lines[-1].startswith("vllm-orch: error: instance 'a' exited while waiting for it to become healthy (Exited (3)")
     assert {c.labels["io.vllm-orch.instance"] for c in fleet.containers()} == {"a", "c"}  # b never created
     assert fleet.container("c").status == "running"

@@ -42,7 +42,7 @@ def run(code_dir: Path, config: Path, *args: str) -> subprocess.CompletedProcess
 def test_containers_of_an_earlier_release_are_left_alone(engine, tmp_path, commit):
     old = install_release(commit, tmp_path / f"release-{commit}")
     project = f"upgrade-{commit}-{os.getpid()}"
-    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "tiny").mkdir(parents=True)
     config = tmp_path / "fleet.toml"
     config.write_text(textwrap.dedent(f"""
         [master]

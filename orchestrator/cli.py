@@ -314,10 +314,16 @@ def cmd_up(args: argparse.Namespace) -> int:
         return plan_up(project.resolved.instances, backend.observe(project.name), image_ids=image_ids,
                        selected=selected, remove_orphans=args.remove_orphans)
 
+    def rows() -> list[dict]:
+        """`ps --json`'s rows, for provisioning tools (one list call instead of one more process)."""
+        from orchestrator.status import ps_rows
+
+        return ps_rows(backend.observe(project.name, owner=None), project.resolved.instances)
+
     if args.dry_run:
         actions = plan()
         if args.json:
-            _print_json({"project": project.name, "actions": [a.to_json() for a in actions]})
+            _print_json({"project": project.name, "actions": [a.to_json() for a in actions], "instances": rows()})
         else:
             for action in actions:
                 print(action.describe())
@@ -365,6 +371,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             "actions": [changed[a.instance].to_json() if a.instance in changed else {**a.to_json(), "ok": True}
                         for a in actions],
             "healthy_after_s": waited,
+            "instances": rows(),
         }
         if wait_error:
             doc["error"] = str(wait_error)

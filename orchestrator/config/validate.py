@@ -244,6 +244,27 @@ def _docker_checks(spec: Any, source: str, out: list[Problem]) -> None:
         targets[mount.target] = mount.source
         if mount.source != container.host_log_file and not os.path.exists(mount.source):
             out.append(Problem("error", f"{path}.docker", f"host path {mount.source} does not exist", source=source))
+    model = spec.server.get("model")
+    found = _host_path(model, container.mounts) if isinstance(model, str) else None
+    # Only when its mount exists: a missing mount is reported above, once.
+    if found and os.path.exists(found[0].source) and not os.path.exists(found[1]):
+        out.append(Problem("error", f"{path}.server.model",
+                           f"{model} is not on this host: {found[1]} does not exist",
+                           hint="copy the model there, or fix the path or the volume", source=source))
+
+
+def _host_path(container_path: str, mounts: Iterable[Any]) -> tuple[Any, str] | None:
+    """The deepest bind mount holding a path inside the container, and where that path is on
+    the host; None for a path the image itself provides (not checkable here)."""
+    best = None
+    for mount in mounts:
+        target = mount.target.rstrip("/")
+        if container_path == target or container_path.startswith(target + "/"):
+            if best is None or len(target) > len(best.target.rstrip("/")):
+                best = mount
+    if best is None:
+        return None
+    return best, best.source.rstrip("/") + container_path[len(best.target.rstrip("/")):]
 
 
 def _log_collisions(instances: list, source: str, out: list[Problem]) -> None:

@@ -275,3 +275,31 @@ def test_model_is_required_for_vllm_but_not_for_another_module(write_toml):
     assert [p.path for p in errors] == ["instance.a.server.model"]
     other = '[master]\napi_server_module = "my.server"\n' + textwrap.dedent(text)
     assert errors_of(write_toml, other, with_model=False) == []
+
+
+def test_model_path_missing_under_its_volume(write_toml, tmp_path):
+    """The fleet-wide check: a model directory that is not on this host is a validate error."""
+    models = tmp_path / "models"
+    (models / "present").mkdir(parents=True)
+    body = f"""
+        [docker]
+        image = "img"
+        volumes = ["{models}:/llm-models:ro"]
+        [instance.a.server]
+        port = 8000
+        model = "/llm-models/%s"
+    """
+    errors = errors_of(write_toml, body % "absent")
+    assert [e.path for e in errors] == ["instance.a.server.model"]
+    assert f"{models}/absent does not exist" in errors[0].message
+    assert errors_of(write_toml, body % "present") == []
+
+
+def test_model_path_inside_the_image_is_not_checked(write_toml):
+    assert errors_of(write_toml, """
+        [docker]
+        image = "img"
+        [instance.a.server]
+        port = 8000
+        model = "/opt/models/baked-in"
+    """) == []

@@ -29,6 +29,9 @@ def _common(parser: argparse.ArgumentParser, suppress: bool) -> None:
     parser.add_argument("--set", dest="sets", action="append", default=default, metavar="KEY=VALUE",
                         help="set one dotted key, value read as TOML (repeatable, applied last)")
     parser.add_argument("-p", "--project", default=default, help="project name (default: [docker] project or the file's stem)")
+    parser.add_argument("--config-stdin", action="store_true", default=default,
+                        help="read the config's text from standard input; -c still names the file "
+                             "(relative paths, project name): checks a file before it is written")
     parser.add_argument("--debug", action="store_true", default=default, help="show tracebacks")
 
 
@@ -171,7 +174,19 @@ def _open(args: argparse.Namespace, *, backend: str | None = "docker", strict: b
         backend=backend,
         strict=strict,
         checks=checks,
+        text=_config_text(args),
     )
+
+
+_STDIN_TEXT: list[str] = []  # read once: a command may open the project twice
+
+
+def _config_text(args: argparse.Namespace) -> str | None:
+    if not _opt(args, "config_stdin"):
+        return None
+    if not _STDIN_TEXT:
+        _STDIN_TEXT.append(sys.stdin.read())
+    return _STDIN_TEXT[0]
 
 
 def _check_with_tables(project, backend, image_ids: dict[str, str], *, strict: bool = True,
@@ -599,6 +614,7 @@ COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    _STDIN_TEXT.clear()
     command = command_named(argv)
     args = build_parser(only=command, arguments=command is not None).parse_args(argv)
     try:

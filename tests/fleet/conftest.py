@@ -15,6 +15,7 @@ Nothing here skips: a missing tool is a failure (scripts/setup-fleet-tools.sh in
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -201,7 +202,7 @@ Subsystem sftp internal-sftp
 """
 
 
-def host_toml(host: Host, extra: str = "") -> str:
+def host_toml(host: Host, a_server: str = "", extra: str = "") -> str:
     """Two stand-in servers (GPU 0 and GPU 1), published on the host's every interface so the
     controller reaches them at 10.213.N.2:PORT."""
     body = f"""
@@ -223,6 +224,7 @@ def host_toml(host: Host, extra: str = "") -> str:
         served_model_name = "alpha-{host.name}"
         host = "0.0.0.0"
         port = {PORTS["a"]}
+        {a_server}
 
         [instance.b.control]
         gpu_ids = "1"
@@ -235,7 +237,7 @@ def host_toml(host: Host, extra: str = "") -> str:
     return textwrap.dedent(body) + textwrap.dedent(extra)
 
 
-class TestFleet:
+class FleetUnderTest:
     """The hosts, the controller's files (keys, wheels, inventory, installed collection) and a
     way to run playbooks against them."""
 
@@ -249,9 +251,10 @@ class TestFleet:
         self.wheels = root / "wheels"
         self.inventory = root / "inventory.yml"
 
-    def write_config(self, host: Host, extra: str = "") -> None:
-        """The TOML the controller places on `host` at the next run."""
-        (self.configs / f"{host.name}.toml").write_text(host_toml(host, extra))
+    def write_config(self, host: Host, a_server: str = "", extra: str = "") -> None:
+        """The TOML the controller places on `host` at the next run (`a_server`: more
+        [instance.a.server] keys)."""
+        (self.configs / f"{host.name}.toml").write_text(host_toml(host, a_server, extra))
 
     def write_inventory(self) -> None:
         hosts = {
@@ -281,6 +284,7 @@ class TestFleet:
             "ANSIBLE_SSH_ARGS": "-o ControlMaster=no -o UserKnownHostsFile=/dev/null -o StrictHostKeyChecking=no",
             "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
             "ANSIBLE_FORKS": "10",
+            "ANSIBLE_PIPELINING": "True",  # one SSH connection per task instead of three
             "ANSIBLE_LOCAL_TEMP": str(self.root / "ansible-local"),
             "ANSIBLE_NOCOLOR": "1",
         }
@@ -326,8 +330,19 @@ class PlaybookRun:
     def failed_hosts(self) -> set[str]:
         return {h for h, s in self.stats.items() if s["failures"] or s["unreachable"]}
 
+    def failures(self) -> dict[str, str]:
+        """host -> message of its failed tasks."""
+        found: dict[str, str] = {}
+        for play in self.doc["plays"]:
+            for task in play["tasks"]:
+                for host, result in task["hosts"].items():
+                    if (result.get("failed") or result.get("unreachable")) and not result.get("ignore_errors"):
+                        found[host] = f"{task['task']['name']}: {result.get('msg')}"
+        return found
+
     def __repr__(self) -> str:
-        return f"<ansible-playbook rc={self.rc} stats={self.stats} stderr={self.stderr[-1500:]!r}>"
+        return (f"<ansible-playbook rc={self.rc} took {self.ended - self.started:.1f} s "
+                f"failures={self.failures()} stderr={self.stderr[-1500:]!r}>")
 
 
 def _build_wheels(into: Path) -> None:
@@ -337,21 +352,28 @@ def _build_wheels(into: Path) -> None:
 
 
 @pytest.fixture(scope="session")
-def fleet(tmp_path_factory) -> TestFleet:
+def fleet() -> FleetUnderTest:
+    with make_fleet() as made:
+        yield made
+
+
+@contextlib.contextmanager
+def make_fleet(count: int = HOSTS):
+    """The hosts, made and, on leaving, removed (used by the tests and by bench/fleet.py)."""
     for tool in ("ansible-playbook", "ansible-galaxy"):
         if not (BIN / tool).exists():
-            pytest.fail(f"{tool} missing next to {sys.executable}: run scripts/setup-fleet-tools.sh")
+            raise RuntimeError(f"{tool} missing next to {sys.executable}: run scripts/setup-fleet-tools.sh")
     for tool in ("/usr/sbin/sshd", shutil.which("nsenter"), shutil.which("dockerd")):
         if not tool or not Path(tool).exists():
-            pytest.fail(f"{tool or 'nsenter/dockerd'} missing: run scripts/setup-host.sh and scripts/setup-fleet-tools.sh")
+            raise RuntimeError(f"{tool or 'nsenter/dockerd'} missing: run scripts/setup-host.sh and scripts/setup-fleet-tools.sh")
     if run("docker", "image", "inspect", STANDIN_IMAGE, check=False).returncode != 0:
-        pytest.fail(f"image {STANDIN_IMAGE} missing; scripts/build-images.sh standin builds it")
+        raise RuntimeError(f"image {STANDIN_IMAGE} missing; scripts/build-images.sh standin builds it")
 
     tag = secrets.token_hex(3)
     # Short: dockerd's and containerd's unix sockets live under it (108-byte limit).
     root = Path(f"/tmp/vofleet-{tag}")
-    hosts = [Host(root, tag, i + 1, subnet) for i, subnet in enumerate(_free_subnets(HOSTS))]
-    test_fleet = TestFleet(root, hosts)
+    hosts = [Host(root, tag, i + 1, subnet) for i, subnet in enumerate(_free_subnets(count))]
+    test_fleet = FleetUnderTest(root, hosts)
     try:
         root.mkdir()
         Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege-separation directory

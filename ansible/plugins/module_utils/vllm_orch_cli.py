@@ -63,7 +63,8 @@ class VllmOrch:
 
     def fail(self, rc, err, **extra):
         """Fail the task with vllm-orch's own one-line error and what its exit code means."""
-        self.module.fail_json(msg=error_message(rc, err), rc=rc, stderr=err, **extra)
+        extra.update(rc=rc, stderr=err)
+        self.module.fail_json(msg=error_message(rc, err), **extra)
 
 
 def error_message(rc, stderr):

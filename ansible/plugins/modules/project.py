@@ -13,8 +13,8 @@ short_description: Bring one host's vLLM servers to the state its vllm-orch TOML
 description:
   - Runs C(vllm-orch up) (or C(down)) on the managed host through its JSON interface, so a
     second run with nothing changed reports C(changed=false).
-  - Check mode runs C(vllm-orch up --dry-run) and touches nothing; diff mode shows which
-    instance changes and why (for example C(recreate chat: command: --max-model-len 4096 -> 8192)).
+  - "Check mode runs C(vllm-orch up --dry-run) and touches nothing; diff mode shows which
+    instance changes and why (for example C(recreate chat: command: --max-model-len 4096 -> 8192))."
   - vllm-orch must be installed on the host (the M(vllm_orch.fleet.vllm_orch) role installs it).
 version_added: 0.1.0
 author:

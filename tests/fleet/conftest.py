@@ -320,12 +320,17 @@ class PlaybookRun:
         found: dict[str, dict] = {}
         for play in self.doc["plays"]:
             for task in play["tasks"]:
-                if task["task"]["name"] == task_name:
+                name = task["task"]["name"]  # a role's task is "ROLE : NAME"
+                if name == task_name or name.endswith(" : " + task_name):
                     found.update(task["hosts"])
+        assert found, f"no task {task_name!r} ran: {self!r}"
         return found
 
     def module(self) -> dict[str, dict]:
-        return self.results("Bring this host's vLLM servers to its TOML")
+        """host -> the module's result, for every host of the run."""
+        found = self.results("Bring this host's vLLM servers to its TOML")
+        assert set(found) == set(self.stats), f"the module did not run on every host: {self!r}"
+        return found
 
     def failed_hosts(self) -> set[str]:
         return {h for h, s in self.stats.items() if s["failures"] or s["unreachable"]}

@@ -56,6 +56,7 @@ def reset(fleet: FleetUnderTest) -> None:
 def test_provision_from_nothing_every_instance_healthy(fleet):
     run = fleet.playbook(SITE)
     assert run.rc == 0, run
+    assert set(run.module()) == {h.name for h in fleet.hosts}
     for host, result in run.module().items():
         assert result["changed"] is True
         assert sorted((a["action"], a["instance"]) for a in result["actions"]) == [("create", "a"), ("create", "b")]
@@ -156,7 +157,7 @@ def test_fleet_view_is_one_table_of_every_instance(fleet):
 
 
 class Client(threading.Thread):
-    """Sends GET /v1/models to one instance every 50 ms and records (time, ok)."""
+    """Sends GET /v1/models to one instance every 100 ms and records (time, ok)."""
 
     def __init__(self, host: str, instance: str, url: str):
         super().__init__(daemon=True)
@@ -166,12 +167,12 @@ class Client(threading.Thread):
 
     def run(self) -> None:
         while not self.stop.is_set():
-            try:
-                ok = get(self.url, timeout=2)[0] == 200
+            try:  # a stopped server refuses at once; a busy machine may be slow to answer
+                ok = get(self.url, timeout=10)[0] == 200
             except OSError:
                 ok = False
             self.log.append((time.time(), ok))
-            time.sleep(0.05)
+            time.sleep(0.1)
 
 
 def _created(iso: str) -> float:
@@ -233,6 +234,7 @@ def test_bad_input_on_one_host_fails_that_host_and_leaves_the_others(fleet):
     failures = run.failures()
     assert set(failures) == {"h2", "h3"}, run
     assert "gpu_idz: unknown key (did you mean gpu_ids?)" in failures["h2"]
+    assert "TOML syntax" in failures["h3"]
     assert {h.name: h.containers() for h in fleet.hosts} == before
     assert {h.name: h.config.read_text() for h in fleet.hosts} == files
 
@@ -241,7 +243,7 @@ def test_bad_input_on_one_host_fails_that_host_and_leaves_the_others(fleet):
     run = fleet.playbook(str(PLAYBOOKS / "apply_only.yml"))
     failures = run.failures()
     assert set(failures) == {"h2", "h3"}, run
-    assert "gpu_idz: unknown key (did you mean gpu_ids?)" in failures["h2"]
+    assert "gpu_idz: error: unknown key (did you mean gpu_ids?)" in failures["h2"]
     assert "(exit 2: config error; nothing was changed)" in failures["h2"]
     bad_line = (fleet.configs / "h3.toml").read_text().splitlines().index("port = = 8001") + 1
     assert "TOML syntax" in failures["h3"] and f"h3/fleet.toml:{bad_line}:" in failures["h3"], failures["h3"]

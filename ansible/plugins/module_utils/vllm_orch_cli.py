@@ -61,10 +61,10 @@ class VllmOrch:
             doc = None
         return rc, doc, err
 
-    def fail(self, rc, err, **extra):
+    def fail(self, exit_code, stderr, **extra):
         """Fail the task with vllm-orch's own one-line error and what its exit code means."""
-        extra.update(rc=rc, stderr=err)
-        self.module.fail_json(msg=error_message(rc, err), **extra)
+        extra.update(rc=exit_code, stderr=stderr)
+        self.module.fail_json(msg=error_message(exit_code, stderr), **extra)
 
 
 def error_message(rc, stderr):

@@ -29,7 +29,7 @@ def _common(parser: argparse.ArgumentParser, suppress: bool) -> None:
     parser.add_argument("--set", dest="sets", action="append", default=default, metavar="KEY=VALUE",
                         help="set one dotted key, value read as TOML (repeatable, applied last)")
     parser.add_argument("-p", "--project", default=default, help="project name (default: [docker] project or the file's stem)")
-    parser.add_argument("--config-stdin", action="store_true", default=default,
+    parser.add_argument("--stdin-config", action="store_true", default=default,
                         help="read the config's text from standard input; -c still names the file "
                              "(relative paths, project name): checks a file before it is written")
     parser.add_argument("--debug", action="store_true", default=default, help="show tracebacks")
@@ -182,7 +182,7 @@ _STDIN_TEXT: list[str] = []  # read once: a command may open the project twice
 
 
 def _config_text(args: argparse.Namespace) -> str | None:
-    if not _opt(args, "config_stdin"):
+    if not _opt(args, "stdin_config"):
         return None
     if not _STDIN_TEXT:
         _STDIN_TEXT.append(sys.stdin.read())

@@ -124,18 +124,18 @@ def test_logs_of_an_engine_on_another_machine_says_where_the_file_is(write_toml,
     assert "the engine at ssh://me@gpu-box writes it on its own machine" in err and len(err.splitlines()) == 1
 
 
-def test_config_stdin_checks_the_text_as_if_it_were_the_file(write_toml, capsys, monkeypatch):
+def test_stdin_config_checks_the_text_as_if_it_were_the_file(write_toml, capsys, monkeypatch):
     """What a provisioning tool's check mode needs: the new text judged under the file's name
     (project name, relative paths), with the file on disk left as it is."""
     import io
 
     path = write_toml(GOOD)
     monkeypatch.setattr("sys.stdin", io.StringIO(GOOD.replace("port = 8001", "port = = 1")))
-    assert main(["-c", str(path), "--config-stdin", "validate", "--offline"]) == 2
+    assert main(["-c", str(path), "--stdin-config", "validate", "--offline"]) == 2
     out = capsys.readouterr().out
     assert f"{path}:8:" in out and "TOML syntax" in out
     monkeypatch.setattr("sys.stdin", io.StringIO(GOOD.replace('model = "/m"', 'model = "/n"')))
-    assert main(["-c", str(path), "--config-stdin", "plan", "--json", "--offline"]) == 0
+    assert main(["-c", str(path), "--stdin-config", "plan", "--json", "--offline"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["project"] == path.stem and doc["instances"][0]["model"] == "/n"
     assert path.read_text() == GOOD

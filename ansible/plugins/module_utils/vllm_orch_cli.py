@@ -50,9 +50,9 @@ class VllmOrch:
             self.env["AUTO_INFER_VLLM_OVERRIDES"] = json.dumps(params["overrides"])
 
     def run(self, *args, **kwargs):
-        """`content=TEXT`: the config as it will be, read from stdin (`--config-stdin`)."""
+        """`content=TEXT`: the config as it will be, read from stdin (`--stdin-config`)."""
         content = kwargs.get("content")
-        argv = self.base + (["--config-stdin"] if content is not None else []) + list(args)
+        argv = self.base + (["--stdin-config"] if content is not None else []) + list(args)
         rc, out, err = self.module.run_command(argv, environ_update=self.env, data=content,
                                                binary_data=True)
         try:

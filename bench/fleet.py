@@ -2,7 +2,7 @@
 same playbook with `ansible.builtin.command: /bin/true` in its place (Ansible's floor: the same
 SSH connection, module transfer and Python start on the host, but no vllm-orch).
 
-    .venv/bin/python bench/fleet.py [--repeats 7] [--hosts 3]
+    .venv/bin/python bench/fleet.py [--repeats 5] [--hosts 3] [--json FILE]
 
 Uses the fleet tier's hosts (tests/fleet/conftest.py: network namespaces, one dockerd and one
 sshd each, reached over real SSH), provisions them once with `vllm_orch.fleet.site`, then times
@@ -62,7 +62,7 @@ def timed(fleet, playbook: Path, forks: int) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--hosts", type=int, default=3)
     parser.add_argument("--json", metavar="FILE", help="write every sample here")
     args = parser.parse_args()

@@ -29,6 +29,7 @@ class Inputs(Value):
     overrides: tuple[str, ...] = ()
     sets: tuple[str, ...] = ()
     project: str | None = None
+    text: str | None = field(default=None, repr=False)  # --stdin-config: the file's text as it will be
 
     def config_path(self, *, required: bool = True) -> Path | None:
         from orchestrator.config.loader import CONFIG_ENV, resolve_config_path
@@ -45,7 +46,7 @@ def open_project(inputs: Inputs, *, backend: str | None = "docker", strict: bool
     from orchestrator.project import open_project as open_
 
     return open_(inputs.config_path(), overrides=list(inputs.overrides), sets=list(inputs.sets),
-                 project_name=inputs.project, backend=backend, strict=strict, checks=checks)
+                 project_name=inputs.project, backend=backend, strict=strict, checks=checks, text=inputs.text)
 
 
 def check_with_tables(project, backend, image_ids: dict[str, str], *, strict: bool = True,
@@ -131,6 +132,7 @@ class UpRequest(Value):
     dry_run: bool = False
     no_preflight: bool = False
     adopt: bool = False
+    rows: bool = False  # end with `ps`'s rows (one more list call): for --json
 
 
 class UpOutcome(Value, frozen=False):
@@ -140,6 +142,7 @@ class UpOutcome(Value, frozen=False):
     results: list = field(factory=list)
     waited: dict = field(factory=dict)
     wait_error: OrchestratorError | None = None
+    instances: list = field(factory=list)  # `ps --json`'s rows after the run, for provisioning tools
 
     @property
     def failed(self) -> list:
@@ -159,6 +162,7 @@ class UpOutcome(Value, frozen=False):
                         for a in self.actions],
             "start_order": [edge.to_json() for edge in self.start_order],
             "healthy_after_s": self.waited,
+            "instances": self.instances,
         }
         if self.wait_error:
             doc["error"] = str(self.wait_error)
@@ -197,9 +201,15 @@ def up(inputs: Inputs, request: UpRequest, *, say: Say = _quiet, report: Callabl
         return plan_up(project.resolved.instances, observed, image_ids=image_ids,
                        selected=selected, remove_orphans=request.remove_orphans)
 
+    def rows() -> list[dict[str, Any]]:
+        """`ps --json`'s rows (one list call instead of one more process for the caller)."""
+        from orchestrator.status import ps_rows
+
+        return ps_rows(backend.observe(project.name, owner=None), project.resolved.instances)
+
     if request.dry_run:
         actions = plan()
-        return UpOutcome(project.name, actions, start_after(actions))
+        return UpOutcome(project.name, actions, start_after(actions), instances=rows() if request.rows else [])
 
     import time
 
@@ -236,6 +246,8 @@ def up(inputs: Inputs, request: UpRequest, *, say: Say = _quiet, report: Callabl
             outcome.waited = healthy(wanted)
         except OrchestratorError as exc:
             outcome.wait_error = exc
+    if request.rows:
+        outcome.instances = rows()
     return outcome
 
 

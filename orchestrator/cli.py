@@ -30,6 +30,9 @@ def _common(parser: argparse.ArgumentParser, suppress: bool) -> None:
     parser.add_argument("--set", dest="sets", action="append", default=default, metavar="KEY=VALUE",
                         help="set one dotted key, value read as TOML (repeatable, applied last)")
     parser.add_argument("-p", "--project", default=default, help="project name (default: [docker] project or the file's stem)")
+    parser.add_argument("--stdin-config", action="store_true", default=default,
+                        help="read the config's text from standard input; -c still names the file "
+                             "(relative paths, project name): checks a file before it is written")
     parser.add_argument("--debug", action="store_true", default=default, help="show tracebacks")
 
 
@@ -174,11 +177,19 @@ def _opt(args: argparse.Namespace, name: str, default: Any = None) -> Any:
     return default if value is None else value
 
 
+_STDIN_TEXT: list[str] = []  # --stdin-config: read once, a command may open the project twice
+
+
 def _inputs(args: argparse.Namespace):
     from orchestrator.app import Inputs
 
+    text = None
+    if _opt(args, "stdin_config"):
+        if not _STDIN_TEXT:
+            _STDIN_TEXT.append(sys.stdin.read())
+        text = _STDIN_TEXT[0]
     return Inputs(config=_opt(args, "config"), overrides=tuple(_opt(args, "override", [])),
-                  sets=tuple(_opt(args, "sets", [])), project=_opt(args, "project"))
+                  sets=tuple(_opt(args, "sets", [])), project=_opt(args, "project"), text=text)
 
 
 def _config_path(args: argparse.Namespace, required: bool = True) -> Path | None:
@@ -286,13 +297,14 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     request = UpRequest(names=tuple(args.names), wait=args.wait, timeout=args.timeout,
                         remove_orphans=args.remove_orphans, dry_run=args.dry_run,
-                        no_preflight=args.no_preflight, adopt=args.adopt)
+                        no_preflight=args.no_preflight, adopt=args.adopt, rows=args.json)
     outcome = up(_inputs(args), request, say=_stderr, report=report,
                  progress=(lambda m: None) if args.json else _stderr)
     if args.dry_run:
         if args.json:
             _print_json({"project": outcome.project, "actions": [a.to_json() for a in outcome.actions],
-                         "start_order": [edge.to_json() for edge in outcome.start_order]})
+                         "start_order": [edge.to_json() for edge in outcome.start_order],
+                         "instances": outcome.instances})
         else:
             for action in outcome.actions:
                 print(action.describe())
@@ -554,6 +566,7 @@ COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    _STDIN_TEXT.clear()
     command = command_named(argv)
     args = build_parser(only=command, arguments=command is not None).parse_args(argv)
     try:

@@ -62,11 +62,12 @@ def open_project(
     tables: Mapping[str, OptionTable] | None = None,
     strict: bool = True,
     checks: bool = True,
+    text: str | None = None,
 ) -> Project:
     """Load, check and resolve. With `strict`, any error raises ConfigError carrying all of them.
     With `checks=False`, a first look (which images?) that `check_project` completes once the
     images' option tables are known; the file is read and resolved once either way."""
-    loaded = load_config(config_path, env=env, overrides=overrides, sets=sets)
+    loaded = load_config(config_path, env=env, overrides=overrides, sets=sets, text=text)
     problems = schema_problems(loaded.data, str(config_path))
     if any(p.is_error for p in problems):
         # Resolving a document of the wrong shape would only add noise to a correct report.

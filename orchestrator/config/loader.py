@@ -161,10 +161,14 @@ def load_config(
     env: Mapping[str, str] = os.environ,
     overrides: list[str] | tuple[str, ...] = (),
     sets: list[str] | tuple[str, ...] = (),
+    text: str | None = None,
 ) -> LoadedConfig:
-    """Read `path` and apply the override layers. Raises ConfigError with line/column."""
+    """Read `path` and apply the override layers. Raises ConfigError with line/column.
+    `text`: the file's content as it will be (for a provisioning tool's check mode); `path`
+    still names it, so relative paths, the default project name and labels are the file's."""
     try:
-        text = path.read_text(encoding="utf-8")
+        if text is None:
+            text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError([Problem("error", "", "config file not found", source=str(path))]) from None
     except (OSError, UnicodeDecodeError) as exc:

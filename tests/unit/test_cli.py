@@ -168,3 +168,20 @@ def test_progress_lines_from_parallel_instances_never_interleave(monkeypatch):
         t.join()
     lines = "".join(stream.parts).splitlines()
     assert len(lines) == 160 and all(line.endswith(": created") and line.count(":") == 1 for line in lines)
+
+
+def test_stdin_config_checks_the_text_as_if_it_were_the_file(write_toml, capsys, monkeypatch):
+    """What a provisioning tool's check mode needs: the new text judged under the file's name
+    (project name, relative paths), with the file on disk left as it is."""
+    import io
+
+    path = write_toml(GOOD)
+    monkeypatch.setattr("sys.stdin", io.StringIO(GOOD.replace("port = 8001", "port = = 1")))
+    assert main(["-c", str(path), "--stdin-config", "validate", "--offline"]) == 2
+    out = capsys.readouterr().out
+    assert f"{path}:8:" in out and "TOML syntax" in out
+    monkeypatch.setattr("sys.stdin", io.StringIO(GOOD.replace('model = "/m"', 'model = "/n"')))
+    assert main(["-c", str(path), "--stdin-config", "plan", "--json", "--offline"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["project"] == path.stem and doc["instances"][0]["model"] == "/n"
+    assert path.read_text() == GOOD

@@ -298,3 +298,31 @@ def test_a_model_path_missing_under_its_volume_is_refused_before_anything_starts
         f"/llm-models/tinyy is {tmp_path}/models/tinyy on this host (volume {tmp_path}/models:/llm-models), "
         "which does not exist; vLLM would take it for a Hugging Face Hub name")]
     assert found[0].is_error and "volumes" in found[0].hint
+
+
+def test_model_path_missing_under_its_volume(write_toml, tmp_path):
+    """The fleet-wide check: a model directory that is not on this host is a validate error."""
+    models = tmp_path / "models"
+    (models / "present").mkdir(parents=True)
+    body = f"""
+        [docker]
+        image = "img"
+        volumes = ["{models}:/llm-models:ro"]
+        [instance.a.server]
+        port = 8000
+        model = "/llm-models/%s"
+    """
+    errors = errors_of(write_toml, body % "absent")
+    assert [e.path for e in errors] == ["instance.a.server.model"]
+    assert f"{models}/absent" in errors[0].message and "does not exist" in errors[0].message
+    assert errors_of(write_toml, body % "present") == []
+
+
+def test_model_path_inside_the_image_is_not_checked(write_toml):
+    assert errors_of(write_toml, """
+        [docker]
+        image = "img"
+        [instance.a.server]
+        port = 8000
+        model = "/opt/models/baked-in"
+    """) == []

@@ -330,23 +330,12 @@ def _header(project: Any, enabled_all: bool) -> str:
         for directory in sorted({str(Path(f).parent) for f in log_files}):
             lines.append(f"  mkdir -p {shlex.quote(directory)}")
         for spec in instances:
-            c = spec.container
-            lines.append(f"  touch {shlex.quote(c.host_log_file)}")
-            uid, _, gid = (c.user or "").partition(":")
-            if uid.isdigit():
-                lines.append(f"  chown {uid}{':' + gid if gid.isdigit() else ''} {shlex.quote(c.host_log_file)}")
-            elif c.user:
-                lines.append(f"  chmod 666 {shlex.quote(c.host_log_file)}")
+            lines += _made_for(spec.container.user, "touch", spec.container.host_log_file, "666")
         caches = [(spec.container, cache) for spec in instances for cache in spec.container.cache_mounts]
         if caches:
             lines.append("and the cache directories (vLLM's compiled graphs, the Hugging Face cache; kept across restarts):")
         for c, cache in caches:
-            lines.append(f"  mkdir -p {shlex.quote(cache.source)}")
-            uid, _, gid = (c.user or "").partition(":")
-            if uid.isdigit():
-                lines.append(f"  chown {uid}{':' + gid if gid.isdigit() else ''} {shlex.quote(cache.source)}")
-            elif c.user:
-                lines.append(f"  chmod 777 {shlex.quote(cache.source)}")
+            lines += _made_for(c.user, "mkdir -p", cache.source, "777")
         lines.append("")
     if not enabled_all:
         lines += [
@@ -360,6 +349,18 @@ def _header(project: Any, enabled_all: bool) -> str:
         "`vllm-orch ps` lists both kinds with their OWNER (vllm-orch or compose). Run one or the other.",
     ]
     return "\n".join(("# " + comment_text(line)).rstrip() for line in lines)
+
+
+def _made_for(user: str | None, make: str, path: str, shared_mode: str) -> list[str]:
+    """The shell lines that make `path` and hand it to the server's user: chown for a uid, a
+    shared mode for a named user (whose uid only the image knows)."""
+    lines = [f"  {make} {shlex.quote(path)}"]
+    uid, _, gid = (user or "").partition(":")
+    if uid.isdigit():
+        lines.append(f"  chown {uid}{':' + gid if gid.isdigit() else ''} {shlex.quote(path)}")
+    elif user:
+        lines.append(f"  chmod {shared_mode} {shlex.quote(path)}")
+    return lines
 
 
 def _comment(spec: InstanceSpec) -> str:

@@ -107,6 +107,8 @@ def _names_args(p: argparse.ArgumentParser) -> None:
 
 def _launch_args(p: argparse.ArgumentParser) -> None:
     _names_args(p)
+    p.add_argument("--dry-run", action="store_true", help="show what launch would start, and in which order; start nothing")
+    p.add_argument("--json", action="store_true", help="with --dry-run: the plan as JSON")
     p.add_argument("--timeout", type=float, default=1800,
                    help="seconds an instance waits for another on a shared GPU to answer /health (default 1800)")
 
@@ -538,7 +540,16 @@ def cmd_launch(args: argparse.Namespace) -> int:
         return EXIT_OK
     from orchestrator.backends.local import LocalBackend
 
-    return LocalBackend().launch(project, project.select(args.names), out=_stderr, health_timeout=args.timeout)
+    launcher = LocalBackend()
+    if args.dry_run:
+        steps = launcher.plan_launch(project, project.select(args.names))
+        if args.json:
+            _print_json({"project": project.name, "actions": [step.to_json() for step in steps]})
+        else:
+            for step in steps:
+                print(step.describe())
+        return EXIT_OK
+    return launcher.launch(project, project.select(args.names), out=_stderr, health_timeout=args.timeout)
 
 
 def cmd_schema(args: argparse.Namespace) -> int:

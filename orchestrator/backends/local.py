@@ -399,59 +399,106 @@ class _Stopping(Value, frozen=False):
     extra: list[str] = field(factory=list)
 
 
+START, RUNNING, DISABLED = "start", "running", "disabled"
+
+
+class LaunchStep(Value):
+    instance: str
+    kind: str  # START | RUNNING (left as it is) | DISABLED
+    detail: str  # "background" / "foreground", the running pid, or the setting that disables it
+    waits: tuple = ()  # start_order.StartAfter: it starts once these answer /health
+
+    def describe(self) -> str:
+        text = {START: f"start {self.instance} ({self.detail})",
+                RUNNING: f"leave {self.instance}: already running ({self.detail})",
+                DISABLED: f"skip {self.instance}: disabled ({self.detail})"}[self.kind]
+        return text + "".join(f"; {edge.describe()}" for edge in self.waits)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"instance": self.instance, "action": self.kind, "detail": self.detail,
+                "start_after": [edge.to_json() for edge in self.waits]}
+
+
+def plan_launch(instances: list[InstanceSpec], selected: set[str] | None,
+                running: Callable[[str], int | None]) -> list[LaunchStep]:
+    """The launch, decided: config order, except that an instance which shares a GPU with an
+    earlier background one (start_order.py) is held back while the instances after it that wait
+    for nobody start; held-back ones start, in config order, before the next foreground instance
+    (which the launcher then waits for) and at the end. Pure but for `running` (name -> pid)."""
+    from orchestrator.start_order import start_order, waits_for
+
+    specs = [s for s in instances if selected is None or s.name in selected]
+    steps = [LaunchStep(s.name, DISABLED, s.disabled_by or "") for s in specs if not s.enabled]
+    specs = [s for s in specs if s.enabled]
+    waits = waits_for(start_order((s.name, s.gpu) for s in specs if s.background))
+    queue, held, order = list(specs), [], []
+    while queue or held:
+        if queue and queue[0].name in waits:
+            held.append(queue.pop(0))
+        elif queue and queue[0].background:
+            order.append(queue.pop(0))
+        elif held:
+            order.append(held.pop(0))
+        else:
+            order.append(queue.pop(0))
+    for spec in order:
+        pid = running(spec.name)
+        if pid is not None:
+            steps.append(LaunchStep(spec.name, RUNNING, f"pid {pid}"))
+        else:
+            steps.append(LaunchStep(spec.name, START, "background" if spec.background else "foreground",
+                                    tuple(waits.get(spec.name, ()))))
+    return steps
+
+
 class LocalBackend:
     def __init__(self, state_dir: Path | None = None):
         self.state_dir = Path(state_dir) if state_dir is not None else default_state_dir()
         self.store = StateStore(self.state_dir)
 
     # ------------------------------------------------------------------ launch
+    def plan_launch(self, project, selected: set[str] | None) -> list["LaunchStep"]:
+        """What `launch` will do, in the order it will do it (decide, then act: `launch --dry-run`
+        prints this; `launch` carries it out, checking each record again under the lock)."""
+        def running(name: str) -> int | None:
+            record = self.store.read(project.name, name)
+            return record.pid if record is not None and record.is_alive() else None
+
+        return plan_launch(project.resolved.instances, selected, running)
+
     def launch(self, project, selected: set[str] | None, *, out: Out, health_timeout: float = 1800.0) -> int:
-        """Start the enabled (and selected) instances in config order. Returns the launcher's
-        exit code: the first non-zero exit code of a foreground instance or a failed start.
-        An instance that shares a GPU with an earlier background one starts once that one
+        """Start the enabled (and selected) instances as `plan_launch` orders them. Returns the
+        launcher's exit code: the first non-zero exit code of a foreground instance or a failed
+        start. An instance that shares a GPU with an earlier background one starts once that one
         answers /health (start_order.py); when it does not, the instance is not launched."""
-        specs = [s for s in project.resolved.instances if selected is None or s.name in selected]
-        for spec in specs:
-            if not spec.enabled and selected is not None:
-                out(f"{spec.name}: disabled in the config (control.enabled = false); not launched")
-        specs = [s for s in specs if s.enabled]
-        if not specs:
+        steps = self.plan_launch(project, selected)
+        for step in steps:
+            if step.kind == DISABLED and selected is not None:
+                out(f"{step.instance}: disabled in the config ({step.detail}); not launched")
+        steps = [s for s in steps if s.kind != DISABLED]
+        if not steps:
             out("vllm-orch launch: no enabled instance; nothing launched")
             return 0
-        from orchestrator.start_order import start_order, waits_for
-
-        waits = waits_for(start_order((s.name, s.gpu) for s in specs if s.background))
+        specs = {spec.name: spec for spec in project.resolved.instances}
         failed: dict[str, str] = {}  # instance -> why it is not serving
         deadline = time.monotonic() + health_timeout
         run_as = resolve_user(os.environ, out)
         code = 0
-        # An instance that waits for another is held back while the instances after it that wait
-        # for nobody start; held-back ones start in config order before the next foreground
-        # instance (which the launcher then waits for) and at the end.
-        queue = list(specs)
-        held: list[InstanceSpec] = []
-        while queue or held:
-            if queue and queue[0].name in waits:
-                held.append(queue.pop(0))
-                continue
-            if queue and queue[0].background:
-                spec = queue.pop(0)
-            elif held:
-                spec = held.pop(0)
-                blocked = self._await_chain(project, spec, waits[spec.name], failed, deadline, out)
+        for index, step in enumerate(steps):
+            spec = specs[step.instance]
+            if step.waits:
+                blocked = self._await_chain(project, spec, list(step.waits), failed, deadline, out)
                 if blocked:
                     failed[spec.name] = "it was not launched"
                     out(f"{spec.name}: not launched: {blocked}")
                     code = code or 1
                     continue
-            else:
-                spec = queue.pop(0)
             result, interrupted = self._launch_one(project, spec, run_as, out)
             if result:
                 failed[spec.name] = f"it exited with code {result}"
                 code = code or result
             if interrupted:
-                rest = [s.name for s in held + queue]
+                rest = [s.instance for s in steps[index + 1:]]
                 if rest:
                     out(f"vllm-orch launch: interrupted; not launched: {', '.join(rest)}")
                 break

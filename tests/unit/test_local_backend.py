@@ -398,3 +398,58 @@ def _wait_for_line(path: Path, text: str, timeout: float = 10) -> None:
             return
         time.sleep(0.02)
     raise AssertionError(f"{text!r} never appeared in {path}")
+
+
+def test_launch_decides_before_it_acts_and_dry_run_shows_the_order(tmp_path, capsys):
+    """`launch --dry-run` prints the plan `launch` follows: instances sharing a GPU with an
+    earlier background one wait for it (held back while the others start), a running one is
+    left alone, a disabled one skipped; nothing is started."""
+    from orchestrator.backends.local import DISABLED, RUNNING, START, plan_launch
+    from orchestrator.cli import main
+    from tests.builders import instances
+
+    text = """
+[instance.server]
+gpu_memory_utilization = 0.4
+[instance.a.control]
+gpu_ids = "0"
+[instance.a.server]
+model = "/m"
+[instance.b.control]
+gpu_ids = "0"
+[instance.b.server]
+model = "/m"
+port = 8001
+[instance.c.control]
+gpu_ids = "1"
+[instance.c.server]
+model = "/m"
+port = 8002
+[instance.d.control]
+enabled = false
+[instance.d.server]
+model = "/m"
+port = 8003
+[instance.e.control]
+gpu_ids = "1"
+[instance.e.server]
+model = "/m"
+port = 8004
+"""
+    specs = instances(text, tmp_path)
+    steps = plan_launch(specs, None, lambda name: 4242 if name == "e" else None)
+    assert [(s.instance, s.kind) for s in steps] == [("d", DISABLED), ("a", START), ("c", START), ("b", START),
+                                                   ("e", RUNNING)]
+    assert [e.after for e in steps[3].waits] == ["a"] and steps[4].detail == "pid 4242"
+    config = tmp_path / "launch.toml"
+    config.write_text(text)
+    state = tmp_path / "state"
+    os.environ["VLLM_ORCH_STATE_DIR"] = str(state)
+    try:
+        assert main(["-c", str(config), "launch", "--dry-run"]) == 0
+    finally:
+        del os.environ["VLLM_ORCH_STATE_DIR"]
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("skip d: disabled") and out[1] == "start a (background)"
+    assert out[3].startswith("start b (background); start b after a")
+    assert not (tmp_path / "state").exists() or not list(state.rglob("*.json"))  # nothing launched

@@ -13,8 +13,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-import pytest
-
 from tests.fleet.conftest import PORTS, FleetUnderTest
 
 PLAYBOOKS = Path(__file__).parent / "playbooks"

@@ -7,7 +7,6 @@ is seen there, and `docker ps` through the same context shows what `up` made.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 import uuid
 from typing import Any, Callable
 
-import pytest
-
 from orchestrator.backends.engine import Engine, EngineError, engine_for_environment
 from orchestrator.backends.engine_body import PROBE_OWNER, probe_body
 from orchestrator.resolve import LABEL_OWNER

@@ -8,8 +8,6 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import pytest
-
 from orchestrator import logs
 from orchestrator.logs import all_lines, follow, tail_lines
 

@@ -124,7 +124,7 @@ def test_a_failure_early_in_a_chain_fails_the_rest_without_starting_them():
 
 
 def test_only_instances_this_run_starts_are_ordered():
-    from orchestrator.plan import NOOP, REMOVE, START, Action, start_after
+    from orchestrator.plan import NOOP, REMOVE, START, start_after
 
     a, b, c, d = actions(("a", "0"), ("b", "0"), ("c", "0"), ("d", "0"))
     plan = [a.replace(kind=NOOP), b, c.replace(kind=REMOVE), d.replace(kind=START)]

@@ -88,14 +88,18 @@ def test_completions_and_chat_answer(demo):
 
 
 def test_a_flag_vllm_rejects_fails_fast_and_spares_the_others(demo, capsys, tmp_path):
-    # A third instance whose raw extra_args vLLM does not know. (A server key would already be
-    # refused before start by the option-table preflight; raw tokens reach vLLM itself.)
+    # A third instance whose raw extra_args vLLM does not know. The preflight checks extra_args'
+    # flags against the image's own vLLM, so `up` refuses it before anything starts (exit 2);
+    # with --no-preflight the token reaches vLLM, which rejects it: that must fail fast and
+    # leave the others serving.
     port = free_port()
     broken = tmp_path / "broken.json"
     broken.write_text(json.dumps({"instance": {"broken": {"server": {
         "port": port, "served_model_name": "broken", "extra_args": ["--no-such-flag-at-all"]}}}}))
     args = demo.args() + ["--override", broken.read_text()]
     code, _, err = run(capsys, *args, "up", "--wait", "--timeout", "600")
+    assert code == 2 and "extra_args[0]: error: --no-such-flag-at-all is not an option of vLLM 0.32.0" in err, err
+    code, _, err = run(capsys, *args, "up", "--wait", "--timeout", "600", "--no-preflight")
     assert code == 5, err
     last = err.strip().splitlines()[-1]
     assert last.startswith("vllm-orch: error: instance 'broken' exited"), last

@@ -6,6 +6,7 @@ Pure: no Docker, no file-system writes. Problems that only show once values are 
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import urllib.parse
@@ -214,6 +215,7 @@ def apply_tables(resolved: Resolved, tables: Mapping[str, OptionTable]) -> Resol
     return resolved.replace(instances=instances, problems=list(resolved.problems))
 
 
+@functools.lru_cache(maxsize=512)  # every instance resolves the same few host dirs
 def _host_path(raw: str, base_dir: str | Path) -> str:
     path = os.path.expanduser(raw)
     # abspath/normpath, not Path.resolve(): no symlink walk (a syscall per component, per

@@ -6,6 +6,7 @@ cannot drift apart; it adds what a generic validator lacks: a did-you-mean for u
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import math
 import os
@@ -268,13 +269,20 @@ def gpu_memory_utilization(spec: Any) -> float | None:
     return float(util)
 
 
+@functools.lru_cache(maxsize=256)  # the same few addresses, once per instance
+def _ip_address(host: str) -> Any:
+    """The address `host` is, or None when it is not an IP address."""
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    address = _ip_address(host)
+    return address is not None and address.is_loopback
 
 
 def missing_model_dir(spec: Any) -> str | None:
@@ -314,9 +322,7 @@ def _docker_checks(spec: Any, source: str, out: list[Problem]) -> None:
                            hint="choose GPUs with control.gpu_ids instead", source=source))
     address_ok = True
     if container.port:
-        try:
-            ipaddress.ip_address(container.port.host_address)
-        except ValueError:
+        if _ip_address(container.port.host_address) is None:
             address_ok = False
             out.append(Problem("error", f"{path}.docker.publish_address",
                                f"{container.port.host_address!r} is not an IP address",

@@ -34,6 +34,7 @@ import yaml
 
 from orchestrator import __version__, options
 from orchestrator.errors import OrchestratorError
+from orchestrator.exporters import comment_text
 from orchestrator.resolve import LABEL_GPUS, LABEL_INSTANCE, LABEL_LOG, LABEL_MODEL, LABEL_OWNER, LABEL_URL
 from orchestrator.spec import ContainerSpec, InstanceSpec, Mount
 
@@ -287,14 +288,6 @@ def split_common(services: list[dict[str, Any]]) -> tuple[dict[str, Any], list[d
 
 
 # ----------------------------------------------------------------------------- the file
-def comment_text(text: str) -> str:
-    """Text for a YAML comment: every character that is not printable (line and paragraph
-    separators, \\r, NEL, controls) escaped, so the comment ends where we end it."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
-
-
 def _header(project: Any, enabled_all: bool) -> str:
     resolved = project.resolved
     overrides = project.loaded.layers[1:]

@@ -44,6 +44,7 @@ import yaml
 from orchestrator import __version__, options
 from orchestrator.config.loader import deep_merge
 from orchestrator.errors import ConfigError, OrchestratorError, Problem
+from orchestrator.exporters import comment_text
 from orchestrator.exporters.kubernetes_settings import DEFAULTS, DNS_LABEL_PATTERN
 from orchestrator.resolve import DOCKER_DEFAULTS, instance_tables
 from orchestrator.spec import InstanceSpec, Mount, parse_size
@@ -65,7 +66,6 @@ _LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 _USER_IDS = re.compile(r"^(\d+)(?::(\d+))?$")
-_LINE_BREAKS = re.compile(r"[\r\n\x85\u2028\u2029]|[\x00-\x1f\x7f]")
 _WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 
 # [docker] keys with no Kubernetes counterpart (declared in the option table): a warning where the TOML sets them.
@@ -459,11 +459,6 @@ def _global_warnings(ctx: _Context) -> None:
 
 
 # ----------------------------------------------------------------------------- the file
-def _one_line(text: str) -> str:
-    """A header line that stays one comment line, whatever a value in it holds."""
-    return _LINE_BREAKS.sub(lambda found: repr(found.group(0))[1:-1], text)
-
-
 def _secret_keys(manifests: list[dict[str, Any]]) -> dict[tuple[str | None, str], list[str]]:
     """(namespace, Secret) -> the keys the Deployments read from it, in first-use order."""
     wanted: dict[tuple[str | None, str], list[str]] = {}
@@ -520,7 +515,7 @@ def _header(project: Any, namespace: str | None, manifests: list[dict[str, Any]]
 
 
 def _text(header: list[str], manifests: list[dict[str, Any]]) -> str:
-    comments = "".join(("# " + _one_line(line)).rstrip() + "\n" for line in header)
+    comments = "".join(("# " + comment_text(line)).rstrip() + "\n" for line in header)
     body = yaml.safe_dump_all(manifests, explicit_start=True, sort_keys=False, default_flow_style=False,
                               allow_unicode=True, width=1 << 30)  # never fold: one argv token per line
     text = comments + body

@@ -20,7 +20,7 @@ import pytest
 from tests.integration.conftest import REPO, STANDIN_IMAGE, free_port
 
 pytestmark = pytest.mark.docker
-RELEASES = ["8a54adf"]
+RELEASES = ["8a54adf", "4a4232d"]
 
 
 def install_release(commit: str, where: Path) -> Path:

@@ -11,8 +11,9 @@ import json
 from typing import Any, Callable, Iterable
 
 from orchestrator import options
-from orchestrator.resolve import LABEL_CONFIG
-from orchestrator.spec import InstanceSpec, config_digest
+from orchestrator.labels import LABEL_CONFIG
+from orchestrator.container import config_digest
+from orchestrator.spec import InstanceSpec
 from orchestrator.start_order import StartAfter, start_order
 from orchestrator.value import Value, field
 
@@ -46,7 +47,7 @@ class Observed(Value):
 
     @property
     def spec_json(self) -> dict[str, Any] | None:
-        from orchestrator.resolve import LABEL_SPEC
+        from orchestrator.labels import LABEL_SPEC
 
         try:
             return json.loads(self.labels.get(LABEL_SPEC, ""))

@@ -28,8 +28,9 @@ from orchestrator.backends.engine_body import PROBE_EXPIRES, PROBE_OWNER, create
 from orchestrator import log_files
 from orchestrator.errors import DockerUnavailable, OrchestratorError, PreflightError
 from orchestrator.plan import CREATE, RECREATE, REMOVE, START, Action, Observed, owned_elsewhere
-from orchestrator.resolve import LABEL_CONFIG, LABEL_HASH, LABEL_INSTANCE, LABEL_OWNER, LABEL_PROJECT, LABEL_URL, OWNER_UP
-from orchestrator.spec import ContainerSpec, InstanceSpec, Mount
+from orchestrator.labels import LABEL_CONFIG, LABEL_HASH, LABEL_INSTANCE, LABEL_OWNER, LABEL_PROJECT, LABEL_URL, OWNER_UP
+from orchestrator.container import ContainerSpec
+from orchestrator.spec import InstanceSpec, Mount
 from orchestrator.start_order import StartAfter, waits_for
 from orchestrator.value import Value
 

@@ -12,8 +12,9 @@ would recreate containers whose config did not change (tests/unit/test_upgrade.p
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Callable
 
+from orchestrator import options
 from orchestrator.labels import (LABEL_CONFIG, LABEL_GPUS, LABEL_INSTANCE, LABEL_LOG, LABEL_MODEL, LABEL_OWNER,
                                  LABEL_PREFIX, LABEL_PROJECT, LABEL_URL, OWNER_UP)
 from orchestrator.spec import SECRET_MASK, CacheMount, GpuRequest, HealthProbe, InstanceSpec, Mount, OptionValues, PortBinding
@@ -144,6 +145,23 @@ class ContainerSpec(OptionValues, Value):
         """sha256 of the canonical spec. Secrets enter as digests so a changed API key still
         recreates the container without the key ever being written into a label."""
         return config_digest(self.to_json(), self.secret_env)
+
+
+def _caches_before_they_existed(container: ContainerSpec) -> list[dict[str, Any]]:
+    """A container made before the per-instance caches is left alone while they are the default
+    ones (so the upgrade that brought them restarts nothing); a cache_host_dir set by hand is a
+    change of its own."""
+    return [cache.to_json() for cache in container.cache_mounts] if container.cache_is_default else []
+
+
+# Keys of the record that a release after the first recorded one (options.FIRST_RELEASE, see
+# tests/fixtures/releases/) added, each with what a container made without it is taken to have
+# had, given today's rendering: such a container is recreated only when today's value differs
+# from that. tests/unit/test_upgrade.py fails when a key is added to the record without an entry.
+ADDED_RECORD_KEYS: dict[str, Callable[[ContainerSpec], Any]] = {
+    **{key: (lambda container, unset=unset: unset) for key, unset in options.ADDED_RECORD_KEYS.items()},
+    "cache_mounts": _caches_before_they_existed,
+}
 
 
 def render_container(spec: InstanceSpec, *, project: str, config_file: str, host_log_file: str,

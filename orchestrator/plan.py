@@ -127,9 +127,18 @@ def plan_up(
     return actions
 
 
+def is_loading(action: Action) -> bool:
+    """Left running by an earlier run but not healthy yet: its server is still taking its memory."""
+    return (action.kind == NOOP and action.observed is not None and action.observed.running
+            and action.observed.health == "starting")
+
+
 def start_after(actions: Iterable[Action]) -> list[StartAfter]:
-    """Which of the instances these actions start must wait for another on a shared GPU."""
-    return start_order((a.instance, a.spec.gpu) for a in actions if a.kind in (CREATE, RECREATE, START))
+    """Which of the instances these actions start must wait for another on a shared GPU (one
+    started in this run, or one still loading since an earlier run)."""
+    actions = list(actions)
+    return start_order(((a.instance, a.spec.gpu) for a in actions if a.kind in (CREATE, RECREATE, START)),
+                       loading=((a.instance, a.spec.gpu) for a in actions if is_loading(a) and a.spec))
 
 
 # What a container whose record lacks a key is taken to have had (declared with the record,

@@ -285,6 +285,9 @@ class Fleet:
         for i in range(n):  # the export binds these files and creates nothing (create_host_path: false)
             (logs / f"vllm-server-i{i:03d}.log").touch()
         (logs / "vllm-server-late.log").touch()
+        for name in [f"i{i:03d}" for i in range(n)] + ["late"]:  # the caches too, as the export's mkdir lines say
+            for cache in ("vllm", "huggingface"):
+                (self.dir / "cache" / name / cache).mkdir(parents=True)
 
     def specs(self) -> list[Any]:
         from orchestrator.project import open_project

@@ -56,6 +56,12 @@ def test_module_documentation_matches_its_argument_spec():
         doc = yaml.safe_load(next(ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign)
                                   and n.targets[0].id == "DOCUMENTATION"))
         spec = dict(common)
+        for fragment in doc.get("extends_documentation_fragment", []):  # vllm_orch.fleet.<file>
+            fragment_file = REPO / "ansible/plugins/doc_fragments" / f"{fragment.split('.')[-1]}.py"
+            fragment_tree = ast.parse(fragment_file.read_text())
+            text = next(ast.literal_eval(n.value) for n in ast.walk(fragment_tree) if isinstance(n, ast.Assign)
+                        and getattr(n.targets[0], "id", "") == "DOCUMENTATION")
+            doc["options"].update(yaml.safe_load(text)["options"])
         for node in ast.walk(tree):
             if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "update" \
                     and getattr(node.func.value, "id", "") == "argument_spec":

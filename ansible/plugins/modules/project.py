@@ -57,13 +57,8 @@ options:
     description: Seconds I(wait) waits before the task fails.
     type: int
     default: 1800
-  docker_host:
-    description: Engine address (C(DOCKER_HOST)) on the host; default the host's own engine.
-    type: str
-  executable:
-    description: The vllm-orch executable on the host (a name on C(PATH) or a path).
-    type: str
-    default: vllm-orch
+extends_documentation_fragment:
+  - vllm_orch.fleet.engine
 attributes:
   check_mode:
     support: full

@@ -59,13 +59,8 @@ options:
     description: Tries per instance with I(probe).
     type: int
     default: 10
-  docker_host:
-    description: Engine address (C(DOCKER_HOST)) on the host; default the host's own engine.
-    type: str
-  executable:
-    description: The vllm-orch executable on the host (a name on C(PATH) or a path).
-    type: str
-    default: vllm-orch
+extends_documentation_fragment:
+  - vllm_orch.fleet.engine
 attributes:
   check_mode:
     support: full

@@ -96,7 +96,7 @@ def test_apply_starts_a_chain_in_turn_and_the_rest_at_once():
             backend.events.append(f"healthy {action.instance}")
 
     notes: list[str] = []
-    results = backend.apply(plan, start_after=start_order((a.instance, a.spec.gpu) for a in plan),
+    results = backend.run_actions(plan, start_after=start_order((a.instance, a.spec.gpu) for a in plan),
                             await_healthy=healthy, progress=notes.append)
     assert [r.action.instance for r in results] == ["a", "b", "c"] and all(r.ok for r in results)
     events = backend.events
@@ -113,7 +113,7 @@ def test_a_failure_early_in_a_chain_fails_the_rest_without_starting_them():
     def healthy(action):
         raise InstanceFailed(f"instance {action.instance!r} exited (Exited (1))")
 
-    results = {r.action.instance: r for r in backend.apply(
+    results = {r.action.instance: r for r in backend.run_actions(
         plan, start_after=start_order((a.instance, a.spec.gpu) for a in plan), await_healthy=healthy)}
     assert sorted(backend.events) == ["start a", "start d"]
     assert results["a"].ok and str(results["a"].health_error) == "instance 'a' exited (Exited (1))"

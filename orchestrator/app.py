@@ -202,8 +202,7 @@ def up(inputs: Inputs, request: UpRequest, *, say: Say = _quiet, report: Callabl
         return backend.plan(project, selected, observed, image_ids=image_ids, remove_orphans=request.remove_orphans)
 
     def rows() -> list[dict[str, Any]]:
-        """`ps --json`'s rows (one list call instead of one more process for the caller; no
-        /health asked, as before)."""
+        """`ps --json`'s rows (one list call instead of one more process for the caller)."""
         from orchestrator.status import ps_rows
 
         return ps_rows(backend.observe(project.name, owner=None), project.resolved.instances)
@@ -296,9 +295,9 @@ def down(inputs: Inputs, names: tuple[str, ...] = (), *, backend: str | None = N
          report: Callable[[str], None] | None = None, say: Say = _quiet) -> DownOutcome:
     """Stop and remove this project's instances (Docker: of this config only); logs stay.
     `names` are not checked against the config: `down NAME` must also reach an instance removed
-    from it. `backend`: the name given on the command line (None: the config's, else Docker)."""
+    from it. `backend`: the one `--backend` names (None: Docker)."""
     name, project = project_for_status(inputs)
-    chosen = backend_for(backend or (project.backend if project else DOCKER))
+    chosen = backend_for(backend or DOCKER)
     removal = chosen.remove(name, set(names) or None, config_file=project.resolved.config_file if project else None,
                             timeout=timeout, report=report or _quiet, say=say)
     return DownOutcome(name, removal.results, removal.left, removal.json_key, removal.failure)
@@ -315,7 +314,7 @@ def ps(inputs: Inputs, *, backend: str | None = None) -> StatusOutcome:
     """One row per instance: what runs (Docker: our containers and Compose-export ones; local:
     the launcher's processes) joined with the config, `/health` asked where it is not known yet."""
     name, project = project_for_status(inputs)
-    chosen = backend_for(backend or (project.backend if project else DOCKER))
+    chosen = backend_for(backend or DOCKER)
     return StatusOutcome(name, chosen.status(name, project.resolved.instances if project else []),
                          chosen.status_columns)
 

@@ -35,8 +35,9 @@ import yaml
 from orchestrator import __version__, options
 from orchestrator.errors import OrchestratorError
 from orchestrator.exporters import comment_text
-from orchestrator.resolve import LABEL_GPUS, LABEL_INSTANCE, LABEL_LOG, LABEL_MODEL, LABEL_OWNER, LABEL_URL
-from orchestrator.spec import ContainerSpec, InstanceSpec, Mount
+from orchestrator.labels import LABEL_GPUS, LABEL_INSTANCE, LABEL_LOG, LABEL_MODEL, LABEL_OWNER, LABEL_URL
+from orchestrator.container import ContainerSpec
+from orchestrator.spec import GpuRequest, InstanceSpec, Mount
 
 OWNER_COMPOSE = "compose"  # io.vllm-orch.owner of exported containers: `down` only removes "vllm-orch"
 TEMPLATES_ENV = "VLLM_ORCH_COMPOSE_TEMPLATES"
@@ -210,6 +211,18 @@ def _volume(mount: Mount) -> dict[str, Any]:
     return volume
 
 
+def gpu_devices(gpu: GpuRequest, driver: str = "nvidia") -> list[dict[str, Any]]:
+    """Compose's spelling of the GPU request (deploy.resources.reservations.devices)."""
+    if gpu.mode == "none":
+        return []
+    device: dict[str, Any] = {"driver": driver, "capabilities": ["gpu"]}
+    if gpu.mode == "all":
+        device["count"] = "all"
+    else:
+        device["device_ids"] = list(gpu.device_ids)
+    return [device]
+
+
 def service_settings(spec: InstanceSpec, *, enabled: bool = True) -> dict[str, Any]:
     """The Compose settings of one instance, in the order they are written; values unescaped."""
     c: ContainerSpec = spec.container
@@ -230,7 +243,7 @@ def service_settings(spec: InstanceSpec, *, enabled: bool = True) -> dict[str, A
             "host_ip": c.port.host_address,
             "protocol": "tcp",
         }]
-    devices = c.gpu.compose_devices(c.gpu_driver)
+    devices = gpu_devices(c.gpu, c.gpu_driver)
     if devices:
         settings["deploy"] = {"resources": {"reservations": {"devices": devices}}}
     settings["init"] = c.init

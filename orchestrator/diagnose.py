@@ -13,7 +13,7 @@ import re
 
 from orchestrator.value import Value
 
-# The line both launchers write before each start (resolve.LOG_WRAPPER, local.py): a log is
+# The line both launchers write before each start (container.LOG_WRAPPER, local.py): a log is
 # appended to across restarts, and only the last start's output says why that start failed.
 START_MARKER = "vllm-orch: starting instance "
 

@@ -105,7 +105,7 @@ def host_gpus(image: str | None, default_image: Callable[[], str | None]) -> tup
 def _containers(backend: Any, inventory: Inventory) -> dict[str, dict[str, str]]:
     """Container id -> name and vllm-orch project/instance, for the containers holding a GPU
     (one list call; nothing when the engine does not answer: the pids are still shown)."""
-    from orchestrator.resolve import LABEL_INSTANCE, LABEL_PROJECT
+    from orchestrator.labels import LABEL_INSTANCE, LABEL_PROJECT
 
     wanted = {p.container_id for p in inventory.processes if p.container_id}
     if not wanted:

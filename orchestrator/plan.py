@@ -8,11 +8,11 @@ decisions without an engine.
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
-from orchestrator import options
-from orchestrator.resolve import LABEL_CONFIG
-from orchestrator.spec import InstanceSpec, config_digest
+from orchestrator.labels import LABEL_CONFIG
+from orchestrator.container import ADDED_RECORD_KEYS, config_digest
+from orchestrator.spec import InstanceSpec
 from orchestrator.start_order import StartAfter, start_order
 from orchestrator.value import Value, field
 
@@ -46,7 +46,7 @@ class Observed(Value):
 
     @property
     def spec_json(self) -> dict[str, Any] | None:
-        from orchestrator.resolve import LABEL_SPEC
+        from orchestrator.labels import LABEL_SPEC
 
         try:
             return json.loads(self.labels.get(LABEL_SPEC, ""))
@@ -127,22 +127,23 @@ def plan_up(
     return actions
 
 
+def is_loading(action: Action) -> bool:
+    """Left running by an earlier run but not healthy yet: its server is still taking its memory."""
+    return (action.kind == NOOP and action.observed is not None and action.observed.running
+            and action.observed.health == "starting")
+
+
 def start_after(actions: Iterable[Action]) -> list[StartAfter]:
-    """Which of the instances these actions start must wait for another on a shared GPU."""
-    return start_order((a.instance, a.spec.gpu) for a in actions if a.kind in (CREATE, RECREATE, START))
+    """Which of the instances these actions start must wait for another on a shared GPU (one
+    started in this run, or one still loading since an earlier run)."""
+    actions = list(actions)
+    return start_order(((a.instance, a.spec.gpu) for a in actions if a.kind in (CREATE, RECREATE, START)),
+                       loading=((a.instance, a.spec.gpu) for a in actions if is_loading(a) and a.spec))
 
 
-# Keys of `ContainerSpec.to_json()` that a release after the first recorded one (8a54adf, see
-# tests/fixtures/releases/) added, each with the value a container made without it is taken to
-# have: such a container is recreated only when the new value differs from that (the setting is
-# now in use), so an upgrade that adds a setting never restarts a loaded model by itself.
-# tests/unit/test_upgrade.py fails when a key is added to the record without an entry here.
-ADDED_KEYS: dict[str, Callable[[InstanceSpec], Any]] = {
-    key: (lambda spec, unset=unset: unset) for key, unset in options.ADDED_RECORD_KEYS.items()}
-# The per-instance caches (after 8a54adf): a container made before them is left alone while the
-# caches are the default ones; a cache_host_dir set by hand is a change of its own.
-ADDED_KEYS["cache_mounts"] = lambda spec: ([c.to_json() for c in spec.container.cache_mounts]
-                                           if spec.container.cache_is_default else [])
+# What a container whose record lacks a key is taken to have had (declared with the record,
+# in container.py): an upgrade that adds a setting never restarts a loaded model by itself.
+ADDED_KEYS = ADDED_RECORD_KEYS
 # Our own labels are bookkeeping derived from the settings compared anyway (URL, GPUs, config
 # path): comparing them would recreate containers whenever a release adds one.
 _OWN_LABEL_PREFIX = "io.vllm-orch."
@@ -168,7 +169,7 @@ def explain_change(current: Observed, spec: InstanceSpec, image_ids: dict[str, s
             if key in old:
                 reasons += diff_specs(_comparable(key, old[key]), _comparable(key, value), key)
             else:
-                default = ADDED_KEYS[key](spec) if key in ADDED_KEYS else value
+                default = ADDED_KEYS[key](container) if key in ADDED_KEYS else value
                 reasons += diff_specs(_comparable(key, default), _comparable(key, value), key)
         if not reasons and not secrets_unchanged(old, current.config_hash, container):
             reasons.append("a secret value changed")

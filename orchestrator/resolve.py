@@ -18,37 +18,14 @@ from orchestrator.config.loader import deep_merge
 from orchestrator import options
 from orchestrator.options import MAX_NAME_LENGTH
 from orchestrator.errors import ConfigError, Problem
-from orchestrator.spec import CacheMount, ContainerSpec, GpuRequest, HealthCheck, InstanceSpec, Mount, PortBinding, parse_size
+from orchestrator.container import render_container
+from orchestrator.spec import CacheMount, GpuRequest, HealthProbe, InstanceSpec, Mount, PortBinding, Workload, parse_size
 from orchestrator.value import Value, field
 from orchestrator.vllm_options import OptionTable
 
 RESERVED_INSTANCE_KEYS = ("control", "server")
 DEFAULT_PORT = 8000  # vLLM's own default for --port
 DEFAULT_LOG_DIR = "/tmp"
-
-LABEL_PREFIX = "io.vllm-orch"
-LABEL_OWNER = f"{LABEL_PREFIX}.owner"
-LABEL_PROJECT = f"{LABEL_PREFIX}.project"
-LABEL_INSTANCE = f"{LABEL_PREFIX}.instance"
-LABEL_HASH = f"{LABEL_PREFIX}.config-hash"
-LABEL_SPEC = f"{LABEL_PREFIX}.spec"
-LABEL_CONFIG = f"{LABEL_PREFIX}.config-file"
-LABEL_GPUS = f"{LABEL_PREFIX}.gpus"
-LABEL_URL = f"{LABEL_PREFIX}.url"
-LABEL_MODEL = f"{LABEL_PREFIX}.model"
-LABEL_LOG = f"{LABEL_PREFIX}.log-file"
-OWNER_UP = "vllm-orch"
-
-# The container's fixed entrypoint: append the instance's output to its log file (bind-mounted
-# from the host, so it outlives the container) and `exec` the argv so vLLM itself receives
-# SIGTERM. The script is a constant; config values only ever arrive as "$@" and env values.
-LOG_WRAPPER = (
-    'printf "%s vllm-orch: starting instance %s\\n" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" '
-    '"$VLLM_ORCH_INSTANCE" >>"$VLLM_ORCH_LOG_FILE" || exit 70; '
-    'exec "$@" >>"$VLLM_ORCH_LOG_FILE" 2>&1'
-)
-ENTRYPOINT = ("/bin/sh", "-c", LOG_WRAPPER, "vllm-orch-log")
-HEALTH_PROBE = "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=4)"
 
 DOCKER_DEFAULTS: dict[str, Any] = dict(options.DEFAULTS)  # the option table's, for every [docker] key
 _WILDCARD_HOSTS = {"0.0.0.0", "::", ""}
@@ -191,8 +168,12 @@ def _resolve_instance(
         port=port if isinstance(port, int) else DEFAULT_PORT,
         host=host if isinstance(host, str) else None,
     )
-    container = _container_spec(spec, docker, master, project, config_path, host_env, problems)
-    return spec.replace(container=container)
+    workload = _workload(spec, docker, master, config_path, host_env, problems)
+    spec = spec.replace(workload=workload)
+    base_dir = os.path.dirname(config_path)
+    host_log = os.path.join(_host_path(docker["log_host_dir"], base_dir), os.path.basename(spec.log_file))
+    return spec.replace(container=render_container(spec, project=project, config_file=str(config_path),
+                                                   host_log_file=host_log, gpu_driver=docker["gpu_driver"]))
 
 
 def _launch_command(server_args: list[str], master: MasterSettings) -> list[str]:
@@ -234,23 +215,20 @@ def parse_volume(entry: str, base_dir: str | Path) -> Mount:
     return Mount(_host_path(parts[0], base_dir), parts[1].rstrip("/") or "/", mode == "ro")
 
 
-def _container_spec(
+def _workload(
     spec: InstanceSpec,
     docker: dict[str, Any],
     master: MasterSettings,
-    project: str,
     config_path: Path,
     host_env: Mapping[str, str],
     problems: list[Problem],
-) -> ContainerSpec:
+) -> Workload:
+    """What the instance's container (or pod) runs besides the argv, from its merged [docker] table."""
     name = spec.name
     base_dir = os.path.dirname(config_path)
     path = f"instance.{name}.docker"
 
-    # The log file alone is bind-mounted (not its directory): the contract's default log_dir
-    # is /tmp, and a host directory over the container's /tmp would collect every temp file.
-    host_log = os.path.join(_host_path(docker["log_host_dir"], base_dir), os.path.basename(spec.log_file))
-    mounts = [Mount(host_log, spec.log_file)]
+    mounts = []
     if docker.get("pixi_project_host_dir") and master.pixi_project_dir:
         mounts.append(Mount(_host_path(docker["pixi_project_host_dir"], base_dir), master.pixi_project_dir.rstrip("/")))
     for entry in docker.get("volumes") or []:
@@ -263,10 +241,7 @@ def _container_spec(
         "PYTHONUNBUFFERED": "1",
         # CUDA's default order is "fastest first"; PCI bus order matches nvidia-smi's numbering.
         "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
-        "VLLM_ORCH_INSTANCE": name,
-        "VLLM_ORCH_LOG_FILE": spec.log_file,
     }
-    env.update(spec.gpu.container_env())
     user = docker.get("user")
     if user and user.split(":")[0].isdigit():
         # A bare uid has no passwd entry, so Docker sets HOME=/ (not writable): vLLM, torch and
@@ -281,67 +256,30 @@ def _container_spec(
     for key in secret_names:
         secret_env[key] = str(user_env[key]) if key in user_env else host_env.get(key)
 
-    port = None
-    network_mode = docker.get("network_mode")
-    if docker.get("publish", True) and network_mode != "host":
-        port = PortBinding(spec.port, docker.get("publish_port") or spec.port, docker.get("publish_address", "127.0.0.1"))
+    publish = None
+    if docker.get("publish", True) and docker.get("network_mode") != "host":
+        publish = PortBinding(spec.port, docker.get("publish_port") or spec.port, docker.get("publish_address", "127.0.0.1"))
 
     probe_host = spec.host if spec.host and spec.host not in _WILDCARD_HOSTS else "127.0.0.1"
-    if ":" in probe_host:
-        probe_host = f"[{probe_host}]"
-    test = tuple(docker.get("health_cmd") or ("CMD", "python3", "-c", HEALTH_PROBE, f"http://{probe_host}:{spec.port}/health"))
-    if test and test[0] not in ("CMD", "CMD-SHELL", "NONE"):
-        test = ("CMD", *test)
-    healthcheck = HealthCheck(
-        test=test,
-        interval_s=int(docker["health_interval"]),
-        timeout_s=5,
-        retries=3,
-        start_period_s=int(docker["health_start_period"]),
-    )
+    health = HealthProbe(port=spec.port, host=probe_host, command=tuple(docker.get("health_cmd") or ()),
+                         interval_s=int(docker["health_interval"]), start_period_s=int(docker["health_start_period"]))
 
-    url = port.url if port else (f"http://127.0.0.1:{spec.port}" if network_mode == "host" else "")
-    labels = {
-        LABEL_OWNER: OWNER_UP,
-        LABEL_PROJECT: project,
-        LABEL_INSTANCE: name,
-        LABEL_CONFIG: str(config_path),
-        LABEL_GPUS: spec.gpu.describe(),
-        LABEL_URL: url,
-        LABEL_MODEL: spec.served_model or "",
-        LABEL_LOG: host_log,
-    }
-    for key, value in (docker.get("labels") or {}).items():
-        if not key.startswith(LABEL_PREFIX + "."):
-            labels[key] = str(value)
-
-    caches = _cache_mounts(name, docker, mounts, base_dir)
-    ipc_mode = docker.get("ipc")
-    shm_size = docker.get("shm_size")
-    if shm_size is not None and ipc_mode != "host":
+    if docker.get("shm_size") is not None and docker.get("ipc") != "host":
         try:
-            parse_size(shm_size)
+            parse_size(docker["shm_size"])
         except ValueError as exc:  # found now, not at the create call of one instance of many
             problems.append(Problem("error", f"{path}.shm_size", str(exc), source=str(config_path)))
-    return ContainerSpec(
-        name=f"{project}-{name}",
+    return Workload(
         image=docker.get("image") or "",
-        entrypoint=ENTRYPOINT,
-        command=spec.command,
         env=tuple(env.items()),
         secret_env=tuple(secret_env.items()),
         mounts=tuple(mounts),
-        port=port,
-        gpu=spec.gpu,
-        gpu_driver=docker["gpu_driver"],
-        stop_signal="SIGTERM",
-        healthcheck=healthcheck,
-        init=True,
-        labels=tuple(labels.items()),
-        host_log_file=host_log,
-        options=options.resolve_options(docker),
-        cache_mounts=tuple(caches),
+        publish=publish,
+        health=health,
+        labels=tuple((key, str(value)) for key, value in (docker.get("labels") or {}).items()),
+        caches=tuple(_cache_mounts(name, docker, mounts, base_dir)),
         cache_is_default=docker.get("cache_host_dir") == DOCKER_DEFAULTS["cache_host_dir"],
+        options=options.resolve_options(docker),
     )
 
 

@@ -1,15 +1,20 @@
-"""Frozen value objects of the resolved plan. Each builds the engine's shapes for itself, so the
-Docker backend, the Compose exporter and the local launcher cannot disagree about, say, what
-`gpu_ids = "0,1"` means.
+"""The target-neutral instance spec: what one vLLM server runs (argv, environment, GPUs, mounts,
+published port, health, stop, resources, secrets by name), not how a target spells it.
+
+`resolve.py` builds it from the config; the targets render it: `container.py` (the Docker
+container, which the Docker backend and the Compose export share), `exporters/kubernetes.py`
+(a Deployment and Service) and `backends/local.py` (a process). Frozen value objects (value.py).
 """
 
 from __future__ import annotations
 
-import json
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.value import Value, field
+
+if TYPE_CHECKING:
+    from orchestrator.container import ContainerSpec
 
 SECRET_MASK = "<secret>"
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?) ?([kmg]?)b?$", re.IGNORECASE)
@@ -132,38 +137,13 @@ class GpuRequest(Value):
             return {"CUDA_VISIBLE_DEVICES": ",".join(self.uuids)}
         return {}
 
-    # --- containers ---------------------------------------------------------------------------
     def container_env(self) -> dict[str, str]:
-        """Environment for a container. Inside it the granted GPUs are renumbered from 0, so host
-        ids must never become CUDA_VISIBLE_DEVICES there. For "none", `void` keeps the NVIDIA
-        runtime from injecting GPUs even where it is the engine's default runtime."""
+        """Environment for a container or pod. Inside one the granted GPUs are renumbered from 0,
+        so host ids must never become CUDA_VISIBLE_DEVICES there. For "none", `void` keeps the
+        NVIDIA runtime from injecting GPUs even where it is the default runtime."""
         if self.mode == "none":
             return {"NVIDIA_VISIBLE_DEVICES": "void", "CUDA_VISIBLE_DEVICES": ""}
         return {}
-
-    def docker_device_requests(self, driver: str = "nvidia") -> list[dict[str, Any]]:
-        """Engine API shape (HostConfig.DeviceRequests). The engine hands DeviceIDs, indexes or
-        UUIDs alike, to the NVIDIA runtime as NVIDIA_VISIBLE_DEVICES."""
-        if self.mode == "none":
-            return []
-        request: dict[str, Any] = {"Driver": driver, "Capabilities": [["gpu"]]}
-        if self.mode == "all":
-            request.update(Count=-1, DeviceIDs=None)
-        else:
-            request.update(Count=0, DeviceIDs=list(self.device_ids))
-        request["Options"] = {}
-        return [request]
-
-    def compose_devices(self, driver: str = "nvidia") -> list[dict[str, Any]]:
-        """Compose shape (deploy.resources.reservations.devices)."""
-        if self.mode == "none":
-            return []
-        device: dict[str, Any] = {"driver": driver, "capabilities": ["gpu"]}
-        if self.mode == "all":
-            device["count"] = "all"
-        else:
-            device["device_ids"] = list(self.device_ids)
-        return [device]
 
 
 def normalize_uuid(text: str) -> str:
@@ -184,9 +164,6 @@ class Mount(Value):
     def to_json(self) -> dict[str, Any]:
         return {"source": self.source, "target": self.target, "read_only": self.read_only}
 
-    def docker_mount(self) -> dict[str, Any]:
-        return {"Type": "bind", "Source": self.source, "Target": self.target, "ReadOnly": self.read_only}
-
 
 class CacheMount(Value):
     """A per-instance cache kept on the host: `source` bind-mounted read-write at `target`, and
@@ -201,9 +178,6 @@ class CacheMount(Value):
 
     def to_json(self) -> dict[str, Any]:
         return {"source": self.source, "target": self.target, "env": self.env}
-
-    def docker_mount(self) -> dict[str, Any]:
-        return {"Type": "bind", "Source": self.source, "Target": self.target, "ReadOnly": False}
 
 
 class PortBinding(Value):
@@ -229,60 +203,30 @@ class PortBinding(Value):
         return self.url
 
 
-class HealthCheck(Value):
-    test: tuple[str, ...]
-    interval_s: int
-    timeout_s: int
-    retries: int
-    start_period_s: int
+class HealthProbe(Value):
+    """How a target tells the server is ready: GET `path` on `port` at `host` (the address the
+    server listens on, seen from beside it), or the user's own exec-form `command`."""
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "test": list(self.test),
-            "interval_s": self.interval_s,
-            "timeout_s": self.timeout_s,
-            "retries": self.retries,
-            "start_period_s": self.start_period_s,
-        }
+    port: int
+    host: str = "127.0.0.1"
+    path: str = "/health"
+    command: tuple[str, ...] = ()  # [docker] health_cmd, as written; () = the GET above
+    interval_s: int = 10
+    timeout_s: int = 5
+    retries: int = 3
+    start_period_s: int = 900  # model loading: failures before it ends do not count
 
-
-def config_digest(record: dict[str, Any], secret_env: Any) -> str:
-    """sha256 of a settings record (secrets masked) plus digests of the secret values: the
-    config-hash label of every release. Given the record a container carries and today's
-    secrets, it reproduces that label exactly when no secret value changed."""
-    import hashlib  # only hashing commands pay for it
-
-    doc = dict(record)
-    doc["secret_digests"] = {key: hashlib.sha256((value or "").encode()).hexdigest() for key, value in secret_env}
-    canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}{self.path}"
 
 
-class ContainerSpec(Value):
-    """Everything the engine needs to run one instance. Secrets are held apart from `env`."""
+class OptionValues:
+    """Read access to the option table's pass-through values (options.CONTAINER_OPTIONS), kept as
+    (record key, value) pairs in the table's order: `spec.user`, `spec.stop_timeout`, ..."""
 
-    name: str
-    image: str
-    entrypoint: tuple[str, ...]
-    command: tuple[str, ...]
-    env: tuple[tuple[str, str], ...]
-    secret_env: tuple[tuple[str, str | None], ...] = field(repr=False)  # value None: not set on this host
-    mounts: tuple[Mount, ...]
-    port: PortBinding | None
-    gpu: GpuRequest
-    gpu_driver: str
-    stop_signal: str
-    healthcheck: HealthCheck | None
-    init: bool
-    labels: tuple[tuple[str, str], ...]  # ours and the user's, without the hash
-    host_log_file: str
-    # Kept apart from `mounts` and `env` (and under its own key in to_json) so that containers
-    # made before the caches existed compare equal on every earlier key; see plan.explain_change.
-    cache_mounts: tuple[CacheMount, ...] = ()
-    cache_is_default: bool = True  # came from the default [docker] cache_host_dir (not compared itself)
-    # The pass-through options of the option table (options.CONTAINER_OPTIONS), in its order:
-    # (record key, value). Read them as attributes: `spec.user`, `spec.stop_timeout`, ...
-    options: tuple[tuple[str, Any], ...] = ()
+    options: tuple[tuple[str, Any], ...]
 
     def option(self, record: str) -> Any:
         for key, value in self.options:
@@ -297,40 +241,23 @@ class ContainerSpec(Value):
     stop_timeout = property(lambda self: self.option("stop_timeout"))
     network_mode = property(lambda self: self.option("network_mode"))
 
-    def environment(self, *, reveal: bool = False, caches: bool = True) -> dict[str, str]:
-        """The container's environment; `caches`: with the variables naming the cache mounts
-        (to_json keeps those under cache_mounts only, so its "env" is what it always was)."""
-        env = {cache.env: cache.target for cache in self.cache_mounts} if caches else {}
-        env.update(self.env)
-        for key, value in self.secret_env:
-            env[key] = (value or "") if reveal else SECRET_MASK
-        return env
 
-    def to_json(self) -> dict[str, Any]:
-        """The spec as data, secrets masked: what `plan --json` prints and what the hash covers."""
-        return {
-            "name": self.name,
-            "image": self.image,
-            "entrypoint": list(self.entrypoint),
-            "command": list(self.command),
-            "env": self.environment(caches=False),
-            "secret_env": [key for key, _ in self.secret_env],
-            "mounts": [m.to_json() for m in self.mounts],
-            "port": self.port.to_json() if self.port else None,
-            "device_requests": self.gpu.docker_device_requests(self.gpu_driver),
-            "stop_signal": self.stop_signal,
-            "healthcheck": self.healthcheck.to_json() if self.healthcheck else None,
-            "init": self.init,
-            "labels": dict(self.labels),
-            "host_log_file": self.host_log_file,
-            "cache_mounts": [cache.to_json() for cache in self.cache_mounts],
-            **dict(self.options),
-        }
+class Workload(OptionValues, Value):
+    """What an isolated runtime (a container, a pod) runs for one instance besides the argv,
+    whichever target runs it. Nothing here is a target's spelling: Docker's log wrapper, its
+    `CMD` health test and its labels of ownership are added by container.py."""
 
-    def config_hash(self) -> str:
-        """sha256 of the canonical spec. Secrets enter as digests so a changed API key still
-        recreates the container without the key ever being written into a label."""
-        return config_digest(self.to_json(), self.secret_env)
+    image: str
+    env: tuple[tuple[str, str], ...]  # plain variables, the user's [docker] env included; no secrets
+    secret_env: tuple[tuple[str, str | None], ...] = field(repr=False)  # by name; value None: not set on this host
+    mounts: tuple[Mount, ...]  # the user's volumes and the pixi project (host path -> path inside)
+    publish: PortBinding | None  # None: not published (publish = false, or the host's network)
+    health: HealthProbe
+    stop_signal: str = "SIGTERM"
+    labels: tuple[tuple[str, str], ...] = ()  # the user's own
+    caches: tuple[CacheMount, ...] = ()  # vLLM's and Hugging Face's caches, kept on the host
+    cache_is_default: bool = True  # the caches came from the default [docker] cache_host_dir
+    options: tuple[tuple[str, Any], ...] = ()  # shm, IPC, user, network, restart, stop timeout, CPUs
 
 
 class InstanceSpec(Value):
@@ -349,7 +276,8 @@ class InstanceSpec(Value):
     secrets: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # env name -> value, from server.api_key / hf_token
     port: int = 8000
     host: str | None = None
-    container: ContainerSpec | None = None
+    workload: Workload | None = None  # None only for specs built by hand (the local launcher's tests)
+    container: "ContainerSpec | None" = None  # the Docker rendering of `workload` (container.py)
     disabled_by: str | None = None  # the setting that disables it, when it is disabled
 
     @property

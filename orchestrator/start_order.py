@@ -3,8 +3,9 @@
 vLLM sizes its KV cache from the GPU memory that is free when it starts. Two servers starting
 together on one GPU both see it free; the second then dies for want of the memory the first
 took (vllm-project/vllm#10533). So an instance that shares a GPU with an instance started earlier
-in the same run (config order) waits until that one answers /health; every other instance
-starts at once, in parallel, as before.
+in the same run (config order), or with one that an earlier run started and that is still
+loading, waits until that one answers /health; every other instance starts at once, in
+parallel, as before.
 
 "all" shares with every instance that uses GPUs; "none" shares with nothing. Host GPU ids are
 compared as written: the same GPU named once by index and once by UUID is not recognised.
@@ -47,11 +48,14 @@ def shared_gpus(a: GpuRequest, b: GpuRequest) -> str | None:
     return ("GPUs " if len(common) > 1 else "GPU ") + ",".join(map(str, common))
 
 
-def start_order(starting: Iterable[tuple[str, GpuRequest]]) -> list[StartAfter]:
+def start_order(starting: Iterable[tuple[str, GpuRequest]],
+                loading: Iterable[tuple[str, GpuRequest]] = ()) -> list[StartAfter]:
     """For instances about to start (in config order): each waits for the earlier ones it shares a
     GPU with. Only the direct waits are kept: on one GPU, a, b, c give "b after a" and "c after
-    b" (c after a follows). Instances on disjoint GPUs get no entry and start in parallel."""
-    starting = list(starting)
+    b" (c after a follows). Instances on disjoint GPUs get no entry and start in parallel.
+    `loading`: instances already running but not yet healthy (still taking their memory); an
+    instance sharing a GPU with one waits for it too, unless an instance it waits for already does."""
+    starting, loading = list(starting), list(loading)
     edges: list[StartAfter] = []
     before: dict[str, set[str]] = {}  # instance -> everything that must be healthy before it starts
     for index, (name, gpu) in enumerate(starting):
@@ -61,6 +65,11 @@ def start_order(starting: Iterable[tuple[str, GpuRequest]]) -> list[StartAfter]:
             if shared and not any(earlier in before[d.after] for d in direct):
                 direct.append(StartAfter(name, earlier, shared))
         before[name] = set().union(*({d.after} | before[d.after] for d in direct)) if direct else set()
+        for busy, busy_gpu in loading:
+            shared = shared_gpus(busy_gpu, gpu)
+            if shared and busy not in before[name]:
+                direct.append(StartAfter(name, busy, shared))
+                before[name].add(busy)
         edges += reversed(direct)
     return edges
 

@@ -6,7 +6,7 @@ import re
 from typing import Any, Callable
 
 from orchestrator.plan import Observed
-from orchestrator.resolve import LABEL_GPUS, LABEL_LOG, LABEL_MODEL, LABEL_URL
+from orchestrator.labels import LABEL_GPUS, LABEL_LOG, LABEL_MODEL, LABEL_URL
 from orchestrator.spec import InstanceSpec
 
 _UPTIME = re.compile(r"^Up (.+?)(?: \((?:healthy|unhealthy|health: starting|Paused)\))?$")

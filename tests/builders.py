@@ -18,7 +18,8 @@ from typing import Any, Mapping, Sequence
 
 from orchestrator.config.loader import load_config
 from orchestrator.plan import Observed
-from orchestrator.resolve import LABEL_HASH, LABEL_OWNER, LABEL_SPEC, Resolved, resolve
+from orchestrator.labels import LABEL_HASH, LABEL_OWNER, LABEL_SPEC
+from orchestrator.resolve import Resolved, resolve
 from orchestrator.spec import InstanceSpec
 
 DEFAULT_IMAGE = "img:1"

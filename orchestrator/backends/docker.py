@@ -30,9 +30,10 @@ from orchestrator.backends.base import DOCKER, Removal, Say, quiet
 from orchestrator.backends.engine_body import PROBE_EXPIRES, PROBE_OWNER, create_body, gpu_device_requests, probe_body
 from orchestrator import log_files
 from orchestrator.errors import DockerUnavailable, OrchestratorError, PreflightError
-from orchestrator.plan import CREATE, RECREATE, REMOVE, START, Action, Observed, owned_elsewhere, plan_up
-from orchestrator.resolve import LABEL_CONFIG, LABEL_HASH, LABEL_INSTANCE, LABEL_OWNER, LABEL_PROJECT, LABEL_URL, OWNER_UP
-from orchestrator.spec import ContainerSpec, InstanceSpec, Mount
+from orchestrator.plan import CREATE, RECREATE, REMOVE, START, Action, Observed, is_loading, owned_elsewhere, plan_up
+from orchestrator.labels import LABEL_CONFIG, LABEL_HASH, LABEL_INSTANCE, LABEL_OWNER, LABEL_PROJECT, LABEL_URL, OWNER_UP
+from orchestrator.container import ContainerSpec
+from orchestrator.spec import InstanceSpec, Mount
 from orchestrator.start_order import StartAfter, waits_for
 from orchestrator.value import Value
 
@@ -332,12 +333,15 @@ class DockerBackend:
         in `start_after` is started only once each instance it waits for was started and
         `await_healthy` returned for it (it raises OrchestratorError when that one will not
         become healthy); when one does not, the instances waiting on it are not started and
-        fail naming it. Results come back in the order of `actions`."""
+        fail naming it. An instance may also wait for one this run leaves running because it is
+        still loading (plan.is_loading): only its health is awaited. Results come back in the
+        order of `actions`, for the actions that change something."""
         work = [a for a in actions if a.kind in (CREATE, RECREATE, START, REMOVE)]
         if not work:
             return []
         names = {a.instance for a in work}
-        waits = waits_for(e for e in start_after if e.instance in names and e.after in names)
+        loading = {a.instance: a for a in actions if is_loading(a)}
+        waits = waits_for(e for e in start_after if e.instance in names and (e.after in names or e.after in loading))
         gating = {e.after for edges in waits.values() for e in edges}
 
         def run(action: Action) -> ActionResult:
@@ -357,6 +361,16 @@ class DockerBackend:
                     result.health_error = exc
             return result
 
+        def watch(action: Action) -> ActionResult:
+            """Left running by an earlier run: nothing to do but wait until it answers /health."""
+            result = ActionResult(action, True, "running, still loading")
+            if await_healthy is not None:
+                try:
+                    await_healthy(action)
+                except OrchestratorError as exc:
+                    result.health_error = exc
+            return result
+
         _ = self.engine  # made once, here, then shared by the worker threads
         from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
@@ -364,6 +378,7 @@ class DockerBackend:
         waiting = [a for a in work if a.instance in waits]
         with ThreadPoolExecutor(max_workers=min(MAX_WORKERS, len(work))) as pool:
             running = {pool.submit(run, a) for a in work if a.instance not in waits}
+            running |= {pool.submit(watch, a) for name, a in loading.items() if name in gating}
             for action in waiting:
                 if progress:
                     progress("; ".join(e.describe() for e in waits[action.instance]))
@@ -383,8 +398,9 @@ class DockerBackend:
                         continue
                     failed = done[blocker.after]
                     why = failed.health_error or failed.detail
+                    what = "did not become healthy" if blocker.after in loading else "did not start"
                     result = ActionResult(action, False, f"not started: it waits for {blocker.after} (both on "
-                                                         f"{blocker.shared}), which did not start: {why}")
+                                                         f"{blocker.shared}), which {what}: {why}")
                     done[action.instance] = result
                     if on_done:
                         on_done(result)

@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 from typing import Any, Iterable
 
-from orchestrator.resolve import LABEL_HASH, LABEL_OWNER, LABEL_SPEC
+from orchestrator.labels import LABEL_HASH, LABEL_OWNER, LABEL_SPEC
 from orchestrator import options
-from orchestrator.spec import ContainerSpec, Mount
+from orchestrator.container import ContainerSpec, device_requests
+from orchestrator.spec import CacheMount, Mount
 
 PROBE_OWNER = "vllm-orch-probe"  # throwaway containers (option tables, GPU check), never ours to manage
 # When a probe may be removed by any later run: a vllm-orch killed while it waited for one
@@ -60,7 +61,7 @@ def create_body(container: ContainerSpec) -> dict[str, Any]:
 
 def _host_config(container: ContainerSpec) -> dict[str, Any]:
     host: dict[str, Any] = {
-        "Mounts": [m.docker_mount() for m in container.mounts] + [c.docker_mount() for c in container.cache_mounts],
+        "Mounts": [bind_mount(m) for m in (*container.mounts, *container.cache_mounts)],
         "DeviceRequests": gpu_device_requests(container),
         "Init": container.init,
     }
@@ -70,10 +71,14 @@ def _host_config(container: ContainerSpec) -> dict[str, Any]:
     return host
 
 
+def bind_mount(mount: Mount | CacheMount) -> dict[str, Any]:
+    return {"Type": "bind", "Source": mount.source, "Target": mount.target, "ReadOnly": mount.read_only}
+
+
 def gpu_device_requests(container: ContainerSpec) -> list[dict[str, Any]]:
     # "all" is Count -1 with no ids: sent as [] rather than null, as docker-py always did, so the
     # engine keeps showing existing containers' settings unchanged.
-    return [dict(r, DeviceIDs=r["DeviceIDs"] or []) for r in container.gpu.docker_device_requests(container.gpu_driver)]
+    return [dict(r, DeviceIDs=r["DeviceIDs"] or []) for r in device_requests(container.gpu, container.gpu_driver)]
 
 
 def probe_body(
@@ -89,7 +94,7 @@ def probe_body(
 ) -> dict[str, Any]:
     """A throwaway container running argv[0] with argv[1:]: option-table dumps, GPU checks.
     `host_pids`: the host's pid namespace (the GPU probe reads which container a GPU process is in)."""
-    host: dict[str, Any] = {"Mounts": [m.docker_mount() for m in mounts], "NetworkMode": "default" if network else "none"}
+    host: dict[str, Any] = {"Mounts": [bind_mount(m) for m in mounts], "NetworkMode": "default" if network else "none"}
     if device_requests:
         host["DeviceRequests"] = device_requests
     if host_pids:

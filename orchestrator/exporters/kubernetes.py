@@ -55,7 +55,6 @@ CONTAINER_NAME = "vllm"
 PORT_NAME = "http"
 SHM_VOLUME = "dshm"
 # Variables that only drive Docker's log wrapper entrypoint, which does not run here.
-WRAPPER_ENV = ("VLLM_ORCH_LOG_FILE",)
 PROBE_TIMEOUT_S = 5
 PROBE_FAILURES = 3  # as the Docker health check's retries
 
@@ -186,9 +185,9 @@ def _quantity(size: Any) -> str:
 
 
 def _env(ctx: _Context, spec: InstanceSpec, namespace: str | None, secret_name: str, gpus: int) -> list[dict[str, Any]]:
-    c = spec.container
+    work = spec.workload
     path = f"instance.{spec.name}"
-    env = {key: value for key, value in c.env if key not in WRAPPER_ENV}
+    env = {**spec.gpu.container_env(), **dict(work.env)}
     if gpus == 0:
         # Where the NVIDIA runtime is a node's default, a pod without a GPU limit would see every
         # GPU of the node; "void" hides them (as for gpu_ids = "none" under Docker).
@@ -198,7 +197,7 @@ def _env(ctx: _Context, spec: InstanceSpec, namespace: str | None, secret_name: 
         ctx.error(f"{path}.docker.env.{key}", "the device plugin decides which GPUs a pod sees",
                   hint="choose the number of GPUs with gpu_ids / gpu_count instead")
     items: list[dict[str, Any]] = [{"name": key, "value": value} for key, value in env.items()]
-    for key, value in c.secret_env:
+    for key, value in work.secret_env:
         if not _SECRET_KEY.match(key):
             ctx.error(f"{path}.docker.secret_env", f"{key!r} cannot be a key of a Kubernetes Secret")
         items.append({"name": key, "valueFrom": {"secretKeyRef": {"name": secret_name, "key": key}}})
@@ -214,7 +213,6 @@ def _env(ctx: _Context, spec: InstanceSpec, namespace: str | None, secret_name: 
 
 
 def _volumes(ctx: _Context, spec: InstanceSpec, settings: dict[str, Any], docker: dict[str, Any]) -> tuple[list, list]:
-    c = spec.container
     path = f"instance.{spec.name}"
     written: dict[str, str] = {}  # container path -> host path as the TOML writes it
     for entry in docker.get("volumes") or []:
@@ -227,9 +225,7 @@ def _volumes(ctx: _Context, spec: InstanceSpec, settings: dict[str, Any], docker
     volumes: list[dict[str, Any]] = []
     mounts: list[dict[str, Any]] = []
     names = {SHM_VOLUME}
-    for mount in c.mounts:
-        if mount.source == c.host_log_file and mount.target == spec.log_file:
-            continue  # the Docker log file: here the output goes to stdout
+    for mount in spec.workload.mounts:  # the log goes to stdout here: no log file to mount
         ctx.volume_targets.add(mount.target)
         name = _volume_name(mount, names)
         entry = mapping.get(mount.target)
@@ -277,10 +273,9 @@ def _volume_name(mount: Mount, taken: set[str]) -> str:
 
 
 def _probes(spec: InstanceSpec) -> dict[str, Any]:
-    check = spec.container.healthcheck
-    interval = check.interval_s if check else DOCKER_DEFAULTS["health_interval"]
-    start = check.start_period_s if check else DOCKER_DEFAULTS["health_start_period"]
-    get = {"path": "/health", "port": PORT_NAME}
+    health = spec.workload.health  # a [docker] health_cmd is Docker's: the probes GET the path
+    interval, start = health.interval_s, health.start_period_s
+    get = {"path": health.path, "port": PORT_NAME}
     # failureThreshold x periodSeconds >= health_start_period: model loading may take that long.
     startup_failures = max(PROBE_FAILURES, math.ceil(start / interval))
     return {
@@ -312,7 +307,7 @@ def _resources(ctx: _Context, spec: InstanceSpec, settings: dict[str, Any], gpus
 def _instance_manifests(ctx: _Context, spec: InstanceSpec, namespace: str | None) -> list[dict[str, Any]]:
     project = ctx.project
     data = project.loaded.data
-    c = spec.container
+    work = spec.workload
     path = f"instance.{spec.name}"
     settings = instance_settings(data, spec.name)
     docker = _docker_written(data, spec.name)
@@ -321,13 +316,13 @@ def _instance_manifests(ctx: _Context, spec: InstanceSpec, namespace: str | None
         ctx.error(path, f"the Kubernetes name {name!r} (<project>-<instance>) is not a valid Service name",
                   hint="at most 63 characters, a letter first; shorten the instance or project name (-p)")
     ns = namespace or settings.get("namespace")
-    if not c.image:
+    if not work.image:
         ctx.error(f"{path}.docker.image", "no image: set [docker] image (or per instance)")
     if spec.host and spec.host not in _WILDCARD_HOSTS:
         ctx.error(f"{path}.server.host", f"vLLM would listen on {spec.host} only; the Service and the probes reach "
                   "the pod's own address", hint='use host = "0.0.0.0" or leave it unset')
     secret_name = settings.get("secret_name") or f"{project.resolved.project}-secrets"
-    if c.secret_env and (len(secret_name) > 253 or not _DNS_SUBDOMAIN.match(secret_name)):
+    if work.secret_env and (len(secret_name) > 253 or not _DNS_SUBDOMAIN.match(secret_name)):
         ctx.error(f"{path}.kubernetes.secret_name", f"{secret_name!r} is not a valid Secret name")
     for pull in settings.get("image_pull_secrets") or []:
         if not _DNS_SUBDOMAIN.match(pull):
@@ -338,7 +333,7 @@ def _instance_manifests(ctx: _Context, spec: InstanceSpec, namespace: str | None
     for key in list(settings.get("annotations") or {}) + list(settings.get("service_annotations") or {}):
         _check_key(ctx, f"{path}.kubernetes.annotations.{key}", key)
     volumes, volume_mounts = _volumes(ctx, spec, settings, docker)
-    shm = c.shm_size if c.shm_size is not None else docker.get("shm_size", DOCKER_DEFAULTS["shm_size"])
+    shm = work.shm_size if work.shm_size is not None else docker.get("shm_size", DOCKER_DEFAULTS["shm_size"])
     try:
         shm_limit = _quantity(shm)
     except ValueError:  # reported by validate as docker.shm_size
@@ -346,10 +341,10 @@ def _instance_manifests(ctx: _Context, spec: InstanceSpec, namespace: str | None
     volumes.insert(0, {"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", **({"sizeLimit": shm_limit} if shm_limit else {})}})
     volume_mounts.insert(0, {"name": SHM_VOLUME, "mountPath": "/dev/shm"})
 
-    command, args = list(c.command), []
-    if spec.server_args and tuple(c.command[-len(spec.server_args):]) == spec.server_args:
-        command, args = list(c.command[: len(c.command) - len(spec.server_args)]), list(spec.server_args)
-    container: dict[str, Any] = {"name": CONTAINER_NAME, "image": c.image, "command": command}
+    command, args = list(spec.command), []
+    if spec.server_args and tuple(spec.command[-len(spec.server_args):]) == spec.server_args:
+        command, args = list(spec.command[: len(spec.command) - len(spec.server_args)]), list(spec.server_args)
+    container: dict[str, Any] = {"name": CONTAINER_NAME, "image": work.image, "command": command}
     if args:
         container["args"] = args
     container["ports"] = [{"name": PORT_NAME, "containerPort": spec.port, "protocol": "TCP"}]
@@ -363,14 +358,14 @@ def _instance_manifests(ctx: _Context, spec: InstanceSpec, namespace: str | None
     pod: dict[str, Any] = {
         "enableServiceLinks": False,
         "shareProcessNamespace": True,
-        "terminationGracePeriodSeconds": c.stop_timeout,
+        "terminationGracePeriodSeconds": work.stop_timeout,
     }
-    if c.user:
-        ids = _USER_IDS.match(c.user)
+    if work.user:
+        ids = _USER_IDS.match(work.user)
         if ids:
             pod["securityContext"] = {"runAsUser": int(ids.group(1)), **({"runAsGroup": int(ids.group(2))} if ids.group(2) else {})}
         else:
-            ctx.warn(f"{path}.docker.user", f"{c.user!r} is not set: Kubernetes runs containers as numeric ids only",
+            ctx.warn(f"{path}.docker.user", f"{work.user!r} is not set: Kubernetes runs containers as numeric ids only",
                      hint='use "uid[:gid]"')
     for key, field_name in (("runtime_class_name", "runtimeClassName"), ("node_selector", "nodeSelector"),
                             ("tolerations", "tolerations"), ("affinity", "affinity")):
@@ -399,7 +394,7 @@ def _instance_manifests(ctx: _Context, spec: InstanceSpec, namespace: str | None
             "template": {"metadata": {"labels": dict(labels), "annotations": pod_annotations}, "spec": pod},
         },
     }
-    service_port = c.port.host_port if c.port else spec.port  # publish_port: the port clients use
+    service_port = work.publish.host_port if work.publish else spec.port  # publish_port: the port clients use
     service = {
         "apiVersion": "v1",
         "kind": "Service",

@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 from orchestrator.backends.engine import Engine, EngineError, engine_for_environment
 from orchestrator.backends.engine_body import PROBE_OWNER, probe_body
-from orchestrator.resolve import LABEL_OWNER
+from orchestrator.labels import LABEL_OWNER
 from tests.integration.conftest import STANDIN_IMAGE, free_port
 from tests.unit.fake_engine import FakeEngine
 

@@ -73,3 +73,19 @@ def test_a_failure_early_in_the_chain_keeps_the_rest_of_it_from_starting(fleet):
     assert lines[-1].startswith("vllm-orch: error: instance 'a' exited while waiting for it to become healthy (Exited (3)")
     assert {c.labels["io.vllm-orch.instance"] for c in fleet.containers()} == {"a", "c"}  # b never created
     assert fleet.container("c").status == "running"
+
+
+def test_a_new_instance_waits_for_one_an_earlier_up_left_loading(fleet):
+    """`up a`, then `up` while a is still loading: b (same GPU) starts only once a answers."""
+    write(fleet, f'["--standin-health-delay", "{HEALTH_DELAY_S + 2}"]')
+    code, _, err = fleet.cli("up", "a")  # nothing waits for a: returns while it loads
+    assert code == 0, err
+    a_id = fleet.container("a").id
+    code, out, err = fleet.cli("up", "--dry-run")
+    assert code == 0, err
+    assert "start b after a: both on GPU 0" in out.splitlines()
+    code, _, err = fleet.cli("up")
+    assert code == 0, err
+    assert fleet.container("a").id == a_id  # left as it was
+    a, b = started_at(fleet, "a"), started_at(fleet, "b")
+    assert b - a >= HEALTH_DELAY_S + 2, "b started while a was still loading"

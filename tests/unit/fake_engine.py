@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable
 
 from orchestrator.backends.engine import EngineError, EngineTimeout, EngineUnreachable
 from orchestrator.backends.engine_body import PROBE_OWNER
-from orchestrator.resolve import LABEL_OWNER
+from orchestrator.labels import LABEL_OWNER
 
 WRITE_CALLS = ("create", "start", "stop", "remove")  # the calls that change something on the engine
 ProbeResult = tuple[int, bytes, bytes]  # exit code, stdout, stderr

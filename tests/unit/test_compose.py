@@ -16,7 +16,8 @@ from orchestrator.cli import main
 from orchestrator.compose import OWNER_COMPOSE, TEMPLATES_DIR, TEMPLATES_ENV, render_compose, service_settings
 from orchestrator.errors import OrchestratorError
 from orchestrator.project import open_project
-from orchestrator.resolve import ENTRYPOINT, LABEL_INSTANCE, LABEL_OWNER, LABEL_PROJECT
+from orchestrator.labels import LABEL_INSTANCE, LABEL_OWNER, LABEL_PROJECT
+from orchestrator.container import ENTRYPOINT
 
 API_KEY = "sk-unit-secret-123"
 HF_TOKEN = "hf_unit_secret_456"

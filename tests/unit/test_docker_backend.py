@@ -18,7 +18,7 @@ from orchestrator.backends.engine_body import PROBE_EXPIRES, PROBE_OWNER, create
 from orchestrator.compose import OWNER_COMPOSE
 from orchestrator.errors import DockerUnavailable, OrchestratorError, PreflightError
 from orchestrator.plan import CREATE, NOOP, RECREATE, REMOVE, START, Action, plan_up
-from orchestrator.resolve import LABEL_CONFIG, LABEL_INSTANCE, LABEL_OWNER, LABEL_PROJECT, OWNER_UP
+from orchestrator.labels import LABEL_CONFIG, LABEL_INSTANCE, LABEL_OWNER, LABEL_PROJECT, OWNER_UP
 from tests.builders import config, container_labels, instances, observed_for
 from tests.unit.fake_engine import FakeEngine
 

@@ -8,7 +8,8 @@ import docker
 import pytest
 
 from orchestrator.backends.engine_body import PROBE_OWNER, create_body, probe_body
-from orchestrator.resolve import LABEL_OWNER
+from orchestrator.labels import LABEL_OWNER
+from orchestrator.container import device_requests
 from orchestrator.spec import Mount
 from tests.builders import resolve_toml
 
@@ -65,7 +66,7 @@ def docker_py_body(container) -> dict:
                 for m in (*container.mounts, *container.cache_mounts)],
         device_requests=[docker.types.DeviceRequest(
             driver=r["Driver"], count=r["Count"], device_ids=r["DeviceIDs"], capabilities=r["Capabilities"],
-            options=r["Options"]) for r in container.gpu.docker_device_requests(container.gpu_driver)],
+            options=r["Options"]) for r in device_requests(container.gpu, container.gpu_driver)],
         init=container.init,
     )
     if port:

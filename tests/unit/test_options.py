@@ -12,8 +12,9 @@ from orchestrator.backends.engine_body import create_body
 from orchestrator.compose import service_settings
 from orchestrator.config.schema import SCHEMA
 from orchestrator.plan import ADDED_KEYS, RECREATE, Observed, plan_up
-from orchestrator.resolve import DOCKER_DEFAULTS, LABEL_SPEC
-from orchestrator.spec import config_digest
+from orchestrator.labels import LABEL_SPEC
+from orchestrator.resolve import DOCKER_DEFAULTS
+from orchestrator.container import config_digest
 from tests.builders import instance
 
 README = Path(__file__).resolve().parents[2] / "README.md"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.resolve import ENTRYPOINT
+from orchestrator.container import ENTRYPOINT, device_requests
 from tests.builders import resolve_file, resolve_toml
 
 
@@ -135,7 +135,7 @@ def test_container_spec_defaults(tmp_path: Path):
     # Published on loopback by default, on the same port.
     assert (c.port.host_address, c.port.host_port, c.port.container_port) == ("127.0.0.1", 8001, 8001)
     # Host ids go to the engine's DeviceRequest; never into CUDA_VISIBLE_DEVICES in the container.
-    assert c.gpu.docker_device_requests()[0]["DeviceIDs"] == ["2", "3"]
+    assert device_requests(c.gpu)[0]["DeviceIDs"] == ["2", "3"]
     env = c.environment()
     assert "CUDA_VISIBLE_DEVICES" not in env and env["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
     # Only the log file is bind-mounted, from <config dir>/logs, at the in-container path.
@@ -154,7 +154,7 @@ def test_gpu_none_hides_gpus_even_with_nvidia_as_default_runtime(tmp_path):
         [instance.a.control]
         gpu_ids = "none"
     """, tmp_path).instances[0].container
-    assert c.gpu.docker_device_requests() == []
+    assert device_requests(c.gpu) == []
     assert c.environment()["NVIDIA_VISIBLE_DEVICES"] == "void"
     assert c.environment()["CUDA_VISIBLE_DEVICES"] == ""
 

@@ -39,18 +39,6 @@ def test_process_env_uses_host_ids_and_container_env_never_does():
     assert GpuRequest.parse("all").process_env() == {}
 
 
-def test_engine_and_compose_shapes_agree():
-    ids = GpuRequest.parse([1, 3])
-    (engine,) = ids.docker_device_requests()
-    (compose,) = ids.compose_devices()
-    assert engine["DeviceIDs"] == compose["device_ids"] == ["1", "3"]
-    assert engine["Capabilities"] == [["gpu"]] and compose["capabilities"] == ["gpu"]
-    assert GpuRequest.parse("all").docker_device_requests()[0]["Count"] == -1
-    assert GpuRequest.parse("all").compose_devices()[0]["count"] == "all"
-    assert GpuRequest.parse("none").docker_device_requests() == []
-    assert GpuRequest.parse("none").compose_devices() == []
-
-
 @pytest.mark.parametrize("value, size", [
     ("8g", 8 << 30), ("512m", 512 << 20), ("1.5G", 1536 << 20), ("64mb", 64 << 20), ("8 GB", 8 << 30),
     ("4096", 4096), (4096, 4096),
@@ -107,12 +95,8 @@ def test_bad_uuids_are_one_line_errors(value, says):
     assert says in str(caught.value) and "\n" not in str(caught.value)
 
 
-def test_uuids_reach_the_engine_compose_and_cuda_as_they_are():
+def test_uuids_reach_cuda_as_they_are():
     request = GpuRequest.parse([A100_GPU, A100_MIG])
-    (engine,) = request.docker_device_requests()
-    (compose,) = request.compose_devices()
-    assert engine["DeviceIDs"] == compose["device_ids"] == [A100_GPU, A100_MIG]
-    assert engine["Count"] == 0
     # CUDA takes UUIDs in CUDA_VISIBLE_DEVICES; their order is the device order, no PCI ordering needed.
     assert request.process_env() == {"CUDA_VISIBLE_DEVICES": f"{A100_GPU},{A100_MIG}"}
     assert request.container_env() == {}  # never host ids (or UUIDs) as CUDA_VISIBLE_DEVICES in a container

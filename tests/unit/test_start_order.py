@@ -129,3 +129,60 @@ def test_only_instances_this_run_starts_are_ordered():
     a, b, c, d = actions(("a", "0"), ("b", "0"), ("c", "0"), ("d", "0"))
     plan = [a.replace(kind=NOOP), b, c.replace(kind=REMOVE), d.replace(kind=START)]
     assert [e.describe() for e in start_after(plan)] == ["start d after b: both on GPU 0"]
+
+
+# --------------------------------------------------------------------------- instances still loading
+def test_an_instance_still_loading_from_an_earlier_run_is_waited_for():
+    """Adding a server to a GPU whose first server is still loading must not start them together."""
+    loading = [("old", gpus("0"))]
+    edges = start_order([("new", gpus("0")), ("later", gpus("0")), ("other", gpus("1"))], loading=loading)
+    assert [e.describe() for e in edges] == ["start new after old: both on GPU 0", "start later after new: both on GPU 0"]
+
+
+def test_the_plan_counts_only_running_unhealthy_instances_as_loading():
+    from orchestrator.plan import CREATE, NOOP, Observed, start_after
+
+    def running(health: str) -> Observed:
+        return Observed(id="x", name="x", instance="x", owner="vllm-orch", state="running",
+                        status=f"Up 1 minute ({health})" if health else "Up 1 minute", image_id="", config_hash="")
+
+    old, new = actions(("old", "0"), ("new", "0"))
+    for status, waits in (("health: starting", True), ("healthy", False), ("unhealthy", False), ("", False)):
+        plan = [old.replace(kind=NOOP, observed=running(status)), new.replace(kind=CREATE)]
+        assert bool(start_after(plan)) is waits, status
+
+
+def test_apply_waits_for_a_loading_instance_without_touching_it():
+    from orchestrator.plan import NOOP, Observed, start_after
+
+    backend = RecordingBackend()
+    old, new, free = actions(("old", "0"), ("new", "0"), ("free", "1"))
+    old = old.replace(kind=NOOP, observed=Observed(id="x", name="x", instance="old", owner="vllm-orch", state="running",
+                                                   status="Up 5 seconds (health: starting)", image_id="", config_hash=""))
+    plan = [old, new, free]
+
+    def healthy(action):
+        with backend.lock:
+            backend.events.append(f"healthy {action.instance}")
+
+    results = backend.run_actions(plan, start_after=start_after(plan), await_healthy=healthy)
+    assert [r.action.instance for r in results] == ["new", "free"] and all(r.ok for r in results)
+    assert "start old" not in backend.events  # left as it is
+    assert backend.events.index("healthy old") < backend.events.index("start new")
+
+
+def test_a_loading_instance_that_dies_keeps_the_next_one_from_starting():
+    from orchestrator.plan import NOOP, Observed, start_after
+
+    backend = RecordingBackend()
+    old, new = actions(("old", "0"), ("new", "0"))
+    old = old.replace(kind=NOOP, observed=Observed(id="x", name="x", instance="old", owner="vllm-orch", state="running",
+                                                   status="Up 5 seconds (health: starting)", image_id="", config_hash=""))
+
+    def healthy(action):
+        raise InstanceFailed(f"instance {action.instance!r} exited (Exited (1))")
+
+    (result,) = backend.run_actions([old, new], start_after=start_after([old, new]), await_healthy=healthy)
+    assert backend.events == [] and not result.ok
+    assert result.detail == ("not started: it waits for old (both on GPU 0), which did not become healthy: "
+                             "instance 'old' exited (Exited (1))")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.plan import ADDED_KEYS, NOOP, RECREATE, Observed, plan_up
-from orchestrator.resolve import LABEL_HASH, LABEL_INSTANCE, LABEL_OWNER
+from orchestrator.labels import LABEL_HASH, LABEL_INSTANCE, LABEL_OWNER
 from tests.builders import load_data, resolve_data
 
 RELEASES = Path(__file__).resolve().parents[1] / "fixtures" / "releases"
@@ -94,7 +94,7 @@ def test_every_recorded_setting_is_known_or_declared_as_added():
 def test_an_added_setting_left_at_its_default_does_not_recreate(monkeypatch):
     """What a future release adding a setting relies on: absent from the record and at its
     declared default is no change; set to something else, it is one, named."""
-    from orchestrator.spec import ContainerSpec
+    from orchestrator.container import ContainerSpec
 
     release = recorded(RELEASES / "8a54adf.json")
     original = ContainerSpec.to_json

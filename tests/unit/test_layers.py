@@ -1,0 +1,95 @@
+"""No module imports upward: the package's layers, lowest first, as docs/architecture.md draws
+them. A module may import its own layer and the ones below (lazy imports inside functions
+count too; imports only for type checkers do not). A new module must be given a layer here."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[2] / "orchestrator"
+
+LAYERS: list[set[str]] = [
+    # declarations and leaf helpers: no knowledge of configs or targets
+    {"orchestrator", "value", "errors", "labels", "vllm_options", "vllm_options_dump", "diagnose", "run_lock",
+     "log_files", "exporters.kubernetes_settings", "backends", "backends.docker_context", "config", "exporters"},
+    # the target-neutral spec and the tables it is built with
+    {"spec", "options", "argv", "start_order", "logs"},
+    # reading the document; the Docker rendering of a spec; the option tables' cache
+    {"config.loader", "config.schema", "container", "option_cache"},
+    # the contract's merge rules: document -> specs
+    {"resolve"},
+    # meaning of the resolved config
+    {"config.validate"},
+    # a project opened and checked; the pure plan; GPU facts
+    {"project", "plan", "gpus", "gpu_readers"},
+    # engine clients, renderers, exporters, status and waiting
+    {"backends.engine", "backends.engine_socket", "backends.engine_sdk", "backends.engine_body", "compose",
+     "exporters.kubernetes", "status", "waiter"},
+    # the backends
+    {"backends.base", "backends.docker", "backends.local"},
+    # checks that need a backend
+    {"gpu_check"},
+    # the workflows
+    {"app"},
+    # the command line
+    {"cli", "__main__"},
+]
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    name = ".".join(p for p in parts if p != "__init__")
+    return name or "orchestrator"
+
+
+def imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    skipped: set[int] = set()
+    for node in ast.walk(tree):  # `if TYPE_CHECKING:` blocks are for type checkers only
+        if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING":
+            skipped.update(id(n) for child in node.body for n in ast.walk(child))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "orchestrator":
+            if node.module == "orchestrator":  # `from orchestrator import options`
+                found.update(a.name for a in node.names if (PACKAGE / f"{a.name}.py").exists()
+                             or (PACKAGE / a.name).is_dir())
+            else:
+                found.add(node.module.removeprefix("orchestrator."))
+        elif isinstance(node, ast.Import):
+            found.update(a.name.removeprefix("orchestrator.") for a in node.names if a.name.startswith("orchestrator."))
+    return found
+
+
+def layer_of(name: str) -> int:
+    for number, layer in enumerate(LAYERS):
+        if name in layer:
+            return number
+    raise AssertionError(f"orchestrator/{name.replace('.', '/')}: no layer in tests/unit/test_layers.py; give it one")
+
+
+def test_every_module_has_a_layer():
+    for path in PACKAGE.rglob("*.py"):
+        layer_of(module_name(path))
+
+
+def test_no_module_imports_upward():
+    upward = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        name = module_name(path)
+        for target in imports(path):
+            if target != name and layer_of(target) > layer_of(name):
+                upward.append(f"{name} imports {target}")
+    assert upward == []
+
+
+def test_the_check_sees_lazy_imports_and_skips_type_checking_ones(tmp_path):
+    module = tmp_path / "m.py"
+    module.write_text("from typing import TYPE_CHECKING\n"
+                      "from orchestrator import options\n"
+                      "if TYPE_CHECKING:\n    from orchestrator.cli import main\n"
+                      "def f():\n    from orchestrator.backends.docker import DockerBackend\n")
+    assert imports(module) == {"options", "backends.docker"}

@@ -1,10 +1,11 @@
 """The workflows: what `validate`, `up`, `down`, `ps` and `logs` do, as functions of data.
 
 The CLI parses arguments into `Inputs` and a request, calls one function here and prints what
-it returns; nothing here prints or exits (messages go through the `say` callback). The Docker
-engine is reached only through a backend (`backends/docker.py` for containers, `backends/local.py`
-for the in-container launcher's processes); each workflow is: lock, observe, check, plan
-(`plan.py`, pure), apply, wait.
+it returns; nothing here prints or exits (messages go through the `say` callback). Instances are
+reached only through a backend (`backends/base.py`'s `Backend`: Docker's containers, or the
+in-container launcher's processes), made by `backend_for` from the project's backend name; each
+workflow is: lock, observe, check, plan (pure), apply, wait. `up` is Docker's workflow (it
+also preflights images and GPUs), `launch` the launcher's; `down`, `ps` and `logs` serve both.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
+from orchestrator.backends.base import DOCKER, LOCAL, backend_for
 from orchestrator.errors import ConfigError, OrchestratorError, Problem
 from orchestrator.value import Value, field
 
@@ -42,7 +44,7 @@ class Inputs(Value):
 
 
 # ----------------------------------------------------------------------------- opening a project
-def open_project(inputs: Inputs, *, backend: str | None = "docker", strict: bool = True, checks: bool = True):
+def open_project(inputs: Inputs, *, backend: str | None = DOCKER, strict: bool = True, checks: bool = True):
     from orchestrator.project import open_project as open_
 
     return open_(inputs.config_path(), overrides=list(inputs.overrides), sets=list(inputs.sets),
@@ -73,7 +75,7 @@ def check_with_tables(project, backend, image_ids: dict[str, str], *, strict: bo
     return check_project(project, tables=tables, table_notes=notes, strict=strict, options_block=options_block)
 
 
-def open_checked(inputs: Inputs, *, backend: str | None = "docker", strict: bool = True, offline: bool = False,
+def open_checked(inputs: Inputs, *, backend: str | None = DOCKER, strict: bool = True, offline: bool = False,
                  gpus: bool = False, say: Say = _quiet):
     """For validate/plan/compose/k8s: the project checked against its images' vLLM when Docker can
     be asked; otherwise (or with --offline) by the contract's rules, saying why. With `gpus`
@@ -174,15 +176,14 @@ def up(inputs: Inputs, request: UpRequest, *, say: Say = _quiet, report: Callabl
     """Reconcile the engine with the config: check, plan under the run lock, preflight, apply,
     then (with `wait`) wait for /health. Raises for anything found before a change; failures of
     single instances are in the outcome (`raise_for_failures` turns them into the error)."""
-    from orchestrator.backends.docker import DockerBackend
     from orchestrator.errors import OwnedElsewhere
-    from orchestrator.plan import owned_elsewhere, ownership_message, plan_up, start_after
+    from orchestrator.plan import owned_elsewhere, ownership_message, start_after
 
-    project = open_project(inputs, checks=False)  # which images? (the full checks follow, with their tables)
+    project = open_project(inputs, backend=DOCKER, checks=False)  # which images? (the full checks follow, with their tables)
     selected = project.select(list(request.names))
     if not project.resolved.master.enable:
         say("master.enable = false: every instance is disabled (their containers are removed, logs kept)")
-    backend = DockerBackend()
+    backend = backend_for(project.backend)  # Docker's: image_ids, preflight and the engine are its own
     wanted = [i for i in project.resolved.instances if i.enabled and (selected is None or i.name in selected)]
     image_ids = backend.image_ids(i.container.image for i in wanted)
     # The argv always follows the image's option table (so --no-preflight cannot change it and
@@ -198,8 +199,7 @@ def up(inputs: Inputs, request: UpRequest, *, say: Say = _quiet, report: Callabl
         foreign = owned_elsewhere(observed, project.resolved.config_file)
         if foreign and not request.adopt:
             raise OwnedElsewhere(ownership_message(project.name, foreign, project.resolved.config_file))
-        return plan_up(project.resolved.instances, observed, image_ids=image_ids,
-                       selected=selected, remove_orphans=request.remove_orphans)
+        return backend.plan(project, selected, observed, image_ids=image_ids, remove_orphans=request.remove_orphans)
 
     def rows() -> list[dict[str, Any]]:
         """`ps --json`'s rows (one list call instead of one more process for the caller)."""
@@ -236,7 +236,7 @@ def up(inputs: Inputs, request: UpRequest, *, say: Say = _quiet, report: Callabl
         for note in backend.preflight(actions, gpu_check=check_for_up(project, blocking=not request.no_preflight)):
             say(note)
         order = start_after(actions)
-        results = backend.apply(actions, on_done=report, start_after=order,
+        results = backend.apply(project, actions, on_done=report, start_after=order,
                                 await_healthy=lambda action: healthy([action.spec]), progress=progress)
         outcome = UpOutcome(project.name, actions, order, results)
     chain_errors = [r.health_error for r in results if r.health_error is not None]
@@ -285,51 +285,38 @@ def log_tail_for(spec, backend, lines: int) -> str:
 # ----------------------------------------------------------------------------- down
 class DownOutcome(Value):
     project: str
-    results: list
+    results: list  # one per instance: .ok, .to_json()
     left: dict  # config file -> names of the containers another config made (not touched)
+    json_key: str = "removed"  # `down --json`'s key for the results (base.Removal)
+    failure: str = ""  # the error's text when some failed
 
 
-def down(inputs: Inputs, names: tuple[str, ...] = (), *, report: Callable[[Any], None] | None = None,
-         say: Say = _quiet) -> DownOutcome:
-    """Stop and remove this project's containers (of this config only); logs stay. `names` are not
-    checked against the config: `down NAME` must also reach an instance removed from it."""
-    from orchestrator.backends.docker import DockerBackend
-    from orchestrator.run_lock import run_lock
-
+def down(inputs: Inputs, names: tuple[str, ...] = (), *, backend: str | None = None, timeout: float | None = None,
+         report: Callable[[str], None] | None = None, say: Say = _quiet) -> DownOutcome:
+    """Stop and remove this project's instances (Docker: of this config only); logs stay.
+    `names` are not checked against the config: `down NAME` must also reach an instance removed
+    from it. `backend`: the one `--backend` names (None: Docker)."""
     name, project = project_for_status(inputs)
-    backend = DockerBackend()
-    with run_lock(name, backend.engine.address, waiting=say):
-        results, left = backend.down(name, set(names) or None, on_done=report,
-                                     config_file=project.resolved.config_file if project else None)
-    return DownOutcome(name, results, left)
-
-
-def down_local(inputs: Inputs, names: tuple[str, ...], *, timeout: float, say: Say = _quiet) -> tuple[str, list]:
-    from orchestrator.backends.local import LocalBackend
-
-    project = open_project(inputs, backend="local", strict=False)
-    return project.name, LocalBackend().down(project, set(names) or None, timeout=timeout, out=say)
+    chosen = backend_for(backend or DOCKER)
+    removal = chosen.remove(name, set(names) or None, config_file=project.resolved.config_file if project else None,
+                            timeout=timeout, report=report or _quiet, say=say)
+    return DownOutcome(name, removal.results, removal.left, removal.json_key, removal.failure)
 
 
 # ----------------------------------------------------------------------------- ps
-def ps(inputs: Inputs, *, backend: str = "docker") -> tuple[str, list[dict[str, Any]]]:
-    """(project name, one row per instance): containers (ours and Compose-export ones) joined with
-    the config; `/health` asked where Docker still says "starting" (status.ask_health)."""
-    if backend == "local":
-        from orchestrator.backends.local import LocalBackend
+class StatusOutcome(Value):
+    project: str
+    rows: list  # one dict per instance
+    columns: tuple  # the table's columns, the backend's
 
-        project = open_project(inputs, backend="local", strict=False)
-        return project.name, LocalBackend().ps(project)
-    from orchestrator.backends.docker import DockerBackend
-    from orchestrator.backends.engine import is_local_address
-    from orchestrator.status import ask_health, ps_rows
-    from orchestrator.waiter import probe_many
 
+def ps(inputs: Inputs, *, backend: str | None = None) -> StatusOutcome:
+    """One row per instance: what runs (Docker: our containers and Compose-export ones; local:
+    the launcher's processes) joined with the config, `/health` asked where it is not known yet."""
     name, project = project_for_status(inputs)
-    engine = DockerBackend()
-    rows = ps_rows(engine.observe(name, owner=None), project.resolved.instances if project else [])
-    ask_health(rows, probe_many, local=is_local_address(engine.engine.address))
-    return name, rows
+    chosen = backend_for(backend or DOCKER)
+    return StatusOutcome(name, chosen.status(name, project.resolved.instances if project else []),
+                         chosen.status_columns)
 
 
 # ----------------------------------------------------------------------------- logs
@@ -340,15 +327,44 @@ def log_path(inputs: Inputs, name: str, *, backend: str | None, follow: bool) ->
     project = open_project(inputs, backend=backend, strict=False)
     project.select([name])
     spec = project.resolved.instance(name)
-    path = Path(spec.log_file if project.backend == "local" else spec.container.host_log_file)
+    chosen = backend_for(project.backend)
+    path = chosen.log_file(spec)
     if not os.path.lexists(path) and not follow:
-        if project.backend == "docker":
-            from orchestrator.backends.engine import engine_address, is_local_address
-
-            address = engine_address()
-            if not is_local_address(address):
-                raise OrchestratorError(
-                    f"no log file {path} on this machine: the engine at {address} writes it on its own "
-                    "machine (run vllm-orch there, or share log_host_dir between the two)")
-        raise OrchestratorError(f"no log yet for {name!r} ({path}): it has not been started")
+        raise OrchestratorError(chosen.missing_log(spec, path))
     return path
+
+
+# ----------------------------------------------------------------------------- launch
+class LaunchOutcome(Value):
+    project: str | None = None  # None: nothing to launch (no config, or launching is off)
+    steps: list = field(factory=list)  # local.LaunchStep, in the order they run
+    exit_code: int = 0  # the launcher's (after the launch; 0 for a dry run)
+
+
+def launch(inputs: Inputs, names: tuple[str, ...] = (), *, dry_run: bool = False, timeout: float = 1800,
+           say: Say = _quiet) -> LaunchOutcome:
+    """The in-container launcher (the boot hook): decide, then (unless `dry_run`) start the
+    instances as processes. The hook's contract: no config -> nothing, quietly; the default
+    file missing -> a warning; both launch nothing and exit 0, so a container without vLLM
+    settings still boots. An explicit -c must exist (a config error)."""
+    from orchestrator.config.loader import resolve_config_path
+
+    path = resolve_config_path(inputs.config)
+    if path is None:
+        return LaunchOutcome()
+    if not path.exists() and inputs.config is None:
+        say(f"vllm-orch launch: warning: config {path} not found; nothing launched")
+        return LaunchOutcome()
+    project = open_project(inputs, backend=LOCAL)
+    for problem in project.problems:
+        say(problem.format())
+    if not project.resolved.master.enable:
+        say("vllm-orch launch: master.enable = false; nothing launched")
+        return LaunchOutcome()
+    selected = project.select(list(names))
+    backend = backend_for(project.backend)
+    steps = backend.plan(project, selected, backend.observe(project.name))
+    if dry_run:
+        return LaunchOutcome(project.name, steps)
+    code = backend.apply(project, steps, out=say, health_timeout=timeout, named=selected is not None)
+    return LaunchOutcome(project.name, steps, code)

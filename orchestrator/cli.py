@@ -40,8 +40,16 @@ _BACKEND_HELP = "docker (containers) or local (processes); default: docker when 
 _OFFLINE_HELP = "do not ask the image for vLLM's option table (render by the contract's rules)"
 
 
+def _backend_arg(p: argparse.ArgumentParser, *, guessed: bool, help: str | None = None) -> None:
+    """--backend, its choices the backends' names (backends/base.py; a few-line module, no backend
+    is imported). `guessed`: the default is the config's own backend, else Docker."""
+    from orchestrator.backends.base import BACKENDS, DOCKER
+
+    p.add_argument("--backend", choices=BACKENDS, default=None if guessed else DOCKER, help=help)
+
+
 def _validate_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backend", choices=("docker", "local"), default=None, help=_BACKEND_HELP)
+    _backend_arg(p, guessed=True, help=_BACKEND_HELP)
     p.add_argument("--offline", action="store_true", help=_OFFLINE_HELP)
     p.add_argument("--json", action="store_true")
 
@@ -61,20 +69,20 @@ def _up_args(p: argparse.ArgumentParser) -> None:
 
 def _down_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("names", nargs="*", metavar="NAME")
-    p.add_argument("--backend", choices=("docker", "local"), default="docker")
+    _backend_arg(p, guessed=False)
     p.add_argument("--timeout", type=float, default=None,
                    help="local backend: seconds between SIGTERM and SIGKILL (default 60)")
     p.add_argument("--json", action="store_true")
 
 
 def _ps_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backend", choices=("docker", "local"), default="docker")
+    _backend_arg(p, guessed=False)
     p.add_argument("--json", action="store_true")
 
 
 def _logs_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", metavar="NAME")
-    p.add_argument("--backend", choices=("docker", "local"), default=None, help=_BACKEND_HELP)
+    _backend_arg(p, guessed=True, help=_BACKEND_HELP)
     p.add_argument("-f", "--follow", action="store_true")
     p.add_argument("-n", "--tail", type=int, default=None, metavar="N", help="last N lines (default all)")
 
@@ -198,18 +206,18 @@ def _config_path(args: argparse.Namespace, required: bool = True) -> Path | None
     return _inputs(args).config_path(required=required)
 
 
-def _open(args: argparse.Namespace, *, backend: str | None = "docker", strict: bool = True, checks: bool = True):
+def _open(args: argparse.Namespace, **options: Any):
+    """app.open_project (its options: backend, strict, checks; the backend defaults to Docker there)."""
     from orchestrator.app import open_project
 
-    return open_project(_inputs(args), backend=backend, strict=strict, checks=checks)
+    return open_project(_inputs(args), **options)
 
 
-def _open_checked(args: argparse.Namespace, *, backend: str | None = "docker", strict: bool = True,
-                  gpus: bool = False):
+def _open_checked(args: argparse.Namespace, **options: Any):
+    """app.open_checked (its options: backend, strict, gpus), --offline and progress to stderr."""
     from orchestrator.app import open_checked
 
-    return open_checked(_inputs(args), backend=backend, strict=strict, offline=getattr(args, "offline", False),
-                        gpus=gpus, say=_stderr)
+    return open_checked(_inputs(args), offline=getattr(args, "offline", False), say=_stderr, **options)
 
 
 def _print_json(doc: Any) -> None:
@@ -294,8 +302,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     def report(result) -> None:
         if not args.json:
-            _stderr(f"{result.action.instance}: {result.detail}" if result.ok
-                    else f"{result.action.instance}: FAILED: {result.detail}")
+            _stderr(result.line())
 
     request = UpRequest(names=tuple(args.names), wait=args.wait, timeout=args.timeout,
                         remove_orphans=args.remove_orphans, dry_run=args.dry_run,
@@ -329,52 +336,26 @@ def cmd_up(args: argparse.Namespace) -> int:
 def cmd_down(args: argparse.Namespace) -> int:
     from orchestrator.app import down, raise_for_failures
 
-    if args.backend == "local":
-        return _down_local(args)
-
-    def report(result) -> None:
-        if not args.json:
-            code = f" (exit code {result.exit_code})" if result.exit_code is not None else ""
-            _stderr(f"{result.action.instance}: {result.detail}{code}" if result.ok
-                    else f"{result.action.instance}: FAILED: {result.detail}")
-
-    outcome = down(_inputs(args), tuple(args.names), report=report, say=_stderr)
+    outcome = down(_inputs(args), tuple(args.names), backend=args.backend, timeout=args.timeout,
+                   report=None if args.json else _stderr, say=_stderr)
     for other, names in outcome.left.items():
         _stderr(f"left {', '.join(names)}: made from {other}, not from this config "
                 f"(`down` with that config, or `-p {outcome.project}` without one, removes them)")
     if args.json:
-        _print_json({"project": outcome.project, "removed": [r.to_json() for r in outcome.results]})
+        _print_json({"project": outcome.project, outcome.json_key: [r.to_json() for r in outcome.results]})
     elif not outcome.results:
         _stderr(f"nothing to stop in project {outcome.project!r}")
-    failed = [r for r in outcome.results if not r.ok]
-    raise_for_failures("down", outcome.results, f"{len(failed)} container(s) could not be removed")
-    return EXIT_OK
-
-
-def _down_local(args: argparse.Namespace) -> int:
-    from orchestrator.app import down_local
-
-    name, results = down_local(_inputs(args), tuple(args.names), timeout=args.timeout or 60.0,
-                               say=(lambda m: None) if args.json else _stderr)
-    if args.json:
-        _print_json({"project": name, "stopped": results})
-    failed = [r for r in results if not r.get("ok", True)]
-    if failed:
-        raise OrchestratorError(f"{len(failed)} instance(s) could not be stopped: "
-                                + ", ".join(str(r.get("instance") or r.get("name")) for r in failed))
+    raise_for_failures("down", outcome.results, outcome.failure)
     return EXIT_OK
 
 
 def cmd_ps(args: argparse.Namespace) -> int:
     from orchestrator.app import ps
 
-    name, rows = ps(_inputs(args), backend=args.backend)
-    if args.backend == "local":
-        columns = ["name", "state", "pid", "health", "gpus", "url", "model", "uptime"]
-    else:
-        columns = ["name", "owner", "state", "health", "gpus", "url", "model", "uptime"]
+    status = ps(_inputs(args), backend=args.backend)
+    rows, columns = status.rows, status.columns
     if args.json:
-        _print_json({"project": name, "instances": rows})
+        _print_json({"project": status.project, "instances": rows})
         return EXIT_OK
     from tabulate import tabulate
 
@@ -523,33 +504,18 @@ def cmd_gpus(args: argparse.Namespace) -> int:
 
 
 def cmd_launch(args: argparse.Namespace) -> int:
-    """The boot hook's contract: no config -> silently nothing; a missing file -> a warning;
-    both exit 0 so a container without vLLM settings still boots."""
-    from orchestrator.config.loader import resolve_config_path
+    """The boot hook (app.launch): exit 0 when there is nothing to launch; else, with --dry-run,
+    the plan; else the launcher's exit code."""
+    from orchestrator.app import launch
 
-    path = resolve_config_path(_opt(args, "config"))
-    if path is None:
-        return EXIT_OK
-    if not path.exists() and _opt(args, "config") is None:  # an explicit -c must exist
-        _stderr(f"vllm-orch launch: warning: config {path} not found; nothing launched")
-        return EXIT_OK
-    project = _open(args, backend="local")
-    _warn_problems(project.problems)
-    if not project.resolved.master.enable:
-        _stderr("vllm-orch launch: master.enable = false; nothing launched")
-        return EXIT_OK
-    from orchestrator.backends.local import LocalBackend
-
-    launcher = LocalBackend()
-    if args.dry_run:
-        steps = launcher.plan_launch(project, project.select(args.names))
+    outcome = launch(_inputs(args), tuple(args.names), dry_run=args.dry_run, timeout=args.timeout, say=_stderr)
+    if args.dry_run and outcome.project is not None:
         if args.json:
-            _print_json({"project": project.name, "actions": [step.to_json() for step in steps]})
+            _print_json({"project": outcome.project, "actions": [step.to_json() for step in outcome.steps]})
         else:
-            for step in steps:
+            for step in outcome.steps:
                 print(step.describe())
-        return EXIT_OK
-    return launcher.launch(project, project.select(args.names), out=_stderr, health_timeout=args.timeout)
+    return outcome.exit_code
 
 
 def cmd_schema(args: argparse.Namespace) -> int:

@@ -1,4 +1,5 @@
-"""Carries out plans on one Docker engine: observe, preflight, apply, down, one-off containers.
+"""Carries out plans on one Docker engine: observe, plan, preflight, apply, remove, status, one-off
+containers. `DockerBackend` is the `docker` implementation of base.Backend.
 
 Engine calls grow with N only where they must: one list call observes every instance (labels
 carry hash, spec, GPUs, URL and model, so no per-container inspect), one inspect per distinct
@@ -13,7 +14,8 @@ from __future__ import annotations
 import _thread  # threading's own Lock: `threading` itself is loaded only by apply()'s pool
 import os
 import socket
-from typing import TYPE_CHECKING, Any, Callable, Iterable, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, TypeVar
 
 from orchestrator.backends.engine import (
     Engine,
@@ -24,10 +26,11 @@ from orchestrator.backends.engine import (
     engine_for_environment,
     is_local_address,
 )
+from orchestrator.backends.base import DOCKER, Removal, Say, quiet
 from orchestrator.backends.engine_body import PROBE_EXPIRES, PROBE_OWNER, create_body, gpu_device_requests, probe_body
 from orchestrator import log_files
 from orchestrator.errors import DockerUnavailable, OrchestratorError, PreflightError
-from orchestrator.plan import CREATE, RECREATE, REMOVE, START, Action, Observed, is_loading, owned_elsewhere
+from orchestrator.plan import CREATE, RECREATE, REMOVE, START, Action, Observed, is_loading, owned_elsewhere, plan_up
 from orchestrator.labels import LABEL_CONFIG, LABEL_HASH, LABEL_INSTANCE, LABEL_OWNER, LABEL_PROJECT, LABEL_URL, OWNER_UP
 from orchestrator.container import ContainerSpec
 from orchestrator.spec import InstanceSpec, Mount
@@ -37,6 +40,7 @@ from orchestrator.value import Value
 if TYPE_CHECKING:  # gpus is imported where the probe runs
     from orchestrator.errors import Problem
     from orchestrator.gpus import Inventory
+    from orchestrator.project import Project
 
 MAX_WORKERS = 16
 PROBE_GRACE_S = 60  # beyond its own timeout, before a left-over probe counts as abandoned
@@ -57,6 +61,13 @@ class ActionResult(Value, frozen=False):
     def engine_lost(self) -> bool:
         return self.error_exit_code == DockerUnavailable.exit_code
 
+    def line(self, *, exit_code: bool = False) -> str:
+        """One line for the user: `a: created`, `a: stopped and removed (exit code 0)`, `a: FAILED: ...`."""
+        if not self.ok:
+            return f"{self.action.instance}: FAILED: {self.detail}"
+        code = f" (exit code {self.exit_code})" if exit_code and self.exit_code is not None else ""
+        return f"{self.action.instance}: {self.detail}{code}"
+
     def to_json(self) -> dict[str, Any]:
         doc = self.action.to_json()
         doc.update(ok=self.ok, detail=self.detail)
@@ -68,6 +79,12 @@ class ActionResult(Value, frozen=False):
 
 
 class DockerBackend:
+    """One container per instance on one Docker engine (base.Backend). Besides the interface's
+    verbs, what only Docker has: image_ids, preflight, run_once, probe_gpus, engine_log_tail."""
+
+    name: ClassVar[str] = DOCKER
+    status_columns: ClassVar[tuple[str, ...]] = ("name", "owner", "state", "health", "gpus", "url", "model", "uptime")
+
     def __init__(self, engine: Engine | None = None):
         self._engine = engine
         self._engine_lock = _thread.allocate_lock()
@@ -139,6 +156,15 @@ class DockerBackend:
                 f"(build it, e.g. scripts/build-images.sh for the bundled images, or `docker pull {missing[0]}`)"
             )
         return ids
+
+    # ------------------------------------------------------------------ plan
+    def plan(self, project: "Project", selected: set[str] | None, observed: list[Observed], *,
+             image_ids: dict[str, str], remove_orphans: bool = False) -> list[Action]:
+        """What `up` must do (plan.plan_up): `image_ids` (image -> its id here, from image_ids())
+        tells a rebuilt image apart. Containers another config made are the caller's to refuse
+        first (plan.owned_elsewhere)."""
+        return plan_up(project.resolved.instances, observed, image_ids=image_ids, selected=selected,
+                       remove_orphans=remove_orphans)
 
     # ------------------------------------------------------------------ preflight
     def preflight(self, actions: list[Action],
@@ -289,7 +315,12 @@ class DockerBackend:
         return inventory.replace(source=f"nvidia-smi in a probe container ({image}) on {self.engine.address}")
 
     # ------------------------------------------------------------------ act
-    def apply(
+    def apply(self, project: "Project", plan: list[Action], **options: Any) -> list[ActionResult]:
+        """base.Backend.apply: run_actions(plan, **options); the actions carry their specs, so
+        `project` is not needed."""
+        return self.run_actions(plan, **options)
+
+    def run_actions(
         self,
         actions: list[Action],
         on_done: Callable[[ActionResult], None] | None = None,
@@ -429,6 +460,20 @@ class DockerBackend:
             raise OrchestratorError(f"container {observed.name}: {exc}") from None
         return code
 
+    def remove(self, project: str, selected: set[str] | None, *, config_file: str | None = None,
+               timeout: float | None = None, report: Say = quiet, say: Say = quiet) -> Removal:
+        """base.Backend.remove: `down` under the project's run lock (a concurrent `up` waits, then
+        plans against what is left). Each container stops with its own stop timeout: `timeout`
+        is the launcher's and is not used here."""
+        from orchestrator.run_lock import run_lock
+
+        with run_lock(project, self.engine.address, waiting=say):
+            results, left = self.down(project, selected, lambda r: report(r.line(exit_code=True)),
+                                      config_file=config_file)
+        failed = [r for r in results if not r.ok]
+        return Removal(results, "removed", f"{len(failed)} container(s) could not be removed" if failed else "",
+                       left)
+
     def down(self, project: str, selected: set[str] | None, on_done: Callable[[ActionResult], None] | None = None,
              *, config_file: str | None = None) -> tuple[list[ActionResult], dict[str, list[str]]]:
         """Stop and remove the project's containers; with `config_file`, only that config's.
@@ -440,7 +485,18 @@ class DockerBackend:
                 left.setdefault(other.labels[LABEL_CONFIG], []).append(other.name)
                 observed.remove(other)
         actions = [Action(REMOVE, o.instance, ("down",), None, o) for o in observed]
-        return self.apply(actions, on_done), left
+        return self.run_actions(actions, on_done), left
+
+    # ------------------------------------------------------------------ status
+    def status(self, project: str, instances: list[InstanceSpec]) -> list[dict[str, Any]]:
+        """base.Backend.status: the project's containers (ours and Compose-export ones) joined
+        with the config; /health asked where Docker still says "starting" (status.ask_health)."""
+        from orchestrator.status import ask_health, ps_rows
+        from orchestrator.waiter import probe_many
+
+        rows = ps_rows(self.observe(project, owner=None), list(instances))
+        ask_health(rows, probe_many, local=is_local_address(self.engine.address))
+        return rows
 
     # ------------------------------------------------------------------ one-off commands
     def run_once(self, image: str, argv: list[str], mounts: Iterable[Mount] = (), timeout: float = 300,
@@ -486,6 +542,19 @@ class DockerBackend:
             pass
 
     # ------------------------------------------------------------------ logs
+    def log_file(self, spec: InstanceSpec) -> Path:
+        """base.Backend.log_file: the host side of the container's log bind mount."""
+        return Path(spec.container.host_log_file)
+
+    def missing_log(self, spec: InstanceSpec, path: Path) -> str:
+        """base.Backend.missing_log: a remote engine writes the file on its own machine. Asks the
+        environment for the engine's address; connects to nothing."""
+        address = self._engine.address if self._engine is not None else engine_address()
+        if not is_local_address(address):
+            return (f"no log file {path} on this machine: the engine at {address} writes it on its own "
+                    "machine (run vllm-orch there, or share log_host_dir between the two)")
+        return f"no log yet for {spec.name!r} ({path}): it has not been started"
+
     def engine_log_tail(self, container_name: str, lines: int) -> str:
         """What the engine captured (the entrypoint's own errors, before output went to the file)."""
         try:

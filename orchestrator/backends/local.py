@@ -43,8 +43,9 @@ import threading
 import time
 import urllib.parse
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, ClassVar, Iterator, Mapping
 
+from orchestrator.backends.base import LOCAL, Removal, Say, quiet
 from orchestrator.errors import OrchestratorError
 from orchestrator.run_lock import default_state_dir, ensure_dir, exclusive
 from orchestrator.spec import InstanceSpec
@@ -451,29 +452,55 @@ def plan_launch(instances: list[InstanceSpec], selected: set[str] | None,
     return steps
 
 
+class StopResult(Value):
+    """One instance's line of `down --backend local`, in the shape base.Removal's results share
+    with Docker's ActionResult."""
+
+    doc: dict  # name, pid, ok, result (stopped | killed | not running | failed), signal, seconds, exit_code
+
+    @property
+    def ok(self) -> bool:
+        return self.doc.get("ok", True)
+
+    engine_lost = False  # no engine to lose
+    error_exit_code = 0  # a failure is the generic exit 1
+
+    def to_json(self) -> dict[str, Any]:
+        return self.doc
+
+
 class LocalBackend:
+    """One process per instance on this machine (base.Backend), recorded in the state directory."""
+
+    name: ClassVar[str] = LOCAL
+    status_columns: ClassVar[tuple[str, ...]] = ("name", "state", "pid", "health", "gpus", "url", "model", "uptime")
+
     def __init__(self, state_dir: Path | None = None):
         self.state_dir = Path(state_dir) if state_dir is not None else default_state_dir()
         self.store = StateStore(self.state_dir)
 
-    # ------------------------------------------------------------------ launch
-    def plan_launch(self, project, selected: set[str] | None) -> list["LaunchStep"]:
-        """What `launch` will do, in the order it will do it (decide, then act: `launch --dry-run`
-        prints this; `launch` carries it out, checking each record again under the lock)."""
-        def running(name: str) -> int | None:
-            record = self.store.read(project.name, name)
-            return record.pid if record is not None and record.is_alive() else None
+    # ------------------------------------------------------------------ the Backend verbs
+    def observe(self, project: str) -> list[Record]:
+        """base.Backend.observe: the records of the project whose processes are still alive."""
+        return [r for r in self.store.records(project) if r.is_alive()]
 
-        return plan_launch(project.resolved.instances, selected, running)
+    def plan(self, project, selected: set[str] | None, observed: list[Record]) -> list[LaunchStep]:
+        """base.Backend.plan: what `launch` will do, in the order it will do it (plan_launch);
+        an instance with a live process in `observed` is left running."""
+        pids = {r.instance: r.pid for r in observed}
+        return plan_launch(project.resolved.instances, selected, pids.get)
 
-    def launch(self, project, selected: set[str] | None, *, out: Out, health_timeout: float = 1800.0) -> int:
-        """Start the enabled (and selected) instances as `plan_launch` orders them. Returns the
-        launcher's exit code: the first non-zero exit code of a foreground instance or a failed
-        start. An instance that shares a GPU with an earlier background one starts once that one
-        answers /health (start_order.py); when it does not, the instance is not launched."""
-        steps = self.plan_launch(project, selected)
+    def apply(self, project, plan: list[LaunchStep], *, out: Out, health_timeout: float = 1800.0,
+              named: bool = False) -> int:
+        """base.Backend.apply: start the steps' instances in their order; each record is checked
+        again under the lock, so one launched meanwhile is left running. `named`: the user named
+        the instances, so a disabled one among them is reported (otherwise skipped quietly).
+        Returns the launcher's exit code: the first non-zero exit code of a foreground instance
+        or a failed start. An instance that shares a GPU with an earlier background one starts
+        once that one answers /health (start_order.py); when it does not, it is not launched."""
+        steps = plan
         for step in steps:
-            if step.kind == DISABLED and selected is not None:
+            if step.kind == DISABLED and named:
                 out(f"{step.instance}: disabled in the config ({step.detail}); not launched")
         steps = [s for s in steps if s.kind != DISABLED]
         if not steps:
@@ -503,6 +530,53 @@ class LocalBackend:
                     out(f"vllm-orch launch: interrupted; not launched: {', '.join(rest)}")
                 break
         return code
+
+    def remove(self, project: str, selected: set[str] | None, *, config_file: str | None = None,
+               timeout: float | None = None, report: Say = quiet, say: Say = quiet) -> Removal:
+        """base.Backend.remove: down() with SIGKILL after `timeout` seconds (None: 60). Every
+        process of the project is stopped, whichever config launched it (`config_file` is
+        Docker's); there is no run lock to wait for (each record has its own)."""
+        results = [StopResult(r) for r in self.down(project, selected, timeout=60.0 if timeout is None else timeout,
+                                                    out=report)]
+        failed = [r for r in results if not r.ok]
+        failure = (f"{len(failed)} instance(s) could not be stopped: "
+                   + ", ".join(str(r.doc.get("instance") or r.doc.get("name")) for r in failed)) if failed else ""
+        return Removal(results, "stopped", failure)
+
+    def status(self, project: str, instances: list[InstanceSpec]) -> list[dict[str, Any]]:
+        """base.Backend.status: one row per configured instance (config order), then one per
+        record whose instance is no longer in the config. state: running | exited (launched, now
+        gone) | not started | disabled."""
+        records = {r.instance: r for r in self.store.records(project)}
+        rows: list[dict[str, Any]] = []
+        alive: dict[str, bool] = {name: r.is_alive() for name, r in records.items()}
+        for spec in instances:
+            record = records.pop(spec.name, None)
+            rows.append(self._row(spec.name, record, alive.get(spec.name, False), spec))
+        for name, record in records.items():
+            rows.append(self._row(name, record, alive[name], None))
+        running = [row for row in rows if row["state"] == "running"]
+        for row, healthy in zip(running, probe_many([row["url"] for row in running])):
+            row["health"] = "healthy" if healthy else "starting"
+        return rows
+
+    def log_file(self, spec: InstanceSpec) -> Path:
+        """base.Backend.log_file: the file the process's output is appended to."""
+        return Path(spec.log_file)
+
+    def missing_log(self, spec: InstanceSpec, path: Path) -> str:
+        """base.Backend.missing_log."""
+        return f"no log yet for {spec.name!r} ({path}): it has not been started"
+
+    # ------------------------------------------------------------------ launch
+    def plan_launch(self, project, selected: set[str] | None) -> list[LaunchStep]:
+        """plan() on what runs now: what `launch --dry-run` prints."""
+        return self.plan(project, selected, self.observe(project.name))
+
+    def launch(self, project, selected: set[str] | None, *, out: Out, health_timeout: float = 1800.0) -> int:
+        """Decide, then act: plan_launch(), then apply() (see there for the exit code)."""
+        return self.apply(project, self.plan_launch(project, selected), out=out, health_timeout=health_timeout,
+                          named=selected is not None)
 
     def _await_chain(self, project, spec: InstanceSpec, edges: list, failed: dict[str, str], deadline: float,
                      out: Out) -> str:
@@ -636,21 +710,8 @@ class LocalBackend:
 
     # ------------------------------------------------------------------ ps
     def ps(self, project) -> list[dict[str, Any]]:
-        """One row per configured instance (config order), then one per record whose instance is
-        no longer in the config. state: running | exited (launched, now gone) | not started |
-        disabled."""
-        records = {r.instance: r for r in self.store.records(project.name)}
-        rows: list[dict[str, Any]] = []
-        alive: dict[str, bool] = {name: r.is_alive() for name, r in records.items()}
-        for spec in project.resolved.instances:
-            record = records.pop(spec.name, None)
-            rows.append(self._row(spec.name, record, alive.get(spec.name, False), spec))
-        for name, record in records.items():
-            rows.append(self._row(name, record, alive[name], None))
-        running = [row for row in rows if row["state"] == "running"]
-        for row, healthy in zip(running, probe_many([row["url"] for row in running])):
-            row["health"] = "healthy" if healthy else "starting"
-        return rows
+        """status() of a project object."""
+        return self.status(project.name, project.resolved.instances)
 
     def _row(self, name: str, record: Record | None, alive: bool, spec: InstanceSpec | None) -> dict[str, Any]:
         if record is not None and alive:
@@ -680,16 +741,15 @@ class LocalBackend:
         }
 
     # ------------------------------------------------------------------ down
-    def down(self, project, selected: set[str] | None, *, timeout: float, out: Out) -> list[dict[str, Any]]:
-        """Stop this project's launched instances (all of them, orphans included, when none are
-        named). Each result: name, pid, ok, result (stopped | killed | not running | failed),
-        signal, seconds, exit_code (known only when this process launched it)."""
-        records = self.store.records(project.name)
+    def down(self, project: str, selected: set[str] | None, *, timeout: float, out: Out) -> list[dict[str, Any]]:
+        """Stop the launched instances of the project named `project`: all of them, orphans
+        included, when none are named. Each result: name, pid, ok, result (stopped
+        | killed | not running | failed), signal, seconds, exit_code (known only when this
+        process launched it). No result at all: nothing to stop (the caller says so)."""
+        records = self.store.records(project)
         if selected is not None:
             records = [r for r in records if r.instance in selected]
         results: list[dict[str, Any]] = []
-        if not records and not selected:
-            out(f"nothing to stop in project {project.name!r}")
         for name in sorted((selected or set()) - {r.instance for r in records}):
             out(f"{name}: not running")
             results.append({"name": name, "pid": None, "ok": True, "result": "not running"})

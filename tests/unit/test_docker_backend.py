@@ -53,7 +53,7 @@ def up(backend: DockerBackend, specs, *, project: str = "fleet", remove_orphans:
     actions = plan_up(specs, observed, image_ids=backend.image_ids(s.container.image for s in specs),
                       remove_orphans=remove_orphans)
     backend.preflight(actions)
-    return actions, {r.action.instance: r for r in backend.apply(actions)}
+    return actions, {r.action.instance: r for r in backend.run_actions(actions)}
 
 
 def calls_on(engine: FakeEngine, *refs: str) -> list[str]:
@@ -275,7 +275,7 @@ def test_an_image_removed_after_preflight_fails_its_instances_with_the_fix(tmp_p
     actions = plan_up(specs, observed, image_ids=backend.image_ids(["img:1"]))
     backend.preflight(actions)
     del engine.images["img:1"]  # `docker rmi` while `up` ran
-    [result] = backend.apply(actions)
+    [result] = backend.run_actions(actions)
     assert not result.ok and result.error_exit_code == 4
     assert "image 'img:1' is no longer on this Docker host" in result.detail and "nothing was created" in result.detail
 
@@ -307,7 +307,7 @@ def test_a_container_removed_by_someone_else_meanwhile_counts_as_removed(tmp_pat
     made_by_up(engine, spec, state="exited")
     [observed] = backend.observe("fleet")
     engine.remove(observed.id)  # `docker rm` by hand, between observe and apply
-    [result] = backend.apply([Action(REMOVE, "a", ("down",), None, observed)])
+    [result] = backend.run_actions([Action(REMOVE, "a", ("down",), None, observed)])
     assert result.ok and result.exit_code is None
 
 

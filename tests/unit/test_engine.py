@@ -86,7 +86,7 @@ def test_an_engine_that_stops_answering_fails_the_instance_in_one_line(tmp_path)
     silent.listen(16)
     try:
         backend = DockerBackend(SocketEngine(str(tmp_path / "docker.sock"), timeout=0.3))
-        [result] = backend.apply([Action(CREATE, "a", ("new",), spec)])
+        [result] = backend.run_actions([Action(CREATE, "a", ("new",), spec)])
         with pytest.raises(OrchestratorError, match="Docker engine error: no answer"):
             backend.observe("p")
     finally:

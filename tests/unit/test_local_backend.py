@@ -292,7 +292,7 @@ def test_background_record_twin_and_clean_down(backend, tmp_path, messages):
         ("bg", "running", record.pid, "all", "m-bg", 1)]
     assert rows[0]["health"] == "starting" and rows[0]["log_file"] == s.log_file and rows[0]["uptime"]
 
-    results = backend.down(p, None, timeout=10, out=messages.append)
+    results = backend.down(p.name, None, timeout=10, out=messages.append)
     assert [(r["name"], r["result"], r["signal"], r["exit_code"]) for r in results] == [("bg", "stopped", "SIGTERM", 0)]
     assert proc_stat(record.pid) is None
     assert backend.store.records("unit") == []
@@ -304,7 +304,7 @@ def test_second_launch_notes_a_changed_command(backend, tmp_path, messages):
     changed = spec("bg", SLEEP + " # changed", tmp=tmp_path)
     backend.launch(project(changed), None, out=messages.append)
     assert "another command than the config's" in messages[-1]
-    backend.down(project(changed), None, timeout=5, out=messages.append)
+    backend.down("unit", None, timeout=5, out=messages.append)
 
 
 def test_down_kills_after_the_timeout(backend, tmp_path, messages):
@@ -314,7 +314,7 @@ def test_down_kills_after_the_timeout(backend, tmp_path, messages):
     _wait_for_line(Path(s.log_file), "\nready")
     pid = backend.store.read("unit", "stubborn").pid
     started = time.monotonic()
-    [result] = backend.down(project(s), None, timeout=0.5, out=messages.append)
+    [result] = backend.down("unit", None, timeout=0.5, out=messages.append)
     assert (result["result"], result["signal"], result["exit_code"]) == ("killed", "SIGKILL", 137)
     assert 0.5 <= time.monotonic() - started < 5
     assert proc_stat(pid) is None
@@ -335,7 +335,7 @@ def test_down_stops_what_the_process_left_in_its_session(backend, tmp_path, mess
         assert time.monotonic() < deadline
         time.sleep(0.02)
     orphan = int(child_pid.read_text())
-    [result] = backend.down(project(s), None, timeout=10, out=messages.append)
+    [result] = backend.down("unit", None, timeout=10, out=messages.append)
     assert result["result"] == "stopped" and "leftover" in messages[-1]
     deadline = time.monotonic() + 5
     while (stat := proc_stat(orphan)) is not None and not stat.exited and time.monotonic() < deadline:
@@ -356,7 +356,7 @@ def test_down_never_signals_a_recycled_pid(backend, tmp_path, messages):
             user="root", config_file="", launcher_pid=1))
         p = project(spec("ghost", tmp=tmp_path))
         assert backend.ps(p)[0]["state"] == "exited" and backend.ps(p)[0]["pid"] is None
-        [result] = backend.down(p, None, timeout=0.5, out=messages.append)
+        [result] = backend.down(p.name, None, timeout=0.5, out=messages.append)
         assert result["result"] == "not running" and "nothing signalled" in messages[-1]
         time.sleep(0.2)
         assert bystander.poll() is None, "the bystander was signalled"
@@ -382,12 +382,12 @@ def test_ps_lists_orphans_and_disabled(backend, tmp_path, messages):
     assert rows["off"]["state"] == "disabled" and rows["idle"]["state"] == "not started"
     assert rows["gone-from-config"]["state"] == "running" and not rows["gone-from-config"]["configured"]
     assert set(rows["idle"]) >= {"name", "state", "pid", "health", "gpus", "url", "model", "uptime", "port", "log_file"}
-    [result] = backend.down(p, None, timeout=5, out=messages.append)  # down takes orphans too
+    [result] = backend.down(p.name, None, timeout=5, out=messages.append)  # down takes orphans too
     assert result["name"] == "gone-from-config" and result["result"] == "stopped"
 
 
 def test_down_of_a_named_instance_that_is_not_running(backend, tmp_path, messages):
-    assert backend.down(project(spec("a", tmp=tmp_path)), {"a"}, timeout=1, out=messages.append) == [
+    assert backend.down("unit", {"a"}, timeout=1, out=messages.append) == [
         {"name": "a", "pid": None, "ok": True, "result": "not running"}]
 
 

@@ -96,7 +96,7 @@ def test_apply_starts_a_chain_in_turn_and_the_rest_at_once():
             backend.events.append(f"healthy {action.instance}")
 
     notes: list[str] = []
-    results = backend.apply(plan, start_after=start_order((a.instance, a.spec.gpu) for a in plan),
+    results = backend.run_actions(plan, start_after=start_order((a.instance, a.spec.gpu) for a in plan),
                             await_healthy=healthy, progress=notes.append)
     assert [r.action.instance for r in results] == ["a", "b", "c"] and all(r.ok for r in results)
     events = backend.events
@@ -113,7 +113,7 @@ def test_a_failure_early_in_a_chain_fails_the_rest_without_starting_them():
     def healthy(action):
         raise InstanceFailed(f"instance {action.instance!r} exited (Exited (1))")
 
-    results = {r.action.instance: r for r in backend.apply(
+    results = {r.action.instance: r for r in backend.run_actions(
         plan, start_after=start_order((a.instance, a.spec.gpu) for a in plan), await_healthy=healthy)}
     assert sorted(backend.events) == ["start a", "start d"]
     assert results["a"].ok and str(results["a"].health_error) == "instance 'a' exited (Exited (1))"
@@ -165,7 +165,7 @@ def test_apply_waits_for_a_loading_instance_without_touching_it():
         with backend.lock:
             backend.events.append(f"healthy {action.instance}")
 
-    results = backend.apply(plan, start_after=start_after(plan), await_healthy=healthy)
+    results = backend.run_actions(plan, start_after=start_after(plan), await_healthy=healthy)
     assert [r.action.instance for r in results] == ["new", "free"] and all(r.ok for r in results)
     assert "start old" not in backend.events  # left as it is
     assert backend.events.index("healthy old") < backend.events.index("start new")
@@ -182,7 +182,7 @@ def test_a_loading_instance_that_dies_keeps_the_next_one_from_starting():
     def healthy(action):
         raise InstanceFailed(f"instance {action.instance!r} exited (Exited (1))")
 
-    (result,) = backend.apply([old, new], start_after=start_after([old, new]), await_healthy=healthy)
+    (result,) = backend.run_actions([old, new], start_after=start_after([old, new]), await_healthy=healthy)
     assert backend.events == [] and not result.ok
     assert result.detail == ("not started: it waits for old (both on GPU 0), which did not become healthy: "
                              "instance 'old' exited (Exited (1))")

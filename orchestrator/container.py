@@ -170,9 +170,14 @@ def render_container(spec: InstanceSpec, *, project: str, config_file: str, host
     its log file lives on the engine's host (bind-mounted at `spec.log_file`)."""
     work = spec.workload
     assert work is not None, "a container is rendered from a resolved instance"
-    # The user's variables (last) may override ours, as they always could.
-    env = {"VLLM_ORCH_INSTANCE": spec.name, "VLLM_ORCH_LOG_FILE": spec.log_file, **spec.gpu.container_env(),
-           **dict(work.env)}
+    # The log wrapper's file goes right after the instance's name: the order every release has
+    # written (`docker inspect`, and the bytes of the Compose export). A user's value for either
+    # still wins, in place, as it always did.
+    env: dict[str, str] = {}
+    for key, value in work.env:
+        env[key] = value
+        if key == "VLLM_ORCH_INSTANCE":
+            env.setdefault("VLLM_ORCH_LOG_FILE", spec.log_file)
     network_mode = work.option("network_mode")
     url = work.publish.url if work.publish else (f"http://127.0.0.1:{spec.port}" if network_mode == "host" else "")
     labels = {

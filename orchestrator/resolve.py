@@ -241,7 +241,9 @@ def _workload(
         "PYTHONUNBUFFERED": "1",
         # CUDA's default order is "fastest first"; PCI bus order matches nvidia-smi's numbering.
         "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
+        "VLLM_ORCH_INSTANCE": name,
     }
+    env.update(spec.gpu.container_env())
     user = docker.get("user")
     if user and user.split(":")[0].isdigit():
         # A bare uid has no passwd entry, so Docker sets HOME=/ (not writable): vLLM, torch and

@@ -248,7 +248,9 @@ class Workload(OptionValues, Value):
     `CMD` health test and its labels of ownership are added by container.py."""
 
     image: str
-    env: tuple[tuple[str, str], ...]  # plain variables, the user's [docker] env included; no secrets
+    # Plain variables, no secrets: ours (PYTHONUNBUFFERED, CUDA_DEVICE_ORDER, VLLM_ORCH_INSTANCE,
+    # the GPU ones of GpuRequest.container_env, HOME for a bare uid), then the user's [docker] env.
+    env: tuple[tuple[str, str], ...]
     secret_env: tuple[tuple[str, str | None], ...] = field(repr=False)  # by name; value None: not set on this host
     mounts: tuple[Mount, ...]  # the user's volumes and the pixi project (host path -> path inside)
     publish: PortBinding | None  # None: not published (publish = false, or the host's network)

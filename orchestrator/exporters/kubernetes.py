@@ -54,7 +54,6 @@ ANNOTATION_PREFIX = "vllm-orch.io"
 CONTAINER_NAME = "vllm"
 PORT_NAME = "http"
 SHM_VOLUME = "dshm"
-# Variables that only drive Docker's log wrapper entrypoint, which does not run here.
 PROBE_TIMEOUT_S = 5
 PROBE_FAILURES = 3  # as the Docker health check's retries
 
@@ -187,7 +186,7 @@ def _quantity(size: Any) -> str:
 def _env(ctx: _Context, spec: InstanceSpec, namespace: str | None, secret_name: str, gpus: int) -> list[dict[str, Any]]:
     work = spec.workload
     path = f"instance.{spec.name}"
-    env = {**spec.gpu.container_env(), **dict(work.env)}
+    env = dict(work.env)
     if gpus == 0:
         # Where the NVIDIA runtime is a node's default, a pod without a GPU limit would see every
         # GPU of the node; "void" hides them (as for gpu_ids = "none" under Docker).

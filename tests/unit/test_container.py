@@ -62,6 +62,18 @@ def test_a_health_command_is_exec_form_and_user_labels_cannot_claim_ours(tmp_pat
     assert dict(c.labels)[LABEL_PROJECT] == "fleet" and dict(c.labels)["team"] == "a"
 
 
+def test_the_environment_keeps_the_order_every_release_wrote(tmp_path):
+    """The order shows in `docker inspect`, the Compose export's bytes and the pod template,
+    whose change alone would roll every Deployment."""
+    spec = instance(config(docker='user = "1000"\nenv = { EXTRA = "1" }', control='gpu_ids = "none"'), tmp_path)
+    assert list(spec.container.environment(caches=False)) == [
+        "PYTHONUNBUFFERED", "CUDA_DEVICE_ORDER", "VLLM_ORCH_INSTANCE", "VLLM_ORCH_LOG_FILE",
+        "NVIDIA_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES", "HOME", "EXTRA"]
+    assert [key for key, _ in spec.workload.env] == [
+        "PYTHONUNBUFFERED", "CUDA_DEVICE_ORDER", "VLLM_ORCH_INSTANCE",
+        "NVIDIA_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES", "HOME", "EXTRA"]
+
+
 def test_user_env_still_wins_over_ours(tmp_path):
     spec = instance(config(docker='env = { VLLM_ORCH_INSTANCE = "custom", PYTHONUNBUFFERED = "0" }'), tmp_path)
     env = spec.container.environment()

@@ -241,7 +241,7 @@ class Engine:
         keep_config = ("Image", "Entrypoint", "Cmd", "Env", "Labels", "Healthcheck", "StopSignal", "StopTimeout",
                        "User", "ExposedPorts")
         keep_host = ("Mounts", "PortBindings", "ShmSize", "Init", "DeviceRequests", "NetworkMode", "RestartPolicy",
-                     "IpcMode", "Binds")
+                     "IpcMode", "Binds", "CpusetCpus", "NanoCpus")
         return {"Config": {k: config.get(k) for k in keep_config}, "HostConfig": {k: host.get(k) for k in keep_host}}
 
 

@@ -13,15 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from orchestrator.backends.base import DOCKER, LOCAL, backend_for
+from orchestrator.backends.base import DOCKER, LOCAL, Say, backend_for
+from orchestrator.backends.base import quiet as _quiet
 from orchestrator.errors import ConfigError, OrchestratorError, Problem
 from orchestrator.value import Value, field
-
-Say = Callable[[str], None]
-
-
-def _quiet(message: str) -> None:
-    pass
 
 
 class Inputs(Value):
@@ -277,7 +272,7 @@ def log_tail_for(spec, backend, lines: int) -> str:
     """The instance's last log lines, then what the engine captured (the entrypoint's own errors)."""
     from orchestrator.logs import tail_lines
 
-    text = "\n".join(tail_lines(spec.container.host_log_file, lines))
+    text = "\n".join(tail_lines(backend.log_file(spec), lines))
     engine = backend.engine_log_tail(spec.container.name, lines)
     return text + ("\n" + engine if engine.strip() else "")
 

@@ -159,7 +159,7 @@ def _caches_before_they_existed(container: ContainerSpec) -> list[dict[str, Any]
 # had, given today's rendering: such a container is recreated only when today's value differs
 # from that. tests/unit/test_upgrade.py fails when a key is added to the record without an entry.
 ADDED_RECORD_KEYS: dict[str, Callable[[ContainerSpec], Any]] = {
-    **{key: (lambda container, unset=unset: unset) for key, unset in options.ADDED_RECORD_KEYS.items()},
+    **{key: (lambda container, unset=unset: unset) for key, unset in options.OPTIONS_ADDED_LATER.items()},
     "cache_mounts": _caches_before_they_existed,
 }
 

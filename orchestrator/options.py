@@ -11,9 +11,9 @@ A `ContainerOption` is a setting that reaches the container as it is (user, rest
 it has in the container's record (the `.spec` label that `up` compares option by option), how
 it is spelled for the Docker Engine API and for Compose, and, for an option added after the
 first recorded release, the value a container made before it is taken to have had (so an
-upgrade recreates nothing). The container's structured parts (command, environment, mounts,
-port, GPUs, health check, labels) are built by `resolve` and rendered by `backends/engine_body.py`
-and `compose.py` themselves.
+upgrade recreates nothing). The instance's structured parts (command, environment, mounts,
+port, GPUs, health, labels) are built by `resolve` into the target-neutral spec (spec.py) and
+rendered by `container.py` (the Docker container), then `backends/engine_body.py` and `compose.py`.
 
 Adding a pass-through setting is one `Setting` plus one `ContainerOption` here (see `cpuset` and
 `cpus`), and its tests.
@@ -150,7 +150,7 @@ class ContainerOption(Value):
     resolve: Callable[[Mapping[str, Any]], Any]  # merged [docker] table -> value (None: unset)
     engine: Callable[[Any], dict[str, Any]]  # value -> {"Field" or "HostConfig.Field": engine value}
     compose: Callable[[Any], dict[str, Any]]  # value -> Compose service settings
-    since: str = FIRST_RELEASE
+    since: str = FIRST_RELEASE  # the first release that recorded it ("next" until one ships)
     unset: Any = None  # what a container made before `since` is taken to have had
 
 
@@ -190,17 +190,18 @@ CONTAINER_OPTIONS: tuple[ContainerOption, ...] = (
         "cpuset", lambda d: d.get("cpuset"),
         lambda v: _when(v, **{"HostConfig.CpusetCpus": v}),
         lambda v: _when(v, cpuset=v),
-        since="next"),
+        since="4a4232d"),
     ContainerOption(
         "cpus", lambda d: d.get("cpus"),
         lambda v: _when(v, **{"HostConfig.NanoCpus": int(round(v * 1e9)) if v is not None else None}),
         lambda v: _when(v, cpus=v),
-        since="next"),
+        since="4a4232d"),
 )
 
 BY_RECORD: dict[str, ContainerOption] = {o.record: o for o in CONTAINER_OPTIONS}
-# Record keys a release after the first added, with what older containers had (plan.py).
-ADDED_RECORD_KEYS: dict[str, Any] = {o.record: o.unset for o in CONTAINER_OPTIONS if o.since != FIRST_RELEASE}
+# Options a release after the first recorded one added, with the value older containers had
+# (container.ADDED_RECORD_KEYS turns them into the record's rules for upgrades).
+OPTIONS_ADDED_LATER: dict[str, Any] = {o.record: o.unset for o in CONTAINER_OPTIONS if o.since != FIRST_RELEASE}
 
 
 def resolve_options(docker: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:

@@ -540,7 +540,7 @@ class LocalBackend:
                                                     out=report)]
         failed = [r for r in results if not r.ok]
         failure = (f"{len(failed)} instance(s) could not be stopped: "
-                   + ", ".join(str(r.doc.get("instance") or r.doc.get("name")) for r in failed)) if failed else ""
+                   + ", ".join(str(r.doc.get("name")) for r in failed)) if failed else ""
         return Removal(results, "stopped", failure)
 
     def status(self, project: str, instances: list[InstanceSpec]) -> list[dict[str, Any]]:

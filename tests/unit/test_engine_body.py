@@ -45,6 +45,8 @@ restart = "unless-stopped"
 volumes = ["{models}:/models:ro"]
 publish_address = "0.0.0.0"
 publish_port = 9002
+cpuset = "0-3,8"
+cpus = 2.5
 
 [instance.all.control]
 gpu_ids = "all"
@@ -79,6 +81,10 @@ def docker_py_body(container) -> dict:
         host_kwargs["network_mode"] = container.network_mode
     if container.restart != "no":
         host_kwargs["restart_policy"] = {"Name": container.restart}
+    if container.option("cpuset"):
+        host_kwargs["cpuset_cpus"] = container.option("cpuset")
+    if container.option("cpus"):
+        host_kwargs["nano_cpus"] = int(container.option("cpus") * 1e9)
     check = container.healthcheck
     ours = create_body(container)
     body = API.create_container_config(
@@ -122,6 +128,7 @@ def test_body_settings_a_user_relies_on(containers):
     assert ids["HostConfig"]["ShmSize"] == 1536 * 1024 * 1024
     assert ids["HostConfig"]["RestartPolicy"] == {"Name": "unless-stopped"}
     assert ids["User"] == "1000:1000"
+    assert (ids["HostConfig"]["CpusetCpus"], ids["HostConfig"]["NanoCpus"]) == ("0-3,8", 2_500_000_000)
     plain = create_body(containers["plain"])
     assert plain["HostConfig"]["PortBindings"]["8001/tcp"][0]["HostIp"] == "127.0.0.1"
     assert plain["HostConfig"]["DeviceRequests"] == []

@@ -53,12 +53,14 @@ def imports(path: Path) -> set[str]:
     for node in ast.walk(tree):
         if id(node) in skipped:
             continue
+        if isinstance(node, ast.ImportFrom) and node.level:
+            raise AssertionError(f"{path}: relative import; write `from orchestrator.... import ...`")
         if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "orchestrator":
-            if node.module == "orchestrator":  # `from orchestrator import options`
-                found.update(a.name for a in node.names if (PACKAGE / f"{a.name}.py").exists()
-                             or (PACKAGE / a.name).is_dir())
-            else:
-                found.add(node.module.removeprefix("orchestrator."))
+            package = node.module.removeprefix("orchestrator").lstrip(".")
+            for alias in node.names:  # `from orchestrator.backends import docker` imports a module
+                name = f"{package}.{alias.name}" if package else alias.name
+                where = PACKAGE.joinpath(*name.split("."))
+                found.add(name if where.with_suffix(".py").exists() or where.is_dir() else package or "orchestrator")
         elif isinstance(node, ast.Import):
             found.update(a.name.removeprefix("orchestrator.") for a in node.names if a.name.startswith("orchestrator."))
     return found
@@ -91,5 +93,6 @@ def test_the_check_sees_lazy_imports_and_skips_type_checking_ones(tmp_path):
     module.write_text("from typing import TYPE_CHECKING\n"
                       "from orchestrator import options\n"
                       "if TYPE_CHECKING:\n    from orchestrator.cli import main\n"
-                      "def f():\n    from orchestrator.backends.docker import DockerBackend\n")
-    assert imports(module) == {"options", "backends.docker"}
+                      "def f():\n    from orchestrator.backends.docker import DockerBackend\n"
+                      "from orchestrator.backends import local\n")
+    assert imports(module) == {"options", "backends.docker", "backends.local"}

@@ -99,7 +99,7 @@ def test_an_added_setting_left_at_its_default_does_not_recreate(monkeypatch):
     release = recorded(RELEASES / "8a54adf.json")
     original = ContainerSpec.to_json
     monkeypatch.setattr(ContainerSpec, "to_json", lambda self: {**original(self), "cpuset": None})
-    monkeypatch.setitem(ADDED_KEYS, "cpuset", lambda spec: None)
+    monkeypatch.setitem(ADDED_KEYS, "cpuset", lambda container: None)
     assert {a.kind for a in plan(release).values()} == {NOOP}
     monkeypatch.setattr(ContainerSpec, "to_json", lambda self: {**original(self), "cpuset": "0-3"})
     actions = plan(release)

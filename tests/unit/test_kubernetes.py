@@ -443,3 +443,45 @@ def test_readme_lists_every_kubernetes_key():
     readme = (CONFIGS.parent / "README.md").read_text()
     assert markdown_rows() in readme, "regenerate: python -m orchestrator.exporters.kubernetes_settings"
     assert len(SETTINGS) == len(markdown_rows().splitlines()) - 2
+
+
+# ----------------------------------------------------------------------------- the option table's promise
+# A value for every [docker] setting the option table says the export maps (Setting.kubernetes
+# empty); a new setting without one fails the test below, so none is dropped without a word.
+MAPPED_SAMPLES = {
+    "project": '"other"', "image": '"img:2"', "pixi_project_host_dir": '"pixi"',
+    "volumes": '["models:/models2:ro"]', "publish": "false", "publish_port": "9001", "env": '{ X = "1" }',
+    "secret_env": '["TOKEN_X"]', "shm_size": '"2g"', "user": '"1000"', "restart": '"on-failure"',
+    "stop_timeout": "30", "health_start_period": "60", "health_interval": "3", "gpu_driver": '"amd"',
+}
+MAPPED_BASE = """
+[master]
+pixi_project_dir = "/work/pixi"
+[docker]
+{lines}
+[instance.control]
+gpu_ids = "none"
+[instance.a.server]
+model = "/models/m"
+port = 8001
+"""
+
+
+def test_every_setting_the_table_says_is_mapped_shows_in_the_manifests_or_a_warning(capsys, write_toml, monkeypatch):
+    from orchestrator.options import SETTINGS
+
+    monkeypatch.setenv("TOKEN_X", "x")
+    mapped = [s.key for s in SETTINGS if not s.kubernetes]
+    assert sorted(mapped) == sorted(MAPPED_SAMPLES), "give each mapped setting a sample value here"
+    def docker_table(**settings: str) -> str:
+        return MAPPED_BASE.format(lines="\n".join(f"{k} = {v}" for k, v in {"image": '"img:1"', **settings}.items()))
+
+    config = write_toml(docker_table())
+    for directory in ("models", "pixi"):
+        (config.parent / directory).mkdir()
+    code, base, err = k8s(capsys, config)
+    assert code == 0, err
+    for key in mapped:
+        code, out, err = k8s(capsys, write_toml(docker_table(**{key: MAPPED_SAMPLES[key]})))
+        assert code == 0, (key, err)
+        assert out != base or f"docker.{key}" in err, f"[docker] {key} changes nothing in the Kubernetes export"

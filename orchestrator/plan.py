@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 from typing import Any, Iterable
 
-from orchestrator.labels import LABEL_CONFIG
+from orchestrator.labels import LABEL_CONFIG, LABEL_GPUS
 from orchestrator.container import ADDED_RECORD_KEYS, config_digest
-from orchestrator.spec import InstanceSpec
+from orchestrator.spec import GpuRequest, InstanceSpec
 from orchestrator.start_order import StartAfter, start_order
 from orchestrator.value import Value, field
 
@@ -134,11 +134,26 @@ def is_loading(action: Action) -> bool:
 
 
 def start_after(actions: Iterable[Action]) -> list[StartAfter]:
-    """Which of the instances these actions start must wait for another on a shared GPU (one
-    started in this run, or one still loading since an earlier run)."""
+    """Which of the instances these actions start must wait for another on a shared GPU: one
+    started in this run, one still loading since an earlier run, or a container this run removes
+    (until it is gone, its memory free)."""
     actions = list(actions)
     return start_order(((a.instance, a.spec.gpu) for a in actions if a.kind in (CREATE, RECREATE, START)),
-                       loading=((a.instance, a.spec.gpu) for a in actions if is_loading(a) and a.spec))
+                       loading=((a.instance, a.spec.gpu) for a in actions if is_loading(a) and a.spec),
+                       removing=((a.instance, gpu) for a in actions if a.kind == REMOVE
+                                 for gpu in [removed_gpus(a)] if gpu is not None))
+
+
+def removed_gpus(action: Action) -> GpuRequest | None:
+    """The GPUs of a container about to be removed: its spec's, or for an orphan what its label
+    recorded (None when that cannot be read: it is then not waited for)."""
+    if action.spec is not None:
+        return action.spec.gpu
+    recorded = action.observed.labels.get(LABEL_GPUS) if action.observed is not None else None
+    try:
+        return GpuRequest.parse(recorded) if recorded else None
+    except ValueError:
+        return None
 
 
 # What a container whose record lacks a key is taken to have had (declared with the record,

@@ -4,8 +4,9 @@ vLLM sizes its KV cache from the GPU memory that is free when it starts. Two ser
 together on one GPU both see it free; the second then dies for want of the memory the first
 took (vllm-project/vllm#10533). So an instance that shares a GPU with an instance started earlier
 in the same run (config order), or with one that an earlier run started and that is still
-loading, waits until that one answers /health; every other instance starts at once, in
-parallel, as before.
+loading, waits until that one answers /health; one that shares a GPU with a container this run
+removes (an orphan, a disabled instance) waits until it is gone and its memory free. Every other
+instance starts at once, in parallel, as before.
 
 "all" shares with every instance that uses GPUs; "none" shares with nothing. Host GPU ids are
 compared as written: the same GPU named once by index and once by UUID is not recognised.
@@ -13,24 +14,32 @@ compared as written: the same GPU named once by index and once by UUID is not re
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Any, Iterable
 
 from orchestrator.spec import GpuRequest
 from orchestrator.value import Value
 
 
 class StartAfter(Value):
-    """`instance` starts only once `after` answers /health; `shared` names what they share."""
+    """`instance` starts only once `after` answers /health (or, with `removal`, once `after`'s
+    container is removed); `shared` names what they share."""
 
     instance: str
     after: str
     shared: str  # "GPU 0", "GPUs 0,1", "all GPUs"
+    removal: bool = False
 
     def describe(self) -> str:
+        if self.removal:
+            return f"start {self.instance} after removing {self.after}: both on {self.shared}"
         return f"start {self.instance} after {self.after}: both on {self.shared}"
 
-    def to_json(self) -> dict[str, str]:
-        return {"instance": self.instance, "after": self.after, "shared": self.shared, "reason": self.describe()}
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"instance": self.instance, "after": self.after, "shared": self.shared,
+                               "reason": self.describe()}
+        if self.removal:
+            doc["removal"] = True
+        return doc
 
 
 def shared_gpus(a: GpuRequest, b: GpuRequest) -> str | None:
@@ -49,13 +58,16 @@ def shared_gpus(a: GpuRequest, b: GpuRequest) -> str | None:
 
 
 def start_order(starting: Iterable[tuple[str, GpuRequest]],
-                loading: Iterable[tuple[str, GpuRequest]] = ()) -> list[StartAfter]:
+                loading: Iterable[tuple[str, GpuRequest]] = (),
+                removing: Iterable[tuple[str, GpuRequest]] = ()) -> list[StartAfter]:
     """For instances about to start (in config order): each waits for the earlier ones it shares a
     GPU with. Only the direct waits are kept: on one GPU, a, b, c give "b after a" and "c after
     b" (c after a follows). Instances on disjoint GPUs get no entry and start in parallel.
     `loading`: instances already running but not yet healthy (still taking their memory); an
-    instance sharing a GPU with one waits for it too, unless an instance it waits for already does."""
-    starting, loading = list(starting), list(loading)
+    instance sharing a GPU with one waits for it too, unless an instance it waits for already does.
+    `removing`: containers this run removes; an instance sharing a GPU with one waits for the
+    removal, unless an instance it waits for already does."""
+    starting, loading, removing = list(starting), list(loading), list(removing)
     edges: list[StartAfter] = []
     before: dict[str, set[str]] = {}  # instance -> everything that must be healthy before it starts
     for index, (name, gpu) in enumerate(starting):
@@ -70,6 +82,11 @@ def start_order(starting: Iterable[tuple[str, GpuRequest]],
             if shared and busy not in before[name]:
                 direct.append(StartAfter(name, busy, shared))
                 before[name].add(busy)
+        for leaving, leaving_gpu in removing:
+            shared = shared_gpus(leaving_gpu, gpu)
+            if shared and leaving not in before[name]:
+                direct.append(StartAfter(name, leaving, shared, removal=True))
+                before[name].add(leaving)
         edges += reversed(direct)
     return edges
 

@@ -332,8 +332,8 @@ class DockerBackend:
         """Carry out every changing action, independent instances in parallel. An instance named
         in `start_after` is started only once each instance it waits for was started and
         `await_healthy` returned for it (it raises OrchestratorError when that one will not
-        become healthy); when one does not, the instances waiting on it are not started and
-        fail naming it. An instance may also wait for one this run leaves running because it is
+        become healthy), or, for a removal edge, once that container is removed; when one does
+        not, the instances waiting on it are not started and fail naming it. An instance may also wait for one this run leaves running because it is
         still loading (plan.is_loading): only its health is awaited. Results come back in the
         order of `actions`, for the actions that change something."""
         work = [a for a in actions if a.kind in (CREATE, RECREATE, START, REMOVE)]
@@ -342,7 +342,7 @@ class DockerBackend:
         names = {a.instance for a in work}
         loading = {a.instance: a for a in actions if is_loading(a)}
         waits = waits_for(e for e in start_after if e.instance in names and (e.after in names or e.after in loading))
-        gating = {e.after for edges in waits.values() for e in edges}
+        gating = {e.after for edges in waits.values() for e in edges if not e.removal}  # awaited healthy
 
         def run(action: Action) -> ActionResult:
             try:
@@ -398,9 +398,14 @@ class DockerBackend:
                         continue
                     failed = done[blocker.after]
                     why = failed.health_error or failed.detail
-                    what = "did not become healthy" if blocker.after in loading else "did not start"
-                    result = ActionResult(action, False, f"not started: it waits for {blocker.after} (both on "
-                                                         f"{blocker.shared}), which {what}: {why}")
+                    if blocker.removal:
+                        detail = (f"not started: {blocker.after} (both on {blocker.shared}) could not be removed "
+                                  f"and may still hold the GPU's memory: {why}")
+                    else:
+                        what = "did not become healthy" if blocker.after in loading else "did not start"
+                        detail = (f"not started: it waits for {blocker.after} (both on {blocker.shared}), "
+                                  f"which {what}: {why}")
+                    result = ActionResult(action, False, detail)
                     done[action.instance] = result
                     if on_done:
                         on_done(result)

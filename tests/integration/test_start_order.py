@@ -89,3 +89,35 @@ def test_a_new_instance_waits_for_one_an_earlier_up_left_loading(fleet):
     assert fleet.container("a").id == a_id  # left as it was
     a, b = started_at(fleet, "a"), started_at(fleet, "b")
     assert b - a >= HEALTH_DELAY_S + 2, "b started while a was still loading"
+
+
+def test_a_new_instance_starts_only_once_the_orphan_on_its_gpu_is_gone(fleet):
+    """A renamed instance: `up --remove-orphans` removes the old container (which here takes its
+    whole stop timeout: it ignores SIGTERM) before the new one on the same GPU starts."""
+    import time
+
+    fleet.write(f"""
+        [instance.old.control]
+        gpu_ids = "0"
+        [instance.old.server]
+        port = {free_port()}
+        extra_args = ["--standin-ignore-sigterm"]
+        [instance.old.docker]
+        stop_timeout = 3
+        """)
+    code, _, err = fleet.cli("up", "--wait")
+    assert code == 0, err
+    fleet.write(f"""
+        [instance.new.control]
+        gpu_ids = "0"
+        [instance.new.server]
+        port = {free_port()}
+        """)
+    code, out, err = fleet.cli("up", "--remove-orphans", "--dry-run")
+    assert code == 0, err
+    assert "start new after removing old: both on GPU 0" in out.splitlines()
+    before = time.time()
+    code, _, err = fleet.cli("up", "--remove-orphans")
+    assert code == 0, err
+    assert started_at(fleet, "new") - before >= 3, "new started while old still held GPU 0"
+    assert {c.labels["io.vllm-orch.instance"] for c in fleet.containers()} == {"new"}

@@ -123,12 +123,14 @@ def test_a_failure_early_in_a_chain_fails_the_rest_without_starting_them():
     assert results["d"].ok
 
 
-def test_only_instances_this_run_starts_are_ordered():
+def test_what_this_run_starts_is_ordered_after_what_it_removes_and_starts():
     from orchestrator.plan import NOOP, REMOVE, START, start_after
 
     a, b, c, d = actions(("a", "0"), ("b", "0"), ("c", "0"), ("d", "0"))
     plan = [a.replace(kind=NOOP), b, c.replace(kind=REMOVE), d.replace(kind=START)]
-    assert [e.describe() for e in start_after(plan)] == ["start d after b: both on GPU 0"]
+    # a: left as it is (not loading); c: removed, so b waits until it is gone
+    assert [e.describe() for e in start_after(plan)] == ["start b after removing c: both on GPU 0",
+                                                         "start d after b: both on GPU 0"]
 
 
 # --------------------------------------------------------------------------- instances still loading
@@ -186,3 +188,56 @@ def test_a_loading_instance_that_dies_keeps_the_next_one_from_starting():
     assert backend.events == [] and not result.ok
     assert result.detail == ("not started: it waits for old (both on GPU 0), which did not become healthy: "
                              "instance 'old' exited (Exited (1))")
+
+
+# --------------------------------------------------------------------------- containers being removed
+def test_an_instance_waits_for_the_removal_of_a_container_on_its_gpu():
+    edges = start_order([("new", gpus("0")), ("next", gpus("0")), ("free", gpus("1"))],
+                        removing=[("gone", gpus("0,2"))])
+    assert [e.describe() for e in edges] == ["start new after removing gone: both on GPU 0",
+                                             "start next after new: both on GPU 0"]
+    assert edges[0].to_json()["removal"] is True and "removal" not in edges[1].to_json()
+
+
+def test_the_plan_reads_an_orphans_gpus_from_its_label():
+    from orchestrator.plan import CREATE, ORPHAN, REMOVE, Action, Observed, start_after
+
+    orphan = Observed(id="x", name="p-old", instance="old", owner="vllm-orch", state="running", status="Up",
+                      image_id="", config_hash="", labels={"io.vllm-orch.gpus": "0"})
+    (new,) = actions(("new", "0"))
+    plan = [new.replace(kind=CREATE), Action(REMOVE, "old", ("no longer in the config",), None, orphan)]
+    assert [e.describe() for e in start_after(plan)] == ["start new after removing old: both on GPU 0"]
+    kept = [new, Action(ORPHAN, "old", ("no longer in the config",), None, orphan)]  # left running: nothing to wait for
+    assert start_after(kept) == []
+    unreadable = orphan.replace(labels={"io.vllm-orch.gpus": "?"})
+    assert start_after([new, Action(REMOVE, "old", (), None, unreadable)]) == []
+
+
+def test_apply_starts_after_the_removal_and_does_not_await_health_of_the_removed():
+    from orchestrator.plan import REMOVE, start_after
+
+    backend = RecordingBackend()
+    new, old = actions(("new", "0"), ("old", "0"))
+    plan = [new, old.replace(kind=REMOVE)]
+    awaited: list[str] = []
+    results = backend.apply(None, plan, start_after=start_after(plan), await_healthy=lambda a: awaited.append(a.instance))
+    assert all(r.ok for r in results) and awaited == []
+    assert backend.events == ["start old", "start new"]  # (the recording backend logs every action as "start")
+
+
+def test_a_failed_removal_keeps_the_instance_on_its_gpu_from_starting():
+    from orchestrator.plan import REMOVE, start_after
+
+    class FailingRemoval(RecordingBackend):
+        def _apply_one(self, action):
+            if action.kind == REMOVE:
+                return ActionResult(action, False, "the engine refused")
+            return super()._apply_one(action)
+
+    backend = FailingRemoval()
+    new, old = actions(("new", "0"), ("old", "0"))
+    plan = [new, old.replace(kind=REMOVE)]
+    results = {r.action.instance: r for r in backend.apply(None, plan, start_after=start_after(plan))}
+    assert backend.events == [] and not results["new"].ok
+    assert results["new"].detail == ("not started: old (both on GPU 0) could not be removed and may still hold "
+                                     "the GPU's memory: the engine refused")

@@ -75,7 +75,7 @@ def open_checked(inputs: Inputs, *, backend: str | None = DOCKER, strict: bool =
     """For validate/plan/compose/k8s: the project checked against its images' vLLM when Docker can
     be asked; otherwise (or with --offline) by the contract's rules, saying why. With `gpus`
     (validate), also against the GPUs on the host, where they can be listed."""
-    from orchestrator.project import CONTAINER_BACKENDS, check_project
+    from orchestrator.project import check_project
 
     first = open_project(inputs, backend=backend, strict=strict, checks=False)
 
@@ -94,7 +94,7 @@ def open_checked(inputs: Inputs, *, backend: str | None = DOCKER, strict: bool =
             project.option_check = f"image check skipped ({reason}); " + project.option_check
         return with_gpus(project, engine_note=reason)
 
-    if first.backend not in CONTAINER_BACKENDS:
+    if not first.runs_containers:
         return without_tables("")
     if offline:
         return without_tables("--offline")

@@ -279,7 +279,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         "layers": project.loaded.layers,
         "backend": project.backend,
         "master": project.resolved.master.to_json(),
-        "instances": [i.to_json(project.backend) for i in project.resolved.instances],
+        "instances": [i.to_json(container=project.runs_containers) for i in project.resolved.instances],
         "problems": [p.to_json() for p in project.problems],
         "option_check": project.option_check,
     }

@@ -32,6 +32,11 @@ class Project(Value, frozen=False):
         return self.resolved.project
 
     @property
+    def runs_containers(self) -> bool:
+        """Whether its instances run as containers (Docker, Kubernetes) rather than processes."""
+        return self.backend in CONTAINER_BACKENDS
+
+    @property
     def errors(self) -> list[Problem]:
         return [p for p in self.problems if p.is_error]
 
@@ -92,7 +97,7 @@ def check_project(
     `tables` (image -> option table of its vLLM) make rendering follow vLLM's real options and
     turn unknown options into errors; instances without one are rendered by the contract's
     rules and compared with the recorded vLLM table, as warnings only."""
-    tables = dict(tables or {}) if first.backend in CONTAINER_BACKENDS else {}
+    tables = dict(tables or {}) if first.runs_containers else {}
     resolved = apply_tables(first.resolved, tables) if tables else first.resolved
     source = str(first.loaded.path)
     problems = list(first.problems)

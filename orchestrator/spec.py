@@ -299,7 +299,9 @@ class InstanceSpec(Value):
         env.update({key: SECRET_MASK for key, _ in self.secrets})
         return env
 
-    def to_json(self, backend: str) -> dict[str, Any]:
+    def to_json(self, *, container: bool = True) -> dict[str, Any]:
+        """`plan --json`'s instance; `container`: with the Docker rendering (the record, the
+        container's environment and host log file), else the launcher's process environment."""
         doc: dict[str, Any] = {
             "name": self.name,
             "enabled": self.enabled,
@@ -313,7 +315,7 @@ class InstanceSpec(Value):
             "server_args": list(self.server_args),
             "command": list(self.command),
         }
-        if backend == "docker" and self.container is not None:
+        if container and self.container is not None:
             doc["env"] = self.container.environment()
             doc["log_file_host"] = self.container.host_log_file
             doc["container"] = self.container.to_json()

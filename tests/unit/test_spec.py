@@ -129,5 +129,5 @@ def test_index_shapes_are_byte_identical_to_the_previous_release(write_toml):
         '[{"Capabilities": [["gpu"]], "Count": 0, "DeviceIDs": ["2", "3"], "Driver": "nvidia", "Options": {}}]')
     assert json.dumps(every.container.to_json()["device_requests"], sort_keys=True) == (
         '[{"Capabilities": [["gpu"]], "Count": -1, "DeviceIDs": null, "Driver": "nvidia", "Options": {}}]')
-    assert two.to_json("docker")["gpu_ids"] == [2, 3] and every.to_json("docker")["gpu_ids"] == "all"
+    assert two.to_json()["gpu_ids"] == [2, 3] and every.to_json()["gpu_ids"] == "all"
     assert dict(two.container.labels)["io.vllm-orch.gpus"] == "2,3"

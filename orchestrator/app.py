@@ -197,10 +197,9 @@ def up(inputs: Inputs, request: UpRequest, *, say: Say = _quiet, report: Callabl
         return backend.plan(project, selected, observed, image_ids=image_ids, remove_orphans=request.remove_orphans)
 
     def rows() -> list[dict[str, Any]]:
-        """`ps --json`'s rows (one list call instead of one more process for the caller)."""
-        from orchestrator.status import ps_rows
-
-        return ps_rows(backend.observe(project.name, owner=None), project.resolved.instances)
+        """`ps --json`'s rows, /health asked where Docker still says "starting" (so right after
+        `--wait` they say healthy): one call here instead of one more process for the caller."""
+        return backend.status(project.name, project.resolved.instances)
 
     if request.dry_run:
         actions = plan()

@@ -29,3 +29,21 @@ def test_ps_shows_what_health_says_right_after_up_wait(fleet):
     assert (row["health"], row["health_from"]) == ("healthy", "/health")
     code, out, _ = fleet.cli("ps")
     assert "healthy" in out and "starting" not in out
+
+
+def test_up_wait_json_rows_say_healthy_too(fleet):
+    """What provisioning tools read (the Ansible module takes `up --json`'s rows): after
+    `--wait` saw /health answer, the rows must not say "starting" either."""
+    fleet.write(f"""
+        [instance.control]
+        gpu_ids = "none"
+        [instance.server]
+        host = "0.0.0.0"
+        model = "/m"
+        [instance.a.server]
+        port = {free_port()}
+        """)
+    fleet.path.write_text(fleet.path.read_text().replace("health_interval = 1", "health_interval = 600"))
+    doc = fleet.cli_json("up", "--wait", "--timeout", "120")
+    [row] = doc["instances"]
+    assert (row["health"], row["health_from"]) == ("healthy", "/health")

@@ -156,9 +156,6 @@ def removed_gpus(action: Action) -> GpuRequest | None:
         return None
 
 
-# What a container whose record lacks a key is taken to have had (declared with the record,
-# in container.py): an upgrade that adds a setting never restarts a loaded model by itself.
-ADDED_KEYS = ADDED_RECORD_KEYS
 # Our own labels are bookkeeping derived from the settings compared anyway (URL, GPUs, config
 # path): comparing them would recreate containers whenever a release adds one.
 _OWN_LABEL_PREFIX = "io.vllm-orch."
@@ -184,7 +181,7 @@ def explain_change(current: Observed, spec: InstanceSpec, image_ids: dict[str, s
             if key in old:
                 reasons += diff_specs(_comparable(key, old[key]), _comparable(key, value), key)
             else:
-                default = ADDED_KEYS[key](container) if key in ADDED_KEYS else value
+                default = ADDED_RECORD_KEYS[key](container) if key in ADDED_RECORD_KEYS else value
                 reasons += diff_specs(_comparable(key, default), _comparable(key, value), key)
         if not reasons and not secrets_unchanged(old, current.config_hash, container):
             reasons.append("a secret value changed")

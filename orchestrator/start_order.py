@@ -77,16 +77,14 @@ def start_order(starting: Iterable[tuple[str, GpuRequest]],
             if shared and not any(earlier in before[d.after] for d in direct):
                 direct.append(StartAfter(name, earlier, shared))
         before[name] = set().union(*({d.after} | before[d.after] for d in direct)) if direct else set()
-        for busy, busy_gpu in loading:
-            shared = shared_gpus(busy_gpu, gpu)
-            if shared and busy not in before[name]:
-                direct.append(StartAfter(name, busy, shared))
-                before[name].add(busy)
-        for leaving, leaving_gpu in removing:
-            shared = shared_gpus(leaving_gpu, gpu)
-            if shared and leaving not in before[name]:
-                direct.append(StartAfter(name, leaving, shared, removal=True))
-                before[name].add(leaving)
+        # Instances that are not started here: still loading, or about to be removed.
+        others = [(other, other_gpu, False) for other, other_gpu in loading]
+        others += [(other, other_gpu, True) for other, other_gpu in removing]
+        for other, other_gpu, removal in others:
+            shared = shared_gpus(other_gpu, gpu)
+            if shared and other not in before[name]:
+                direct.append(StartAfter(name, other, shared, removal=removal))
+                before[name].add(other)
         edges += reversed(direct)
     return edges
 

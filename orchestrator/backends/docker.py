@@ -344,6 +344,15 @@ class DockerBackend:
         waits = waits_for(e for e in start_after if e.instance in names and (e.after in names or e.after in loading))
         gating = {e.after for edges in waits.values() for e in edges if not e.removal}  # awaited healthy
 
+        def awaited(result: ActionResult) -> ActionResult:
+            """The result, with why its instance did not become healthy when it did not."""
+            if await_healthy is not None:
+                try:
+                    await_healthy(result.action)
+                except OrchestratorError as exc:
+                    result.health_error = exc
+            return result
+
         def run(action: Action) -> ActionResult:
             try:
                 result = self._apply_one(action)
@@ -354,22 +363,11 @@ class DockerBackend:
                                       error_exit_code=OrchestratorError.exit_code)
             if on_done:
                 on_done(result)
-            if result.ok and action.instance in gating and await_healthy is not None:
-                try:
-                    await_healthy(action)
-                except OrchestratorError as exc:
-                    result.health_error = exc
-            return result
+            return awaited(result) if result.ok and action.instance in gating else result
 
         def watch(action: Action) -> ActionResult:
             """Left running by an earlier run: nothing to do but wait until it answers /health."""
-            result = ActionResult(action, True, "running, still loading")
-            if await_healthy is not None:
-                try:
-                    await_healthy(action)
-                except OrchestratorError as exc:
-                    result.health_error = exc
-            return result
+            return awaited(ActionResult(action, True, "running, still loading"))
 
         _ = self.engine  # made once, here, then shared by the worker threads
         from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait

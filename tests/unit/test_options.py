@@ -11,7 +11,8 @@ from orchestrator import options
 from orchestrator.backends.engine_body import create_body
 from orchestrator.compose import service_settings
 from orchestrator.config.schema import SCHEMA
-from orchestrator.plan import ADDED_KEYS, RECREATE, Observed, plan_up
+from orchestrator.container import ADDED_RECORD_KEYS as ADDED_KEYS
+from orchestrator.plan import RECREATE, Observed, plan_up
 from orchestrator.labels import LABEL_SPEC
 from orchestrator.resolve import DOCKER_DEFAULTS
 from orchestrator.container import config_digest

@@ -134,6 +134,14 @@ def test_what_this_run_starts_is_ordered_after_what_it_removes_and_starts():
 
 
 # --------------------------------------------------------------------------- instances still loading
+def running(instance: str, health: str = "health: starting"):
+    """A container an earlier run left running, as `up` observes it (Docker's health in brackets)."""
+    from orchestrator.plan import Observed
+
+    return Observed(id=instance, name=instance, instance=instance, owner="vllm-orch", state="running",
+                    status=f"Up 1 minute ({health})" if health else "Up 1 minute", image_id="", config_hash="")
+
+
 def test_an_instance_still_loading_from_an_earlier_run_is_waited_for():
     """Adding a server to a GPU whose first server is still loading must not start them together."""
     loading = [("old", gpus("0"))]
@@ -142,25 +150,20 @@ def test_an_instance_still_loading_from_an_earlier_run_is_waited_for():
 
 
 def test_the_plan_counts_only_running_unhealthy_instances_as_loading():
-    from orchestrator.plan import CREATE, NOOP, Observed, start_after
-
-    def running(health: str) -> Observed:
-        return Observed(id="x", name="x", instance="x", owner="vllm-orch", state="running",
-                        status=f"Up 1 minute ({health})" if health else "Up 1 minute", image_id="", config_hash="")
+    from orchestrator.plan import CREATE, NOOP, start_after
 
     old, new = actions(("old", "0"), ("new", "0"))
     for status, waits in (("health: starting", True), ("healthy", False), ("unhealthy", False), ("", False)):
-        plan = [old.replace(kind=NOOP, observed=running(status)), new.replace(kind=CREATE)]
+        plan = [old.replace(kind=NOOP, observed=running("old", status)), new.replace(kind=CREATE)]
         assert bool(start_after(plan)) is waits, status
 
 
 def test_apply_waits_for_a_loading_instance_without_touching_it():
-    from orchestrator.plan import NOOP, Observed, start_after
+    from orchestrator.plan import NOOP, start_after
 
     backend = RecordingBackend()
     old, new, free = actions(("old", "0"), ("new", "0"), ("free", "1"))
-    old = old.replace(kind=NOOP, observed=Observed(id="x", name="x", instance="old", owner="vllm-orch", state="running",
-                                                   status="Up 5 seconds (health: starting)", image_id="", config_hash=""))
+    old = old.replace(kind=NOOP, observed=running("old"))
     plan = [old, new, free]
 
     def healthy(action):
@@ -174,12 +177,11 @@ def test_apply_waits_for_a_loading_instance_without_touching_it():
 
 
 def test_a_loading_instance_that_dies_keeps_the_next_one_from_starting():
-    from orchestrator.plan import NOOP, Observed, start_after
+    from orchestrator.plan import NOOP, start_after
 
     backend = RecordingBackend()
     old, new = actions(("old", "0"), ("new", "0"))
-    old = old.replace(kind=NOOP, observed=Observed(id="x", name="x", instance="old", owner="vllm-orch", state="running",
-                                                   status="Up 5 seconds (health: starting)", image_id="", config_hash=""))
+    old = old.replace(kind=NOOP, observed=running("old"))
 
     def healthy(action):
         raise InstanceFailed(f"instance {action.instance!r} exited (Exited (1))")

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.plan import ADDED_KEYS, NOOP, RECREATE, Observed, plan_up
+from orchestrator.container import ADDED_RECORD_KEYS as ADDED_KEYS
+from orchestrator.plan import NOOP, RECREATE, Observed, plan_up
 from orchestrator.labels import LABEL_HASH, LABEL_INSTANCE, LABEL_OWNER
 from tests.builders import load_data, resolve_data
 

@@ -7,11 +7,15 @@ __metaclass__ = type
 
 
 class ModuleDocFragment(object):
-    """The options every module of the collection takes to reach vllm-orch and the engine on the
-    host (module_utils/vllm_orch_cli.py COMMON_OPTIONS), documented once."""
+    """The options every module of the collection takes to find the config, vllm-orch and the
+    engine on the host (module_utils/vllm_orch_cli.py COMMON_OPTIONS), documented once."""
 
     DOCUMENTATION = r"""
 options:
+  config:
+    description: Path of the TOML file on the managed host.
+    type: path
+    required: true
   docker_host:
     description: Engine address (C(DOCKER_HOST)) on the host; default the host's own engine.
     type: str

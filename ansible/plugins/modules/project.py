@@ -20,10 +20,6 @@ version_added: 0.1.0
 author:
   - vllm-orch maintainers
 options:
-  config:
-    description: Path of the TOML file on the managed host.
-    type: path
-    required: true
   content:
     description:
       - The TOML text I(config) should hold (for example a C(template) lookup of the host's file).

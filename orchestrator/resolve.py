@@ -271,6 +271,9 @@ def _workload(
             parse_size(docker["shm_size"])
         except ValueError as exc:  # found now, not at the create call of one instance of many
             problems.append(Problem("error", f"{path}.shm_size", str(exc), source=str(config_path)))
+    refused: list[tuple[str, str]] = []  # values of the option table no engine would take
+    option_values = options.resolve_options(docker, refused)
+    problems.extend(Problem("error", f"{path}.{key}", message, source=str(config_path)) for key, message in refused)
     return Workload(
         image=docker.get("image") or "",
         env=tuple(env.items()),
@@ -281,7 +284,7 @@ def _workload(
         labels=tuple((key, str(value)) for key, value in (docker.get("labels") or {}).items()),
         caches=tuple(_cache_mounts(name, docker, mounts, base_dir)),
         cache_is_default=docker.get("cache_host_dir") == DOCKER_DEFAULTS["cache_host_dir"],
-        options=options.resolve_options(docker),
+        options=option_values,
     )
 
 

@@ -127,7 +127,7 @@ SETTINGS: tuple[Setting, ...] = (
             kubernetes="not used: a pod's process limit is the kubelet's podPidsLimit"),
     Setting("ulimits", {"type": ["object", "array"], "additionalProperties": False,
                         "properties": {name: _ULIMIT for name in ulimits.NAMES},
-                        "items": {"type": "string", "pattern": r"^[a-z]+=-?\d+(:-?\d+)?$"}},
+                        "items": {"type": "string"}},  # NAME=SOFT[:HARD]: ulimits.py says what is wrong
             "resource limits of the container's processes: `{ memlock = -1, nofile = { soft = 65536, hard = "
             '65536 } }` (one number sets both) or Docker\'s `["nofile=65536:65536"]`; `-1`: unlimited',
             shown_default="the engine's",

@@ -129,7 +129,7 @@ SETTINGS: tuple[Setting, ...] = (
                         "properties": {name: _ULIMIT for name in ulimits.NAMES},
                         "items": {"type": "string"}},  # NAME=SOFT[:HARD]: ulimits.py says what is wrong
             "resource limits of the container's processes: `{ memlock = -1, nofile = { soft = 65536, hard = "
-            '65536 } }` (one number sets both) or Docker\'s `["nofile=65536:65536"]`; `-1`: unlimited',
+            "65536 } }` (one number sets both) or Docker's `[\"nofile=65536:65536\"]`; `-1`: unlimited",
             shown_default="the engine's",
             kubernetes="not used: a pod's ulimits are the container runtime's (set them on the nodes)"),
 )

@@ -32,7 +32,8 @@ def parse_ulimits(value: Any) -> Ulimits:
             if isinstance(limit, dict):
                 unknown = sorted(set(limit) - {"soft", "hard"})
                 if unknown or "soft" not in limit or "hard" not in limit:
-                    raise ValueError(f"{name}: give both soft and hard ({{ soft = N, hard = N }}), or one number for both")
+                    raise ValueError(f"{name}: give both soft and hard ({{ soft = N, hard = N }}), "
+                                     "or one number for both")
                 limits[name] = (limit["soft"], limit["hard"])
             else:
                 limits[name] = (limit, limit)

@@ -147,7 +147,8 @@ def test_setting_and_then_removing_a_limit_recreates_naming_it(tmp_path):
     ("ulimits = { nofile = -1 }", r"docker\.ulimits: error: nofile cannot be unlimited"),
     ("ulimits = { nproc = { soft = 10 } }", r"docker\.ulimits: error: nproc: give both soft and hard"),
     ('ulimits = ["nofile=65536:1024"]', r"docker\.ulimits: error: nofile: the soft limit \(65536\) is above"),
-    ('ulimits = ["nofiles=1024"]', r"docker\.ulimits: error: 'nofiles' is not a limit the engine knows \(did you mean nofile\?\)"),
+    ('ulimits = ["nofiles=1024"]',
+     r"docker\.ulimits: error: 'nofiles' is not a limit the engine knows \(did you mean nofile\?\)"),
     ('ulimits = ["nofile 1024"]', r"docker\.ulimits: error: 'nofile 1024' is not NAME=SOFT\[:HARD\]"),
     ('ulimits = ["nproc=1", "nproc=2"]', r"docker\.ulimits: error: nproc is given twice"),
 ])
@@ -169,3 +170,17 @@ def test_a_refused_limit_writes_no_export(write_toml, capsys):
     out = path.parent / "docker-compose.yml"
     assert main(["-c", str(path), "compose", "--offline", "-o", str(out)]) == 2
     assert "the soft limit (9) is above the hard limit (1)" in capsys.readouterr().err and not out.exists()
+
+
+def test_a_refused_value_is_blamed_where_it_is_written(write_toml, capsys):
+    """Once at docker.<key> for the global table (not once per instance), and at the instance's
+    own table where that one sets it."""
+    from orchestrator.cli import main
+
+    path = write_toml('[docker]\nimage = "img:1"\npids_limit = 0\n[instance.control]\ngpu_ids = "none"\n'
+                      '[instance.a.server]\nmodel = "/m"\n[instance.b.server]\nmodel = "/m"\nport = 8001\n'
+                      '[instance.b.docker]\nulimits = { nproc = { soft = 9, hard = 1 } }\n')
+    assert main(["-c", str(path), "validate", "--offline"]) == 2
+    errors = [line.split(": ", 1)[1] for line in capsys.readouterr().out.splitlines() if ": error: " in line]
+    assert errors == ["docker.pids_limit: error: 0 would mean unlimited: write -1 for that, or a positive number",
+                      "instance.b.docker.ulimits: error: nproc: the soft limit (9) is above the hard limit (1)"]

@@ -246,7 +246,16 @@ CONTAINER_OPTIONS: tuple[ContainerOption, ...] = (
         since="next"),
 )
 
-BY_RECORD: dict[str, ContainerOption] = {o.record: o for o in CONTAINER_OPTIONS}
+
+def declared(record: str) -> ContainerOption:
+    """The option of a record key. CONTAINER_OPTIONS is read at each call (ten entries), so the
+    table is the one thing to change, a test's dummy option included."""
+    for option in CONTAINER_OPTIONS:
+        if option.record == record:
+            return option
+    raise KeyError(record)
+
+
 # Options a release after the first recorded one added, with the value older containers had
 # (container.ADDED_RECORD_KEYS turns them into the record's rules for upgrades).
 OPTIONS_ADDED_LATER: dict[str, Any] = {o.record: o.unset for o in CONTAINER_OPTIONS if o.since != FIRST_RELEASE}
@@ -276,7 +285,7 @@ def record_fields(options: tuple[tuple[str, Any], ...]) -> dict[str, Any]:
     no record, config_hash or `plan --json` of a config that does not set it."""
     record: dict[str, Any] = {}
     for key, value in options:
-        option = BY_RECORD[key]
+        option = declared(key)
         if option.always_recorded or value != option.unset:
             record[key] = value
     return record
@@ -285,7 +294,7 @@ def record_fields(options: tuple[tuple[str, Any], ...]) -> dict[str, Any]:
 def engine_fields(options: tuple[tuple[str, Any], ...], body: dict[str, Any]) -> None:
     """Write the options into an Engine API create body (and its HostConfig)."""
     for record, value in options:
-        for field, engine_value in BY_RECORD[record].engine(value).items():
+        for field, engine_value in declared(record).engine(value).items():
             if field.startswith("HostConfig."):
                 body.setdefault("HostConfig", {})[field[len("HostConfig."):]] = engine_value
             else:
@@ -296,5 +305,5 @@ def compose_fields(options: tuple[tuple[str, Any], ...]) -> dict[str, Any]:
     """The options as Compose service settings, in table order."""
     settings: dict[str, Any] = {}
     for record, value in options:
-        settings.update(BY_RECORD[record].compose(value))
+        settings.update(declared(record).compose(value))
     return settings

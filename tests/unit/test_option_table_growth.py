@@ -67,7 +67,6 @@ def add_dummy_option(monkeypatch) -> None:
     monkeypatch.setitem(options.BY_KEY, DUMMY_SETTING.key, DUMMY_SETTING)
     monkeypatch.setitem(options.DOCKER_ONLY, DUMMY_SETTING.key, DUMMY_SETTING.kubernetes)
     monkeypatch.setattr(options, "CONTAINER_OPTIONS", (*options.CONTAINER_OPTIONS, DUMMY_OPTION))
-    monkeypatch.setitem(options.BY_RECORD, DUMMY_OPTION.record, DUMMY_OPTION)
     monkeypatch.setitem(options.OPTIONS_ADDED_LATER, DUMMY_OPTION.record, DUMMY_OPTION.unset)
     monkeypatch.setitem(container_module.ADDED_RECORD_KEYS, DUMMY_OPTION.record, lambda c: DUMMY_OPTION.unset)
     for table in (SCHEMA["properties"]["docker"],

@@ -281,12 +281,13 @@ def resolve_options(docker: Mapping[str, Any],
 
 def record_fields(options: tuple[tuple[str, Any], ...]) -> dict[str, Any]:
     """The options as the container's record holds them: an option added after the releases of
-    RECORDS_UNSET_OPTIONS is left out while it has its `unset` value, so declaring one changes
-    no record, config_hash or `plan --json` of a config that does not set it."""
+    RECORDS_UNSET_OPTIONS is left out while the config does not set it (None) or sets what older
+    containers had (`unset`), so declaring one changes no record, config_hash or `plan --json`
+    of a config that does not use it."""
     record: dict[str, Any] = {}
     for key, value in options:
         option = declared(key)
-        if option.always_recorded or value != option.unset:
+        if option.always_recorded or (value is not None and value != option.unset):
             record[key] = value
     return record
 

@@ -148,7 +148,12 @@ def snapshot(fleet, owner: str) -> dict:
         assert status == 200
         env = dict(info["env"])
         env.pop("HOSTNAME", None)
-        shots[name] = {"attrs": container.attrs, "process_env": env, "argv": info["argv"]}
+        # What the kernel enforces on the container's processes (ulimits, and pids_limit's cgroup).
+        limits = container.exec_run(["sh", "-c", "grep -E 'open files|locked memory' /proc/self/limits; "
+                                     "cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max"])
+        assert limits.exit_code == 0, limits.output
+        shots[name] = {"attrs": container.attrs, "process_env": env, "argv": info["argv"],
+                       "limits": limits.output.decode().split()}
     return shots
 
 
@@ -225,6 +230,9 @@ def test_compose_runs_the_same_containers_as_up(exported, fleet):
         assert sorted(host["Ulimits"], key=lambda u: u["Name"]) == [
             {"Name": "memlock", "Soft": 65536, "Hard": 65536}, {"Name": "nofile", "Soft": 1024, "Hard": 2048}]
         assert not run["cpu"]["attrs"]["HostConfig"]["PidsLimit"] and not run["cpu"]["attrs"]["HostConfig"]["Ulimits"]
+        assert run["pair"]["limits"][-1] == "512" and run["cpu"]["limits"][-1] == "max"
+        assert "files 1024 2048 files" in " ".join(run["pair"]["limits"])
+        assert "memory 65536 65536 bytes" in " ".join(run["pair"]["limits"])
     assert pair["attrs"]["HostConfig"]["DeviceRequests"][0]["DeviceIDs"] == ["0", "1"]
     assert pair["process_env"]["NVIDIA_VISIBLE_DEVICES"] == "0,1"
     assert pair["process_env"]["VLLM_API_KEY"] == API_KEY and pair["process_env"]["HF_TOKEN"] == HF_TOKEN

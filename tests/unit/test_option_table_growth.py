@@ -33,6 +33,12 @@ DUMMY_OPTION = options.ContainerOption(
     lambda v: {"HostConfig.OomScoreAdj": v} if v is not None else {},
     lambda v: {"oom_score_adj": v} if v is not None else {},
     since="next")
+# One whose resolve gives a default when unset (the engine's 0), the value older containers had.
+DEFAULTED_OPTION = options.ContainerOption(
+    "oom_score_adj", lambda d: d.get("oom_score_adj", 0),
+    lambda v: {"HostConfig.OomScoreAdj": v} if v else {},
+    lambda v: {"oom_score_adj": v} if v else {},
+    since="next", unset=0)
 
 EVERY_SETTING = """
 [docker]
@@ -60,15 +66,15 @@ network_mode = "host"
 """
 
 
-def add_dummy_option(monkeypatch) -> None:
+def add_dummy_option(monkeypatch, option: options.ContainerOption = DUMMY_OPTION) -> None:
     """Declare the dummy as a release would: one Setting and one ContainerOption in the table
     (and what the modules derived from the table at import: the schema, the upgrade rules)."""
     monkeypatch.setattr(options, "SETTINGS", (*options.SETTINGS, DUMMY_SETTING))
     monkeypatch.setitem(options.BY_KEY, DUMMY_SETTING.key, DUMMY_SETTING)
     monkeypatch.setitem(options.DOCKER_ONLY, DUMMY_SETTING.key, DUMMY_SETTING.kubernetes)
-    monkeypatch.setattr(options, "CONTAINER_OPTIONS", (*options.CONTAINER_OPTIONS, DUMMY_OPTION))
-    monkeypatch.setitem(options.OPTIONS_ADDED_LATER, DUMMY_OPTION.record, DUMMY_OPTION.unset)
-    monkeypatch.setitem(container_module.ADDED_RECORD_KEYS, DUMMY_OPTION.record, lambda c: DUMMY_OPTION.unset)
+    monkeypatch.setattr(options, "CONTAINER_OPTIONS", (*options.CONTAINER_OPTIONS, option))
+    monkeypatch.setitem(options.OPTIONS_ADDED_LATER, option.record, option.unset)
+    monkeypatch.setitem(container_module.ADDED_RECORD_KEYS, option.record, lambda c: option.unset)
     for table in (SCHEMA["properties"]["docker"],
                   SCHEMA["properties"]["instance"]["additionalProperties"]["properties"]["docker"]):
         monkeypatch.setitem(table["properties"], DUMMY_SETTING.key, DUMMY_SETTING.schema)
@@ -111,11 +117,12 @@ def outputs(capsys, monkeypatch, configs: list[tuple[Path, list[str]]]) -> dict:
     return seen
 
 
-def test_a_new_unset_option_changes_no_record_hash_plan_or_export(capsys, monkeypatch, corpus):
+@pytest.mark.parametrize("option", [DUMMY_OPTION, DEFAULTED_OPTION], ids=["unset-is-none", "unset-is-a-default"])
+def test_a_new_unset_option_changes_no_record_hash_plan_or_export(capsys, monkeypatch, corpus, option):
     before = outputs(capsys, monkeypatch, corpus)
     made_before = {config: resolve_file(config, env={"UPGRADE_FIXTURE_TOKEN": "x"}).instances
                    for config, _ in corpus}
-    add_dummy_option(monkeypatch)
+    add_dummy_option(monkeypatch, option)
     after = outputs(capsys, monkeypatch, corpus)
     assert after.keys() == before.keys()
     for key in before:

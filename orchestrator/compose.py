@@ -49,7 +49,7 @@ DISABLED_PROFILE = "disabled"
 # Mapping settings shared key by key: setting -> anchor of its shared part inside x-vllm-common.
 MERGED_MAPPINGS = {"environment": "vllm-environment", "labels": "vllm-labels", "healthcheck": "vllm-healthcheck"}
 # Settings that always stay with their service, even where every service has the same value.
-PER_SERVICE = ("command", "volumes", "ports", "deploy", "profiles")
+PER_SERVICE = ("command", "volumes", "ports", "deploy", "profiles", "secrets")
 # Items of the merged mappings that name the instance: also always with their service.
 PER_SERVICE_ITEMS = {
     "environment": {"VLLM_ORCH_INSTANCE", "VLLM_ORCH_LOG_FILE"},
@@ -227,11 +227,15 @@ def service_settings(spec: InstanceSpec, *, enabled: bool = True) -> dict[str, A
     """The Compose settings of one instance, in the order they are written; values unescaped."""
     c: ContainerSpec = spec.container
     settings: dict[str, Any] = {"image": c.image, "entrypoint": list(c.entrypoint), "command": list(c.command)}
-    environment: dict[str, Any] = {cache.env: cache.target for cache in c.cache_mounts}
-    environment.update(c.env)
-    for key, _ in c.secret_env:
-        environment[key] = SecretRef.to(key)
-    settings["environment"] = environment
+    if c.secrets_as_files:
+        # Names and paths only (the log wrapper reads the files): as `up` creates it.
+        settings["environment"] = c.environment()
+    else:
+        environment: dict[str, Any] = {cache.env: cache.target for cache in c.cache_mounts}
+        environment.update(c.env)
+        for key, _ in c.secret_env:
+            environment[key] = SecretRef.to(key)
+        settings["environment"] = environment
     labels = dict(c.labels)
     labels[LABEL_OWNER] = OWNER_COMPOSE
     settings["labels"] = labels
@@ -258,9 +262,33 @@ def service_settings(spec: InstanceSpec, *, enabled: bool = True) -> dict[str, A
             "retries": check.retries,
             "start_period": f"{check.start_period_s}s",
         }
+    if c.secrets_as_files:
+        # Each one a file at /run/secrets/<NAME>, where `up` mounts it (top-level `secrets:`).
+        settings["secrets"] = [{"source": key, "target": key} for key, _ in c.secret_env]
     if not enabled:
         settings["profiles"] = [DISABLED_PROFILE]
     return settings
+
+
+def secret_names(instances: list[InstanceSpec]) -> list[str]:
+    """Every secret of the project, in the order first met."""
+    names: list[str] = []
+    for spec in instances:
+        for key, _ in spec.container.secret_env:
+            if key not in names:
+                names.append(key)
+    return names
+
+
+def secrets_block(names: list[str], *, comments: bool) -> str:
+    """The top-level `secrets:`: each read by Compose from the variable of its name when a
+    container is created (Compose refuses to start one while it is unset) and handed to the
+    container as a file; the value is never in this file nor in the container's configuration."""
+    if not names:
+        return ""
+    note = ("# Read from the environment of `docker compose` (or an .env file); each container gets it as a\n"
+            "# file in /run/secrets, and the log wrapper reads it into vLLM's environment only.\n") if comments else ""
+    return "\n" + note + _dump({"secrets": {name: {"environment": name} for name in names}})
 
 
 _ABSENT = object()
@@ -305,11 +333,7 @@ def _header(project: Any, enabled_all: bool) -> str:
     resolved = project.resolved
     overrides = project.loaded.layers[1:]
     instances = resolved.instances
-    secrets: list[str] = []
-    for spec in instances:
-        for key, _ in spec.container.secret_env:
-            if key not in secrets:
-                secrets.append(key)
+    secrets = secret_names(instances)
     lines = [
         f"docker-compose.yml for the vLLM project {resolved.project!r}, written by `vllm-orch compose` (vllm-orch {__version__}).",
         "It runs the containers `vllm-orch up` runs for the same inputs. Regenerate it instead of editing it:",
@@ -323,7 +347,8 @@ def _header(project: Any, enabled_all: bool) -> str:
     if secrets:
         lines += [
             "Secrets are not in this file. Set these variables in the environment (or in an .env file next to",
-            "this file, never committed) before any `docker compose` command; Compose refuses to run without them:",
+            "this file, never committed) before `docker compose up`; Compose refuses to create a container without",
+            "them, and hands each to it as a file (secrets:), never in its configuration (`docker inspect`):",
             "  " + " ".join(secrets),
             "",
         ]
@@ -420,7 +445,7 @@ def render_compose(project: Any, templates: Path | None = None) -> str:
             },
             inline={"project": _inline(resolved.project)},
             source=str(directory / "base.yml"),
-        )
+        ) + secrets_block(secret_names(instances), comments=comments)  # after the template: any copy of it works
 
     text = assemble(comments=True)
     doc = _check(text, resolved.project, [spec.name for spec in instances], services, directory)
@@ -454,6 +479,9 @@ def _check(text: str, project: str, names: list[str], services: list[dict[str, A
         raise OrchestratorError(f"{where} give invalid YAML: {exc}") from None
     if not isinstance(doc, dict) or doc.get("name") != project or not isinstance(doc.get("services"), dict):
         raise OrchestratorError(f"{where} must give a mapping with `name: {{{{ project }}}}` and `services:`")
+    wanted = {name for service in services for name in (s["source"] for s in service.get("secrets", []))}
+    if wanted and set(doc.get("secrets") or {}) != wanted:
+        raise OrchestratorError(f"{where} change or drop the top-level secrets")
     if list(doc["services"]) != names:
         raise OrchestratorError(f"{where} give the services {list(doc['services'])}, expected {names}")
     for name, expected in zip(names, services):

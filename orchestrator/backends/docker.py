@@ -28,7 +28,7 @@ from orchestrator.backends.engine import (
 )
 from orchestrator.backends.base import DOCKER, Removal, Say, quiet
 from orchestrator.backends.engine_body import PROBE_EXPIRES, PROBE_OWNER, create_body, gpu_device_requests, probe_body
-from orchestrator import log_files
+from orchestrator import log_files, secret_files
 from orchestrator.errors import DockerUnavailable, OrchestratorError, PreflightError
 from orchestrator.plan import CREATE, RECREATE, REMOVE, START, Action, Observed, is_loading, owned_elsewhere, plan_up
 from orchestrator.labels import LABEL_CONFIG, LABEL_HASH, LABEL_INSTANCE, LABEL_OWNER, LABEL_PROJECT, LABEL_URL, OWNER_UP
@@ -413,10 +413,12 @@ class DockerBackend:
         if action.kind == START:
             _prepare_log_file(action.spec.container)  # it may have been deleted while stopped
             _prepare_cache_dirs(action.observed, action.spec.container)
+            _prepare_secret_files(action.observed, action.spec.container)  # e.g. removed by hand
             self._start(action.observed.id, action.instance, action.spec.container)
             return ActionResult(action, True, "started")
         if action.kind == REMOVE:
             code = self._stop_and_remove(action.observed)
+            secret_files.remove(_recorded_secret_dir(action.observed))
             return ActionResult(action, True, "stopped and removed", code)
         if action.kind == RECREATE:
             self._stop_and_remove(action.observed)
@@ -428,6 +430,7 @@ class DockerBackend:
     def _create(self, spec: InstanceSpec) -> str:
         _prepare_log_file(spec.container)
         _prepare_cache_dirs(None, spec.container)
+        _prepare_secret_files(None, spec.container)
         body = create_body(spec.container)
         try:
             return self._call(lambda e: e.create(spec.container.name, body))
@@ -609,6 +612,21 @@ def _prepare_cache_dirs(observed: Observed | None, container: ContainerSpec) -> 
             log_files.prepare_directory(source, owner=owner, shared=bool(container.user) and owner is None)
         except OSError as exc:
             raise OrchestratorError(f"cannot prepare cache directory {source}: {exc.strerror}") from None
+
+
+def _prepare_secret_files(observed: Observed | None, container: ContainerSpec) -> None:
+    """Write the secret files a container is (re)started with. A stopped container keeps the
+    directory it was made with (its record); the values are today's, which the plan has found
+    equal to the ones it was made with (else it would recreate it)."""
+    directory = _recorded_secret_dir(observed) if observed is not None else container.secret_dir
+    if directory and container.secret_env:
+        secret_files.write(directory, container.secret_env, user=container.user)
+
+
+def _recorded_secret_dir(observed: Observed | None) -> str:
+    recorded = ((observed.spec_json or {}) if observed is not None else {}).get("secret_files")
+    source = recorded.get("source") if isinstance(recorded, dict) else None
+    return source if isinstance(source, str) else ""
 
 
 def _observed(row: dict[str, Any]) -> Observed:

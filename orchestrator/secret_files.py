@@ -1,0 +1,110 @@
+"""Secrets as files: where `up` keeps them on the host, and how they are written and removed.
+
+A container's secret values never go into its configuration (Config.Env, labels, Cmd are what
+`docker inspect` shows to anyone who may talk to the engine). Each value is a file instead, in
+a root-only directory per instance (0700), written 0400 and handed to the server's user, and
+bind-mounted read-only at /run/secrets/<NAME> (where Compose puts its `secrets:` too). Inside
+the container the log wrapper reads them into the environment of vLLM alone
+(container.SECRET_LOADER); the Hugging Face token stays a file, named by HF_TOKEN_PATH.
+
+The files are written at `up` for the containers it creates, recreates or starts (atomically:
+a temporary file renamed over the old one), and removed with the container by `down` (and by
+`up` when it removes a disabled or orphaned instance).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import urllib.parse
+from typing import Iterable, Mapping
+
+from orchestrator.errors import OrchestratorError
+
+SECRETS_DIR_ENV = "VLLM_ORCH_SECRETS_DIR"
+TARGET_DIR = "/run/secrets"  # inside the container: Compose's place for `secrets:`
+HF_TOKEN = "HF_TOKEN"
+# vLLM's Hugging Face client reads the token from this file (huggingface_hub's HF_TOKEN_PATH).
+HF_TOKEN_PATH = "HF_TOKEN_PATH"
+
+
+def root(env: Mapping[str, str] = os.environ) -> str:
+    """Where the per-instance directories live: $VLLM_ORCH_SECRETS_DIR; else, as root,
+    /var/lib/vllm-orch/secrets (persistent: a container restarted by its restart policy after
+    a reboot needs its files); else ~/.local/state/vllm-orch/secrets."""
+    if env.get(SECRETS_DIR_ENV):
+        return os.path.abspath(env[SECRETS_DIR_ENV])
+    if os.geteuid() == 0:
+        return "/var/lib/vllm-orch/secrets"
+    state = env.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(state, "vllm-orch", "secrets")
+
+
+def instance_dir(project: str, instance: str, env: Mapping[str, str] = os.environ) -> str:
+    """The host directory of one instance's secret files."""
+    return os.path.join(root(env), project, urllib.parse.quote(instance, safe="") or "%00")
+
+
+def target(name: str) -> str:
+    """Where the secret `name` is mounted inside the container."""
+    return f"{TARGET_DIR}/{name}"
+
+
+def exported_names(names: Iterable[str]) -> list[str]:
+    """The secrets the log wrapper exports into vLLM's environment: all but the Hugging Face
+    token, which huggingface_hub reads from its file (HF_TOKEN_PATH) instead."""
+    return [name for name in names if name != HF_TOKEN]
+
+
+def _owner(user: str | None) -> tuple[int, int] | None:
+    uid, _, gid = (user or "").partition(":")
+    return (int(uid), int(gid) if gid.isdigit() else -1) if uid.isdigit() else None
+
+
+def write(directory: str, secrets: Iterable[tuple[str, str | None]], *, user: str | None) -> None:
+    """Write each secret to `directory`/NAME: the directory 0700 (made with its parents, root's),
+    each file 0400 and owned by the server's uid where `user` names one. A named user's uid is
+    known only inside the image: then the file is 0444 (readable in the container; the host
+    directory stays closed). Each file is renamed into place, so a reader never sees half a
+    value; files of secrets no longer configured are removed."""
+    owner = _owner(user)
+    mode = 0o444 if user and owner is None else 0o400
+    wanted = dict(secrets)
+    try:
+        _private_dir(os.path.dirname(directory))
+        _private_dir(directory)
+        for name, value in wanted.items():
+            temporary = os.path.join(directory, f".{name}.tmp")
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            try:
+                os.write(fd, (value or "").encode())
+                os.fchmod(fd, mode)
+                if owner is not None:
+                    os.fchown(fd, *owner)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(temporary, os.path.join(directory, name))
+        for left in os.listdir(directory):
+            if left not in wanted:
+                os.unlink(os.path.join(directory, left))
+    except OSError as exc:
+        raise OrchestratorError(f"cannot write the secret files in {directory}: {exc.strerror or exc} "
+                                f"(set {SECRETS_DIR_ENV} to a directory this user may write)") from None
+
+
+def remove(directory: str) -> None:
+    """Remove an instance's secret files (its container is gone). Only a directory under the
+    secrets root of this run is touched: the path comes from the container's label."""
+    if not directory or os.path.dirname(os.path.dirname(directory)) != root():
+        return
+    shutil.rmtree(directory, ignore_errors=True)
+    try:
+        os.rmdir(os.path.dirname(directory))  # the project's directory, once empty
+    except OSError:
+        pass
+
+
+def _private_dir(path: str) -> None:
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    os.chmod(path, 0o700)

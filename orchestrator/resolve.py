@@ -175,7 +175,7 @@ def _resolve_instance(
     host_log = os.path.join(_host_path(docker["log_host_dir"], base_dir), os.path.basename(spec.log_file))
     return spec.replace(container=render_container(spec, project=project, config_file=str(config_path),
                                                    host_log_file=host_log, gpu_driver=docker["gpu_driver"],
-                                                   secret_dir=secret_files.instance_dir(project, name, host_env)))
+                                                   secret_dir=secret_files.instance_dir(project, name)))
 
 
 def _launch_command(server_args: list[str], master: MasterSettings) -> list[str]:

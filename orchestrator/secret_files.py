@@ -28,10 +28,12 @@ HF_TOKEN = "HF_TOKEN"
 HF_TOKEN_PATH = "HF_TOKEN_PATH"
 
 
-def root(env: Mapping[str, str] = os.environ) -> str:
+def root(env: Mapping[str, str] | None = None) -> str:
     """Where the per-instance directories live: $VLLM_ORCH_SECRETS_DIR; else, as root,
     /var/lib/vllm-orch/secrets (persistent: a container restarted by its restart policy after
-    a reboot needs its files); else ~/.local/state/vllm-orch/secrets."""
+    a reboot needs its files); else ~/.local/state/vllm-orch/secrets. `up` and `down` read the
+    same process environment, so the files `up` wrote are the ones `down` removes."""
+    env = os.environ if env is None else env
     if env.get(SECRETS_DIR_ENV):
         return os.path.abspath(env[SECRETS_DIR_ENV])
     if os.geteuid() == 0:
@@ -40,9 +42,9 @@ def root(env: Mapping[str, str] = os.environ) -> str:
     return os.path.join(state, "vllm-orch", "secrets")
 
 
-def instance_dir(project: str, instance: str, env: Mapping[str, str] = os.environ) -> str:
+def instance_dir(project: str, instance: str) -> str:
     """The host directory of one instance's secret files."""
-    return os.path.join(root(env), project, urllib.parse.quote(instance, safe="") or "%00")
+    return os.path.join(root(), project, urllib.parse.quote(instance, safe="") or "%00")
 
 
 def target(name: str) -> str:

@@ -1,0 +1,135 @@
+"""Secrets as files (orchestrator/secret_files.py and their use by the Docker backend and the
+plan): what is written on the host, with which modes, when, and when it is removed; what a
+container made by an earlier release (secrets in its environment) is compared with."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from orchestrator import secret_files
+from orchestrator.backends.docker import DockerBackend
+from orchestrator.backends.engine_body import create_body
+from orchestrator.plan import NOOP, RECREATE, REMOVE, START, plan_up
+from tests.builders import config, instances
+from tests.unit.fake_engine import FakeEngine
+
+IMAGES = {"img:1": "sha256:" + "a" * 64}
+KEY = "sk-files-4d1e"
+
+
+def fleet(tmp_path, *, key: str = KEY, docker: str = "", **kwargs):
+    return instances(config("a", control='gpu_ids = "none"', server=f'api_key = "{key}"', docker=docker, **kwargs),
+                     tmp_path, env={"HF_TOKEN": "hf_files"})
+
+
+def up(backend: DockerBackend, specs):
+    actions = plan_up(specs, backend.observe("fleet"), image_ids=IMAGES)
+    backend.preflight(actions)
+    return actions, backend.run_actions(actions)
+
+
+def mode(path: str) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_write_makes_a_root_only_directory_of_0400_files_renamed_into_place(tmp_path, monkeypatch):
+    monkeypatch.setenv(secret_files.SECRETS_DIR_ENV, str(tmp_path / "root"))
+    directory = secret_files.instance_dir("proj", "a")
+    assert directory == str(tmp_path / "root" / "proj" / "a")
+    secret_files.write(directory, [("VLLM_API_KEY", "one"), ("OLD", "x")], user=None)
+    secret_files.write(directory, [("VLLM_API_KEY", "two")], user="1234:5678")
+    assert sorted(os.listdir(directory)) == ["VLLM_API_KEY"]  # no temporary left, a dropped secret removed
+    path = os.path.join(directory, "VLLM_API_KEY")
+    assert Path(path).read_text() == "two"
+    assert mode(directory) == 0o700 and mode(os.path.dirname(directory)) == 0o700 and mode(path) == 0o400
+    assert (os.stat(path).st_uid, os.stat(path).st_gid) == (1234, 5678)  # the server's user can read it
+    secret_files.write(directory, [("VLLM_API_KEY", "two")], user="vllm")  # a name: its uid is the image's
+    assert mode(path) == 0o444
+
+
+def test_remove_touches_only_a_directory_under_the_secrets_root(tmp_path, monkeypatch):
+    monkeypatch.setenv(secret_files.SECRETS_DIR_ENV, str(tmp_path / "root"))
+    elsewhere = tmp_path / "elsewhere" / "proj" / "a"
+    elsewhere.mkdir(parents=True)
+    secret_files.remove(str(elsewhere))  # e.g. a label edited by hand
+    assert elsewhere.is_dir()
+    directory = secret_files.instance_dir("proj", "a")
+    secret_files.write(directory, [("K", "v")], user=None)
+    secret_files.remove(directory)
+    assert not os.path.exists(os.path.dirname(directory))
+
+
+def test_the_default_root_is_persistent_for_root_and_per_user_otherwise(monkeypatch):
+    monkeypatch.delenv(secret_files.SECRETS_DIR_ENV)
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    assert secret_files.root() == "/var/lib/vllm-orch/secrets"  # restart policies outlive a reboot
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert secret_files.root({"XDG_STATE_HOME": "/home/u/.state"}) == "/home/u/.state/vllm-orch/secrets"
+
+
+def test_up_writes_the_files_before_the_create_and_down_removes_them(tmp_path):
+    engine = FakeEngine(IMAGES)
+    backend = DockerBackend(engine=engine)
+    (spec,) = fleet(tmp_path, docker='secret_env = ["HF_TOKEN"]\nuser = "1000:1000"')
+    up(backend, [spec])
+    body = engine.by_name("fleet-a").body
+    assert KEY not in json.dumps(body) and "hf_files" not in json.dumps(body)
+    mounts = {m["Target"]: m for m in body["HostConfig"]["Mounts"]}
+    for name, value in (("VLLM_API_KEY", KEY), ("HF_TOKEN", "hf_files")):
+        mount = mounts[f"/run/secrets/{name}"]
+        assert mount["ReadOnly"] and Path(mount["Source"]).read_text() == value
+        assert os.stat(mount["Source"]).st_uid == 1000 and mode(mount["Source"]) == 0o400
+    assert "VLLM_ORCH_SECRET_ENV=VLLM_API_KEY" in body["Env"]  # HF_TOKEN stays a file:
+    assert "HF_TOKEN_PATH=/run/secrets/HF_TOKEN" in body["Env"]
+    directory = spec.container.secret_dir
+
+    os.unlink(os.path.join(directory, "VLLM_API_KEY"))  # lost while the container was stopped
+    engine.by_name("fleet-a").state = "exited"
+    actions, results = up(backend, [spec])
+    assert [a.kind for a in actions] == [START] and results[0].ok
+    assert Path(directory, "VLLM_API_KEY").read_text() == KEY
+
+    results, _ = backend.down("fleet", None)
+    assert [r.action.kind for r in results] == [REMOVE] and results[0].ok
+    assert not os.path.exists(directory)
+
+
+def test_a_changed_secret_recreates_and_rewrites_the_file_without_showing_it(tmp_path):
+    engine = FakeEngine(IMAGES)
+    backend = DockerBackend(engine=engine)
+    up(backend, fleet(tmp_path))
+    actions, _ = up(backend, fleet(tmp_path))
+    assert [a.kind for a in actions] == [NOOP]
+    actions, results = up(backend, fleet(tmp_path, key="sk-rotated"))
+    assert [(a.kind, a.reasons) for a in actions] == [(RECREATE, ("a secret value changed",))] and results[0].ok
+    assert Path(actions[0].spec.container.secret_dir, "VLLM_API_KEY").read_text() == "sk-rotated"
+    assert "sk-rotated" not in json.dumps([a.to_json() for a in actions])
+
+
+@pytest.mark.parametrize("rotated", [False, True])
+def test_a_container_with_secrets_in_its_environment_is_left_alone_until_something_changes(tmp_path, rotated):
+    """As releases before the files made it (tests/unit/test_upgrade.py replays the real ones)."""
+    engine = FakeEngine(IMAGES)
+    backend = DockerBackend(engine=engine)
+    (old,) = fleet(tmp_path)
+    engine.add(old.container.name, body=create_body(old.container.secrets_in_env()))
+    assert f"VLLM_API_KEY={KEY}" in engine.by_name("fleet-a").body["Env"]
+    actions, results = up(backend, fleet(tmp_path, key="sk-rotated" if rotated else KEY))
+    if not rotated:
+        assert [a.kind for a in actions] == [NOOP]
+        return
+    assert [a.kind for a in actions] == [RECREATE] and results[0].ok
+    body = engine.by_name("fleet-a").body  # recreated into the file form
+    assert "sk-rotated" not in json.dumps(body) and "VLLM_ORCH_SECRET_ENV=VLLM_API_KEY" in body["Env"]
+
+
+def test_a_container_without_secrets_keeps_the_record_of_every_release(tmp_path):
+    (spec,) = instances(config("a", control='gpu_ids = "none"'), tmp_path)
+    record = spec.container.to_json()
+    assert "secret_files" not in record and spec.container.secret_mounts() == ()
+    assert spec.container.entrypoint == spec.container.secrets_in_env().entrypoint

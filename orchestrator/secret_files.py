@@ -15,11 +15,12 @@ a temporary file renamed over the old one), and removed with the container by `d
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import urllib.parse
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import OrchestratorError, Problem
 
 SECRETS_DIR_ENV = "VLLM_ORCH_SECRETS_DIR"
 TARGET_DIR = "/run/secrets"  # inside the container: Compose's place for `secrets:`
@@ -110,3 +111,56 @@ def remove(directory: str) -> None:
 def _private_dir(path: str) -> None:
     os.makedirs(path, mode=0o700, exist_ok=True)
     os.chmod(path, 0o700)
+
+
+# vLLM before 0.28.0 hashed VLLM_API_KEY into its compile cache's key and wrote it, in plain
+# text, into that cache's metadata (cache_key_factors.json): vllm-project/vllm#52523, merged on
+# 2026-08-16; 0.27.1 (2026-08-13) predates it, 0.28.0 (2026-08-26) is the first release after.
+CACHE_KEY_FIXED_IN = (0, 28, 0)
+_SHELL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _version(text: str) -> tuple[int, ...] | None:
+    match = re.match(r"^v?(\d+)\.(\d+)(?:\.(\d+))?", text or "")
+    return tuple(int(part or 0) for part in match.groups()) if match else None
+
+
+def problems(instances: Iterable[Any], tables: Mapping[str, Any], source: str) -> list[Problem]:
+    """What the file form asks of a config: each secret's name must be one the container's
+    shell can export; and an API key next to a compile cache kept on the host, under a vLLM
+    known (from its image's option table) to predate the fix above, is a warning. Where the
+    version cannot be known, nothing is said."""
+    out: list[Problem] = []
+    holders: dict[str, list[str]] = {}
+    keyed = []
+    for spec in instances:
+        container = getattr(spec, "container", None)
+        if container is None or not spec.enabled:
+            continue
+        names = [key for key, _ in container.secret_env]
+        for name in names:
+            if not _SHELL_NAME.match(name):
+                out.append(Problem("error", f"instance.{spec.name}.docker.secret_env",
+                                   f"secret {name!r} is not a name the container's shell can export "
+                                   "(letters, digits and _, not starting with a digit)", source=source))
+        env = dict(container.env)
+        caches = [c.source for c in container.cache_mounts if c.env == "VLLM_CACHE_ROOT"]
+        cache = caches[0] if caches else env.get("VLLM_CACHE_ROOT")
+        if cache:
+            holders.setdefault(cache, []).append(spec.name)
+        if "VLLM_API_KEY" in names and cache:
+            keyed.append((spec, container, cache))
+    for spec, container, cache in keyed:
+        table = tables.get(container.image)
+        version = _version(getattr(table, "vllm_version", "")) if table is not None else None
+        if version is None or version >= CACHE_KEY_FIXED_IN:
+            continue
+        shared = [name for name in holders[cache] if name != spec.name]
+        where = f"{cache}" + (f", shared with {', '.join(shared)}" if shared else "")
+        fixed = ".".join(map(str, CACHE_KEY_FIXED_IN))
+        out.append(Problem(
+            "warning", f"instance.{spec.name}.server.api_key",
+            f"vLLM {table.vllm_version} in image {container.image} writes the API key in plain text into its "
+            f"compile cache's metadata ({where}); fixed in vLLM {fixed} (vllm-project/vllm#52523)",
+            hint=f"use vLLM {fixed} or later, or [docker] cache_host_dir = false", source=source))
+    return out

@@ -133,3 +133,39 @@ def test_a_container_without_secrets_keeps_the_record_of_every_release(tmp_path)
     record = spec.container.to_json()
     assert "secret_files" not in record and spec.container.secret_mounts() == ()
     assert spec.container.entrypoint == spec.container.secrets_in_env().entrypoint
+
+
+class _Table:
+    def __init__(self, version: str):
+        self.vllm_version = version
+
+
+@pytest.mark.parametrize("version, warned", [("0.27.1", True), ("0.28.0", False), ("0.32.0", False), ("unknown", False)])
+def test_an_api_key_beside_a_host_compile_cache_of_an_old_vllm_is_a_warning(tmp_path, version, warned):
+    from orchestrator.project import open_project
+    from tests.builders import write_config
+
+    path = write_config(config("a", "b", control='gpu_ids = "none"', server=f'api_key = "{KEY}"',
+                               docker='cache_host_dir = "cache"'), tmp_path)
+    first = open_project(path, checks=False)
+    problems = secret_files.problems(first.resolved.instances, {"img:1": _Table(version)}, str(path))
+    lines = [p.format() for p in problems]
+    assert len(lines) == (2 if warned else 0), lines
+    if warned:
+        assert "vLLM 0.27.1 in image img:1 writes the API key in plain text" in lines[0]
+        assert "vllm-project/vllm#52523" in lines[0] and KEY not in "".join(lines)
+
+
+def test_no_cache_on_the_host_or_no_known_version_says_nothing(tmp_path):
+    (spec,) = instances(config("a", control='gpu_ids = "none"', server=f'api_key = "{KEY}"',
+                               docker="cache_host_dir = false"), tmp_path)
+    assert secret_files.problems([spec], {"img:1": _Table("0.20.0")}, "f") == []
+    (spec,) = fleet(tmp_path)
+    assert secret_files.problems([spec], {}, "f") == []
+
+
+def test_a_secret_name_the_shell_cannot_export_is_an_error(tmp_path):
+    (spec,) = instances(config("a", control='gpu_ids = "none"', docker='secret_env = ["MY KEY"]'), tmp_path,
+                        env={"MY KEY": "v"})
+    (problem,) = secret_files.problems([spec], {}, "f")
+    assert problem.is_error and "'MY KEY' is not a name the container's shell can export" in problem.message

@@ -23,21 +23,25 @@ from orchestrator.value import Value, field
 # The container's fixed entrypoint: append the instance's output to its log file (bind-mounted
 # from the host, so it outlives the container) and `exec` the argv so vLLM itself receives
 # SIGTERM. The script is a constant; config values only ever arrive as "$@" and env values.
-LOG_WRAPPER = (
+_LOG_START = (
     'printf "%s vllm-orch: starting instance %s\\n" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" '
     '"$VLLM_ORCH_INSTANCE" >>"$VLLM_ORCH_LOG_FILE" || exit 70; '
-    'exec "$@" >>"$VLLM_ORCH_LOG_FILE" 2>&1'
 )
+_LOG_EXEC = 'exec "$@" >>"$VLLM_ORCH_LOG_FILE" 2>&1'
+LOG_WRAPPER = _LOG_START + _LOG_EXEC
 ENTRYPOINT = ("/bin/sh", "-c", LOG_WRAPPER, "vllm-orch-log")
-# Before that, for a container with secrets: read each file named in VLLM_ORCH_SECRET_ENV (names,
-# never values) from /run/secrets into the shell's environment, which the `exec` hands to vLLM
-# alone: the container's configuration (`docker inspect`) holds no value. A container without
-# secrets keeps the plain wrapper, so its record, and the Compose export, stay what they were.
+# Between the two, for a container with secrets: read each file named in VLLM_ORCH_SECRET_ENV
+# (names, never values) from /run/secrets into the shell's environment, which the `exec` hands to
+# vLLM alone: the container's configuration (`docker inspect`) holds no value. A file the server's
+# user cannot read ends the start with a line in the log (diagnose.py names the fix). A container
+# without secrets keeps the plain wrapper, so its record and the Compose export stay what they were.
 SECRET_LOADER = (
-    'for name in $VLLM_ORCH_SECRET_ENV; do value=$(cat "/run/secrets/$name") || exit 78; '
+    'for name in $VLLM_ORCH_SECRET_ENV; do '
+    'value=$(cat "/run/secrets/$name" 2>>"$VLLM_ORCH_LOG_FILE") || { printf "vllm-orch: cannot read the secret '
+    'file /run/secrets/%s as uid %s\\n" "$name" "$(id -u)" >>"$VLLM_ORCH_LOG_FILE"; exit 78; }; '
     'export "$name=$value"; done; unset name value VLLM_ORCH_SECRET_ENV; '
 )
-SECRET_ENTRYPOINT = ("/bin/sh", "-c", SECRET_LOADER + LOG_WRAPPER, "vllm-orch-log")
+SECRET_ENTRYPOINT = ("/bin/sh", "-c", _LOG_START + SECRET_LOADER + _LOG_EXEC, "vllm-orch-log")
 SECRET_ENV_LIST = "VLLM_ORCH_SECRET_ENV"
 HEALTH_PROBE = "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=4)"
 HEALTH_TEST_FORMS = ("CMD", "CMD-SHELL", "NONE")

@@ -90,3 +90,28 @@ def test_docker_inspect_shows_no_secret_and_the_server_reads_them_from_files(fle
     code, _, err = fleet.cli("down")
     assert code == 0, err
     assert not os.path.exists(os.path.dirname(path))
+
+
+
+def test_a_secret_file_the_server_cannot_read_stops_the_start_with_a_named_cause(fleet, monkeypatch):
+    """The wrapper's failure path, through the real engine: the file is taken from the server's
+    user behind vllm-orch's back, then the container is started by the engine alone."""
+    monkeypatch.setenv("HF_TOKEN", HF_TOKEN)
+    port = free_port()
+    fleet.write(CONFIG.format(api_key=API_KEY, port=port, extra=EXTRA))
+    code, _, err = fleet.cli("up", "--wait", "--timeout", "60")
+    assert code == 0, err
+    container = fleet.container("one")
+    container.stop(timeout=5)
+    source = {m["Destination"]: m["Source"] for m in container.attrs["Mounts"]}["/run/secrets/VLLM_API_KEY"]
+    os.chown(source, 0, 0)
+    container.start()
+    assert container.wait(timeout=30)["StatusCode"] == 78
+    log = fleet.log_file("one").read_text()
+    assert "vllm-orch: cannot read the secret file /run/secrets/VLLM_API_KEY as uid 1000" in log
+    assert API_KEY not in log.split("vllm-orch: starting instance one")[-1]
+    code, out, err = fleet.cli("ps")
+    assert "the server (uid 1000) cannot read its secret file /run/secrets/VLLM_API_KEY" in out + err, out + err
+    # `up` gives the file back to the server's user and starts it again.
+    code, _, err = fleet.cli("up", "--wait", "--timeout", "60")
+    assert code == 0, err

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import urllib.parse
 from typing import Any, Iterable, Mapping
 
@@ -96,11 +95,22 @@ def write(directory: str, secrets: Iterable[tuple[str, str | None]], *, user: st
                                 f"(set {SECRETS_DIR_ENV} to a directory this user may write)") from None
 
 
+def writable(directory: str) -> bool:
+    """Whether `write` can make `directory` (checked before anything is changed): the nearest
+    part of it that exists is a directory this user may write into."""
+    existing = directory
+    while not os.path.exists(existing) and os.path.dirname(existing) != existing:
+        existing = os.path.dirname(existing)
+    return os.path.isdir(existing) and os.access(existing, os.W_OK | os.X_OK)
+
+
 def remove(directory: str) -> None:
     """Remove an instance's secret files (its container is gone). Only a directory under the
     secrets root of this run is touched: the path comes from the container's label."""
     if not directory or os.path.dirname(os.path.dirname(directory)) != root():
         return
+    import shutil  # only `down` and removals pay for it
+
     shutil.rmtree(directory, ignore_errors=True)
     try:
         os.rmdir(os.path.dirname(directory))  # the project's directory, once empty

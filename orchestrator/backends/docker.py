@@ -182,6 +182,10 @@ class DockerBackend:
             for mount in container.mounts:
                 if mount.source != container.host_log_file and not os.path.exists(mount.source):
                     raise PreflightError(f"instance {action.instance!r}: host path {mount.source} does not exist")
+            if container.secrets_as_files and not secret_files.writable(container.secret_dir):
+                raise PreflightError(f"instance {action.instance!r}: cannot write its secret files in "
+                                     f"{container.secret_dir} (set {secret_files.SECRETS_DIR_ENV} to a directory "
+                                     "this user may write)")
         self._check_other_containers([a for a in actions if a.kind == CREATE], creating)
         if is_local_address(self.engine.address):  # a remote engine's host ports and disks are not ours to check
             self._check_ports_free(creating)

@@ -14,6 +14,7 @@ import pytest
 from orchestrator import secret_files
 from orchestrator.backends.docker import DockerBackend
 from orchestrator.backends.engine_body import create_body
+from orchestrator.errors import PreflightError
 from orchestrator.plan import NOOP, RECREATE, REMOVE, START, plan_up
 from tests.builders import config, instances
 from tests.unit.fake_engine import FakeEngine
@@ -169,3 +170,14 @@ def test_a_secret_name_the_shell_cannot_export_is_an_error(tmp_path):
                         env={"MY KEY": "v"})
     (problem,) = secret_files.problems([spec], {}, "f")
     assert problem.is_error and "'MY KEY' is not a name the container's shell can export" in problem.message
+
+
+def test_a_secrets_directory_that_cannot_be_written_stops_up_before_anything_changes(tmp_path, monkeypatch):
+    blocked = tmp_path / "file-not-dir"
+    blocked.write_text("")
+    monkeypatch.setenv(secret_files.SECRETS_DIR_ENV, str(blocked / "secrets"))
+    engine = FakeEngine(IMAGES)
+    backend = DockerBackend(engine=engine)
+    with pytest.raises(PreflightError, match=r"instance 'a': cannot write its secret files in .*VLLM_ORCH_SECRETS_DIR"):
+        up(backend, fleet(tmp_path))
+    assert engine.writes() == []

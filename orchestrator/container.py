@@ -126,6 +126,7 @@ class ContainerSpec(OptionValues, Value):
     options: tuple[tuple[str, Any], ...] = ()
     # The host directory of the secret files (secret_files.py); "" with secrets: delivered in
     # the environment, as releases before the files did (plan.py compares such containers so).
+    # Not compared (a host fact, like the engine's address): a new place applies at a recreate.
     secret_dir: str = ""
 
     @property
@@ -180,9 +181,9 @@ class ContainerSpec(OptionValues, Value):
             "cache_mounts": [cache.to_json() for cache in self.cache_mounts],
             **dict(self.options),
             # Only where there are secret files: a container without secrets keeps the record
-            # (and the hash) of every earlier release.
-            **({"secret_files": {"source": self.secret_dir, "target": secret_files.TARGET_DIR}}
-               if self.secrets_as_files else {}),
+            # (and the hash) of every earlier release. The host directory is not in it (it
+            # depends on the user and host that render it): the create body labels it apart.
+            **({"secret_files": {"target": secret_files.TARGET_DIR}} if self.secrets_as_files else {}),
         }
 
     def config_hash(self) -> str:

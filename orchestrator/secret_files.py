@@ -107,6 +107,7 @@ def writable(directory: str) -> bool:
 def remove(directory: str) -> None:
     """Remove an instance's secret files (its container is gone). Only a directory under the
     secrets root of this run is touched: the path comes from the container's label."""
+    directory = os.path.normpath(directory) if directory else ""
     if not directory or os.path.dirname(os.path.dirname(directory)) != root():
         return
     import shutil  # only `down` and removals pay for it

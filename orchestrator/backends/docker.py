@@ -31,7 +31,8 @@ from orchestrator.backends.engine_body import PROBE_EXPIRES, PROBE_OWNER, create
 from orchestrator import log_files, secret_files
 from orchestrator.errors import DockerUnavailable, OrchestratorError, PreflightError
 from orchestrator.plan import CREATE, RECREATE, REMOVE, START, Action, Observed, is_loading, owned_elsewhere, plan_up
-from orchestrator.labels import LABEL_CONFIG, LABEL_HASH, LABEL_INSTANCE, LABEL_OWNER, LABEL_PROJECT, LABEL_URL, OWNER_UP
+from orchestrator.labels import (LABEL_CONFIG, LABEL_HASH, LABEL_INSTANCE, LABEL_OWNER, LABEL_PROJECT, LABEL_SECRETS,
+                                 LABEL_URL, OWNER_UP)
 from orchestrator.container import ContainerSpec
 from orchestrator.spec import InstanceSpec, Mount
 from orchestrator.start_order import StartAfter, waits_for
@@ -623,14 +624,13 @@ def _prepare_secret_files(observed: Observed | None, container: ContainerSpec) -
     directory it was made with (its record); the values are today's, which the plan has found
     equal to the ones it was made with (else it would recreate it)."""
     directory = _recorded_secret_dir(observed) if observed is not None else container.secret_dir
-    if directory and container.secret_env:
+    if directory and container.secret_env and container.secrets_as_files:
         secret_files.write(directory, container.secret_env, user=container.user)
 
 
 def _recorded_secret_dir(observed: Observed | None) -> str:
-    recorded = ((observed.spec_json or {}) if observed is not None else {}).get("secret_files")
-    source = recorded.get("source") if isinstance(recorded, dict) else None
-    return source if isinstance(source, str) else ""
+    """The directory a container's secret files were written to (its label; "" when it has none)."""
+    return observed.labels.get(LABEL_SECRETS, "") if observed is not None else ""
 
 
 def _observed(row: dict[str, Any]) -> Observed:

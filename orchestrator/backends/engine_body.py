@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any, Iterable
 
-from orchestrator.labels import LABEL_HASH, LABEL_OWNER, LABEL_SPEC
+from orchestrator.labels import LABEL_HASH, LABEL_OWNER, LABEL_SECRETS, LABEL_SPEC
 from orchestrator import options
 from orchestrator.container import ContainerSpec, device_requests
 from orchestrator.spec import CacheMount, Mount
@@ -34,6 +34,8 @@ def create_body(container: ContainerSpec) -> dict[str, Any]:
     labels = dict(container.labels)
     labels[LABEL_HASH] = container.config_hash()
     labels[LABEL_SPEC] = json.dumps(container.to_json(), sort_keys=True, separators=(",", ":"))
+    if container.secrets_as_files:
+        labels[LABEL_SECRETS] = container.secret_dir  # for `down` and a later start (docker.py)
     body: dict[str, Any] = {
         "Image": container.image,
         "Entrypoint": list(container.entrypoint),

@@ -59,6 +59,7 @@ KNOWN_DIFFERENCES = {
     "Config.Env (order)": "Compose writes the environment from a mapping in its own order; the set is equal",
     "Config.Labels io.vllm-orch.owner": "compose vs vllm-orch: `down` removes only its own, `ps` shows both",
     "Config.Labels io.vllm-orch.config-hash / .spec": "`up`'s plan state; Compose keeps its own hash",
+    "Config.Labels io.vllm-orch.secrets-dir": "where `up` keeps its secret files on the host; Compose has none",
     "Config.Labels com.docker.compose.*": "Compose's own bookkeeping labels",
     "HostConfig.DeviceRequests": "no GPUs: `up` sends [] and Compose null; Options {} vs null (none either way)",
     "HostConfig.ExtraHosts": "null vs [] (none either way)",
@@ -78,7 +79,8 @@ def normalised(attrs: dict) -> dict:
     config["Env"] = sorted(config["Env"])
     config["Labels"] = {k: v for k, v in config["Labels"].items()
                         if not k.startswith("com.docker.compose.")
-                        and k not in ("io.vllm-orch.owner", "io.vllm-orch.config-hash", "io.vllm-orch.spec")}
+                        and k not in ("io.vllm-orch.owner", "io.vllm-orch.config-hash", "io.vllm-orch.spec",
+                                      "io.vllm-orch.secrets-dir")}
     host["DeviceRequests"] = [{**r, "Options": r.get("Options") or {}} for r in host.get("DeviceRequests") or []]
     host["ExtraHosts"] = host.get("ExtraHosts") or []
     host["Mounts"] = sorted(({k: v for k, v in m.items() if not (k == "BindOptions" and not v)}

@@ -181,3 +181,19 @@ def test_a_secrets_directory_that_cannot_be_written_stops_up_before_anything_cha
     with pytest.raises(PreflightError, match=r"instance 'a': cannot write its secret files in .*VLLM_ORCH_SECRETS_DIR"):
         up(backend, fleet(tmp_path))
     assert engine.writes() == []
+
+
+def test_the_record_and_hash_do_not_depend_on_where_this_host_keeps_the_files(tmp_path, monkeypatch):
+    """`plan --json` rendered on a review machine (another user, another root) is the one `up`
+    labels on the host: the directory is a label of its own, set at create."""
+    from orchestrator.labels import LABEL_SECRETS
+
+    monkeypatch.setenv(secret_files.SECRETS_DIR_ENV, str(tmp_path / "here"))
+    (here,) = fleet(tmp_path)
+    monkeypatch.setenv(secret_files.SECRETS_DIR_ENV, str(tmp_path / "there"))
+    (there,) = fleet(tmp_path)
+    assert here.container.secret_dir != there.container.secret_dir
+    assert here.container.to_json() == there.container.to_json()
+    assert here.container.config_hash() == there.container.config_hash()
+    assert here.container.to_json()["secret_files"] == {"target": "/run/secrets"}
+    assert create_body(there.container)["Labels"][LABEL_SECRETS] == str(tmp_path / "there" / "fleet" / "a")

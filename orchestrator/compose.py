@@ -9,8 +9,9 @@ from the directory `$VLLM_ORCH_COMPOSE_TEMPLATES` names.
 What the output promises:
 
 * deterministic: fixed key order, no timestamps; the same inputs give the same bytes;
-* no secret values: secret variables become `${NAME:?set NAME}` references, named in the header;
-* config values are never interpolated by Compose: every `$` in them is written as `$$`;
+* no secret values: secrets are Compose `secrets:` read from the environment of `docker compose`
+  (files in /run/secrets inside the container, as `up` mounts them), named in the header;
+* nothing is interpolated by Compose: every `$` in a config value is written as `$$`;
 * settings every service shares are written once, in `x-vllm-common`, and merged into each
   service with YAML merge keys (`<<:`); environment, labels and healthcheck have anchors of their
   own so a service adds its keys to the shared ones instead of replacing them;
@@ -64,14 +65,6 @@ _FLOW_MAX = 32  # a list of scalars at most about this long is written [a, b]
 _WIDTH = 1 << 30  # never fold long strings: the log wrapper and argv stay on one line each
 
 
-class SecretRef(str):
-    """A `${NAME:?...}` reference: the one kind of string Compose must interpolate."""
-
-    @classmethod
-    def to(cls, name: str) -> "SecretRef":
-        return cls(f"${{{name}:?set {name}}}")
-
-
 # ----------------------------------------------------------------------------- YAML text
 class _Dumper(yaml.SafeDumper):
     def ignore_aliases(self, data: Any) -> bool:  # anchors are placed by hand, never generated
@@ -90,7 +83,6 @@ class _Dumper(yaml.SafeDumper):
 
 
 _Dumper.add_representer(list, _Dumper.represent_list)
-_Dumper.add_representer(SecretRef, lambda dumper, value: dumper.represent_str(str(value)))
 
 
 def _dump(value: Any) -> str:
@@ -190,8 +182,6 @@ def fill(template: str, *, blocks: dict[str, str], inline: dict[str, str], sourc
 # ----------------------------------------------------------------------------- one service
 def _escape(value: Any) -> Any:
     """`$` -> `$$` in every config value, so Compose passes it through instead of interpolating."""
-    if isinstance(value, SecretRef):
-        return value
     if isinstance(value, str):
         return value.replace("$", "$$")
     if isinstance(value, list):
@@ -227,15 +217,9 @@ def service_settings(spec: InstanceSpec, *, enabled: bool = True) -> dict[str, A
     """The Compose settings of one instance, in the order they are written; values unescaped."""
     c: ContainerSpec = spec.container
     settings: dict[str, Any] = {"image": c.image, "entrypoint": list(c.entrypoint), "command": list(c.command)}
-    if c.secrets_as_files:
-        # Names and paths only (the log wrapper reads the files): as `up` creates it.
-        settings["environment"] = c.environment()
-    else:
-        environment: dict[str, Any] = {cache.env: cache.target for cache in c.cache_mounts}
-        environment.update(c.env)
-        for key, _ in c.secret_env:
-            environment[key] = SecretRef.to(key)
-        settings["environment"] = environment
+    # As `up` creates it: secrets only by name (VLLM_ORCH_SECRET_ENV, HF_TOKEN_PATH); their values
+    # are Compose `secrets:` (below), files the log wrapper reads.
+    settings["environment"] = c.environment()
     labels = dict(c.labels)
     labels[LABEL_OWNER] = OWNER_COMPOSE
     settings["labels"] = labels
@@ -485,7 +469,7 @@ def _check(text: str, project: str, names: list[str], services: list[dict[str, A
     if list(doc["services"]) != names:
         raise OrchestratorError(f"{where} give the services {list(doc['services'])}, expected {names}")
     for name, expected in zip(names, services):
-        plain = yaml.safe_load(_dump(expected))  # SecretRef -> str, as the reader sees it
+        plain = yaml.safe_load(_dump(expected))  # as the reader sees it
         found = _missing(plain, doc["services"][name], f"services.{name}")
         if found:
             raise OrchestratorError(f"{where} change or drop {found}")

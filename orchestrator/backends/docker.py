@@ -621,7 +621,7 @@ def _prepare_cache_dirs(observed: Observed | None, container: ContainerSpec) -> 
 
 def _prepare_secret_files(observed: Observed | None, container: ContainerSpec) -> None:
     """Write the secret files a container is (re)started with. A stopped container keeps the
-    directory it was made with (its record); the values are today's, which the plan has found
+    directory it was made with (its label); the values are today's, which the plan has found
     equal to the ones it was made with (else it would recreate it)."""
     directory = _recorded_secret_dir(observed) if observed is not None else container.secret_dir
     if directory and container.secret_env and container.secrets_as_files:

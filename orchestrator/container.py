@@ -35,11 +35,12 @@ ENTRYPOINT = ("/bin/sh", "-c", LOG_WRAPPER, "vllm-orch-log")
 # vLLM alone: the container's configuration (`docker inspect`) holds no value. A file the server's
 # user cannot read ends the start with a line in the log (diagnose.py names the fix). A container
 # without secrets keeps the plain wrapper, so its record and the Compose export stay what they were.
-SECRET_LOADER = (
-    'for name in $VLLM_ORCH_SECRET_ENV; do '
-    'value=$(cat "/run/secrets/$name" 2>>"$VLLM_ORCH_LOG_FILE") || { printf "vllm-orch: cannot read the secret '
-    'file /run/secrets/%s as uid %s\\n" "$name" "$(id -u)" >>"$VLLM_ORCH_LOG_FILE"; exit 78; }; '
-    'export "$name=$value"; done; unset name value VLLM_ORCH_SECRET_ENV; '
+SECRET_LOADER = (  # its own variables are named so that no secret's name can be one of them
+    'for vllm_orch_name in $VLLM_ORCH_SECRET_ENV; do '
+    'vllm_orch_value=$(cat "/run/secrets/$vllm_orch_name" 2>>"$VLLM_ORCH_LOG_FILE") || { printf "vllm-orch: cannot '
+    'read the secret file /run/secrets/%s as uid %s\\n" "$vllm_orch_name" "$(id -u)" >>"$VLLM_ORCH_LOG_FILE"; '
+    'exit 78; }; export "$vllm_orch_name=$vllm_orch_value"; done; '
+    'unset vllm_orch_name vllm_orch_value VLLM_ORCH_SECRET_ENV; '
 )
 SECRET_ENTRYPOINT = ("/bin/sh", "-c", _LOG_START + SECRET_LOADER + _LOG_EXEC, "vllm-orch-log")
 SECRET_ENV_LIST = "VLLM_ORCH_SECRET_ENV"

@@ -197,3 +197,32 @@ def test_the_record_and_hash_do_not_depend_on_where_this_host_keeps_the_files(tm
     assert here.container.config_hash() == there.container.config_hash()
     assert here.container.to_json()["secret_files"] == {"target": "/run/secrets"}
     assert create_body(there.container)["Labels"][LABEL_SECRETS] == str(tmp_path / "there" / "fleet" / "a")
+
+
+def _run_loader(tmp_path, files: dict[str, str], names: str, show: str):
+    """The container's wrapper run by the real /bin/sh, its /run/secrets moved to a temp dir."""
+    import subprocess
+
+    from orchestrator.container import SECRET_ENTRYPOINT
+
+    for name, value in files.items():
+        (tmp_path / name).write_text(value)
+    script = SECRET_ENTRYPOINT[2].replace("/run/secrets/", f"{tmp_path}/")
+    env = {"VLLM_ORCH_SECRET_ENV": names, "VLLM_ORCH_LOG_FILE": str(tmp_path / "log"), "VLLM_ORCH_INSTANCE": "a",
+           "PATH": os.environ["PATH"]}
+    done = subprocess.run(["/bin/sh", "-c", script, "vllm-orch-log", "sh", "-c", show], env=env,
+                          capture_output=True, text=True, timeout=10)
+    return done.returncode, (tmp_path / "log").read_text()
+
+
+def test_the_wrapper_exports_each_value_as_it_is_and_leaves_no_variable_of_its_own(tmp_path):
+    value = "a b $HOME 'q' \"d\" `x` \\ end"
+    code, log = _run_loader(tmp_path, {"VLLM_API_KEY": value, "name": "n"}, "VLLM_API_KEY name",
+                            'printf "%s|%s|%s" "$VLLM_API_KEY" "$name" "${VLLM_ORCH_SECRET_ENV-unset}"')
+    assert code == 0 and log.splitlines()[-1] == f"{value}|n|unset"
+
+
+def test_a_secret_file_that_cannot_be_read_ends_the_start_with_a_line_in_the_log(tmp_path):
+    code, log = _run_loader(tmp_path, {}, "VLLM_API_KEY", "echo started")
+    assert code == 78 and "started" not in log
+    assert f"vllm-orch: cannot read the secret file {tmp_path}/VLLM_API_KEY as uid {os.getuid()}" in log

@@ -33,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from orchestrator import __version__, options
+from orchestrator import __version__, options, secret_files
 from orchestrator.errors import OrchestratorError
 from orchestrator.exporters import comment_text
 from orchestrator.labels import LABEL_GPUS, LABEL_INSTANCE, LABEL_LOG, LABEL_MODEL, LABEL_OWNER, LABEL_URL
@@ -248,7 +248,7 @@ def service_settings(spec: InstanceSpec, *, enabled: bool = True) -> dict[str, A
         }
     if c.secrets_as_files:
         # Each one a file at /run/secrets/<NAME>, where `up` mounts it (top-level `secrets:`).
-        settings["secrets"] = [{"source": key, "target": key} for key, _ in c.secret_env]
+        settings["secrets"] = [{"source": key, "target": secret_files.file_name(key)} for key, _ in c.secret_env]
     if not enabled:
         settings["profiles"] = [DISABLED_PROFILE]
     return settings

@@ -139,7 +139,8 @@ class ContainerSpec(OptionValues, Value):
         directory is root-only, and the server may run as another user)."""
         if not self.secrets_as_files:
             return ()
-        return tuple(Mount(f"{self.secret_dir}/{key}", secret_files.target(key), True) for key, _ in self.secret_env)
+        return tuple(Mount(f"{self.secret_dir}/{secret_files.file_name(key)}", secret_files.target(key), True)
+                     for key, _ in self.secret_env)
 
     def secrets_in_env(self) -> "ContainerSpec":
         """This container as releases before the secret files made it (values in Config.Env)."""

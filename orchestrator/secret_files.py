@@ -26,6 +26,7 @@ TARGET_DIR = "/run/secrets"  # inside the container: Compose's place for `secret
 HF_TOKEN = "HF_TOKEN"
 # vLLM's Hugging Face client reads the token from this file (huggingface_hub's HF_TOKEN_PATH).
 HF_TOKEN_PATH = "HF_TOKEN_PATH"
+_SHELL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def root(env: Mapping[str, str] | None = None) -> str:
@@ -47,15 +48,26 @@ def instance_dir(project: str, instance: str) -> str:
     return os.path.join(root(), project, urllib.parse.quote(instance, safe="") or "%00")
 
 
+def file_name(name: str) -> str:
+    """The secret's file name, on the host and in the container: the name itself where it is a
+    shell name (the log wrapper reads /run/secrets/$name), else one path component that cannot
+    leave the directory (`/`, `..` and the like %-quoted)."""
+    if _SHELL_NAME.match(name):
+        return name
+    quoted = urllib.parse.quote(name, safe="")
+    return "%2E" + quoted[1:] if quoted.startswith(".") else quoted
+
+
 def target(name: str) -> str:
     """Where the secret `name` is mounted inside the container."""
-    return f"{TARGET_DIR}/{name}"
+    return f"{TARGET_DIR}/{file_name(name)}"
 
 
 def exported_names(names: Iterable[str]) -> list[str]:
     """The secrets the log wrapper exports into vLLM's environment: all but the Hugging Face
-    token, which huggingface_hub reads from its file (HF_TOKEN_PATH) instead."""
-    return [name for name in names if name != HF_TOKEN]
+    token, which huggingface_hub reads from its file (HF_TOKEN_PATH) instead, and names no
+    shell can export (they stay files only; `problems` says so)."""
+    return [name for name in names if name != HF_TOKEN and _SHELL_NAME.match(name)]
 
 
 def _owner(user: str | None) -> tuple[int, int] | None:
@@ -71,7 +83,7 @@ def write(directory: str, secrets: Iterable[tuple[str, str | None]], *, user: st
     value; files of secrets no longer configured are removed."""
     owner = _owner(user)
     mode = 0o444 if user and owner is None else 0o400
-    wanted = dict(secrets)
+    wanted = {file_name(name): value for name, value in secrets}
     try:
         _private_dir(os.path.dirname(directory))
         _private_dir(directory)
@@ -128,7 +140,6 @@ def _private_dir(path: str) -> None:
 # text, into that cache's metadata (cache_key_factors.json): vllm-project/vllm#52523, merged on
 # 2026-08-16; 0.27.1 (2026-08-13) predates it, 0.28.0 (2026-08-26) is the first release after.
 CACHE_KEY_FIXED_IN = (0, 28, 0)
-_SHELL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def _version(text: str) -> tuple[int, ...] | None:
@@ -137,8 +148,8 @@ def _version(text: str) -> tuple[int, ...] | None:
 
 
 def problems(instances: Iterable[Any], tables: Mapping[str, Any], source: str) -> list[Problem]:
-    """What the file form asks of a config: each secret's name must be one the container's
-    shell can export; and an API key next to a compile cache kept on the host, under a vLLM
+    """What the file form means for a config: a secret whose name no shell can export is a file
+    only (a warning: releases before the files gave it as a variable); and an API key next to a compile cache kept on the host, under a vLLM
     known (from its image's option table) to predate the fix above, is a warning. Where the
     version cannot be known, nothing is said."""
     out: list[Problem] = []
@@ -151,9 +162,10 @@ def problems(instances: Iterable[Any], tables: Mapping[str, Any], source: str) -
         names = [key for key, _ in container.secret_env]
         for name in names:
             if not _SHELL_NAME.match(name):
-                out.append(Problem("error", f"instance.{spec.name}.docker.secret_env",
-                                   f"secret {name!r} is not a name the container's shell can export "
-                                   "(letters, digits and _, not starting with a digit)", source=source))
+                out.append(Problem("warning", f"instance.{spec.name}.docker.secret_env",
+                                   f"secret {name!r} is not a name a shell can export: the server gets it as the "
+                                   f"file {target(name)} only, not in its environment",
+                                   hint="rename it (letters, digits and _, not starting with a digit)", source=source))
         env = dict(container.env)
         caches = [c.source for c in container.cache_mounts if c.env == "VLLM_CACHE_ROOT"]
         cache = caches[0] if caches else env.get("VLLM_CACHE_ROOT")

@@ -165,11 +165,14 @@ def test_no_cache_on_the_host_or_no_known_version_says_nothing(tmp_path):
     assert secret_files.problems([spec], {}, "f") == []
 
 
-def test_a_secret_name_the_shell_cannot_export_is_an_error(tmp_path):
-    (spec,) = instances(config("a", control='gpu_ids = "none"', docker='secret_env = ["MY KEY"]'), tmp_path,
-                        env={"MY KEY": "v"})
+def test_a_secret_name_no_shell_can_export_stays_a_file_and_says_so(tmp_path):
+    (spec,) = instances(config("a", control='gpu_ids = "none"', docker='secret_env = ["MY-KEY", "OK_KEY"]'),
+                        tmp_path, env={"MY-KEY": "v", "OK_KEY": "w"})
     (problem,) = secret_files.problems([spec], {}, "f")
-    assert problem.is_error and "'MY KEY' is not a name the container's shell can export" in problem.message
+    assert not problem.is_error
+    assert "'MY-KEY' is not a name a shell can export: the server gets it as the file /run/secrets/MY-KEY" in problem.message
+    assert spec.container.environment()["VLLM_ORCH_SECRET_ENV"] == "OK_KEY"  # the wrapper never word-splits it
+    assert "/run/secrets/MY-KEY" in [m.target for m in spec.container.secret_mounts()]
 
 
 def test_a_secrets_directory_that_cannot_be_written_stops_up_before_anything_changes(tmp_path, monkeypatch):
@@ -226,3 +229,14 @@ def test_a_secret_file_that_cannot_be_read_ends_the_start_with_a_line_in_the_log
     code, log = _run_loader(tmp_path, {}, "VLLM_API_KEY", "echo started")
     assert code == 78 and "started" not in log
     assert f"vllm-orch: cannot read the secret file {tmp_path}/VLLM_API_KEY as uid {os.getuid()}" in log
+
+
+@pytest.mark.parametrize("name", ["../../etc/x", "..", "a/b", ".hidden"])
+def test_a_secret_name_never_leaves_its_directory(tmp_path, monkeypatch, name):
+    monkeypatch.setenv(secret_files.SECRETS_DIR_ENV, str(tmp_path / "root"))
+    directory = secret_files.instance_dir("proj", "a")
+    secret_files.write(directory, [(name, "v")], user=None)
+    (written,) = os.listdir(directory)
+    assert "/" not in written and not written.startswith(".")
+    assert secret_files.target(name) == f"/run/secrets/{written}"
+    assert sorted(p.name for p in (tmp_path / "root").iterdir()) == ["proj"]

@@ -85,6 +85,9 @@ def write(directory: str, secrets: Iterable[tuple[str, str | None]], *, user: st
     mode = 0o444 if user and owner is None else 0o400
     wanted = {file_name(name): value for name, value in secrets}
     try:
+        top = os.path.dirname(os.path.dirname(directory))
+        if not os.path.isdir(top):  # the root, made here: root-only too (one we did not make is left as it is)
+            _private_dir(top)
         _private_dir(os.path.dirname(directory))
         _private_dir(directory)
         for name, value in wanted.items():

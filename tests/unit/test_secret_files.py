@@ -48,6 +48,7 @@ def test_write_makes_a_root_only_directory_of_0400_files_renamed_into_place(tmp_
     path = os.path.join(directory, "VLLM_API_KEY")
     assert Path(path).read_text() == "two"
     assert mode(directory) == 0o700 and mode(os.path.dirname(directory)) == 0o700 and mode(path) == 0o400
+    assert mode(str(tmp_path / "root")) == 0o700  # the root too, where this made it
     assert (os.stat(path).st_uid, os.stat(path).st_gid) == (1234, 5678)  # the server's user can read it
     secret_files.write(directory, [("VLLM_API_KEY", "two")], user="vllm")  # a name: its uid is the image's
     assert mode(path) == 0o444

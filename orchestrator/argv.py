@@ -23,7 +23,8 @@ from orchestrator.vllm_options import OptionTable
 
 DEFAULT_MODULE = "vllm.entrypoints.openai.api_server"
 
-# Secret server keys: passed in the environment vLLM reads instead of argv, so they never
+# Secret server keys: passed in the environment vLLM reads instead of argv (in a container through
+# a file the log wrapper reads, container.SECRET_LOADER), so they never
 # show up in `ps`, /proc/*/cmdline, `docker inspect`'s Cmd or our output.
 SECRET_SERVER_KEYS = {"api_key": "VLLM_API_KEY", "hf_token": "HF_TOKEN"}
 

@@ -9,8 +9,9 @@ from the directory `$VLLM_ORCH_COMPOSE_TEMPLATES` names.
 What the output promises:
 
 * deterministic: fixed key order, no timestamps; the same inputs give the same bytes;
-* no secret values: secret variables become `${NAME:?set NAME}` references, named in the header;
-* config values are never interpolated by Compose: every `$` in them is written as `$$`;
+* no secret values: secrets are Compose `secrets:` read from the environment of `docker compose`
+  (files in /run/secrets inside the container, as `up` mounts them), named in the header;
+* nothing is interpolated by Compose: every `$` in a config value is written as `$$`;
 * settings every service shares are written once, in `x-vllm-common`, and merged into each
   service with YAML merge keys (`<<:`); environment, labels and healthcheck have anchors of their
   own so a service adds its keys to the shared ones instead of replacing them;
@@ -32,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from orchestrator import __version__, options
+from orchestrator import __version__, options, secret_files
 from orchestrator.errors import OrchestratorError
 from orchestrator.exporters import comment_text
 from orchestrator.labels import LABEL_GPUS, LABEL_INSTANCE, LABEL_LOG, LABEL_MODEL, LABEL_OWNER, LABEL_URL
@@ -49,7 +50,7 @@ DISABLED_PROFILE = "disabled"
 # Mapping settings shared key by key: setting -> anchor of its shared part inside x-vllm-common.
 MERGED_MAPPINGS = {"environment": "vllm-environment", "labels": "vllm-labels", "healthcheck": "vllm-healthcheck"}
 # Settings that always stay with their service, even where every service has the same value.
-PER_SERVICE = ("command", "volumes", "ports", "deploy", "profiles")
+PER_SERVICE = ("command", "volumes", "ports", "deploy", "profiles", "secrets")
 # Items of the merged mappings that name the instance: also always with their service.
 PER_SERVICE_ITEMS = {
     "environment": {"VLLM_ORCH_INSTANCE", "VLLM_ORCH_LOG_FILE"},
@@ -62,14 +63,6 @@ _PLACEHOLDER = re.compile(r"\{\{\s*(\w+)\s*\}\}")
 _BLOCK_LINE = re.compile(r"^(\s*)\{\{\s*(\w+)\s*\}\}\s*$")
 _FLOW_MAX = 32  # a list of scalars at most about this long is written [a, b]
 _WIDTH = 1 << 30  # never fold long strings: the log wrapper and argv stay on one line each
-
-
-class SecretRef(str):
-    """A `${NAME:?...}` reference: the one kind of string Compose must interpolate."""
-
-    @classmethod
-    def to(cls, name: str) -> "SecretRef":
-        return cls(f"${{{name}:?set {name}}}")
 
 
 # ----------------------------------------------------------------------------- YAML text
@@ -90,7 +83,6 @@ class _Dumper(yaml.SafeDumper):
 
 
 _Dumper.add_representer(list, _Dumper.represent_list)
-_Dumper.add_representer(SecretRef, lambda dumper, value: dumper.represent_str(str(value)))
 
 
 def _dump(value: Any) -> str:
@@ -190,8 +182,6 @@ def fill(template: str, *, blocks: dict[str, str], inline: dict[str, str], sourc
 # ----------------------------------------------------------------------------- one service
 def _escape(value: Any) -> Any:
     """`$` -> `$$` in every config value, so Compose passes it through instead of interpolating."""
-    if isinstance(value, SecretRef):
-        return value
     if isinstance(value, str):
         return value.replace("$", "$$")
     if isinstance(value, list):
@@ -227,11 +217,9 @@ def service_settings(spec: InstanceSpec, *, enabled: bool = True) -> dict[str, A
     """The Compose settings of one instance, in the order they are written; values unescaped."""
     c: ContainerSpec = spec.container
     settings: dict[str, Any] = {"image": c.image, "entrypoint": list(c.entrypoint), "command": list(c.command)}
-    environment: dict[str, Any] = {cache.env: cache.target for cache in c.cache_mounts}
-    environment.update(c.env)
-    for key, _ in c.secret_env:
-        environment[key] = SecretRef.to(key)
-    settings["environment"] = environment
+    # As `up` creates it: secrets only by name (VLLM_ORCH_SECRET_ENV, HF_TOKEN_PATH); their values
+    # are Compose `secrets:` (below), files the log wrapper reads.
+    settings["environment"] = c.environment()
     labels = dict(c.labels)
     labels[LABEL_OWNER] = OWNER_COMPOSE
     settings["labels"] = labels
@@ -258,9 +246,33 @@ def service_settings(spec: InstanceSpec, *, enabled: bool = True) -> dict[str, A
             "retries": check.retries,
             "start_period": f"{check.start_period_s}s",
         }
+    if c.secrets_as_files:
+        # Each one a file at /run/secrets/<NAME>, where `up` mounts it (top-level `secrets:`).
+        settings["secrets"] = [{"source": key, "target": secret_files.file_name(key)} for key, _ in c.secret_env]
     if not enabled:
         settings["profiles"] = [DISABLED_PROFILE]
     return settings
+
+
+def secret_names(instances: list[InstanceSpec]) -> list[str]:
+    """Every secret of the project, in the order first met."""
+    names: list[str] = []
+    for spec in instances:
+        for key, _ in spec.container.secret_env:
+            if key not in names:
+                names.append(key)
+    return names
+
+
+def secrets_block(names: list[str], *, comments: bool) -> str:
+    """The top-level `secrets:`: each read by Compose from the variable of its name when a
+    container is created (Compose refuses to start one while it is unset) and handed to the
+    container as a file; the value is never in this file nor in the container's configuration."""
+    if not names:
+        return ""
+    note = ("# Read from the environment of `docker compose` (or an .env file); each container gets it as a\n"
+            "# file in /run/secrets, and the log wrapper reads it into vLLM's environment only.\n") if comments else ""
+    return "\n" + note + _dump({"secrets": {name: {"environment": name} for name in names}})
 
 
 _ABSENT = object()
@@ -305,11 +317,7 @@ def _header(project: Any, enabled_all: bool) -> str:
     resolved = project.resolved
     overrides = project.loaded.layers[1:]
     instances = resolved.instances
-    secrets: list[str] = []
-    for spec in instances:
-        for key, _ in spec.container.secret_env:
-            if key not in secrets:
-                secrets.append(key)
+    secrets = secret_names(instances)
     lines = [
         f"docker-compose.yml for the vLLM project {resolved.project!r}, written by `vllm-orch compose` (vllm-orch {__version__}).",
         "It runs the containers `vllm-orch up` runs for the same inputs. Regenerate it instead of editing it:",
@@ -323,7 +331,8 @@ def _header(project: Any, enabled_all: bool) -> str:
     if secrets:
         lines += [
             "Secrets are not in this file. Set these variables in the environment (or in an .env file next to",
-            "this file, never committed) before any `docker compose` command; Compose refuses to run without them:",
+            "this file, never committed) before `docker compose up`; Compose refuses to create a container without",
+            "them, and hands each to it as a file (secrets:), never in its configuration (`docker inspect`):",
             "  " + " ".join(secrets),
             "",
         ]
@@ -420,7 +429,7 @@ def render_compose(project: Any, templates: Path | None = None) -> str:
             },
             inline={"project": _inline(resolved.project)},
             source=str(directory / "base.yml"),
-        )
+        ) + secrets_block(secret_names(instances), comments=comments)  # after the template: any copy of it works
 
     text = assemble(comments=True)
     doc = _check(text, resolved.project, [spec.name for spec in instances], services, directory)
@@ -454,10 +463,13 @@ def _check(text: str, project: str, names: list[str], services: list[dict[str, A
         raise OrchestratorError(f"{where} give invalid YAML: {exc}") from None
     if not isinstance(doc, dict) or doc.get("name") != project or not isinstance(doc.get("services"), dict):
         raise OrchestratorError(f"{where} must give a mapping with `name: {{{{ project }}}}` and `services:`")
+    wanted = {name for service in services for name in (s["source"] for s in service.get("secrets", []))}
+    if wanted and set(doc.get("secrets") or {}) != wanted:
+        raise OrchestratorError(f"{where} change or drop the top-level secrets")
     if list(doc["services"]) != names:
         raise OrchestratorError(f"{where} give the services {list(doc['services'])}, expected {names}")
     for name, expected in zip(names, services):
-        plain = yaml.safe_load(_dump(expected))  # SecretRef -> str, as the reader sees it
+        plain = yaml.safe_load(_dump(expected))  # as the reader sees it
         found = _missing(plain, doc["services"][name], f"services.{name}")
         if found:
             raise OrchestratorError(f"{where} change or drop {found}")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from typing import Any, Callable
 
-from orchestrator import options
+from orchestrator import options, secret_files
 from orchestrator.labels import (LABEL_CONFIG, LABEL_GPUS, LABEL_INSTANCE, LABEL_LOG, LABEL_MODEL, LABEL_OWNER,
                                  LABEL_PREFIX, LABEL_PROJECT, LABEL_URL, OWNER_UP)
 from orchestrator.spec import SECRET_MASK, CacheMount, GpuRequest, HealthProbe, InstanceSpec, Mount, OptionValues, PortBinding
@@ -23,12 +23,27 @@ from orchestrator.value import Value, field
 # The container's fixed entrypoint: append the instance's output to its log file (bind-mounted
 # from the host, so it outlives the container) and `exec` the argv so vLLM itself receives
 # SIGTERM. The script is a constant; config values only ever arrive as "$@" and env values.
-LOG_WRAPPER = (
+_LOG_START = (
     'printf "%s vllm-orch: starting instance %s\\n" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" '
     '"$VLLM_ORCH_INSTANCE" >>"$VLLM_ORCH_LOG_FILE" || exit 70; '
-    'exec "$@" >>"$VLLM_ORCH_LOG_FILE" 2>&1'
 )
+_LOG_EXEC = 'exec "$@" >>"$VLLM_ORCH_LOG_FILE" 2>&1'
+LOG_WRAPPER = _LOG_START + _LOG_EXEC
 ENTRYPOINT = ("/bin/sh", "-c", LOG_WRAPPER, "vllm-orch-log")
+# Between the two, for a container with secrets: read each file named in VLLM_ORCH_SECRET_ENV
+# (names, never values) from /run/secrets into the shell's environment, which the `exec` hands to
+# vLLM alone: the container's configuration (`docker inspect`) holds no value. A file the server's
+# user cannot read ends the start with a line in the log (diagnose.py names the fix). A container
+# without secrets keeps the plain wrapper, so its record and the Compose export stay what they were.
+SECRET_LOADER = (  # its own variables are named so that no secret's name can be one of them
+    'for vllm_orch_name in $VLLM_ORCH_SECRET_ENV; do '
+    'vllm_orch_value=$(cat "/run/secrets/$vllm_orch_name" 2>>"$VLLM_ORCH_LOG_FILE") || { printf "vllm-orch: cannot '
+    'read the secret file /run/secrets/%s as uid %s\\n" "$vllm_orch_name" "$(id -u)" >>"$VLLM_ORCH_LOG_FILE"; '
+    'exit 78; }; export "$vllm_orch_name=$vllm_orch_value"; done; '
+    'unset vllm_orch_name vllm_orch_value VLLM_ORCH_SECRET_ENV; '
+)
+SECRET_ENTRYPOINT = ("/bin/sh", "-c", _LOG_START + SECRET_LOADER + _LOG_EXEC, "vllm-orch-log")
+SECRET_ENV_LIST = "VLLM_ORCH_SECRET_ENV"
 HEALTH_PROBE = "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=4)"
 HEALTH_TEST_FORMS = ("CMD", "CMD-SHELL", "NONE")
 
@@ -110,12 +125,40 @@ class ContainerSpec(OptionValues, Value):
     cache_is_default: bool = True  # came from the default [docker] cache_host_dir (not compared itself)
     # The pass-through options of the option table (options.CONTAINER_OPTIONS), in its order.
     options: tuple[tuple[str, Any], ...] = ()
+    # The host directory of the secret files (secret_files.py); "" with secrets: delivered in
+    # the environment, as releases before the files did (plan.py compares such containers so).
+    # Not compared (a host fact, like the engine's address): a new place applies at a recreate.
+    secret_dir: str = ""
+
+    @property
+    def secrets_as_files(self) -> bool:
+        return bool(self.secret_dir and self.secret_env)
+
+    def secret_mounts(self) -> tuple[Mount, ...]:
+        """One read-only bind mount per secret file (a file, not the directory: the host
+        directory is root-only, and the server may run as another user)."""
+        if not self.secrets_as_files:
+            return ()
+        return tuple(Mount(f"{self.secret_dir}/{secret_files.file_name(key)}", secret_files.target(key), True)
+                     for key, _ in self.secret_env)
+
+    def secrets_in_env(self) -> "ContainerSpec":
+        """This container as releases before the secret files made it (values in Config.Env)."""
+        return self.replace(secret_dir="", entrypoint=ENTRYPOINT)
 
     def environment(self, *, reveal: bool = False, caches: bool = True) -> dict[str, str]:
         """The container's environment; `caches`: with the variables naming the cache mounts
         (to_json keeps those under cache_mounts only, so its "env" is what it always was)."""
         env = {cache.env: cache.target for cache in self.cache_mounts} if caches else {}
         env.update(self.env)
+        if self.secrets_as_files:  # names and paths only: the values are files (secret_files.py)
+            names = [key for key, _ in self.secret_env]
+            exported = secret_files.exported_names(names)
+            if exported:
+                env[SECRET_ENV_LIST] = " ".join(exported)
+            if secret_files.HF_TOKEN in names:
+                env[secret_files.HF_TOKEN_PATH] = secret_files.target(secret_files.HF_TOKEN)
+            return env
         for key, value in self.secret_env:
             env[key] = (value or "") if reveal else SECRET_MASK
         return env
@@ -139,6 +182,10 @@ class ContainerSpec(OptionValues, Value):
             "host_log_file": self.host_log_file,
             "cache_mounts": [cache.to_json() for cache in self.cache_mounts],
             **options.record_fields(self.options),  # an unset option added later stays out
+            # Only where there are secret files: a container without secrets keeps the record
+            # (and the hash) of every earlier release. The host directory is not in it (it
+            # depends on the user and host that render it): the create body labels it apart.
+            **({"secret_files": {"target": secret_files.TARGET_DIR}} if self.secrets_as_files else {}),
         }
 
     def config_hash(self) -> str:
@@ -161,13 +208,17 @@ def _caches_before_they_existed(container: ContainerSpec) -> list[dict[str, Any]
 ADDED_RECORD_KEYS: dict[str, Callable[[ContainerSpec], Any]] = {
     **{key: (lambda container, unset=unset: unset) for key, unset in options.OPTIONS_ADDED_LATER.items()},
     "cache_mounts": _caches_before_they_existed,
+    # Containers made before the secret files are compared with today's config delivered the
+    # way they were (ContainerSpec.secrets_in_env, in plan.explain_change), never by this key.
+    "secret_files": lambda container: None,
 }
 
 
 def render_container(spec: InstanceSpec, *, project: str, config_file: str, host_log_file: str,
-                     gpu_driver: str) -> ContainerSpec:
+                     gpu_driver: str, secret_dir: str = "") -> ContainerSpec:
     """The instance as a Docker container named `<project>-<instance>`; `host_log_file` is where
-    its log file lives on the engine's host (bind-mounted at `spec.log_file`)."""
+    its log file lives on the engine's host (bind-mounted at `spec.log_file`); `secret_dir`
+    where its secret files are kept ("" : in the environment, as before the files)."""
     work = spec.workload
     assert work is not None, "a container is rendered from a resolved instance"
     # The log wrapper's file goes right after the instance's name: the order every release has
@@ -196,7 +247,7 @@ def render_container(spec: InstanceSpec, *, project: str, config_file: str, host
     return ContainerSpec(
         name=f"{project}-{spec.name}",
         image=work.image,
-        entrypoint=ENTRYPOINT,
+        entrypoint=SECRET_ENTRYPOINT if secret_dir and work.secret_env else ENTRYPOINT,
         command=spec.command,
         env=tuple(env.items()),
         secret_env=work.secret_env,
@@ -212,4 +263,5 @@ def render_container(spec: InstanceSpec, *, project: str, config_file: str, host
         options=work.options,
         cache_mounts=work.caches,
         cache_is_default=work.cache_is_default,
+        secret_dir=secret_dir if work.secret_env else "",
     )

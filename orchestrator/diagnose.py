@@ -31,6 +31,11 @@ class Diagnosis(Value):
 
 # (pattern, cause, fix). The cause may use the pattern's named groups.
 _RULES: list[tuple[re.Pattern[str], str, str]] = [
+    # Our own line (container.SECRET_LOADER): the image runs as a user the secret files are not
+    # given to (they belong to [docker] user when it is a uid, else to root).
+    (re.compile(r"vllm-orch: cannot read the secret file (?P<path>\S+) as uid (?P<uid>\d*)"),
+     "the server (uid {uid}) cannot read its secret file {path}",
+     "set [docker] user to the uid:gid the image runs as (the secret files are given to that uid)"),
     (re.compile(r"error: unrecognized arguments: (?P<args>.+)"),
      "vLLM does not accept the argument(s) {args}",
      "remove or rename them in [instance.*.server] or server.extra_args (`vllm-orch flags` lists what the image's vLLM accepts)"),

@@ -14,4 +14,7 @@ LABEL_GPUS = f"{LABEL_PREFIX}.gpus"
 LABEL_URL = f"{LABEL_PREFIX}.url"
 LABEL_MODEL = f"{LABEL_PREFIX}.model"
 LABEL_LOG = f"{LABEL_PREFIX}.log-file"
+# Where `up` keeps a container's secret files on this host (set at create, outside the record, so
+# `plan --json` and the hash do not depend on the machine or user that renders them).
+LABEL_SECRETS = f"{LABEL_PREFIX}.secrets-dir"
 OWNER_UP = "vllm-orch"

@@ -173,6 +173,11 @@ def explain_change(current: Observed, spec: InstanceSpec, image_ids: dict[str, s
         if current.config_hash != container.config_hash():
             reasons.append("spec changed (the container has no readable record of its settings)")
     else:
+        if container.secrets_as_files and "secret_files" not in old and old.get("secret_env"):
+            # Made by a release that put the secrets in the environment: compared with today's
+            # config delivered that way, so the upgrade alone recreates nothing; a changed
+            # setting or secret value recreates it, into the file form.
+            container = container.secrets_in_env()
         new = container.to_json()
         owner, mine = old.get("labels", {}).get(LABEL_CONFIG), new.get("labels", {}).get(LABEL_CONFIG)
         if owner and owner != mine:

@@ -8,6 +8,7 @@ from typing import Mapping
 
 from orchestrator.config.loader import LoadedConfig, load_config
 from orchestrator.config.validate import option_problems, schema_problems, semantic_problems
+from orchestrator import secret_files
 from orchestrator.errors import ConfigError, Problem
 from orchestrator.resolve import Resolved, apply_tables, resolve
 from orchestrator.value import Value, field
@@ -111,6 +112,8 @@ def check_project(
         # The recorded table is read only for instances no image answered for (~5 ms of JSON).
         problems += option_problems(resolved, exact or OptionTable.bundled(), source,
                                     exact=exact is not None and options_block, only=spec.name)
+    if first.runs_containers:  # the launcher's processes take their secrets in the environment
+        problems += secret_files.problems(resolved.instances, tables, source)
     notes = list(table_notes)
     if unchecked:
         who = ", ".join(unchecked) if len(unchecked) <= 4 else f"{len(unchecked)} instances"

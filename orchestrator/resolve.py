@@ -19,6 +19,7 @@ from orchestrator import options
 from orchestrator.options import MAX_NAME_LENGTH
 from orchestrator.errors import ConfigError, Problem
 from orchestrator.container import render_container
+from orchestrator import secret_files
 from orchestrator.spec import CacheMount, GpuRequest, HealthProbe, InstanceSpec, Mount, PortBinding, Workload, parse_size
 from orchestrator.value import Value, field
 from orchestrator.vllm_options import OptionTable
@@ -178,7 +179,8 @@ def _resolve_instance(
     base_dir = os.path.dirname(config_path)
     host_log = os.path.join(_host_path(docker["log_host_dir"], base_dir), os.path.basename(spec.log_file))
     return spec.replace(container=render_container(spec, project=project, config_file=str(config_path),
-                                                   host_log_file=host_log, gpu_driver=docker["gpu_driver"]))
+                                                   host_log_file=host_log, gpu_driver=docker["gpu_driver"],
+                                                   secret_dir=secret_files.instance_dir(project, name)))
 
 
 def _launch_command(server_args: list[str], master: MasterSettings) -> list[str]:

@@ -19,3 +19,16 @@ def fresh_option_table_cache(tmp_path_factory):
         os.environ.pop("VLLM_ORCH_CACHE_DIR", None)
     else:
         os.environ["VLLM_ORCH_CACHE_DIR"] = before
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _secret_files_of_the_session(tmp_path_factory):
+    """The secret files `up` writes (orchestrator/secret_files.py) go to a directory of the
+    session, not the host's /var/lib/vllm-orch/secrets; subprocesses inherit it."""
+    before = os.environ.get("VLLM_ORCH_SECRETS_DIR")
+    os.environ["VLLM_ORCH_SECRETS_DIR"] = str(tmp_path_factory.mktemp("vllm-orch-secrets"))
+    yield
+    if before is None:
+        os.environ.pop("VLLM_ORCH_SECRETS_DIR", None)
+    else:
+        os.environ["VLLM_ORCH_SECRETS_DIR"] = before

@@ -28,10 +28,11 @@ from orchestrator.backends.engine import (
 )
 from orchestrator.backends.base import DOCKER, Removal, Say, quiet
 from orchestrator.backends.engine_body import PROBE_EXPIRES, PROBE_OWNER, create_body, gpu_device_requests, probe_body
-from orchestrator import log_files
+from orchestrator import log_files, secret_files
 from orchestrator.errors import DockerUnavailable, OrchestratorError, PreflightError
 from orchestrator.plan import CREATE, RECREATE, REMOVE, START, Action, Observed, is_loading, owned_elsewhere, plan_up
-from orchestrator.labels import LABEL_CONFIG, LABEL_HASH, LABEL_INSTANCE, LABEL_OWNER, LABEL_PROJECT, LABEL_URL, OWNER_UP
+from orchestrator.labels import (LABEL_CONFIG, LABEL_HASH, LABEL_INSTANCE, LABEL_OWNER, LABEL_PROJECT, LABEL_SECRETS,
+                                 LABEL_URL, OWNER_UP)
 from orchestrator.container import ContainerSpec
 from orchestrator.spec import InstanceSpec, Mount
 from orchestrator.start_order import StartAfter, waits_for
@@ -182,6 +183,10 @@ class DockerBackend:
             for mount in container.mounts:
                 if mount.source != container.host_log_file and not os.path.exists(mount.source):
                     raise PreflightError(f"instance {action.instance!r}: host path {mount.source} does not exist")
+            if container.secrets_as_files and not secret_files.writable(container.secret_dir):
+                raise PreflightError(f"instance {action.instance!r}: cannot write its secret files in "
+                                     f"{container.secret_dir} (set {secret_files.SECRETS_DIR_ENV} to a directory "
+                                     "this user may write)")
         self._check_other_containers([a for a in actions if a.kind == CREATE], creating)
         if is_local_address(self.engine.address):  # a remote engine's host ports and disks are not ours to check
             self._check_ports_free(creating)
@@ -413,10 +418,12 @@ class DockerBackend:
         if action.kind == START:
             _prepare_log_file(action.spec.container)  # it may have been deleted while stopped
             _prepare_cache_dirs(action.observed, action.spec.container)
+            _prepare_secret_files(action.observed, action.spec.container)  # e.g. removed by hand
             self._start(action.observed.id, action.instance, action.spec.container)
             return ActionResult(action, True, "started")
         if action.kind == REMOVE:
             code = self._stop_and_remove(action.observed)
+            secret_files.remove(_recorded_secret_dir(action.observed))
             return ActionResult(action, True, "stopped and removed", code)
         if action.kind == RECREATE:
             self._stop_and_remove(action.observed)
@@ -428,6 +435,7 @@ class DockerBackend:
     def _create(self, spec: InstanceSpec) -> str:
         _prepare_log_file(spec.container)
         _prepare_cache_dirs(None, spec.container)
+        _prepare_secret_files(None, spec.container)
         body = create_body(spec.container)
         try:
             return self._call(lambda e: e.create(spec.container.name, body))
@@ -609,6 +617,20 @@ def _prepare_cache_dirs(observed: Observed | None, container: ContainerSpec) -> 
             log_files.prepare_directory(source, owner=owner, shared=bool(container.user) and owner is None)
         except OSError as exc:
             raise OrchestratorError(f"cannot prepare cache directory {source}: {exc.strerror}") from None
+
+
+def _prepare_secret_files(observed: Observed | None, container: ContainerSpec) -> None:
+    """Write the secret files a container is (re)started with. A stopped container keeps the
+    directory it was made with (its label); the values are today's, which the plan has found
+    equal to the ones it was made with (else it would recreate it)."""
+    directory = _recorded_secret_dir(observed) if observed is not None else container.secret_dir
+    if directory and container.secret_env and container.secrets_as_files:
+        secret_files.write(directory, container.secret_env, user=container.user)
+
+
+def _recorded_secret_dir(observed: Observed | None) -> str:
+    """The directory a container's secret files were written to (its label; "" when it has none)."""
+    return observed.labels.get(LABEL_SECRETS, "") if observed is not None else ""
 
 
 def _observed(row: dict[str, Any]) -> Observed:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any, Iterable
 
-from orchestrator.labels import LABEL_HASH, LABEL_OWNER, LABEL_SPEC
+from orchestrator.labels import LABEL_HASH, LABEL_OWNER, LABEL_SECRETS, LABEL_SPEC
 from orchestrator import options
 from orchestrator.container import ContainerSpec, device_requests
 from orchestrator.spec import CacheMount, Mount
@@ -28,10 +28,14 @@ def _ns(seconds: float) -> int:
 
 
 def create_body(container: ContainerSpec) -> dict[str, Any]:
-    """The create body of one instance's container (secrets revealed: it goes to the engine only)."""
+    """The create body of one instance's container. Secrets are files bind-mounted from the
+    host (secret_files.py), never values in the body; only a container compared as made by an
+    earlier release (ContainerSpec.secrets_in_env) would carry them in Env, and none is created so."""
     labels = dict(container.labels)
     labels[LABEL_HASH] = container.config_hash()
     labels[LABEL_SPEC] = json.dumps(container.to_json(), sort_keys=True, separators=(",", ":"))
+    if container.secrets_as_files:
+        labels[LABEL_SECRETS] = container.secret_dir  # for `down` and a later start (docker.py)
     body: dict[str, Any] = {
         "Image": container.image,
         "Entrypoint": list(container.entrypoint),
@@ -61,7 +65,7 @@ def create_body(container: ContainerSpec) -> dict[str, Any]:
 
 def _host_config(container: ContainerSpec) -> dict[str, Any]:
     host: dict[str, Any] = {
-        "Mounts": [bind_mount(m) for m in (*container.mounts, *container.cache_mounts)],
+        "Mounts": [bind_mount(m) for m in (*container.mounts, *container.cache_mounts, *container.secret_mounts())],
         "DeviceRequests": gpu_device_requests(container),
         "Init": container.init,
     }

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
 import subprocess
 import time
 
@@ -61,13 +62,17 @@ KNOWN_DIFFERENCES = {
     "Config.Env (order)": "Compose writes the environment from a mapping in its own order; the set is equal",
     "Config.Labels io.vllm-orch.owner": "compose vs vllm-orch: `down` removes only its own, `ps` shows both",
     "Config.Labels io.vllm-orch.config-hash / .spec": "`up`'s plan state; Compose keeps its own hash",
+    "Config.Labels io.vllm-orch.secrets-dir": "where `up` keeps its secret files on the host; Compose has none",
     "Config.Labels com.docker.compose.*": "Compose's own bookkeeping labels",
     "HostConfig.DeviceRequests": "no GPUs: `up` sends [] and Compose null; Options {} vs null (none either way)",
     "HostConfig.ExtraHosts": "null vs [] (none either way)",
     "HostConfig.Mounts BindOptions": "Compose adds an empty BindOptions {} to each bind mount",
     "HostConfig.Mounts (order)": "Compose sorts the mounts by target; the engine mounts them by depth either way",
     "HostConfig.Ulimits (order)": "Compose lists them from a mapping in no fixed order; each limit is set on its own",
+    "Mounts /run/secrets/*": "`up` bind-mounts its root-only host files read-only; Compose (secrets: from the "
+                             "environment) copies each value into the container at create: same path and content",
 }
+SECRETS_DIR = "/run/secrets/"
 
 
 def normalised(attrs: dict) -> dict:
@@ -78,14 +83,17 @@ def normalised(attrs: dict) -> dict:
     config["Env"] = sorted(config["Env"])
     config["Labels"] = {k: v for k, v in config["Labels"].items()
                         if not k.startswith("com.docker.compose.")
-                        and k not in ("io.vllm-orch.owner", "io.vllm-orch.config-hash", "io.vllm-orch.spec")}
+                        and k not in ("io.vllm-orch.owner", "io.vllm-orch.config-hash", "io.vllm-orch.spec",
+                                      "io.vllm-orch.secrets-dir")}
     host["DeviceRequests"] = [{**r, "Options": r.get("Options") or {}} for r in host.get("DeviceRequests") or []]
     host["ExtraHosts"] = host.get("ExtraHosts") or []
     host["Ulimits"] = sorted(host.get("Ulimits") or [], key=lambda u: u["Name"])
     host["Mounts"] = sorted(({k: v for k, v in m.items() if not (k == "BindOptions" and not v)}
-                             for m in host.get("Mounts") or []), key=lambda m: m["Target"])
+                             for m in host.get("Mounts") or [] if not m["Target"].startswith(SECRETS_DIR)),
+                            key=lambda m: m["Target"])
     # The engine lists a container's mount points in no fixed order (a map), whoever made it.
-    mounts = sorted(attrs["Mounts"], key=lambda m: m["Destination"])
+    mounts = sorted((m for m in attrs["Mounts"] if not m["Destination"].startswith(SECRETS_DIR)),
+                    key=lambda m: m["Destination"])
     return {"Config": config, "HostConfig": host, "Mounts": mounts}
 
 
@@ -152,8 +160,10 @@ def snapshot(fleet, owner: str) -> dict:
         limits = container.exec_run(["sh", "-c", "grep -E 'open files|locked memory' /proc/self/limits; "
                                      "cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max"])
         assert limits.exit_code == 0, limits.output
+        code, token = container.exec_run(["cat", f"{SECRETS_DIR}HF_TOKEN"])
+        assert code == 0, token
         shots[name] = {"attrs": container.attrs, "process_env": env, "argv": info["argv"],
-                       "limits": limits.output.decode().split()}
+                       "limits": limits.output.decode().split(), "hf_token": token.decode()}
     return shots
 
 
@@ -165,7 +175,10 @@ def test_the_export_is_valid_compose_and_refuses_what_it_should(exported, fleet)
     pair = config["services"]["pair"]
     assert pair["deploy"]["resources"]["reservations"]["devices"] == [
         {"capabilities": ["gpu"], "driver": "nvidia", "device_ids": ["0", "1"]}]
-    assert pair["environment"]["VLLM_API_KEY"] == API_KEY  # interpolated from the environment only
+    # Secrets are Compose secrets read from the environment, never values in the service.
+    assert set(config["secrets"]) == {"VLLM_API_KEY", "HF_TOKEN"}
+    assert {s["source"] for s in pair["secrets"]} == {"VLLM_API_KEY", "HF_TOKEN"}
+    assert "VLLM_API_KEY" not in pair["environment"] and API_KEY not in result.stdout
     assert pair["environment"]["GREETING"] == "price: $$5"  # `$$` stays escaped in `config` output
 
     # The same text must load in PyYAML and be byte-identical when exported again.
@@ -173,11 +186,21 @@ def test_the_export_is_valid_compose_and_refuses_what_it_should(exported, fleet)
     assert code == 0 and out == exported.file.read_text()
     assert yaml.safe_load(out)["services"]["cpu"]["labels"]["io.vllm-orch.owner"] == "compose"
 
-    # Without the secrets Compose refuses (the header names them).
-    result = exported("config", "-q", secrets=False)
+    # Without the secrets Compose refuses to start a container (the header names them); it may
+    # leave one created, never started, holding no value.
+    for name in ("cpu", "pair"):  # every bind source, as the header says to make them
+        fleet.log_file(name).parent.mkdir(exist_ok=True)
+        fleet.log_file(name).touch()
+        for cache in ("vllm", "huggingface"):
+            (fleet.dir / "cache" / name / cache).mkdir(parents=True)
+    result = exported("up", "-d", secrets=False)
     # Compose names whichever missing variable it meets first (its map order varies).
-    assert result.returncode != 0 and "required variable" in result.stderr
+    assert result.returncode != 0 and "is not set" in result.stderr, result.stderr
     assert "VLLM_API_KEY" in result.stderr or "HF_TOKEN" in result.stderr
+    assert all(c.status == "created" for c in fleet.containers())
+    exported.down()
+    shutil.rmtree(fleet.dir / "logs")
+    shutil.rmtree(fleet.dir / "cache")
 
     # A missing log file is an error, never a directory made in its place.
     result = exported("up", "-d")
@@ -235,7 +258,12 @@ def test_compose_runs_the_same_containers_as_up(exported, fleet):
         assert "memory 65536 65536 bytes" in " ".join(run["pair"]["limits"])
     assert pair["attrs"]["HostConfig"]["DeviceRequests"][0]["DeviceIDs"] == ["0", "1"]
     assert pair["process_env"]["NVIDIA_VISIBLE_DEVICES"] == "0,1"
-    assert pair["process_env"]["VLLM_API_KEY"] == API_KEY and pair["process_env"]["HF_TOKEN"] == HF_TOKEN
+    # The key reaches the server's environment alone (the log wrapper reads its file); the HF token is a file.
+    assert pair["process_env"]["VLLM_API_KEY"] == API_KEY and "HF_TOKEN" not in pair["process_env"]
+    assert pair["process_env"]["HF_TOKEN_PATH"] == f"{SECRETS_DIR}HF_TOKEN"
+    for run in (ours, theirs):
+        assert all(run[name]["hf_token"] == HF_TOKEN for name in run)
+        assert not any(secret in json.dumps(run[name]["attrs"]) for name in run for secret in SECRETS.values())
     assert pair["process_env"]["GREETING"] == "price: $5"  # escaped in the file, literal in the container
     assert theirs["cpu"]["attrs"]["HostConfig"]["DeviceRequests"] is None
     assert theirs["cpu"]["process_env"]["NVIDIA_VISIBLE_DEVICES"] == "void"

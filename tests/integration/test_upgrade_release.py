@@ -94,6 +94,18 @@ def test_containers_of_an_earlier_release_are_left_alone(engine, tmp_path, commi
         actions = {a["instance"]: a for a in json.loads(changed.stdout)["actions"]}
         assert {n: a["action"] for n, a in actions.items()} == {"plain": "recreate", "secret": "noop", "gpu": "noop"}
         assert actions["plain"]["reasons"] == ["command: --max-model-len 256 -> 512"]
+
+        # That release put the secrets in the container's environment; a rotated key recreates
+        # it into today's form, where `docker inspect` shows no value.
+        old_env = engine.containers.get(f"{project}-secret").attrs["Config"]["Env"]
+        assert "VLLM_API_KEY=key-value" in old_env  # what is being fixed
+        config.write_text(config.read_text().replace('api_key = "key-value"', 'api_key = "key-rotated"'))
+        rotated = run(REPO, config, "up", "--json", "--wait", "--timeout", "120")
+        assert rotated.returncode == 0, rotated.stderr
+        actions = {a["instance"]: a for a in json.loads(rotated.stdout)["actions"]}
+        assert actions["secret"]["action"] == "recreate" and actions["gpu"]["action"] == "noop"
+        inspect = json.dumps(engine.containers.get(f"{project}-secret").attrs)
+        assert "key-rotated" not in inspect and "token-value" not in inspect and "key-value" not in inspect
     finally:
         for container in engine.containers.list(all=True, filters={"label": f"io.vllm-orch.project={project}"}):
             container.remove(force=True)

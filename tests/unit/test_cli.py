@@ -55,7 +55,9 @@ def test_plan_json_has_the_documented_shape_and_no_secret(write_toml, capsys):
     (instance,) = json.loads(raw)["instances"]
     for key in ("name", "enabled", "command", "server_args", "env", "gpu_ids", "log_file", "background", "container"):
         assert key in instance
-    assert instance["env"]["VLLM_API_KEY"] == "<secret>"
+    # The key is a file (/run/secrets/VLLM_API_KEY), not in the container's environment: only its name is.
+    assert "VLLM_API_KEY" not in instance["env"] and instance["env"]["VLLM_ORCH_SECRET_ENV"] == "VLLM_API_KEY"
+    assert instance["container"]["secret_env"] == ["VLLM_API_KEY"]
     assert instance["container"]["image"] == "img:1"
 
 

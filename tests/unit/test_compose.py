@@ -17,7 +17,7 @@ from orchestrator.compose import OWNER_COMPOSE, TEMPLATES_DIR, TEMPLATES_ENV, re
 from orchestrator.errors import OrchestratorError
 from orchestrator.project import open_project
 from orchestrator.labels import LABEL_INSTANCE, LABEL_OWNER, LABEL_PROJECT
-from orchestrator.container import ENTRYPOINT
+from orchestrator.container import SECRET_ENTRYPOINT
 
 API_KEY = "sk-unit-secret-123"
 HF_TOKEN = "hf_unit_secret_456"
@@ -89,10 +89,17 @@ def test_secret_values_never_land_in_the_file_or_the_output(fleet, tmp_path, cap
     text = render(fleet)
     assert API_KEY not in text and HF_TOKEN not in text
     doc = yaml.safe_load(text)
+    # Secrets are Compose `secrets:` read from the environment, files at /run/secrets/<NAME> in
+    # the container (as `up` mounts them), never a value or a reference in `environment:`.
+    assert doc["secrets"] == {"VLLM_API_KEY": {"environment": "VLLM_API_KEY"}, "HF_TOKEN": {"environment": "HF_TOKEN"}}
     for service in doc["services"].values():
-        assert service["environment"]["VLLM_API_KEY"] == "${VLLM_API_KEY:?set VLLM_API_KEY}"
-        assert service["environment"]["HF_TOKEN"] == "${HF_TOKEN:?set HF_TOKEN}"
+        assert service["secrets"] == [{"source": "VLLM_API_KEY", "target": "VLLM_API_KEY"},
+                                      {"source": "HF_TOKEN", "target": "HF_TOKEN"}]
+        assert "VLLM_API_KEY" not in service["environment"] and "HF_TOKEN" not in service["environment"]
+        assert service["environment"]["VLLM_ORCH_SECRET_ENV"] == "VLLM_API_KEY"  # names only
+        assert service["environment"]["HF_TOKEN_PATH"] == "/run/secrets/HF_TOKEN"
         assert not any(API_KEY in arg for arg in service["command"])
+    assert "${VLLM_API_KEY" not in text and "${HF_TOKEN" not in text  # no reference left to interpolate
     header = text.split("\nname:")[0]
     assert re.search(r"^#\s+VLLM_API_KEY HF_TOKEN$", header, re.M)
 
@@ -110,11 +117,10 @@ def test_dollar_signs_in_config_values_are_escaped(fleet):
     doc = yaml.safe_load(text)
     service = doc["services"]["cpu"]
     assert service["environment"]["PRICE"] == "cost $$5 and $${HOME}"
-    assert service["entrypoint"] == [part.replace("$", "$$") for part in ENTRYPOINT]
-    # Every `$` is either escaped or one of the secret references.
+    assert service["entrypoint"] == [part.replace("$", "$$") for part in SECRET_ENTRYPOINT]
+    # Every `$` is escaped: no secret is a reference in the file any more (top-level `secrets:`).
     for match in re.finditer(r"\$+\{?", text):
-        token = match.group(0)
-        assert token.startswith("$$") or text[match.start():].startswith(("${VLLM_API_KEY:?", "${HF_TOKEN:?"))
+        assert match.group(0).startswith("$$")
 
 
 def test_shared_settings_are_written_once_and_merged_into_each_service(fleet):

@@ -72,3 +72,12 @@ def test_memory_is_named_before_the_nccl_noise_that_follows_it():
 def test_a_clean_log_has_no_cause():
     assert diagnose("INFO:     Started server process [1]\nINFO:     Application startup complete.\n") is None
     assert diagnose("") is None
+
+
+def test_a_secret_file_the_server_cannot_read_names_the_user_to_set():
+    log = ("2026-12-02T10:00:00Z vllm-orch: starting instance a\n"
+           "cat: /run/secrets/VLLM_API_KEY: Permission denied\n"
+           "vllm-orch: cannot read the secret file /run/secrets/VLLM_API_KEY as uid 1000\n")
+    found = diagnose(log)
+    assert found.cause == "the server (uid 1000) cannot read its secret file /run/secrets/VLLM_API_KEY"
+    assert "[docker] user" in found.fix

@@ -7,6 +7,7 @@ engine calls."""
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 import time
 
 import pytest
@@ -180,7 +181,10 @@ def test_an_unset_secret_refuses_the_plan_without_creating_anything(tmp_path, en
         up(backend, fleet(tmp_path, "a", **settings))
     assert engine.writes() == []
     up(backend, fleet(tmp_path, "a", env={"HF_TOKEN": "hf_x"}, **settings))
-    assert "HF_TOKEN=hf_x" in engine.by_name("fleet-a").body["Env"]
+    body = engine.by_name("fleet-a").body
+    assert "hf_x" not in str(body) and "HF_TOKEN_PATH=/run/secrets/HF_TOKEN" in body["Env"]
+    (mount,) = [m for m in body["HostConfig"]["Mounts"] if m["Target"] == "/run/secrets/HF_TOKEN"]
+    assert Path(mount["Source"]).read_text() == "hf_x"  # written before the create
 
 
 def test_the_container_being_replaced_does_not_hold_its_own_name_or_port(tmp_path, engine, backend):

@@ -67,7 +67,7 @@ def docker_py_body(container) -> dict:
     port = container.port
     host_kwargs = dict(
         mounts=[docker.types.Mount(m.target, m.source, type="bind", read_only=m.read_only)
-                for m in (*container.mounts, *container.cache_mounts)],
+                for m in (*container.mounts, *container.cache_mounts, *container.secret_mounts())],
         device_requests=[docker.types.DeviceRequest(
             driver=r["Driver"], count=r["Count"], device_ids=r["DeviceIDs"], capabilities=r["Capabilities"],
             options=r["Options"]) for r in device_requests(container.gpu, container.gpu_driver)],
@@ -143,9 +143,11 @@ def test_body_settings_a_user_relies_on(containers):
     assert plain["HostConfig"]["PortBindings"]["8001/tcp"][0]["HostIp"] == "127.0.0.1"
     assert plain["HostConfig"]["DeviceRequests"] == []
     assert "PidsLimit" not in plain["HostConfig"] and "Ulimits" not in plain["HostConfig"]  # the engine's own
-    # The key reaches the engine in the environment only, never a label or the argv.
-    assert "VLLM_API_KEY=sk-test" in plain["Env"]
-    assert "sk-test" not in str(plain["Labels"]) and "sk-test" not in str(plain["Cmd"])
+    # The key reaches the engine as a read-only file mount only: never in Env, a label or the argv.
+    assert "sk-test" not in str(plain)
+    (secret,) = [m for m in plain["HostConfig"]["Mounts"] if m["Target"] == "/run/secrets/VLLM_API_KEY"]
+    assert secret["ReadOnly"] is True and secret["Source"].endswith("/plain/VLLM_API_KEY")
+    assert "VLLM_ORCH_SECRET_ENV=VLLM_API_KEY" in plain["Env"]
     everything = create_body(containers["all"])
     assert everything["HostConfig"]["DeviceRequests"][0]["Count"] == -1
     assert everything["HostConfig"]["NetworkMode"] == "host" and "PortBindings" not in everything["HostConfig"]

@@ -12,6 +12,7 @@ import time
 import pytest
 
 from orchestrator.backends import docker as docker_backend
+from orchestrator.backends import docker_apply
 from orchestrator.backends.docker import DockerBackend
 from orchestrator.backends.engine import EngineError, EngineTimeout, EngineUnreachable
 from orchestrator.backends.engine_body import PROBE_EXPIRES, PROBE_OWNER, create_body
@@ -281,7 +282,7 @@ def test_an_image_removed_after_preflight_fails_its_instances_with_the_fix(tmp_p
 
 
 def test_an_engine_lost_mid_apply_leaves_results_that_say_so(tmp_path, engine, backend, monkeypatch):
-    monkeypatch.setattr(docker_backend, "MAX_WORKERS", 1)  # one at a time, in plan order
+    monkeypatch.setattr(docker_apply, "MAX_WORKERS", 1)  # one at a time, in plan order
     specs = fleet(tmp_path, "a", "b", "c")
     engine.fail("start", EngineUnreachable("connection reset by peer"), target="fleet-b")
     _, results = up(backend, specs)

@@ -27,7 +27,7 @@ LAYERS: list[set[str]] = [
     {"backends.engine", "backends.engine_socket", "backends.engine_sdk", "backends.engine_body", "compose",
      "exporters.kubernetes", "status", "waiter"},
     # the backends
-    {"backends.base", "backends.docker", "backends.local"},
+    {"backends.base", "backends.docker", "backends.docker_preflight", "backends.docker_apply", "backends.local"},
     # checks that need a backend
     {"gpu_check"},
     # the workflows

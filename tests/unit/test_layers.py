@@ -27,7 +27,8 @@ LAYERS: list[set[str]] = [
     {"backends.engine", "backends.engine_socket", "backends.engine_sdk", "backends.engine_body", "compose",
      "exporters.kubernetes", "status", "waiter"},
     # the backends
-    {"backends.base", "backends.docker", "backends.docker_preflight", "backends.docker_apply", "backends.local"},
+    {"backends.base", "backends.docker", "backends.docker_preflight", "backends.docker_apply", "backends.local",
+     "backends.local_state", "backends.local_process", "backends.local_plan", "backends.local_stop"},
     # checks that need a backend
     {"gpu_check"},
     # the workflows

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import _thread  # threading's own Lock: `threading` itself is loaded only by apply()'s pool
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, ContextManager, Iterable, TypeVar
 
 from orchestrator.backends import docker_apply, docker_preflight
 from orchestrator.backends.base import DOCKER, Removal, Say, quiet
@@ -36,16 +36,27 @@ from orchestrator.labels import LABEL_CONFIG, LABEL_HASH, LABEL_INSTANCE, LABEL_
 from orchestrator.plan import REMOVE, Action, Observed, owned_elsewhere, plan_up
 from orchestrator.spec import InstanceSpec, Mount
 from orchestrator.start_order import StartAfter
+from orchestrator.value import Value, field
 
 if TYPE_CHECKING:  # gpus is imported where the probe runs
-    from orchestrator.errors import Problem
     from orchestrator.gpus import Inventory
     from orchestrator.project import Project
 
-__all__ = ["ActionResult", "DockerBackend"]
+__all__ = ["ActionResult", "ContainerRun", "DockerBackend"]
 
 PROBE_GRACE_S = 60  # beyond its own timeout, before a left-over probe counts as abandoned
 T = TypeVar("T")
+
+
+class ContainerRun(Value):
+    """The options of one Docker run (`up`), read by plan, preflight and apply."""
+
+    image_ids: dict = field(factory=dict)  # image -> its id on this host (image_ids(missing_ok=True)): plan, preflight
+    remove_orphans: bool = False  # plan: remove the containers no longer in the config
+    blocking: bool = True  # preflight: GPU problems block (False: `up --no-preflight`, warnings)
+    on_done: Callable[[ActionResult], None] | None = None  # apply: each instance's result as it is known
+    await_healthy: Callable[[Action], None] | None = None  # apply: a start chain's wait (raises when not healthy)
+    progress: Callable[[str], None] | None = None  # apply: who waits for whom
 
 
 class DockerBackend:
@@ -110,8 +121,9 @@ class DockerBackend:
 
         return self.read(inspect)
 
-    def image_ids(self, images: Iterable[str]) -> dict[str, str]:
-        """Current id of each image; a missing image is a preflight error naming the fix."""
+    def image_ids(self, images: Iterable[str], *, missing_ok: bool = False) -> dict[str, str]:
+        """Current id of each image. A missing image is a preflight error naming the fix (every
+        missing one); with `missing_ok` it is left out, for the preflight to report with the rest."""
         ids: dict[str, str] = {}
         missing: list[str] = []
         for image in sorted(set(images)):
@@ -120,27 +132,23 @@ class DockerBackend:
                 missing.append(image)
             else:
                 ids[image] = found["Id"]
-        if missing:
-            raise PreflightError(
-                f"image {missing[0]!r} not found on this Docker host "
-                f"(build it, e.g. scripts/build-images.sh for the bundled images, or `docker pull {missing[0]}`)"
-            )
+        if missing and not missing_ok:
+            raise PreflightError(problems=[docker_preflight.image_missing(image) for image in missing])
         return ids
 
     # ------------------------------------------------------------------ plan
-    def plan(self, project: "Project", selected: set[str] | None, observed: list[Observed], *,
-             image_ids: dict[str, str], remove_orphans: bool = False) -> list[Action]:
-        """What `up` must do (plan.plan_up): `image_ids` (image -> its id here, from image_ids())
-        tells a rebuilt image apart. Containers another config made are the caller's to refuse
-        first (plan.owned_elsewhere)."""
-        return plan_up(project.resolved.instances, observed, image_ids=image_ids, selected=selected,
-                       remove_orphans=remove_orphans)
+    def plan(self, project: Project, selected: set[str] | None, observed: list[Observed],
+             request: ContainerRun) -> list[Action]:
+        """base.Backend.plan: what `up` must do (plan.plan_up): the request's `image_ids` (image ->
+        its id here, from image_ids()) tells a rebuilt image apart. Containers another config made
+        are the caller's to refuse first (plan.owned_elsewhere)."""
+        return plan_up(project.resolved.instances, observed, image_ids=request.image_ids, selected=selected,
+                       remove_orphans=request.remove_orphans)
 
     # ------------------------------------------------------------------ preflight
-    def preflight(self, actions: list[Action],
-                  gpu_check: "Callable[[Inventory, set[str]], list[Problem]] | None" = None) -> list[str]:
-        """docker_preflight.preflight: everything that can be known before changing anything."""
-        return docker_preflight.preflight(self, actions, gpu_check)
+    def preflight(self, project: Project, plan: list[Action], request: ContainerRun) -> list[str]:
+        """base.Backend.preflight (docker_preflight.preflight): every problem at once, before any change."""
+        return docker_preflight.preflight(self, project, plan, request.image_ids, blocking=request.blocking)
 
     def probe_gpus(self, image: str, driver: str = "nvidia", *, asker: str = "",
                    container: ContainerSpec | None = None) -> "Inventory":
@@ -148,10 +156,21 @@ class DockerBackend:
         return docker_preflight.probe_gpus(self, image, driver, asker=asker, container=container)
 
     # ------------------------------------------------------------------ act
-    def apply(self, project: "Project", plan: list[Action], **options: Any) -> list[ActionResult]:
-        """base.Backend.apply: run_actions(plan, **options); the actions carry their specs, so
-        `project` is not needed."""
-        return self.run_actions(plan, **options)
+    def apply(self, project: Project | None, plan: list[Action], request: ContainerRun | None = None) -> list[ActionResult]:
+        """base.Backend.apply: run_actions with the request's callbacks, in the plan's start
+        order (plan.start_after); the actions carry their specs, so `project` is not needed."""
+        from orchestrator.plan import start_after
+
+        request = request or ContainerRun()
+        return self.run_actions(plan, request.on_done, start_after=start_after(plan),
+                                await_healthy=request.await_healthy, progress=request.progress)
+
+    def lock(self, project: str, say: Say = quiet) -> ContextManager[None]:
+        """The project's run lock on this engine: observe, plan and change under it, so a
+        concurrent up/down plans against what this one did."""
+        from orchestrator.run_lock import run_lock
+
+        return run_lock(project, self.engine.address, waiting=say)
 
     def run_actions(
         self,
@@ -175,9 +194,7 @@ class DockerBackend:
         """base.Backend.remove: `down` under the project's run lock (a concurrent `up` waits, then
         plans against what is left). Each container stops with its own stop timeout: `timeout`
         is the launcher's and is not used here."""
-        from orchestrator.run_lock import run_lock
-
-        with run_lock(project, self.engine.address, waiting=say):
+        with self.lock(project, say):
             results, left = self.down(project, selected, lambda r: report(r.line(exit_code=True)),
                                       config_file=config_file)
         failed = [r for r in results if not r.ok]

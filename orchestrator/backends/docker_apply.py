@@ -142,6 +142,7 @@ def run_actions(
                     on_done(result)
     return [done[a.instance] for a in work]
 
+
 def apply_one(backend: DockerBackend, action: Action) -> ActionResult:
     """One action on the engine (DockerBackend.apply_one, which tests replace)."""
     if action.kind == START:
@@ -159,6 +160,7 @@ def apply_one(backend: DockerBackend, action: Action) -> ActionResult:
     _start(backend, container_id, action.instance, container)
     return ActionResult(action, True, "recreated" if action.kind == RECREATE else "created")
 
+
 def _create(backend: DockerBackend, spec: InstanceSpec) -> str:
     _prepare_log_file(spec.container)
     _prepare_cache_dirs(None, spec.container)
@@ -173,6 +175,7 @@ def _create(backend: DockerBackend, spec: InstanceSpec) -> str:
                 "then run `up` again") from None
         raise OrchestratorError(f"instance {spec.name!r}: create failed: {exc}") from None
 
+
 def _start(backend: DockerBackend, container_id: str, instance: str, container: ContainerSpec) -> None:
     try:
         backend.call(lambda e: e.start(container_id))
@@ -180,6 +183,7 @@ def _start(backend: DockerBackend, container_id: str, instance: str, container: 
         if GPU_DRIVER_ERROR in str(exc):
             raise OrchestratorError(gpu_message(instance, container, exc)) from None
         raise OrchestratorError(f"instance {instance!r}: start failed: {exc}") from None
+
 
 def _stop_and_remove(backend: DockerBackend, observed: Observed) -> int | None:
     """SIGTERM, the container's own stop timeout, then SIGKILL (the engine's stop); keep logs.

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from orchestrator.backends.engine import is_local_address
 from orchestrator.backends.engine_body import gpu_device_requests
+from orchestrator.config.validate import missing_model_dir
 from orchestrator.container import ContainerSpec
 from orchestrator.errors import PreflightError
 from orchestrator.labels import LABEL_URL
@@ -18,44 +19,76 @@ from orchestrator.plan import CREATE, RECREATE, START, Action
 
 if TYPE_CHECKING:
     from orchestrator.backends.docker import DockerBackend
-    from orchestrator.errors import Problem
     from orchestrator.gpus import Inventory
+    from orchestrator.project import Project
 
 MIN_LOG_SPACE = 1 << 20  # bytes free in a log directory for `up` to start servers writing there
 GPU_DRIVER_ERROR = "could not select device driver"
 
 
-def preflight(backend: DockerBackend, actions: list[Action],
-              gpu_check: "Callable[[Inventory, set[str]], list[Problem]] | None" = None) -> list[str]:
-    """Everything that can be known before changing anything (nothing half-done). With
-    `gpu_check` (inventory, ids of the running containers of the plan -> problems), the GPUs
-    are checked against what is on the host; its warnings and notes are returned."""
+def preflight(backend: DockerBackend, project: Project, actions: list[Action], image_ids: dict[str, str], *,
+              blocking: bool = True) -> list[str]:
+    """Everything that can be known before changing anything (nothing half-done): every problem
+    found, in one PreflightError (a missing image, an unset secret, a missing host path, a name
+    or port another container holds, a port in use, a full log disk, no NVIDIA runtime, GPUs the
+    host lacks), so one run names them all. `image_ids` (image -> id, from image_ids with
+    missing_ok) lacks the images this host does not have. The GPUs are checked against what is on
+    the host; with `blocking` False (`up --no-preflight`) their problems are warnings. Returns the
+    warnings and notes."""
     starting = [a for a in actions if a.kind in (CREATE, RECREATE, START)]
     creating = [a for a in actions if a.kind in (CREATE, RECREATE)]
+    problems = missing_images(creating, image_ids)
     for action in creating:
         container = action.spec.container
         for key, value in container.secret_env:
             if value is None:
-                raise PreflightError(f"instance {action.instance!r}: secret {key} is not set in the environment (export it before `up`)")
+                problems.append(f"instance {action.instance!r}: secret {key} is not set in the environment "
+                                "(export it before `up`)")
         for mount in container.mounts:
             if mount.source != container.host_log_file and not os.path.exists(mount.source):
-                raise PreflightError(f"instance {action.instance!r}: host path {mount.source} does not exist")
-    _check_other_containers(backend, [a for a in actions if a.kind == CREATE], creating)
+                problems.append(f"instance {action.instance!r}: host path {mount.source} does not exist")
+        missing_model = missing_model_dir(action.spec)
+        if missing_model:
+            problems.append(f"instance {action.instance!r}: {missing_model}")
+    held = _check_other_containers(backend, [a for a in actions if a.kind == CREATE], creating, problems)
     if is_local_address(backend.engine.address):  # a remote engine's host ports and disks are not ours to check
-        _check_ports_free(backend, creating)
-        check_log_space(starting)
-    gpu_actions = [a for a in starting if a.spec and a.spec.gpu.mode != "none"]
+        _check_ports_free([a for a in creating if a.instance not in held], problems)
+        try:
+            check_log_space(starting)
+        except PreflightError as exc:
+            problems.extend(exc.problems)
+    notes: list[str] = []
+    gpu_actions = [a for a in starting if a.spec and a.spec.gpu.mode != "none"
+                   and (a.kind == START or a.spec.container.image in image_ids)]  # a missing image is reported already
     if gpu_actions:
-        return _check_gpus(backend, gpu_actions[0], actions, gpu_check)
-    return []
+        try:
+            notes = _check_gpus(backend, project, gpu_actions[0], actions, blocking, problems)
+        except PreflightError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise PreflightError(problems=problems)
+    return notes
 
-def _check_gpus(backend: DockerBackend, first: Action, actions: list[Action],
-                gpu_check: "Callable[[Inventory, set[str]], list[Problem]] | None") -> list[str]:
+
+def missing_images(creating: list[Action], image_ids: dict[str, str]) -> list[str]:
+    """One problem per image the containers to create need and this host does not have."""
+    missing = sorted({a.spec.container.image for a in creating if a.spec.container.image not in image_ids})
+    return [image_missing(image) for image in missing]
+
+
+def image_missing(image: str) -> str:
+    return (f"image {image!r} not found on this Docker host "
+            f"(build it, e.g. scripts/build-images.sh for the bundled images, or `docker pull {image}`)")
+
+
+def _check_gpus(backend: DockerBackend, project: Project, first: Action, actions: list[Action], blocking: bool,
+                problems: list[str]) -> list[str]:
     """The NVIDIA runtime, and the host's GPUs against the plan. On the GPU host itself NVML
     answers (then a throwaway container checks the runtime, as before); otherwise one probe
-    container does both. Costs the same one container as the runtime check alone did."""
+    container does both. Costs the same one container as the runtime check alone did. Errors
+    go to `problems`; warnings and notes are returned."""
     from orchestrator.gpu_readers import read_nvml
-    from orchestrator.gpus import InventoryUnavailable
+    from orchestrator.gpus import InventoryUnavailable, project_problems
 
     container = first.spec.container
     try:
@@ -70,27 +103,26 @@ def _check_gpus(backend: DockerBackend, first: Action, actions: list[Action],
             inventory = backend.probe_gpus(container.image, container.gpu_driver, asker=first.instance, container=container)
     except InventoryUnavailable as exc:
         return [f"GPU inventory skipped: {exc}"]
-    if gpu_check is None:
-        return []
     running = {a.observed.id for a in actions if a.observed is not None and a.observed.running}
-    problems = gpu_check(inventory, running)
-    errors = [p for p in problems if p.is_error]
-    if errors:
-        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        raise PreflightError(errors[0].format() + more, details="\n".join(p.format() for p in errors[1:]))
-    return [p.format() for p in problems]
+    found = project_problems(project, inventory, running, blocking=blocking)
+    problems.extend(p.format() for p in found if p.is_error)
+    return [p.format() for p in found if not p.is_error]
 
-def _check_other_containers(backend: DockerBackend, creates: list[Action], creating: list[Action]) -> None:
+
+def _check_other_containers(backend: DockerBackend, creates: list[Action], creating: list[Action],
+                            problems: list[str]) -> set[str]:
     """Names and host ports held by containers this plan does not replace (one list call).
     The ports are checked here too, not only by binding them (below): with Docker's
-    userland proxy off, a published port is an iptables rule that no bind() would meet."""
+    userland proxy off, a published port is an iptables rule that no bind() would meet.
+    Returns the instances whose port another container publishes (no need to bind it too)."""
     if not creating:
-        return
+        return set()
     order = {a.instance: i for i, a in enumerate(creating)}
     names = {a.spec.container.name: a.instance for a in creates}
     ports = {a.spec.container.port.host_port: a for a in creating if a.spec.container.port}
     replaced = {a.observed.id for a in creating if a.observed is not None}
     found: list[tuple[int, str]] = []  # reported in config order, whatever order the engine lists in
+    held: set[str] = set()
     for row in backend.read(lambda e: e.containers()):
         if row["Id"] in replaced:
             continue
@@ -104,18 +136,20 @@ def _check_other_containers(backend: DockerBackend, creates: list[Action], creat
             continue
         for published in row.get("Ports") or []:
             action = ports.get(published.get("PublicPort"))
-            if action is None or published.get("Type", "tcp") != "tcp":
+            if action is None or published.get("Type", "tcp") != "tcp" or action.instance in held:
                 continue
             port = action.spec.container.port
             if addresses_overlap(port.host_address, published.get("IP") or "0.0.0.0"):
                 holder = (row.get("Names") or ["?"])[0].lstrip("/")
+                held.add(action.instance)
                 found.append((order[action.instance], (
                     f"instance {action.instance!r}: host port {port.host_address}:{port.host_port} is published "
                     f"by container {holder}; set [instance.{action.instance}.docker] publish_port")))
-    if found:
-        raise PreflightError(min(found)[1])
+    problems.extend(message for _, message in sorted(found))
+    return held
 
-def _check_ports_free(backend: DockerBackend, creating: list[Action]) -> None:
+
+def _check_ports_free(creating: list[Action], problems: list[str]) -> None:
     for action in creating:
         port = action.spec.container.port
         if port is None:
@@ -129,10 +163,10 @@ def _check_ports_free(backend: DockerBackend, creating: list[Action]) -> None:
             try:
                 probe.bind((port.host_address, port.host_port))
             except OSError as exc:
-                raise PreflightError(
+                problems.append(
                     f"instance {action.instance!r}: host port {port.host_address}:{port.host_port} is not free "
-                    f"({exc.strerror}); set [instance.{action.instance}.docker] publish_port"
-                ) from None
+                    f"({exc.strerror}); set [instance.{action.instance}.docker] publish_port")
+
 
 def _check_gpu_runtime(backend: DockerBackend, action: Action) -> None:
     """A GPU container only fails at start on a host without the NVIDIA runtime; find out
@@ -145,6 +179,7 @@ def _check_gpu_runtime(backend: DockerBackend, action: Action) -> None:
     if GPU_DRIVER_ERROR in err:
         raise PreflightError(gpu_message(action.instance, container, err))
     raise PreflightError(f"instance {action.instance!r}: GPU check failed: {err or f'exit code {code}'}")
+
 
 def probe_gpus(backend: DockerBackend, image: str, driver: str = "nvidia", *, asker: str = "",
                container: ContainerSpec | None = None) -> "Inventory":

@@ -40,7 +40,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from orchestrator.backends.base import LOCAL, Removal, Say, quiet
 from orchestrator.backends.local_plan import DISABLED, RUNNING, START, LaunchStep, plan_launch
@@ -65,8 +65,11 @@ from orchestrator.spec import InstanceSpec
 from orchestrator.value import Value
 from orchestrator.waiter import probe_many
 
+if TYPE_CHECKING:
+    from orchestrator.project import Project
+
 # What other modules and tests reach through this one (the backend's own parts).
-__all__ = ["DISABLED", "RUNNING", "START", "USER_ENV", "LaunchStep", "LocalBackend", "ProcessHandle", "Record",
+__all__ = ["DISABLED", "RUNNING", "START", "USER_ENV", "LaunchRun", "LaunchStep", "LocalBackend", "ProcessHandle", "Record",
            "StopResult", "boot_id", "plan_launch", "proc_stat", "session_members", "stop_processes"]
 
 
@@ -87,6 +90,14 @@ class StopResult(Value):
         return self.doc
 
 
+class LaunchRun(Value):
+    """The options of one launch, read by apply."""
+
+    out: Out = quiet  # the launcher's lines (the boot hook's output)
+    health_timeout: float = 1800.0  # seconds an instance waits for the one before it on its GPU
+    named: bool = False  # the user named the instances: say so for a disabled one among them
+
+
 class LocalBackend:
     """One process per instance on this machine (base.Backend), recorded in the state directory."""
 
@@ -102,20 +113,27 @@ class LocalBackend:
         """base.Backend.observe: the records of the project whose processes are still alive."""
         return [r for r in self.store.records(project) if r.is_alive()]
 
-    def plan(self, project, selected: set[str] | None, observed: list[Record]) -> list[LaunchStep]:
+    def plan(self, project: Project, selected: set[str] | None, observed: list[Record],
+             request: LaunchRun | None = None) -> list[LaunchStep]:
         """base.Backend.plan: what `launch` will do, in the order it will do it (plan_launch);
         an instance with a live process in `observed` is left running."""
         pids = {r.instance: r.pid for r in observed}
         return plan_launch(project.resolved.instances, selected, pids.get)
 
-    def apply(self, project, plan: list[LaunchStep], *, out: Out, health_timeout: float = 1800.0,
-              named: bool = False) -> int:
+    def preflight(self, project: Project, plan: list[LaunchStep], request: LaunchRun) -> list[str]:
+        """base.Backend.preflight: nothing before the launch. The launcher meets each instance's
+        problems (a port in use, a command not found) as it starts it, and reports them there:
+        one broken instance must not keep the others of a booting container down."""
+        return []
+
+    def apply(self, project: Project, plan: list[LaunchStep], request: LaunchRun) -> int:
         """base.Backend.apply: start the steps' instances in their order; each record is checked
         again under the lock, so one launched meanwhile is left running. `named`: the user named
         the instances, so a disabled one among them is reported (otherwise skipped quietly).
         Returns the launcher's exit code: the first non-zero exit code of a foreground instance
         or a failed start. An instance that shares a GPU with an earlier background one starts
         once that one answers /health (start_order.py); when it does not, it is not launched."""
+        out, health_timeout, named = request.out, request.health_timeout, request.named
         steps = plan
         for step in steps:
             if step.kind == DISABLED and named:
@@ -193,8 +211,8 @@ class LocalBackend:
 
     def launch(self, project, selected: set[str] | None, *, out: Out, health_timeout: float = 1800.0) -> int:
         """Decide, then act: plan_launch(), then apply() (see there for the exit code)."""
-        return self.apply(project, self.plan_launch(project, selected), out=out, health_timeout=health_timeout,
-                          named=selected is not None)
+        return self.apply(project, self.plan_launch(project, selected),
+                          LaunchRun(out, health_timeout=health_timeout, named=selected is not None))
 
     def _await_chain(self, project, spec: InstanceSpec, edges: list, failed: dict[str, str], deadline: float,
                      out: Out) -> str:

@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "orchestrator"
 
 LAYERS: list[set[str]] = [
     # declarations and leaf helpers: no knowledge of configs or targets
-    {"orchestrator", "value", "errors", "labels", "vllm_options", "vllm_options_dump", "diagnose", "run_lock",
+    {"orchestrator", "value", "errors", "labels", "targets", "vllm_options", "vllm_options_dump", "diagnose", "run_lock",
      "log_files", "exporters.kubernetes_settings", "backends", "backends.docker_context", "config", "exporters"},
     # the target-neutral spec and the tables it is built with
     {"spec", "options", "argv", "start_order", "logs"},

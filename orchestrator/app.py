@@ -54,7 +54,9 @@ def open_project(inputs: Inputs, *, target: Target | None = DOCKER, strict: bool
     """The project of `inputs`, checked and rendered for `target` (None: the config's own backend)."""
     from orchestrator.project import open_project as open_
 
-    return open_(inputs.config_path(), overrides=list(inputs.overrides), sets=list(inputs.sets),
+    path = inputs.config_path()
+    assert path is not None  # required: config_path raises without one
+    return open_(path, overrides=list(inputs.overrides), sets=list(inputs.sets),
                  project_name=inputs.project, target=target, strict=strict, checks=checks, text=inputs.text)
 
 
@@ -62,6 +64,7 @@ def check_with_tables(project: Project, backend: DockerBackend, image_ids: dict[
                       selected: set[str] | None = None, options_block: bool = True, say: Say = _quiet) -> Project:
     """Ask each image (cached per image id) for its vLLM option table, then check the project
     against them: the argv follows vLLM's real options and unknown options become errors."""
+    from orchestrator.container import rendered
     from orchestrator.option_cache import image_table
     from orchestrator.project import check_project
 
@@ -72,7 +75,7 @@ def check_with_tables(project: Project, backend: DockerBackend, image_ids: dict[
                  if i.container and i.container.image == image and (selected is None or i.name in selected)]
         if not users:
             continue
-        pixi = [m for m in users[0].container.mounts
+        pixi = [m for m in rendered(users[0]).mounts
                 if master.pixi_project_dir and m.target == master.pixi_project_dir.rstrip("/")]
         answer = image_table(backend, image, image_id, pixi_project_dir=master.pixi_project_dir,
                              pixi_environment=master.pixi_environment, mounts=pixi, progress=say)
@@ -126,7 +129,7 @@ def project_for_status(inputs: Inputs) -> tuple[str, Project | None]:
     alone will do (names and specs only: no validation needed)."""
     path = inputs.config_path(required=not inputs.project)
     if path is None:
-        return inputs.project, None
+        return inputs.project or "", None  # config_path required one or the other
     project = open_project(inputs, strict=False, checks=False)
     return project.name, project
 
@@ -184,6 +187,7 @@ def up(inputs: Inputs, request: UpRequest, *, say: Say = _quiet, report: Callabl
     anything found before a change; failures of single instances are in the outcome
     (`raise_for_failures` turns them into the error)."""
     from orchestrator.backends.docker import ContainerRun
+    from orchestrator.container import rendered
     from orchestrator.errors import OwnedElsewhere, PreflightError
     from orchestrator.plan import CREATE, RECREATE, Action, owned_elsewhere, ownership_message, start_after
 
@@ -194,7 +198,7 @@ def up(inputs: Inputs, request: UpRequest, *, say: Say = _quiet, report: Callabl
     backend = backend_for(DOCKER)  # a DockerBackend: its images and its engine's run lock are its own
     wanted = [i for i in project.resolved.instances if i.enabled and (selected is None or i.name in selected)]
     # A missing image is one of the preflight's problems, reported with the others.
-    image_ids = backend.image_ids((i.container.image for i in wanted), missing_ok=True)
+    image_ids = backend.image_ids((rendered(i).image for i in wanted), missing_ok=True)
     # The argv always follows the image's option table (so --no-preflight cannot change it and
     # recreate a loaded model); --no-preflight only stops option problems from blocking.
     project = check_with_tables(project, backend, image_ids, selected=selected, strict=False,
@@ -297,10 +301,11 @@ def raise_for_failures(command: str, results: list, message: str) -> None:
 
 def log_tail_for(spec: InstanceSpec, backend: DockerBackend, lines: int) -> str:
     """The instance's last log lines, then what the engine captured (the entrypoint's own errors)."""
+    from orchestrator.container import rendered
     from orchestrator.logs import tail_lines
 
     text = "\n".join(tail_lines(backend.log_file(spec), lines))
-    engine = backend.engine_log_tail(spec.container.name, lines)
+    engine = backend.engine_log_tail(rendered(spec).name, lines)
     return text + ("\n" + engine if engine.strip() else "")
 
 
@@ -342,13 +347,15 @@ def ps(inputs: Inputs, *, backend: str | None = None) -> StatusOutcome:
 
 
 # ----------------------------------------------------------------------------- logs
-def log_path(inputs: Inputs, name: str, *, backend: str | None, follow: bool) -> Path:
+def log_path(inputs: Inputs, name: str, *, backend: Target | None, follow: bool) -> Path:
     """Where the instance's log file is on this machine; an error saying why when there is none."""
     import os
 
     project = open_project(inputs, target=backend, strict=False)
     project.select([name])
     spec = project.resolved.instance(name)
+    if spec is None:  # select() refused it already
+        raise OrchestratorError(f"no instance {name!r}")
     chosen = backend_for(project.backend)
     path = chosen.log_file(spec)
     if not os.path.lexists(path) and not follow:

@@ -563,8 +563,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         if exc.details:
             _stderr(exc.details)
-        for problem in exc.problems:  # every problem, one line each, as `validate` lists them
-            _stderr(f"vllm-orch: error: {problem}")
+        for line in exc.problems:  # every problem, one line each, as `validate` lists them
+            _stderr(f"vllm-orch: error: {line}")
         if len(exc.problems) > 1:
             _stderr(f"vllm-orch: {len(exc.problems)} preflight problems; nothing was changed")
         return exc.exit_code

@@ -144,10 +144,9 @@ def backend_for(name: str | None, **options: Any) -> AnyBackend: ...
 def backend_for(name: str | None, **options: Any) -> AnyBackend:
     """The backend called `name`, made with `options` (Docker: `engine`; local: `state_dir`).
     The only place that maps a name to a class, and the only constructor the package calls."""
-    try:
-        module_name, class_name = _CLASSES[name]
-    except (KeyError, TypeError):
-        raise OrchestratorError(f"unknown backend {name!r}: expected one of {', '.join(BACKENDS)}") from None
+    if name not in _CLASSES:
+        raise OrchestratorError(f"unknown backend {name!r}: expected one of {', '.join(BACKENDS)}")
+    module_name, class_name = _CLASSES[name]
     import importlib
 
     return getattr(importlib.import_module(module_name), class_name)(**options)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import _thread  # threading's own Lock: `threading` itself is loaded only by apply()'s pool
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, ContextManager, Iterable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, ContextManager, Iterable, Sequence, TypeVar
 
 from orchestrator.backends import docker_apply, docker_preflight
 from orchestrator.backends.base import DOCKER, Removal, Say, quiet
@@ -177,7 +177,7 @@ class DockerBackend:
         actions: list[Action],
         on_done: Callable[[ActionResult], None] | None = None,
         *,
-        start_after: list[StartAfter] = (),
+        start_after: Sequence[StartAfter] = (),
         await_healthy: Callable[[Action], None] | None = None,
         progress: Callable[[str], None] | None = None,
     ) -> list[ActionResult]:
@@ -271,6 +271,8 @@ class DockerBackend:
     # ------------------------------------------------------------------ logs
     def log_file(self, spec: InstanceSpec) -> Path:
         """base.Backend.log_file: the host side of the container's log bind mount."""
+        if spec.container is None:
+            raise OrchestratorError(f"instance {spec.name!r}: internal error: no Docker rendering")
         return Path(spec.container.host_log_file)
 
     def missing_log(self, spec: InstanceSpec, path: Path) -> str:

@@ -4,7 +4,7 @@ DockerBackend.apply (and .down)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from orchestrator import log_files
 from orchestrator.backends.engine import EngineError, EngineTimeout
@@ -13,7 +13,6 @@ from orchestrator.backends.docker_preflight import GPU_DRIVER_ERROR, gpu_message
 from orchestrator.container import ContainerSpec
 from orchestrator.errors import DockerUnavailable, OrchestratorError, PreflightError
 from orchestrator.plan import CREATE, RECREATE, REMOVE, START, Action, Observed, is_loading
-from orchestrator.spec import InstanceSpec
 from orchestrator.start_order import StartAfter, waits_for
 from orchestrator.value import Value
 
@@ -58,7 +57,7 @@ def run_actions(
     actions: list[Action],
     on_done: Callable[[ActionResult], None] | None = None,
     *,
-    start_after: list[StartAfter] = (),
+    start_after: Sequence[StartAfter] = (),
     await_healthy: Callable[[Action], None] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> list[ActionResult]:
@@ -146,34 +145,34 @@ def run_actions(
 def apply_one(backend: DockerBackend, action: Action) -> ActionResult:
     """One action on the engine (DockerBackend.apply_one, which tests replace)."""
     if action.kind == START:
-        _prepare_log_file(action.spec.container)  # it may have been deleted while stopped
-        _prepare_cache_dirs(action.observed, action.spec.container)
-        _start(backend, action.observed.id, action.instance, action.spec.container)
+        _prepare_log_file(action.container)  # it may have been deleted while stopped
+        _prepare_cache_dirs(action.observed, action.container)
+        _start(backend, action.current.id, action.instance, action.container)
         return ActionResult(action, True, "started")
     if action.kind == REMOVE:
-        code = _stop_and_remove(backend, action.observed)
+        code = _stop_and_remove(backend, action.current)
         return ActionResult(action, True, "stopped and removed", code)
     if action.kind == RECREATE:
-        _stop_and_remove(backend, action.observed)
-    container = action.spec.container
-    container_id = _create(backend, action.spec)
+        _stop_and_remove(backend, action.current)
+    container = action.container
+    container_id = _create(backend, action.desired.name, container)
     _start(backend, container_id, action.instance, container)
     return ActionResult(action, True, "recreated" if action.kind == RECREATE else "created")
 
 
-def _create(backend: DockerBackend, spec: InstanceSpec) -> str:
-    _prepare_log_file(spec.container)
-    _prepare_cache_dirs(None, spec.container)
-    body = create_body(spec.container)
+def _create(backend: DockerBackend, instance: str, container: ContainerSpec) -> str:
+    _prepare_log_file(container)
+    _prepare_cache_dirs(None, container)
+    body = create_body(container)
     try:
-        return backend.call(lambda e: e.create(spec.container.name, body))
+        return backend.call(lambda e: e.create(container.name, body))
     except EngineError as exc:
         if exc.not_found:  # the image was there at preflight: removed or untagged since
             raise PreflightError(
-                f"instance {spec.name!r}: image {spec.container.image!r} is no longer on this Docker host "
+                f"instance {instance!r}: image {container.image!r} is no longer on this Docker host "
                 "(removed or untagged while `up` ran); nothing was created for it: build or pull it, "
                 "then run `up` again") from None
-        raise OrchestratorError(f"instance {spec.name!r}: create failed: {exc}") from None
+        raise OrchestratorError(f"instance {instance!r}: create failed: {exc}") from None
 
 
 def _start(backend: DockerBackend, container_id: str, instance: str, container: ContainerSpec) -> None:

@@ -39,7 +39,7 @@ def preflight(backend: DockerBackend, project: Project, actions: list[Action], i
     creating = [a for a in actions if a.kind in (CREATE, RECREATE)]
     problems = missing_images(creating, image_ids)
     for action in creating:
-        container = action.spec.container
+        container = action.container
         for key, value in container.secret_env:
             if value is None:
                 problems.append(f"instance {action.instance!r}: secret {key} is not set in the environment "
@@ -59,7 +59,7 @@ def preflight(backend: DockerBackend, project: Project, actions: list[Action], i
             problems.extend(exc.problems)
     notes: list[str] = []
     gpu_actions = [a for a in starting if a.spec and a.spec.gpu.mode != "none"
-                   and (a.kind == START or a.spec.container.image in image_ids)]  # a missing image is reported already
+                   and (a.kind == START or a.container.image in image_ids)]  # a missing image is reported already
     if gpu_actions:
         try:
             notes = _check_gpus(backend, project, gpu_actions[0], actions, blocking, problems)
@@ -72,7 +72,7 @@ def preflight(backend: DockerBackend, project: Project, actions: list[Action], i
 
 def missing_images(creating: list[Action], image_ids: dict[str, str]) -> list[str]:
     """One problem per image the containers to create need and this host does not have."""
-    missing = sorted({a.spec.container.image for a in creating if a.spec.container.image not in image_ids})
+    missing = sorted({a.container.image for a in creating if a.container.image not in image_ids})
     return [image_missing(image) for image in missing]
 
 
@@ -90,7 +90,7 @@ def _check_gpus(backend: DockerBackend, project: Project, first: Action, actions
     from orchestrator.gpu_readers import read_nvml
     from orchestrator.gpus import InventoryUnavailable, project_problems
 
-    container = first.spec.container
+    container = first.container
     try:
         if is_local_address(backend.engine.address):
             try:
@@ -118,8 +118,8 @@ def _check_other_containers(backend: DockerBackend, creates: list[Action], creat
     if not creating:
         return set()
     order = {a.instance: i for i, a in enumerate(creating)}
-    names = {a.spec.container.name: a.instance for a in creates}
-    ports = {a.spec.container.port.host_port: a for a in creating if a.spec.container.port}
+    names = {a.container.name: a.instance for a in creates}
+    ports = {port.host_port: (a, port) for a in creating for port in [a.container.port] if port}
     replaced = {a.observed.id for a in creating if a.observed is not None}
     found: list[tuple[int, str]] = []  # reported in config order, whatever order the engine lists in
     held: set[str] = set()
@@ -135,10 +135,10 @@ def _check_other_containers(backend: DockerBackend, creates: list[Action], creat
         if row.get("State") not in ("running", "paused", "restarting"):  # these hold their ports
             continue
         for published in row.get("Ports") or []:
-            action = ports.get(published.get("PublicPort"))
-            if action is None or published.get("Type", "tcp") != "tcp" or action.instance in held:
+            wanted = ports.get(published.get("PublicPort"))
+            if wanted is None or published.get("Type", "tcp") != "tcp" or wanted[0].instance in held:
                 continue
-            port = action.spec.container.port
+            action, port = wanted
             if addresses_overlap(port.host_address, published.get("IP") or "0.0.0.0"):
                 holder = (row.get("Names") or ["?"])[0].lstrip("/")
                 held.add(action.instance)
@@ -151,7 +151,7 @@ def _check_other_containers(backend: DockerBackend, creates: list[Action], creat
 
 def _check_ports_free(creating: list[Action], problems: list[str]) -> None:
     for action in creating:
-        port = action.spec.container.port
+        port = action.container.port
         if port is None:
             continue
         old = action.observed
@@ -171,7 +171,7 @@ def _check_ports_free(creating: list[Action], problems: list[str]) -> None:
 def _check_gpu_runtime(backend: DockerBackend, action: Action) -> None:
     """A GPU container only fails at start on a host without the NVIDIA runtime; find out
     with a throwaway container before starting anything real."""
-    container = action.spec.container
+    container = action.container
     code, _, err = backend.run_once(container.image, ["/bin/sh", "-c", "exit 0"], timeout=60,
                                  device_requests=gpu_device_requests(container))
     if code == 0:
@@ -211,7 +211,7 @@ def probe_gpus(backend: DockerBackend, image: str, driver: str = "nvidia", *, as
 def check_log_space(starting: list[Action]) -> None:
     """A full log filesystem makes the container's log wrapper fail at its first write (exit 70):
     refuse before starting anything rather than leave exited containers behind."""
-    for directory in sorted({os.path.dirname(a.spec.container.host_log_file) for a in starting}):
+    for directory in sorted({os.path.dirname(a.container.host_log_file) for a in starting}):
         existing = directory
         while not os.path.isdir(existing) and os.path.dirname(existing) != existing:
             existing = os.path.dirname(existing)  # made by _prepare_log_file, on its parent's filesystem

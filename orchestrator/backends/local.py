@@ -340,8 +340,8 @@ class LocalBackend:
         try:
             returncode = popen.wait()
         finally:
-            for signum, old in previous.items():
-                signal.signal(signum, old)
+            for number, old in previous.items():
+                signal.signal(number, old)
         return returncode, bool(received)
 
     # ------------------------------------------------------------------ ps
@@ -358,18 +358,26 @@ class LocalBackend:
             state = "disabled"
         else:
             state = "not started"
-        use_record = record is not None and (alive or spec is None)
+        # What it runs with: the record's while it runs (or once it is no longer configured), else the config's.
+        model: str | None
+        if record is not None and (alive or spec is None):
+            gpus, url, model, port, log_file = record.gpus, record.url, record.model, record.port, record.log_file
+        elif spec is not None:
+            gpus, url, model, port, log_file = (spec.gpu.describe(), connect_url(spec), spec.served_model, spec.port,
+                                                spec.log_file)
+        else:
+            raise ValueError("a ps row needs a record or a configured instance")
         return {
             "name": name,
             "state": state,
             "pid": record.pid if record is not None and alive else None,
             "health": "",
-            "gpus": record.gpus if use_record else spec.gpu.describe(),
-            "url": record.url if use_record else connect_url(spec),
-            "model": (record.model if use_record else spec.served_model) or "",
+            "gpus": gpus,
+            "url": url,
+            "model": model or "",
             "uptime": format_uptime(time.time() - record.started_at) if record is not None and alive else "",
-            "port": record.port if use_record else spec.port,
-            "log_file": record.log_file if use_record else spec.log_file,
+            "port": port,
+            "log_file": log_file,
             "background": record.background if record is not None else (spec.background if spec else None),
             "user": record.user if record is not None else "",
             "configured": spec is not None,

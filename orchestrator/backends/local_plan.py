@@ -40,7 +40,7 @@ def plan_launch(instances: list[InstanceSpec], selected: set[str] | None,
     steps = [LaunchStep(s.name, DISABLED, s.disabled_by or "") for s in specs if not s.enabled]
     specs = [s for s in specs if s.enabled]
     waits = waits_for(start_order((s.name, s.gpu) for s in specs if s.background))
-    queue, held, order = list(specs), [], []
+    queue, held, order = list(specs), list[InstanceSpec](), list[InstanceSpec]()
     while queue or held:
         if queue and queue[0].name in waits:
             held.append(queue.pop(0))

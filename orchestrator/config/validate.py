@@ -214,7 +214,7 @@ def parallel_sizes(server: dict) -> tuple[int, int, int] | None:
     sizes = tuple(server.get(key, 1) for key in ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size"))
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in sizes):
         return None
-    return sizes  # type: ignore[return-value]
+    return sizes
 
 
 def _parallel_sizes(spec: Any, source: str, out: list[Problem]) -> None:

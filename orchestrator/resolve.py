@@ -19,7 +19,8 @@ from orchestrator import options
 from orchestrator.options import MAX_NAME_LENGTH
 from orchestrator.errors import ConfigError, Problem
 from orchestrator.container import render_container
-from orchestrator.spec import CacheMount, GpuRequest, HealthProbe, InstanceSpec, Mount, PortBinding, Workload, parse_size
+from orchestrator.sizes import parse_size
+from orchestrator.spec import CacheMount, GpuRequest, HealthProbe, InstanceSpec, Mount, PortBinding, Workload
 from orchestrator.value import Value, field
 from orchestrator.vllm_options import OptionTable
 

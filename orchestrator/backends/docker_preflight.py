@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 
 from orchestrator.backends.engine import is_local_address
 from orchestrator.backends.engine_body import gpu_device_requests
-from orchestrator.config.validate import missing_model_dir
 from orchestrator.container import ContainerSpec
 from orchestrator.errors import PreflightError
 from orchestrator.labels import LABEL_URL
@@ -35,6 +34,8 @@ def preflight(backend: DockerBackend, project: Project, actions: list[Action], i
     missing_ok) lacks the images this host does not have. The GPUs are checked against what is on
     the host; with `blocking` False (`up --no-preflight`) their problems are warnings. Returns the
     warnings and notes."""
+    from orchestrator.config.validate import missing_model_dir  # here: `ps` and `down` never load the config layer
+
     starting = [a for a in actions if a.kind in (CREATE, RECREATE, START)]
     creating = [a for a in actions if a.kind in (CREATE, RECREATE)]
     problems = missing_images(creating, image_ids)

@@ -13,9 +13,7 @@ such as Kubernetes) is a `targets.Target`, named apart from the backends.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from orchestrator.backends.base import Say, backend_for
 from orchestrator.backends.base import quiet as _quiet
@@ -24,7 +22,11 @@ from orchestrator.targets import DOCKER, LOCAL, Target
 from orchestrator.value import Value, field
 
 if TYPE_CHECKING:
-    from orchestrator.backends.docker import DockerBackend
+    from orchestrator.backends.base import Removed
+    from orchestrator.backends.docker import ActionResult, DockerBackend
+    from orchestrator.backends.local import LaunchStep
+    from orchestrator.plan import Action
+    from orchestrator.start_order import StartAfter
     from orchestrator.project import Project
     from orchestrator.spec import InstanceSpec
 
@@ -148,12 +150,12 @@ class UpRequest(Value):
 
 class UpOutcome(Value, frozen=False):
     project: str
-    actions: list
-    start_order: list = field(factory=list)  # plan.StartAfter: who starts after whom, and why
-    results: list = field(factory=list)
-    waited: dict = field(factory=dict)
+    actions: list[Action]
+    start_order: list[StartAfter] = field(factory=list)  # who starts after whom, and why
+    results: list[ActionResult] = field(factory=list)
+    waited: dict[str, float] = field(factory=dict)
     wait_error: OrchestratorError | None = None
-    instances: list = field(factory=list)  # `ps --json`'s rows after the run, for provisioning tools
+    instances: list[dict[str, Any]] = field(factory=list)  # `ps --json`'s rows after the run, for provisioning tools
 
     @property
     def failed(self) -> list:
@@ -277,7 +279,7 @@ def up(inputs: Inputs, request: UpRequest, *, say: Say = _quiet, report: Callabl
     return outcome
 
 
-def raise_for_failures(command: str, results: list, message: str) -> None:
+def raise_for_failures(command: str, results: Sequence[Removed] | Sequence[ActionResult], message: str) -> None:
     """The error ending an up/down some of whose instances failed. The engine lost part-way is
     exit 3 with what was done and what was not (each instance has had its line already);
     otherwise the failures' own exit code when they agree (4: e.g. an image removed meanwhile), else 1."""
@@ -287,11 +289,11 @@ def raise_for_failures(command: str, results: list, message: str) -> None:
     if not failed:
         return
     if any(r.engine_lost for r in failed):
-        done = [r.action.instance for r in results if r.ok]
+        done = [r.instance for r in results if r.ok]
         raise DockerUnavailable(
             f"lost the Docker engine part-way: {len(done)} of {len(results)} instance(s) done"
             + (f" ({', '.join(done)})" if done else "")
-            + f"; not done: {', '.join(r.action.instance for r in failed)}; run `{command}` again once the engine is back")
+            + f"; not done: {', '.join(r.instance for r in failed)}; run `{command}` again once the engine is back")
     error = OrchestratorError(message)
     codes = {r.error_exit_code for r in failed}
     if len(codes) == 1 and 0 not in codes:
@@ -312,8 +314,8 @@ def log_tail_for(spec: InstanceSpec, backend: DockerBackend, lines: int) -> str:
 # ----------------------------------------------------------------------------- down
 class DownOutcome(Value):
     project: str
-    results: list  # one per instance: .ok, .to_json()
-    left: dict  # config file -> names of the containers another config made (not touched)
+    results: Sequence[Removed]  # one per instance
+    left: dict[str, list[str]]  # config file -> names of the containers another config made (not touched)
     json_key: str = "removed"  # `down --json`'s key for the results (base.Removal)
     failure: str = ""  # the error's text when some failed
 
@@ -366,7 +368,7 @@ def log_path(inputs: Inputs, name: str, *, backend: Target | None, follow: bool)
 # ----------------------------------------------------------------------------- launch
 class LaunchOutcome(Value):
     project: str | None = None  # None: nothing to launch (no config, or launching is off)
-    steps: list = field(factory=list)  # local.LaunchStep, in the order they run
+    steps: list[LaunchStep] = field(factory=list)  # in the order they run
     exit_code: int = 0  # the launcher's (after the launch; 0 for a dry run)
 
 

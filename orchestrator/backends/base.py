@@ -26,7 +26,8 @@ names them apart.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Final, Literal, Protocol, TypeVar, overload, runtime_checkable
+from typing import (TYPE_CHECKING, Any, Callable, ClassVar, Final, Literal, Protocol, Sequence, TypeVar, overload,
+                    runtime_checkable)
 
 from orchestrator.errors import OrchestratorError
 from orchestrator.targets import BACKENDS, DOCKER, LOCAL
@@ -38,7 +39,7 @@ if TYPE_CHECKING:  # annotations only: importing them here would load the config
     from orchestrator.project import Project
     from orchestrator.spec import InstanceSpec
 
-__all__ = ["BACKENDS", "DOCKER", "LOCAL", "Backend", "Removal", "Say", "Step", "backend_for", "quiet"]
+__all__ = ["BACKENDS", "DOCKER", "LOCAL", "Backend", "Removal", "Removed", "Say", "Step", "backend_for", "quiet"]
 
 # name -> (module, class); imported by backend_for only.
 _CLASSES: Final = {DOCKER: ("orchestrator.backends.docker", "DockerBackend"),
@@ -51,10 +52,28 @@ def quiet(message: str) -> None:
     pass
 
 
+class Removed(Protocol):
+    """One instance's result in a Removal: Docker's ActionResult, the launcher's StopResult."""
+
+    @property
+    def instance(self) -> str: ...
+
+    @property
+    def ok(self) -> bool: ...
+
+    @property
+    def engine_lost(self) -> bool: ...
+
+    @property
+    def error_exit_code(self) -> int: ...
+
+    def to_json(self) -> dict[str, Any]: ...
+
+
 class Removal(Value):
     """What `remove` did, as `down` reports it."""
 
-    results: list  # one per instance, each with .ok, .to_json(), .engine_lost and .error_exit_code
+    results: Sequence[Removed]  # one per instance
     json_key: str  # `down --json`'s key for the results: "removed" (containers) or "stopped" (processes)
     failure: str = ""  # the error's text when some failed, as the backend words it; "" when none did
     left: dict = field(factory=dict)  # config file -> names another config made (left alone; Docker only)

@@ -31,6 +31,10 @@ class ActionResult(Value, frozen=False):
     health_error: OrchestratorError | None = None  # started, but did not become healthy (start chains)
 
     @property
+    def instance(self) -> str:
+        return self.action.instance
+
+    @property
     def engine_lost(self) -> bool:
         return self.error_exit_code == DockerUnavailable.exit_code
 

@@ -80,8 +80,12 @@ class StopResult(Value):
     doc: dict  # name, pid, ok, result (stopped | killed | not running | failed), signal, seconds, exit_code
 
     @property
+    def instance(self) -> str:
+        return str(self.doc.get("name", ""))
+
+    @property
     def ok(self) -> bool:
-        return self.doc.get("ok", True)
+        return bool(self.doc.get("ok", True))
 
     engine_lost = False  # no engine to lose
     error_exit_code = 0  # a failure is the generic exit 1

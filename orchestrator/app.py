@@ -26,9 +26,9 @@ if TYPE_CHECKING:
     from orchestrator.backends.docker import ActionResult, DockerBackend
     from orchestrator.backends.local import LaunchStep
     from orchestrator.plan import Action
-    from orchestrator.start_order import StartAfter
     from orchestrator.project import Project
     from orchestrator.spec import InstanceSpec
+    from orchestrator.start_order import StartAfter
 
 
 class Inputs(Value):

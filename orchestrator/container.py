@@ -139,7 +139,7 @@ class ContainerSpec(OptionValues, Value):
             "labels": dict(self.labels),
             "host_log_file": self.host_log_file,
             "cache_mounts": [cache.to_json() for cache in self.cache_mounts],
-            **dict(self.options),
+            **options.record_fields(self.options),  # an unset option added later stays out
         }
 
     def config_hash(self) -> str:

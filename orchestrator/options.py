@@ -4,7 +4,7 @@ A `Setting` is one key of `[docker]` / `[instance.<name>.docker]`: its JSON Sche
 meaning, and what the Kubernetes export does with it. `config/schema.py` builds the schema of
 those tables from `SETTINGS` (so `validate`, the published JSON Schema and editors agree),
 `resolve.py` takes the defaults from `DEFAULTS`, and the README's reference table is
-`markdown_rows()` (a unit test keeps it equal).
+`markdown_rows()` (written there by `python -m orchestrator.generate`).
 
 A `ContainerOption` is a setting that reaches the container as it is (user, restart policy,
 /dev/shm, CPUs, ...): how `resolve` reads it from the merged `[docker]` table, the key and value
@@ -15,24 +15,39 @@ upgrade recreates nothing). The instance's structured parts (command, environmen
 port, GPUs, health, labels) are built by `resolve` into the target-neutral spec (spec.py) and
 rendered by `container.py` (the Docker container), then `backends/engine_body.py` and `compose.py`.
 
-Adding a pass-through setting is one `Setting` plus one `ContainerOption` here (see `cpuset` and
-`cpus`), and its tests.
+Adding a pass-through setting is one `Setting` plus one `ContainerOption` here (see `pids_limit`
+and `ulimits`), and its tests. While a config leaves such a setting unset it changes nothing:
+not the record, not `config_hash`, not `plan --json`, not the exports (`record_fields`; the rule
+is tested with a dummy option in tests/unit/test_option_table_growth.py). The README's rows and
+configs/vllm-orch.schema.json follow by `python -m orchestrator.generate`.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable, Mapping
 
+from orchestrator import ulimits
 from orchestrator.sizes import parse_size
 from orchestrator.value import Value
 
 MAX_NAME_LENGTH = 63  # a DNS label: container, Compose service and Kubernetes object names
 FIRST_RELEASE = "8a54adf"  # the first release whose containers are recorded (tests/fixtures/releases)
+# The releases whose records hold every option's key, unset ones as null (8a54adf, and 4a4232d,
+# which added cpuset and cpus that way). Their containers and exports must stay byte for byte
+# (tests/integration/test_export_stability.py); an option any later release adds stays out of
+# the record while it is unset, so adding it changes nothing for a config that does not use it.
+RECORDS_UNSET_OPTIONS = frozenset({FIRST_RELEASE, "4a4232d"})
 MAX_STOP_TIMEOUT_S = 86_400
 MAX_HEALTH_S = 7 * 86_400
 # Docker refuses an environment variable whose name is empty or holds "=" (or NUL).
 ENV_NAME_PATTERN = "^[^=\\x00]+$"
 CPUSET_PATTERN = r"^\d+(-\d+)?(,\d+(-\d+)?)*$"
+
+
+# One limit of `ulimits` (ulimits.py checks what a schema cannot: soft <= hard, the names' limits).
+_ULIMIT_NUMBER: dict[str, Any] = {"type": "integer", "minimum": ulimits.UNLIMITED}
+_ULIMIT: dict[str, Any] = {"type": ["integer", "object"], "minimum": ulimits.UNLIMITED, "additionalProperties": False,
+                           "properties": {"soft": _ULIMIT_NUMBER, "hard": _ULIMIT_NUMBER}}
 
 
 class Setting(Value):
@@ -108,6 +123,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("cpus", {"type": "number", "exclusiveMinimum": 0, "maximum": 4096},
             "CPU time the container may use, in CPUs (e.g. `8` or `2.5`)",
             kubernetes="not used: set [kubernetes] resources.limits.cpu"),
+    Setting("pids_limit", {"type": "integer", "minimum": -1, "maximum": ulimits.MAX_VALUE},
+            "most processes and threads the container may have (`-1`: unlimited)", shown_default="the engine's",
+            kubernetes="not used: a pod's process limit is the kubelet's podPidsLimit"),
+    Setting("ulimits", {"type": ["object", "array"], "additionalProperties": False,
+                        "properties": {name: _ULIMIT for name in ulimits.NAMES},
+                        "items": {"type": "string"}},  # NAME=SOFT[:HARD]: ulimits.py says what is wrong
+            "resource limits of the container's processes: `{ memlock = -1, nofile = { soft = 65536, hard = "
+            "65536 } }` (one number sets both) or Docker's `[\"nofile=65536:65536\"]`; `-1`: unlimited",
+            shown_default="the engine's",
+            kubernetes="not used: a pod's ulimits are the container runtime's (set them on the nodes)"),
 )
 
 BY_KEY: dict[str, Setting] = {s.key: s for s in SETTINGS}
@@ -146,15 +171,28 @@ def _shm_bytes(value: Any) -> int:
 
 class ContainerOption(Value):
     record: str  # its key in the container's record (ContainerSpec.to_json)
-    resolve: Callable[[Mapping[str, Any]], Any]  # merged [docker] table -> value (None: unset)
+    # merged [docker] table -> value (None: unset); ValueError (one line) for a value no engine takes
+    resolve: Callable[[Mapping[str, Any]], Any]
     engine: Callable[[Any], dict[str, Any]]  # value -> {"Field" or "HostConfig.Field": engine value}
     compose: Callable[[Any], dict[str, Any]]  # value -> Compose service settings
     since: str = FIRST_RELEASE  # the first release that recorded it ("next" until one ships)
     unset: Any = None  # what a container made before `since` is taken to have had
+    setting: str = ""  # the [docker] key its problems are reported at ("": the record key)
+
+    @property
+    def always_recorded(self) -> bool:
+        """In the record even while unset (the releases of RECORDS_UNSET_OPTIONS wrote it so)."""
+        return self.since in RECORDS_UNSET_OPTIONS
 
 
 def _when(value: Any, **fields: Any) -> dict[str, Any]:
     return fields if value is not None else {}
+
+
+def _pids_limit(value: Any) -> int | None:
+    if value == 0:  # the engine takes 0 for unlimited too: one spelling, so the record cannot flip
+        raise ValueError("0 would mean unlimited: write -1 for that, or a positive number")
+    return value
 
 
 CONTAINER_OPTIONS: tuple[ContainerOption, ...] = (
@@ -195,23 +233,68 @@ CONTAINER_OPTIONS: tuple[ContainerOption, ...] = (
         lambda v: _when(v, **{"HostConfig.NanoCpus": int(round(v * 1e9)) if v is not None else None}),
         lambda v: _when(v, cpus=v),
         since="4a4232d"),
+    ContainerOption(
+        "pids_limit", lambda d: _pids_limit(d.get("pids_limit")),
+        lambda v: _when(v, **{"HostConfig.PidsLimit": v}),
+        lambda v: _when(v, pids_limit=v),
+        since="next"),
+    ContainerOption(
+        "ulimits", lambda d: ulimits.parse_ulimits(d["ulimits"]) if d.get("ulimits") else None,
+        lambda v: {"HostConfig.Ulimits": ulimits.engine_ulimits(v)} if v else {},
+        lambda v: {"ulimits": ulimits.compose_ulimits(v)} if v else {},
+        since="next"),
 )
 
-BY_RECORD: dict[str, ContainerOption] = {o.record: o for o in CONTAINER_OPTIONS}
+
+def declared(record: str) -> ContainerOption:
+    """The option of a record key. CONTAINER_OPTIONS is read at each call (ten entries), so the
+    table is the one thing to change, a test's dummy option included."""
+    for option in CONTAINER_OPTIONS:
+        if option.record == record:
+            return option
+    raise KeyError(record)
+
+
 # Options a release after the first recorded one added, with the value older containers had
 # (container.ADDED_RECORD_KEYS turns them into the record's rules for upgrades).
 OPTIONS_ADDED_LATER: dict[str, Any] = {o.record: o.unset for o in CONTAINER_OPTIONS if o.since != FIRST_RELEASE}
 
 
-def resolve_options(docker: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
-    """The container options of one instance from its merged `[docker]` table, in table order."""
-    return tuple((o.record, o.resolve(docker)) for o in CONTAINER_OPTIONS)
+def resolve_options(docker: Mapping[str, Any],
+                    problems: list[tuple[str, str]] | None = None) -> tuple[tuple[str, Any], ...]:
+    """The container options of one instance from its merged `[docker]` table, in table order.
+    A value no engine would take is left unset and reported into `problems` as ([docker] key,
+    message), so `validate` and `up` refuse it before any container changes."""
+    values = []
+    for option in CONTAINER_OPTIONS:
+        try:
+            value = option.resolve(docker)
+        except ValueError as exc:
+            if problems is None:
+                raise
+            problems.append((option.setting or option.record, str(exc)))
+            value = None
+        values.append((option.record, value))
+    return tuple(values)
+
+
+def record_fields(options: tuple[tuple[str, Any], ...]) -> dict[str, Any]:
+    """The options as the container's record holds them: an option added after the releases of
+    RECORDS_UNSET_OPTIONS is left out while the config does not set it (None) or sets what older
+    containers had (`unset`), so declaring one changes no record, config_hash or `plan --json`
+    of a config that does not use it."""
+    record: dict[str, Any] = {}
+    for key, value in options:
+        option = declared(key)
+        if option.always_recorded or (value is not None and value != option.unset):
+            record[key] = value
+    return record
 
 
 def engine_fields(options: tuple[tuple[str, Any], ...], body: dict[str, Any]) -> None:
     """Write the options into an Engine API create body (and its HostConfig)."""
     for record, value in options:
-        for field, engine_value in BY_RECORD[record].engine(value).items():
+        for field, engine_value in declared(record).engine(value).items():
             if field.startswith("HostConfig."):
                 body.setdefault("HostConfig", {})[field[len("HostConfig."):]] = engine_value
             else:
@@ -222,9 +305,5 @@ def compose_fields(options: tuple[tuple[str, Any], ...]) -> dict[str, Any]:
     """The options as Compose service settings, in table order."""
     settings: dict[str, Any] = {}
     for record, value in options:
-        settings.update(BY_RECORD[record].compose(value))
+        settings.update(declared(record).compose(value))
     return settings
-
-
-if __name__ == "__main__":  # python -m orchestrator.options > rows for the README
-    print(markdown_rows(), end="")

@@ -206,6 +206,9 @@ def explain_change(current: Observed, spec: InstanceSpec, image_ids: dict[str, s
             else:
                 default = ADDED_RECORD_KEYS[key](container) if key in ADDED_RECORD_KEYS else value
                 reasons += diff_specs(_comparable(key, default), _comparable(key, value), key)
+        for key in [k for k in old if k not in new and k in ADDED_RECORD_KEYS]:
+            # Set when the container was made, unset now: an option added later leaves the record then.
+            reasons += diff_specs(_comparable(key, old[key]), _comparable(key, ADDED_RECORD_KEYS[key](container)), key)
         if not reasons and not secrets_unchanged(old, current.config_hash, container):
             reasons.append("a secret value changed")
     image_id = image_ids.get(container.image)

@@ -105,6 +105,10 @@ def resolve(
 
     config_path = Path(os.path.abspath(config_path))
     resolved = Resolved(project=project, config_file=str(config_path), master=master, instances=[])
+    refused: list[tuple[str, str]] = []  # a value the global table gives every instance: said once, here
+    options.resolve_options(docker_global, refused)
+    resolved.problems.extend(Problem("error", f"docker.{key}", message, source=str(config_path))
+                             for key, message in refused)
     for name, table_ in instance_tables(data).items():
         control = {**control_defaults, **(table_.get("control") or {})}
         server = {**server_defaults, **(table_.get("server") or {})}
@@ -115,7 +119,7 @@ def resolve(
         docker = deep_merge(docker_global, own) if own else dict(docker_global)
         resolved.instances.append(
             _resolve_instance(name, control, server, docker, master, project, config_path, host_env,
-                              resolved.problems)
+                              resolved.problems, own_docker=own or {})
         )
     return resolved
 
@@ -130,6 +134,7 @@ def _resolve_instance(
     config_path: Path,
     host_env: Mapping[str, str],
     problems: list[Problem],
+    own_docker: Mapping[str, Any] | None = None,
 ) -> InstanceSpec:
     source = str(config_path)
     try:
@@ -169,7 +174,7 @@ def _resolve_instance(
         port=port if isinstance(port, int) else DEFAULT_PORT,
         host=host if isinstance(host, str) else None,
     )
-    workload = _workload(spec, docker, master, config_path, host_env, problems)
+    workload = _workload(spec, docker, master, config_path, host_env, problems, own_docker=own_docker)
     spec = spec.replace(workload=workload)
     base_dir = os.path.dirname(config_path)
     host_log = os.path.join(_host_path(docker["log_host_dir"], base_dir), os.path.basename(spec.log_file))
@@ -223,6 +228,7 @@ def _workload(
     config_path: Path,
     host_env: Mapping[str, str],
     problems: list[Problem],
+    own_docker: Mapping[str, Any] | None = None,
 ) -> Workload:
     """What the instance's container (or pod) runs besides the argv, from its merged [docker] table."""
     name = spec.name
@@ -272,6 +278,11 @@ def _workload(
             parse_size(docker["shm_size"])
         except ValueError as exc:  # found now, not at the create call of one instance of many
             problems.append(Problem("error", f"{path}.shm_size", str(exc), source=str(config_path)))
+    refused: list[tuple[str, str]] = []  # values of the option table no engine would take
+    option_values = options.resolve_options(docker, refused)
+    written_here = own_docker if own_docker is not None else docker  # else resolve() said it at docker.<key>
+    problems.extend(Problem("error", f"{path}.{key}", message, source=str(config_path))
+                    for key, message in refused if key in written_here)
     return Workload(
         image=docker.get("image") or "",
         env=tuple(env.items()),
@@ -282,7 +293,7 @@ def _workload(
         labels=tuple((key, str(value)) for key, value in (docker.get("labels") or {}).items()),
         caches=tuple(_cache_mounts(name, docker, mounts, base_dir)),
         cache_is_default=docker.get("cache_host_dir") == DOCKER_DEFAULTS["cache_host_dir"],
-        options=options.resolve_options(docker),
+        options=option_values,
     )
 
 

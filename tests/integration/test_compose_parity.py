@@ -49,7 +49,10 @@ max_model_len = 128
 [instance.pair.docker]
 cpuset = "0"
 cpus = 0.5
+pids_limit = 512
+ulimits = {{ memlock = 65536, nofile = {{ soft = 1024, hard = 2048 }} }}
 """
+# (memlock = -1, what RDMA wants, needs a dockerd allowed to raise limits: this sandbox's caps memlock at 8 MiB.)
 
 # inspect path -> why it may differ between `vllm-orch up` and `docker compose up` (normalised below).
 KNOWN_DIFFERENCES = {
@@ -63,6 +66,7 @@ KNOWN_DIFFERENCES = {
     "HostConfig.ExtraHosts": "null vs [] (none either way)",
     "HostConfig.Mounts BindOptions": "Compose adds an empty BindOptions {} to each bind mount",
     "HostConfig.Mounts (order)": "Compose sorts the mounts by target; the engine mounts them by depth either way",
+    "HostConfig.Ulimits (order)": "Compose lists them from a mapping in no fixed order; each limit is set on its own",
 }
 
 
@@ -77,6 +81,7 @@ def normalised(attrs: dict) -> dict:
                         and k not in ("io.vllm-orch.owner", "io.vllm-orch.config-hash", "io.vllm-orch.spec")}
     host["DeviceRequests"] = [{**r, "Options": r.get("Options") or {}} for r in host.get("DeviceRequests") or []]
     host["ExtraHosts"] = host.get("ExtraHosts") or []
+    host["Ulimits"] = sorted(host.get("Ulimits") or [], key=lambda u: u["Name"])
     host["Mounts"] = sorted(({k: v for k, v in m.items() if not (k == "BindOptions" and not v)}
                              for m in host.get("Mounts") or []), key=lambda m: m["Target"])
     # The engine lists a container's mount points in no fixed order (a map), whoever made it.
@@ -143,7 +148,12 @@ def snapshot(fleet, owner: str) -> dict:
         assert status == 200
         env = dict(info["env"])
         env.pop("HOSTNAME", None)
-        shots[name] = {"attrs": container.attrs, "process_env": env, "argv": info["argv"]}
+        # What the kernel enforces on the container's processes (ulimits, and pids_limit's cgroup).
+        limits = container.exec_run(["sh", "-c", "grep -E 'open files|locked memory' /proc/self/limits; "
+                                     "cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max"])
+        assert limits.exit_code == 0, limits.output
+        shots[name] = {"attrs": container.attrs, "process_env": env, "argv": info["argv"],
+                       "limits": limits.output.decode().split()}
     return shots
 
 
@@ -215,6 +225,14 @@ def test_compose_runs_the_same_containers_as_up(exported, fleet):
         host = run["pair"]["attrs"]["HostConfig"]
         assert (host["CpusetCpus"], host["NanoCpus"]) == ("0", 500_000_000)
         assert run["cpu"]["attrs"]["HostConfig"]["NanoCpus"] == 0
+        # pids_limit and ulimits likewise (added through the table alone); unset: the engine's.
+        assert host["PidsLimit"] == 512
+        assert sorted(host["Ulimits"], key=lambda u: u["Name"]) == [
+            {"Name": "memlock", "Soft": 65536, "Hard": 65536}, {"Name": "nofile", "Soft": 1024, "Hard": 2048}]
+        assert not run["cpu"]["attrs"]["HostConfig"]["PidsLimit"] and not run["cpu"]["attrs"]["HostConfig"]["Ulimits"]
+        assert run["pair"]["limits"][-1] == "512" and run["cpu"]["limits"][-1] == "max"
+        assert "files 1024 2048 files" in " ".join(run["pair"]["limits"])
+        assert "memory 65536 65536 bytes" in " ".join(run["pair"]["limits"])
     assert pair["attrs"]["HostConfig"]["DeviceRequests"][0]["DeviceIDs"] == ["0", "1"]
     assert pair["process_env"]["NVIDIA_VISIBLE_DEVICES"] == "0,1"
     assert pair["process_env"]["VLLM_API_KEY"] == API_KEY and pair["process_env"]["HF_TOKEN"] == HF_TOKEN

@@ -47,6 +47,8 @@ publish_address = "0.0.0.0"
 publish_port = 9002
 cpuset = "0-3,8"
 cpus = 2.5
+pids_limit = 4096
+ulimits = {{ memlock = -1, nofile = {{ soft = 65536, hard = 1048576 }} }}
 
 [instance.all.control]
 gpu_ids = "all"
@@ -85,6 +87,11 @@ def docker_py_body(container) -> dict:
         host_kwargs["cpuset_cpus"] = container.option("cpuset")
     if container.option("cpus"):
         host_kwargs["nano_cpus"] = int(container.option("cpus") * 1e9)
+    if container.option("pids_limit") is not None:
+        host_kwargs["pids_limit"] = container.option("pids_limit")
+    if container.option("ulimits"):
+        host_kwargs["ulimits"] = [docker.types.Ulimit(name=name, soft=limit["soft"], hard=limit["hard"])
+                                  for name, limit in container.option("ulimits").items()]
     check = container.healthcheck
     ours = create_body(container)
     body = API.create_container_config(
@@ -129,9 +136,13 @@ def test_body_settings_a_user_relies_on(containers):
     assert ids["HostConfig"]["RestartPolicy"] == {"Name": "unless-stopped"}
     assert ids["User"] == "1000:1000"
     assert (ids["HostConfig"]["CpusetCpus"], ids["HostConfig"]["NanoCpus"]) == ("0-3,8", 2_500_000_000)
+    assert ids["HostConfig"]["PidsLimit"] == 4096
+    assert ids["HostConfig"]["Ulimits"] == [{"Name": "memlock", "Soft": -1, "Hard": -1},
+                                            {"Name": "nofile", "Soft": 65536, "Hard": 1048576}]
     plain = create_body(containers["plain"])
     assert plain["HostConfig"]["PortBindings"]["8001/tcp"][0]["HostIp"] == "127.0.0.1"
     assert plain["HostConfig"]["DeviceRequests"] == []
+    assert "PidsLimit" not in plain["HostConfig"] and "Ulimits" not in plain["HostConfig"]  # the engine's own
     # The key reaches the engine in the environment only, never a label or the argv.
     assert "VLLM_API_KEY=sk-test" in plain["Env"]
     assert "sk-test" not in str(plain["Labels"]) and "sk-test" not in str(plain["Cmd"])

@@ -445,6 +445,28 @@ def test_readme_lists_every_kubernetes_key():
     assert len(SETTINGS) == len(markdown_rows().splitlines()) - 2
 
 
+def test_process_limits_are_a_warning_each_and_change_no_manifest(capsys, write_toml):
+    """pids_limit and ulimits have no pod field (the kubelet's podPidsLimit, the runtime's ulimits)."""
+    plain = """
+        [docker]
+        image = "example/vllm:1"
+        [instance.a.control]
+        gpu_ids = "none"
+        [instance.a.server]
+        model = "/m"
+        """
+    code, base, _ = k8s(capsys, write_toml(plain))
+    assert code == 0
+    limited = plain.replace('image = "example/vllm:1"\n', 'image = "example/vllm:1"\n        pids_limit = 4096\n') + \
+        "[instance.a.docker]\nulimits = { memlock = -1 }\n"
+    code, out, err = k8s(capsys, write_toml(limited))
+    assert code == 0, err
+    assert [line.split(": ", 1)[1] for line in err.splitlines() if ": warning: " in line and "limit" in line] == [
+        "docker.pids_limit: warning: not used: a pod's process limit is the kubelet's podPidsLimit",
+        "instance.a.docker.ulimits: warning: not used: a pod's ulimits are the container runtime's (set them on the nodes)"]
+    assert documents(out) == documents(base)
+
+
 # ----------------------------------------------------------------------------- the option table's promise
 # A value for every [docker] setting the option table says the export maps (Setting.kubernetes
 # empty); a new setting without one fails the test below, so none is dropped without a word.

@@ -11,12 +11,13 @@ PACKAGE = Path(__file__).resolve().parents[2] / "orchestrator"
 
 LAYERS: list[set[str]] = [
     # declarations and leaf helpers: no knowledge of configs or targets
-    {"orchestrator", "value", "errors", "labels", "targets", "sizes", "vllm_options", "vllm_options_dump", "diagnose", "run_lock",
-     "log_files", "exporters.kubernetes_settings", "backends", "backends.docker_context", "config", "exporters"},
+    {"orchestrator", "value", "errors", "labels", "targets", "sizes", "vllm_options", "vllm_options_dump", "diagnose",
+     "run_lock", "log_files", "exporters.kubernetes_settings", "ulimits", "backends", "backends.docker_context", "config",
+     "exporters"},
     # the target-neutral spec and the tables it is built with
     {"spec", "options", "argv", "start_order", "logs"},
-    # reading the document; the Docker rendering of a spec; the option tables' cache
-    {"config.loader", "config.schema", "container", "option_cache"},
+    # reading the document; the Docker rendering of a spec; the option tables' cache; generated files
+    {"config.loader", "config.schema", "container", "option_cache", "generate"},
     # the contract's merge rules: document -> specs
     {"resolve"},
     # meaning of the resolved config

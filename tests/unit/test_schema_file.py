@@ -11,7 +11,7 @@ from .conftest import CONFIGS
 
 def test_the_published_schema_file_is_the_one_validate_uses():
     published = json.loads((CONFIGS / "vllm-orch.schema.json").read_text())
-    assert published == SCHEMA, "regenerate it: vllm-orch schema > configs/vllm-orch.schema.json"
+    assert published == SCHEMA, "regenerate it: python -m orchestrator.generate"
 
 
 def test_the_published_schema_declares_the_kubernetes_tables():

@@ -203,7 +203,7 @@ class Engine:
 
     # -- the floor: the same containers, created and started by a bare SDK loop ----------------
     def create_body(self, spec: Any) -> dict[str, Any]:
-        """What DockerBackend._create sends: the same function on the same spec objects."""
+        """What docker_apply._create sends: the same function on the same spec objects."""
         from orchestrator.backends.engine_body import create_body
 
         return create_body(spec.container)

@@ -4,19 +4,31 @@ The CLI parses arguments into `Inputs` and a request, calls one function here an
 it returns; nothing here prints or exits (messages go through the `say` callback). Instances are
 reached only through a backend (`backends/base.py`'s `Backend`: Docker's containers, or the
 in-container launcher's processes), made by `backend_for` from the project's backend name; each
-workflow is: lock, observe, check, plan (pure), apply, wait. `up` is Docker's workflow (it
-also preflights images and GPUs), `launch` the launcher's; `down`, `ps` and `logs` serve both.
+workflow is: lock, observe, plan (pure), preflight (every problem at once), apply, wait. `up` is
+Docker's workflow (it builds a docker.ContainerRun), `launch` the launcher's (a local.LaunchRun);
+`down`, `ps` and `logs` serve both. Which target a config is checked for (a backend, or an export
+such as Kubernetes) is a `targets.Target`, named apart from the backends.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from orchestrator.backends.base import DOCKER, LOCAL, Say, backend_for
+from orchestrator.backends.base import Say, backend_for
 from orchestrator.backends.base import quiet as _quiet
 from orchestrator.errors import ConfigError, OrchestratorError, Problem
+from orchestrator.targets import DOCKER, LOCAL, Target
 from orchestrator.value import Value, field
+
+if TYPE_CHECKING:
+    from orchestrator.backends.base import Removed
+    from orchestrator.backends.docker import ActionResult, DockerBackend
+    from orchestrator.backends.local import LaunchStep
+    from orchestrator.plan import Action
+    from orchestrator.project import Project
+    from orchestrator.spec import InstanceSpec
+    from orchestrator.start_order import StartAfter
 
 
 class Inputs(Value):
@@ -39,17 +51,22 @@ class Inputs(Value):
 
 
 # ----------------------------------------------------------------------------- opening a project
-def open_project(inputs: Inputs, *, backend: str | None = DOCKER, strict: bool = True, checks: bool = True):
+def open_project(inputs: Inputs, *, target: Target | None = DOCKER, strict: bool = True,
+                 checks: bool = True) -> Project:
+    """The project of `inputs`, checked and rendered for `target` (None: the config's own backend)."""
     from orchestrator.project import open_project as open_
 
-    return open_(inputs.config_path(), overrides=list(inputs.overrides), sets=list(inputs.sets),
-                 project_name=inputs.project, backend=backend, strict=strict, checks=checks, text=inputs.text)
+    path = inputs.config_path()
+    assert path is not None  # required: config_path raises without one
+    return open_(path, overrides=list(inputs.overrides), sets=list(inputs.sets),
+                 project_name=inputs.project, target=target, strict=strict, checks=checks, text=inputs.text)
 
 
-def check_with_tables(project, backend, image_ids: dict[str, str], *, strict: bool = True,
-                      selected: set[str] | None = None, options_block: bool = True, say: Say = _quiet):
+def check_with_tables(project: Project, backend: DockerBackend, image_ids: dict[str, str], *, strict: bool = True,
+                      selected: set[str] | None = None, options_block: bool = True, say: Say = _quiet) -> Project:
     """Ask each image (cached per image id) for its vLLM option table, then check the project
     against them: the argv follows vLLM's real options and unknown options become errors."""
+    from orchestrator.container import rendered
     from orchestrator.option_cache import image_table
     from orchestrator.project import check_project
 
@@ -60,7 +77,7 @@ def check_with_tables(project, backend, image_ids: dict[str, str], *, strict: bo
                  if i.container and i.container.image == image and (selected is None or i.name in selected)]
         if not users:
             continue
-        pixi = [m for m in users[0].container.mounts
+        pixi = [m for m in rendered(users[0]).mounts
                 if master.pixi_project_dir and m.target == master.pixi_project_dir.rstrip("/")]
         answer = image_table(backend, image, image_id, pixi_project_dir=master.pixi_project_dir,
                              pixi_environment=master.pixi_environment, mounts=pixi, progress=say)
@@ -70,16 +87,16 @@ def check_with_tables(project, backend, image_ids: dict[str, str], *, strict: bo
     return check_project(project, tables=tables, table_notes=notes, strict=strict, options_block=options_block)
 
 
-def open_checked(inputs: Inputs, *, backend: str | None = DOCKER, strict: bool = True, offline: bool = False,
-                 gpus: bool = False, say: Say = _quiet):
+def open_checked(inputs: Inputs, *, target: Target | None = DOCKER, strict: bool = True, offline: bool = False,
+                 gpus: bool = False, say: Say = _quiet) -> Project:
     """For validate/plan/compose/k8s: the project checked against its images' vLLM when Docker can
     be asked; otherwise (or with --offline) by the contract's rules, saying why. With `gpus`
     (validate), also against the GPUs on the host, where they can be listed."""
     from orchestrator.project import check_project
 
-    first = open_project(inputs, backend=backend, strict=strict, checks=False)
+    first = open_project(inputs, target=target, strict=strict, checks=False)
 
-    def with_gpus(project, engine=None, engine_note: str = ""):
+    def with_gpus(project: Project, engine: DockerBackend | None = None, engine_note: str = "") -> Project:
         if gpus:
             from orchestrator.gpu_check import validate_gpus
 
@@ -88,7 +105,7 @@ def open_checked(inputs: Inputs, *, backend: str | None = DOCKER, strict: bool =
             project.gpu_check = note
         return project
 
-    def without_tables(reason: str):
+    def without_tables(reason: str) -> Project:
         project = check_project(first, strict=strict)
         if reason:
             project.option_check = f"image check skipped ({reason}); " + project.option_check
@@ -98,24 +115,23 @@ def open_checked(inputs: Inputs, *, backend: str | None = DOCKER, strict: bool =
         return without_tables("")
     if offline:
         return without_tables("--offline")
-    from orchestrator.backends.docker import DockerBackend
     from orchestrator.errors import DockerUnavailable, PreflightError
 
     images = {i.container.image for i in first.resolved.instances if i.container and i.container.image}
     try:
-        engine = DockerBackend()
+        engine = backend_for(DOCKER)
         image_ids = engine.image_ids(images)
     except (DockerUnavailable, PreflightError) as exc:
         return without_tables(str(exc))
     return with_gpus(check_with_tables(first, engine, image_ids, strict=strict, say=say), engine)
 
 
-def project_for_status(inputs: Inputs) -> tuple[str, Any]:
+def project_for_status(inputs: Inputs) -> tuple[str, Project | None]:
     """(project name, project or None) for ps/down: from the config when there is one, else -p
     alone will do (names and specs only: no validation needed)."""
     path = inputs.config_path(required=not inputs.project)
     if path is None:
-        return inputs.project, None
+        return inputs.project or "", None  # config_path required one or the other
     project = open_project(inputs, strict=False, checks=False)
     return project.name, project
 
@@ -134,12 +150,12 @@ class UpRequest(Value):
 
 class UpOutcome(Value, frozen=False):
     project: str
-    actions: list
-    start_order: list = field(factory=list)  # plan.StartAfter: who starts after whom, and why
-    results: list = field(factory=list)
-    waited: dict = field(factory=dict)
+    actions: list[Action]
+    start_order: list[StartAfter] = field(factory=list)  # who starts after whom, and why
+    results: list[ActionResult] = field(factory=list)
+    waited: dict[str, float] = field(factory=dict)
     wait_error: OrchestratorError | None = None
-    instances: list = field(factory=list)  # `ps --json`'s rows after the run, for provisioning tools
+    instances: list[dict[str, Any]] = field(factory=list)  # `ps --json`'s rows after the run, for provisioning tools
 
     @property
     def failed(self) -> list:
@@ -168,33 +184,50 @@ class UpOutcome(Value, frozen=False):
 
 def up(inputs: Inputs, request: UpRequest, *, say: Say = _quiet, report: Callable[[Any], None] | None = None,
        progress: Say = _quiet) -> UpOutcome:
-    """Reconcile the engine with the config: check, plan under the run lock, preflight, apply,
-    then (with `wait`) wait for /health. Raises for anything found before a change; failures of
-    single instances are in the outcome (`raise_for_failures` turns them into the error)."""
-    from orchestrator.errors import OwnedElsewhere
-    from orchestrator.plan import owned_elsewhere, ownership_message, start_after
+    """Reconcile the engine with the config: check, plan under the run lock, preflight (every
+    problem at once: PreflightError), apply, then (with `wait`) wait for /health. Raises for
+    anything found before a change; failures of single instances are in the outcome
+    (`raise_for_failures` turns them into the error)."""
+    from orchestrator.backends.docker import ContainerRun
+    from orchestrator.container import rendered
+    from orchestrator.errors import OwnedElsewhere, PreflightError
+    from orchestrator.plan import CREATE, RECREATE, Action, owned_elsewhere, ownership_message, start_after
 
-    project = open_project(inputs, backend=DOCKER, checks=False)  # which images? (the full checks follow, with their tables)
+    project = open_project(inputs, target=DOCKER, checks=False)  # which images? (the full checks follow, with their tables)
     selected = project.select(list(request.names))
     if not project.resolved.master.enable:
         say("master.enable = false: every instance is disabled (their containers are removed, logs kept)")
-    backend = backend_for(project.backend)  # Docker's: image_ids, preflight and the engine are its own
+    backend = backend_for(DOCKER)  # a DockerBackend: its images and its engine's run lock are its own
     wanted = [i for i in project.resolved.instances if i.enabled and (selected is None or i.name in selected)]
-    image_ids = backend.image_ids(i.container.image for i in wanted)
+    # A missing image is one of the preflight's problems, reported with the others.
+    image_ids = backend.image_ids((rendered(i).image for i in wanted), missing_ok=True)
     # The argv always follows the image's option table (so --no-preflight cannot change it and
     # recreate a loaded model); --no-preflight only stops option problems from blocking.
-    project = check_with_tables(project, backend, image_ids, selected=selected,
+    project = check_with_tables(project, backend, image_ids, selected=selected, strict=False,
                                 options_block=not request.no_preflight, say=say)
+    # Facts about this host (a missing host path or model directory) are the preflight's to
+    # report, with the engine's (a missing image, a busy port): every problem in one run. A dry
+    # run has no preflight: they stop it here, as before.
+    if any(request.dry_run or not p.host_fact for p in project.errors):
+        raise ConfigError(project.problems)
+    project.problems = [p for p in project.problems if not p.host_fact]
     wanted = [i for i in project.resolved.instances if i.enabled and (selected is None or i.name in selected)]
     for problem in project.problems:
         say(problem.format())
+
+    def await_healthy(action: Action) -> None:
+        """A start chain's wait: the instance it waits for answers /health (raises otherwise)."""
+        healthy([action.spec])
+
+    run = ContainerRun(image_ids, remove_orphans=request.remove_orphans, blocking=not request.no_preflight,
+                       on_done=report, progress=progress, await_healthy=await_healthy)
 
     def plan() -> list:
         observed = backend.observe(project.name)
         foreign = owned_elsewhere(observed, project.resolved.config_file)
         if foreign and not request.adopt:
             raise OwnedElsewhere(ownership_message(project.name, foreign, project.resolved.config_file))
-        return backend.plan(project, selected, observed, image_ids=image_ids, remove_orphans=request.remove_orphans)
+        return backend.plan(project, selected, observed, run)
 
     def rows() -> list[dict[str, Any]]:
         """`ps --json`'s rows, /health asked where Docker still says "starting" (so right after
@@ -203,13 +236,16 @@ def up(inputs: Inputs, request: UpRequest, *, say: Say = _quiet, report: Callabl
 
     if request.dry_run:
         actions = plan()
+        from orchestrator.backends.docker_preflight import missing_images
+
+        problems = missing_images([a for a in actions if a.kind in (CREATE, RECREATE)], image_ids)
+        if problems:  # the plan of a missing image would not say what a rebuilt one changes
+            raise PreflightError(problems=problems)
         return UpOutcome(project.name, actions, start_after(actions), instances=rows() if request.rows else [])
 
     import time
 
     from orchestrator.backends.engine import is_local_address
-    from orchestrator.gpu_check import check_for_up
-    from orchestrator.run_lock import run_lock
     from orchestrator.waiter import wait_healthy
 
     # One deadline for the whole run: the waits inside start chains (instances sharing a GPU
@@ -225,14 +261,12 @@ def up(inputs: Inputs, request: UpRequest, *, say: Say = _quiet, report: Callabl
                             probe_http=is_local_address(backend.engine.address))
 
     # Observe, plan and change under the lock, so a concurrent up/down plans against what this one did.
-    with run_lock(project.name, backend.engine.address, waiting=say):
+    with backend.lock(project.name, say):
         actions = plan()
-        for note in backend.preflight(actions, gpu_check=check_for_up(project, blocking=not request.no_preflight)):
+        for note in backend.preflight(project, actions, run):
             say(note)
-        order = start_after(actions)
-        results = backend.apply(project, actions, on_done=report, start_after=order,
-                                await_healthy=lambda action: healthy([action.spec]), progress=progress)
-        outcome = UpOutcome(project.name, actions, order, results)
+        results = backend.apply(project, actions, run)
+        outcome = UpOutcome(project.name, actions, start_after(actions), results)
     chain_errors = [r.health_error for r in results if r.health_error is not None]
     outcome.wait_error = chain_errors[0] if chain_errors else None
     if request.wait and not outcome.failed and not outcome.wait_error:
@@ -245,7 +279,7 @@ def up(inputs: Inputs, request: UpRequest, *, say: Say = _quiet, report: Callabl
     return outcome
 
 
-def raise_for_failures(command: str, results: list, message: str) -> None:
+def raise_for_failures(command: str, results: Sequence[Removed] | Sequence[ActionResult], message: str) -> None:
     """The error ending an up/down some of whose instances failed. The engine lost part-way is
     exit 3 with what was done and what was not (each instance has had its line already);
     otherwise the failures' own exit code when they agree (4: e.g. an image removed meanwhile), else 1."""
@@ -255,11 +289,11 @@ def raise_for_failures(command: str, results: list, message: str) -> None:
     if not failed:
         return
     if any(r.engine_lost for r in failed):
-        done = [r.action.instance for r in results if r.ok]
+        done = [r.instance for r in results if r.ok]
         raise DockerUnavailable(
             f"lost the Docker engine part-way: {len(done)} of {len(results)} instance(s) done"
             + (f" ({', '.join(done)})" if done else "")
-            + f"; not done: {', '.join(r.action.instance for r in failed)}; run `{command}` again once the engine is back")
+            + f"; not done: {', '.join(r.instance for r in failed)}; run `{command}` again once the engine is back")
     error = OrchestratorError(message)
     codes = {r.error_exit_code for r in failed}
     if len(codes) == 1 and 0 not in codes:
@@ -267,20 +301,21 @@ def raise_for_failures(command: str, results: list, message: str) -> None:
     raise error
 
 
-def log_tail_for(spec, backend, lines: int) -> str:
+def log_tail_for(spec: InstanceSpec, backend: DockerBackend, lines: int) -> str:
     """The instance's last log lines, then what the engine captured (the entrypoint's own errors)."""
+    from orchestrator.container import rendered
     from orchestrator.logs import tail_lines
 
     text = "\n".join(tail_lines(backend.log_file(spec), lines))
-    engine = backend.engine_log_tail(spec.container.name, lines)
+    engine = backend.engine_log_tail(rendered(spec).name, lines)
     return text + ("\n" + engine if engine.strip() else "")
 
 
 # ----------------------------------------------------------------------------- down
 class DownOutcome(Value):
     project: str
-    results: list  # one per instance: .ok, .to_json()
-    left: dict  # config file -> names of the containers another config made (not touched)
+    results: Sequence[Removed]  # one per instance
+    left: dict[str, list[str]]  # config file -> names of the containers another config made (not touched)
     json_key: str = "removed"  # `down --json`'s key for the results (base.Removal)
     failure: str = ""  # the error's text when some failed
 
@@ -314,13 +349,15 @@ def ps(inputs: Inputs, *, backend: str | None = None) -> StatusOutcome:
 
 
 # ----------------------------------------------------------------------------- logs
-def log_path(inputs: Inputs, name: str, *, backend: str | None, follow: bool) -> Path:
+def log_path(inputs: Inputs, name: str, *, backend: Target | None, follow: bool) -> Path:
     """Where the instance's log file is on this machine; an error saying why when there is none."""
     import os
 
-    project = open_project(inputs, backend=backend, strict=False)
+    project = open_project(inputs, target=backend, strict=False)
     project.select([name])
     spec = project.resolved.instance(name)
+    if spec is None:  # select() refused it already
+        raise OrchestratorError(f"no instance {name!r}")
     chosen = backend_for(project.backend)
     path = chosen.log_file(spec)
     if not os.path.lexists(path) and not follow:
@@ -331,7 +368,7 @@ def log_path(inputs: Inputs, name: str, *, backend: str | None, follow: bool) ->
 # ----------------------------------------------------------------------------- launch
 class LaunchOutcome(Value):
     project: str | None = None  # None: nothing to launch (no config, or launching is off)
-    steps: list = field(factory=list)  # local.LaunchStep, in the order they run
+    steps: list[LaunchStep] = field(factory=list)  # in the order they run
     exit_code: int = 0  # the launcher's (after the launch; 0 for a dry run)
 
 
@@ -349,16 +386,21 @@ def launch(inputs: Inputs, names: tuple[str, ...] = (), *, dry_run: bool = False
     if not path.exists() and inputs.config is None:
         say(f"vllm-orch launch: warning: config {path} not found; nothing launched")
         return LaunchOutcome()
-    project = open_project(inputs, backend=LOCAL)
+    project = open_project(inputs, target=LOCAL)
     for problem in project.problems:
         say(problem.format())
     if not project.resolved.master.enable:
         say("vllm-orch launch: master.enable = false; nothing launched")
         return LaunchOutcome()
     selected = project.select(list(names))
-    backend = backend_for(project.backend)
-    steps = backend.plan(project, selected, backend.observe(project.name))
+    from orchestrator.backends.local import LaunchRun
+
+    backend = backend_for(LOCAL)
+    run = LaunchRun(say, health_timeout=timeout, named=selected is not None)
+    steps = backend.plan(project, selected, backend.observe(project.name), run)
     if dry_run:
         return LaunchOutcome(project.name, steps)
-    code = backend.apply(project, steps, out=say, health_timeout=timeout, named=selected is not None)
+    for note in backend.preflight(project, steps, run):
+        say(note)
+    code = backend.apply(project, steps, run)
     return LaunchOutcome(project.name, steps, code)

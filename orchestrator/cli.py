@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from orchestrator import __version__
-from orchestrator.errors import ConfigError, OrchestratorError, Problem
+from orchestrator.errors import ConfigError, OrchestratorError, PreflightError, Problem
 
 EXIT_OK, EXIT_FAILED = 0, 1
 
@@ -41,9 +41,9 @@ _OFFLINE_HELP = "do not ask the image for vLLM's option table (render by the con
 
 
 def _backend_arg(p: argparse.ArgumentParser, *, guessed: bool, help: str | None = None) -> None:
-    """--backend, its choices the backends' names (backends/base.py; a few-line module, no backend
-    is imported). `guessed`: the default is the config's own backend, else Docker."""
-    from orchestrator.backends.base import BACKENDS, DOCKER
+    """--backend, its choices the backends' names (targets.py: the targets that run instances; no
+    backend is imported). `guessed`: the default is the config's own backend, else Docker."""
+    from orchestrator.targets import BACKENDS, DOCKER
 
     p.add_argument("--backend", choices=BACKENDS, default=None if guessed else DOCKER, help=help)
 
@@ -207,14 +207,14 @@ def _config_path(args: argparse.Namespace, required: bool = True) -> Path | None
 
 
 def _open(args: argparse.Namespace, **options: Any):
-    """app.open_project (its options: backend, strict, checks; the backend defaults to Docker there)."""
+    """app.open_project (its options: target, strict, checks; the target defaults to Docker there)."""
     from orchestrator.app import open_project
 
     return open_project(_inputs(args), **options)
 
 
 def _open_checked(args: argparse.Namespace, **options: Any):
-    """app.open_checked (its options: backend, strict, gpus), --offline and progress to stderr."""
+    """app.open_checked (its options: target, strict, gpus), --offline and progress to stderr."""
     from orchestrator.app import open_checked
 
     return open_checked(_inputs(args), offline=getattr(args, "offline", False), say=_stderr, **options)
@@ -243,7 +243,7 @@ def _stderr(message: str) -> None:
 # ----------------------------------------------------------------------------- commands
 def cmd_validate(args: argparse.Namespace) -> int:
     try:
-        project = _open_checked(args, backend=args.backend, strict=False, gpus=True)
+        project = _open_checked(args, target=args.backend, strict=False, gpus=True)
         problems = project.problems
     except ConfigError as exc:  # syntax or schema: nothing further can be checked
         project, problems = None, exc.problems
@@ -272,7 +272,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    project = _open_checked(args, backend=args.backend)
+    project = _open_checked(args, target=args.backend)
     doc = {
         "project": project.name,
         "config_file": project.resolved.config_file,
@@ -395,8 +395,9 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 def cmd_compose(args: argparse.Namespace) -> int:
     from orchestrator.compose import render_compose
+    from orchestrator.targets import COMPOSE
 
-    project = _open_checked(args)
+    project = _open_checked(args, target=COMPOSE)
     _warn_problems(project.problems)
     text = render_compose(project)
     if args.output:
@@ -409,8 +410,9 @@ def cmd_compose(args: argparse.Namespace) -> int:
 
 def cmd_k8s(args: argparse.Namespace) -> int:
     from orchestrator.exporters.kubernetes import render_kubernetes
+    from orchestrator.targets import KUBERNETES
 
-    project = _open_checked(args, backend="kubernetes")
+    project = _open_checked(args, target=KUBERNETES)
     rendering = render_kubernetes(project, namespace=args.namespace)
     _warn_problems(project.problems + rendering.warnings)
     if project.option_check:
@@ -424,7 +426,7 @@ def cmd_k8s(args: argparse.Namespace) -> int:
 
 
 def cmd_flags(args: argparse.Namespace) -> int:
-    from orchestrator.backends.docker import DockerBackend
+    from orchestrator.backends.base import DOCKER, backend_for
     from orchestrator.option_cache import image_table
 
     master = None
@@ -435,7 +437,7 @@ def cmd_flags(args: argparse.Namespace) -> int:
         image = next((i.container.image for i in project.resolved.instances if i.container and i.container.image), "")
         if not image:
             raise OrchestratorError("no image: pass --image or set [docker] image in the config")
-    backend = DockerBackend()
+    backend = backend_for(DOCKER)
     image_id = backend.image_ids([image])[image]
     answer = image_table(backend, image, image_id,
                          pixi_project_dir=master.pixi_project_dir if master else None,
@@ -555,6 +557,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             _stderr(problem.format())
         errors = sum(1 for p in exc.problems if p.is_error)
         _stderr(f"vllm-orch: {errors} config error(s); nothing was changed")
+        return exc.exit_code
+    except PreflightError as exc:
+        if _opt(args, "debug"):
+            raise
+        if exc.details:
+            _stderr(exc.details)
+        for line in exc.problems:  # every problem, one line each, as `validate` lists them
+            _stderr(f"vllm-orch: error: {line}")
+        if len(exc.problems) > 1:
+            _stderr(f"vllm-orch: {len(exc.problems)} preflight problems; nothing was changed")
         return exc.exit_code
     except OrchestratorError as exc:
         if _opt(args, "debug"):

@@ -29,7 +29,7 @@ import os
 import re
 import shlex
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import yaml
 
@@ -37,7 +37,7 @@ from orchestrator import __version__, options, secret_files
 from orchestrator.errors import OrchestratorError
 from orchestrator.exporters import comment_text
 from orchestrator.labels import LABEL_GPUS, LABEL_INSTANCE, LABEL_LOG, LABEL_MODEL, LABEL_OWNER, LABEL_URL
-from orchestrator.container import ContainerSpec
+from orchestrator.container import ContainerSpec, rendered
 from orchestrator.spec import GpuRequest, InstanceSpec, Mount
 
 OWNER_COMPOSE = "compose"  # io.vllm-orch.owner of exported containers: `down` only removes "vllm-orch"
@@ -74,8 +74,9 @@ class _Dumper(yaml.SafeDumper):
         # List items indented under their key, as Compose's own documentation writes them.
         super().increase_indent(flow, False)
 
-    def represent_list(self, data: list) -> yaml.Node:
+    def represent_list(self, data: Iterable[Any]) -> yaml.SequenceNode:
         # A short list of words reads best on one line ([gpu], ['0', '1']); argv stays one per line.
+        data = list(data)
         node = super().represent_list(data)
         if data and all(isinstance(v, (str, int)) for v in data) and sum(len(str(v)) + 4 for v in data) <= _FLOW_MAX:
             node.flow_style = True
@@ -215,7 +216,7 @@ def gpu_devices(gpu: GpuRequest, driver: str = "nvidia") -> list[dict[str, Any]]
 
 def service_settings(spec: InstanceSpec, *, enabled: bool = True) -> dict[str, Any]:
     """The Compose settings of one instance, in the order they are written; values unescaped."""
-    c: ContainerSpec = spec.container
+    c: ContainerSpec = rendered(spec)
     settings: dict[str, Any] = {"image": c.image, "entrypoint": list(c.entrypoint), "command": list(c.command)}
     # As `up` creates it: secrets only by name (VLLM_ORCH_SECRET_ENV, HF_TOKEN_PATH); their values
     # are Compose `secrets:` (below), files the log wrapper reads.
@@ -258,7 +259,7 @@ def secret_names(instances: list[InstanceSpec]) -> list[str]:
     """Every secret of the project, in the order first met."""
     names: list[str] = []
     for spec in instances:
-        for key, _ in spec.container.secret_env:
+        for key, _ in rendered(spec).secret_env:
             if key not in names:
                 names.append(key)
     return names
@@ -379,7 +380,7 @@ def _made_for(user: str | None, make: str, path: str, shared_mode: str) -> list[
 
 
 def _comment(spec: InstanceSpec) -> str:
-    c = spec.container
+    c = rendered(spec)
     parts = [f"gpus={spec.gpu.describe()}"]
     labels = dict(c.labels)
     if labels.get(LABEL_URL):

@@ -15,6 +15,7 @@ import json
 from typing import Any, Callable
 
 from orchestrator import options, secret_files
+from orchestrator.errors import OrchestratorError
 from orchestrator.labels import (LABEL_CONFIG, LABEL_GPUS, LABEL_INSTANCE, LABEL_LOG, LABEL_MODEL, LABEL_OWNER,
                                  LABEL_PREFIX, LABEL_PROJECT, LABEL_URL, OWNER_UP)
 from orchestrator.spec import SECRET_MASK, CacheMount, GpuRequest, HealthProbe, InstanceSpec, Mount, OptionValues, PortBinding
@@ -201,12 +202,16 @@ def _caches_before_they_existed(container: ContainerSpec) -> list[dict[str, Any]
     return [cache.to_json() for cache in container.cache_mounts] if container.cache_is_default else []
 
 
+def _always(value: Any) -> Callable[[ContainerSpec], Any]:
+    return lambda container: value
+
+
 # Keys of the record that a release after the first recorded one (options.FIRST_RELEASE, see
 # tests/fixtures/releases/) added, each with what a container made without it is taken to have
 # had, given today's rendering: such a container is recreated only when today's value differs
 # from that. tests/unit/test_upgrade.py fails when a key is added to the record without an entry.
 ADDED_RECORD_KEYS: dict[str, Callable[[ContainerSpec], Any]] = {
-    **{key: (lambda container, unset=unset: unset) for key, unset in options.OPTIONS_ADDED_LATER.items()},
+    **{key: _always(unset) for key, unset in options.OPTIONS_ADDED_LATER.items()},
     "cache_mounts": _caches_before_they_existed,
     # Containers made before the secret files are compared with today's config delivered the
     # way they were (ContainerSpec.secrets_in_env, in plan.explain_change), never by this key.
@@ -265,3 +270,11 @@ def render_container(spec: InstanceSpec, *, project: str, config_file: str, host
         cache_is_default=work.cache_is_default,
         secret_dir=secret_dir if work.secret_env else "",
     )
+
+
+def rendered(spec: InstanceSpec) -> ContainerSpec:
+    """The Docker rendering `resolve` gave the spec: every spec of a config opened for Docker or
+    Compose has one; the neutral consumers (Kubernetes, the launcher) never ask."""
+    if spec.container is None:
+        raise OrchestratorError(f"instance {spec.name!r}: internal error: no Docker rendering")
+    return spec.container

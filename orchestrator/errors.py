@@ -30,6 +30,10 @@ class Problem(Value):
     source: str = ""  # file name, or "AUTO_INFER_VLLM_OVERRIDES", ...
     line: int | None = None
     column: int | None = None
+    # A fact about the machine that runs the instances (a volume's host path, a model directory),
+    # not about the config: `up` leaves these to the Docker preflight, which checks them for the
+    # instances it creates and reports them with the engine's problems (images, ports), all at once.
+    host_fact: bool = False
 
     @property
     def is_error(self) -> bool:
@@ -86,9 +90,15 @@ class DockerUnavailable(OrchestratorError):
 
 
 class PreflightError(OrchestratorError):
-    """The engine or host cannot run the plan; raised before anything is changed."""
+    """The engine or host cannot run the plan; raised before anything is changed. Carries every
+    problem the preflight found (`problems`, one line each), so one run names them all."""
 
     exit_code = 4
+
+    def __init__(self, message: str = "", details: str = "", *, problems: list[str] | tuple[str, ...] = ()):
+        self.problems = list(problems) or [message]
+        more = f" (and {len(self.problems) - 1} more)" if len(self.problems) > 1 else ""
+        super().__init__((message or self.problems[0]) + more, details)
 
 
 class InstanceFailed(OrchestratorError):

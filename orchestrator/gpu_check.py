@@ -1,12 +1,12 @@
-"""The project's GPUs against the host's, for `validate`, `up`'s preflight and `vllm-orch gpus`:
-which reader to ask (gpu_readers), what belongs to the project (its running containers, its
-launched processes), and the checks (gpus.inventory_problems)."""
+"""The project's GPUs against the host's, for `validate` and `vllm-orch gpus`: which reader to
+ask (gpu_readers), what belongs to the project (its running containers, its launched
+processes), and the checks (gpus.project_problems, which `up`'s preflight in
+backends/docker_preflight.py asks too)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable
 
-from orchestrator.config.validate import gpu_memory_utilization
 from orchestrator.errors import OrchestratorError, PreflightError, Problem
 
 if TYPE_CHECKING:  # gpus (and csv) are imported only where a GPU inventory is read
@@ -16,23 +16,6 @@ if TYPE_CHECKING:  # gpus (and csv) are imported only where a GPU inventory is r
 def wants_gpus(project: Any, selected: set[str] | None = None) -> bool:
     return any(i.enabled and i.gpu.mode != "none" and (selected is None or i.name in selected)
                for i in project.resolved.instances)
-
-
-def problems_for(project: Any, inventory: Inventory, running_container_ids: set[str] | frozenset[str],
-                 *, blocking: bool = True) -> list[Problem]:
-    """The checks; with `blocking` False (`up --no-preflight`) errors become warnings."""
-    from orchestrator.gpus import Ours, inventory_problems
-
-    ours = Ours(project.name, frozenset(running_container_ids))
-    problems = inventory_problems(project.resolved.instances, inventory, ours, str(project.loaded.path),
-                                  utilization=gpu_memory_utilization)
-    if not blocking:
-        problems = [p.replace(severity="warning") for p in problems]
-    return problems
-
-
-def check_for_up(project: Any, *, blocking: bool) -> Callable[[Inventory, set[str]], list[Problem]]:
-    return lambda inventory, running: problems_for(project, inventory, running, blocking=blocking)
 
 
 def validate_gpus(project: Any, engine: Any | None, *, offline: bool, engine_note: str = "") -> tuple[list[Problem], str]:
@@ -65,7 +48,9 @@ def validate_gpus(project: Any, engine: Any | None, *, offline: bool, engine_not
         return [], f"not checked against the host ({exc})"
     except OrchestratorError as exc:  # the probe: no NVIDIA runtime on the engine
         return [Problem("warning", "", str(exc), source=str(project.loaded.path))], "not checked against the host"
-    problems = problems_for(project, inventory, running)
+    from orchestrator.gpus import project_problems
+
+    problems = project_problems(project, inventory, running)
     return problems, f"checked against {len(inventory.gpus)} GPU(s) from {inventory.source}"
 
 
@@ -73,14 +58,14 @@ def host_gpus(image: str | None, default_image: Callable[[], str | None]) -> tup
     """`vllm-orch gpus`: the engine host's inventory and, for each container id seen holding a
     GPU, its name and vllm-orch labels. NVML when vllm-orch runs on that host, else a probe
     container of `image` (or the config's first image). Neither: PreflightError, one line."""
-    from orchestrator.backends.docker import DockerBackend
+    from orchestrator.backends.base import DOCKER, backend_for
     from orchestrator.backends.engine import engine_address, is_local_address
     from orchestrator.errors import DockerUnavailable
     from orchestrator.gpu_readers import read_nvml
     from orchestrator.gpus import InventoryUnavailable
 
     reasons = []
-    backend = DockerBackend()
+    backend = backend_for(DOCKER)
     inventory = None
     if is_local_address(engine_address()):
         try:

@@ -302,6 +302,21 @@ def inventory_problems(instances: Iterable[Any], inventory: Inventory, ours: Our
     return out
 
 
+def project_problems(project: Any, inventory: Inventory, running_container_ids: set[str] | frozenset[str],
+                     *, blocking: bool = True) -> list[Problem]:
+    """inventory_problems for an opened project (`validate`, `up`'s preflight): what is ours is
+    its running containers (`running_container_ids`) or launched processes. With `blocking`
+    False (`up --no-preflight`) errors become warnings."""
+    from orchestrator.config.validate import gpu_memory_utilization
+
+    ours = Ours(project.name, frozenset(running_container_ids))
+    problems = inventory_problems(project.resolved.instances, inventory, ours, str(project.loaded.path),
+                                  utilization=gpu_memory_utilization)
+    if not blocking:
+        problems = [p.replace(severity="warning") for p in problems]
+    return problems
+
+
 def _memory_problems(device: GpuDevice, on_it: list[tuple[Any, float, str]], inventory: Inventory,
                      ours: Ours, source: str) -> list[Problem]:
     total, used = device.memory_total_mib, device.memory_used_mib

@@ -27,6 +27,7 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping
 
 from orchestrator import ulimits
+from orchestrator.sizes import parse_size
 from orchestrator.value import Value
 
 MAX_NAME_LENGTH = 63  # a DNS label: container, Compose service and Kubernetes object names
@@ -165,8 +166,6 @@ def markdown_rows() -> str:
 
 # ----------------------------------------------------------------------------- container options
 def _shm_bytes(value: Any) -> int:
-    from orchestrator.spec import parse_size
-
     return parse_size(value)
 
 

@@ -11,7 +11,8 @@ import json
 from typing import Any, Iterable
 
 from orchestrator.labels import LABEL_CONFIG, LABEL_GPUS
-from orchestrator.container import ADDED_RECORD_KEYS, config_digest
+from orchestrator.container import ADDED_RECORD_KEYS, ContainerSpec, config_digest
+from orchestrator.errors import OrchestratorError
 from orchestrator.spec import GpuRequest, InstanceSpec
 from orchestrator.start_order import StartAfter, start_order
 from orchestrator.value import Value, field
@@ -76,6 +77,28 @@ class Action(Value):
     spec: InstanceSpec | None = None
     observed: Observed | None = None
 
+    @property
+    def desired(self) -> InstanceSpec:
+        """The spec a create / recreate / start brings about (those always carry one)."""
+        if self.spec is None:
+            raise OrchestratorError(f"instance {self.instance!r}: internal error: {self.kind} without a spec")
+        return self.spec
+
+    @property
+    def container(self) -> ContainerSpec:
+        """The Docker rendering of `desired` (every spec `up` plans has one)."""
+        container = self.desired.container
+        if container is None:
+            raise OrchestratorError(f"instance {self.instance!r}: internal error: {self.kind} without a container")
+        return container
+
+    @property
+    def current(self) -> Observed:
+        """The container a start / recreate / remove acts on (those always observed one)."""
+        if self.observed is None:
+            raise OrchestratorError(f"instance {self.instance!r}: internal error: {self.kind} without a container")
+        return self.observed
+
     def describe(self) -> str:
         text = f"{self.kind} {self.instance}"
         return text + (": " + "; ".join(self.reasons) if self.reasons else "")
@@ -138,7 +161,7 @@ def start_after(actions: Iterable[Action]) -> list[StartAfter]:
     started in this run, one still loading since an earlier run, or a container this run removes
     (until it is gone, its memory free)."""
     actions = list(actions)
-    return start_order(((a.instance, a.spec.gpu) for a in actions if a.kind in (CREATE, RECREATE, START)),
+    return start_order(((a.instance, a.desired.gpu) for a in actions if a.kind in (CREATE, RECREATE, START)),
                        loading=((a.instance, a.spec.gpu) for a in actions if is_loading(a) and a.spec),
                        removing=((a.instance, gpu) for a in actions if a.kind == REMOVE
                                  for gpu in [removed_gpus(a)] if gpu is not None))

@@ -11,13 +11,12 @@ from orchestrator.config.validate import option_problems, schema_problems, seman
 from orchestrator import secret_files
 from orchestrator.errors import ConfigError, Problem
 from orchestrator.resolve import Resolved, apply_tables, resolve
+from orchestrator.targets import BACKENDS, DOCKER, LOCAL, Target, runs_containers
 from orchestrator.value import Value, field
 from orchestrator.vllm_options import OptionTable
 
 
-# Backends that run each instance's image (so its vLLM option table applies): Docker, and the
-# Kubernetes export (`vllm-orch k8s`), which skips the checks of this host's ports and paths.
-CONTAINER_BACKENDS = ("docker", "kubernetes")
+_SAME = object()  # open_project's `backend` not given: `target` says it
 
 
 class Project(Value, frozen=False):
@@ -26,16 +25,21 @@ class Project(Value, frozen=False):
     problems: list[Problem] = field(factory=list)
     option_check: str = ""  # which option table the server keys were checked against
     gpu_check: str = ""  # what the GPUs were checked against (validate), or why they were not
-    backend: str = "docker"
+    target: Target = DOCKER  # what it is checked and rendered for (targets.py): a backend or an export
 
     @property
     def name(self) -> str:
         return self.resolved.project
 
     @property
+    def backend(self) -> str | None:
+        """The backend that runs its instances (`plan --json`'s "backend"); None for an export."""
+        return self.target if self.target in BACKENDS else None
+
+    @property
     def runs_containers(self) -> bool:
-        """Whether its instances run as containers (Docker, Kubernetes) rather than processes."""
-        return self.backend in CONTAINER_BACKENDS
+        """Whether its instances run as containers (Docker, Compose, Kubernetes) rather than processes."""
+        return runs_containers(self.target)
 
     @property
     def errors(self) -> list[Problem]:
@@ -64,7 +68,8 @@ def open_project(
     overrides: tuple[str, ...] | list[str] = (),
     sets: tuple[str, ...] | list[str] = (),
     project_name: str | None = None,
-    backend: str | None = "docker",
+    target: Target | None = DOCKER,
+    backend: object = _SAME,
     tables: Mapping[str, OptionTable] | None = None,
     strict: bool = True,
     checks: bool = True,
@@ -72,16 +77,20 @@ def open_project(
 ) -> Project:
     """Load, check and resolve. With `strict`, any error raises ConfigError carrying all of them.
     With `checks=False`, a first look (which images?) that `check_project` completes once the
-    images' option tables are known; the file is read and resolved once either way."""
+    images' option tables are known; the file is read and resolved once either way. `target`
+    (targets.py) None: the config's own backend (guess_backend); `backend` is its older name,
+    kept for callers written before targets had their own."""
+    if backend is not _SAME:
+        target = backend  # type: ignore[assignment]  # the older keyword: same values
     loaded = load_config(config_path, env=env, overrides=overrides, sets=sets, text=text)
     problems = schema_problems(loaded.data, str(config_path))
     if any(p.is_error for p in problems):
         # Resolving a document of the wrong shape would only add noise to a correct report.
         raise ConfigError(problems)
-    if backend is None:
-        backend = guess_backend(loaded.data)
+    if target is None:
+        target = guess_backend(loaded.data)
     resolved = resolve(loaded.data, config_path=config_path, project=project_name, host_env=env)
-    first = Project(loaded, resolved, problems, backend=backend)
+    first = Project(loaded, resolved, problems, target=target)
     return check_project(first, tables=tables, strict=strict) if checks else first
 
 
@@ -103,7 +112,7 @@ def check_project(
     source = str(first.loaded.path)
     problems = list(first.problems)
     problems += resolved.problems
-    problems += semantic_problems(resolved, first.loaded.data, source, first.backend)
+    problems += semantic_problems(resolved, first.loaded.data, source, first.target)
     unchecked = []
     for spec in resolved.instances:
         exact = tables.get(spec.container.image if spec.container else "")
@@ -119,16 +128,16 @@ def check_project(
         who = ", ".join(unchecked) if len(unchecked) <= 4 else f"{len(unchecked)} instances"
         notes.append(f"{who}: not checked against the vLLM that will run; "
                      f"compared with the {OptionTable.bundled().source} (warnings only)")
-    project = Project(first.loaded, resolved, problems, option_check="; ".join(notes), backend=first.backend)
+    project = Project(first.loaded, resolved, problems, option_check="; ".join(notes), target=first.target)
     if strict and project.errors:
         raise ConfigError(problems)
     return project
 
 
-def guess_backend(data: Mapping) -> str:
+def guess_backend(data: Mapping) -> Target:
     """A file with container settings is meant for Docker; a contract-only file is the
     in-container launcher's (the contract's own examples have no [docker] table)."""
     instances = (data.get("instance") or {}).values()
     if "docker" in data or any(isinstance(t, dict) and "docker" in t for t in instances):
-        return "docker"
-    return "local"
+        return DOCKER
+    return LOCAL

@@ -20,7 +20,8 @@ from orchestrator.options import MAX_NAME_LENGTH
 from orchestrator.errors import ConfigError, Problem
 from orchestrator.container import render_container
 from orchestrator import secret_files
-from orchestrator.spec import CacheMount, GpuRequest, HealthProbe, InstanceSpec, Mount, PortBinding, Workload, parse_size
+from orchestrator.sizes import parse_size
+from orchestrator.spec import CacheMount, GpuRequest, HealthProbe, InstanceSpec, Mount, PortBinding, Workload
 from orchestrator.value import Value, field
 from orchestrator.vllm_options import OptionTable
 

@@ -178,7 +178,9 @@ def problems(instances: Iterable[Any], tables: Mapping[str, Any], source: str) -
             keyed.append((spec, container, cache))
     for spec, container, cache in keyed:
         table = tables.get(container.image)
-        version = _version(getattr(table, "vllm_version", "")) if table is not None else None
+        if table is None:
+            continue
+        version = _version(getattr(table, "vllm_version", ""))
         if version is None or version >= CACHE_KEY_FIXED_IN:
             continue
         shared = [name for name in holders[cache] if name != spec.name]

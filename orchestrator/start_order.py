@@ -71,7 +71,7 @@ def start_order(starting: Iterable[tuple[str, GpuRequest]],
     edges: list[StartAfter] = []
     before: dict[str, set[str]] = {}  # instance -> everything that must be healthy before it starts
     for index, (name, gpu) in enumerate(starting):
-        direct = []
+        direct: list[StartAfter] = []
         for earlier, earlier_gpu in reversed(starting[:index]):  # nearest first
             shared = shared_gpus(earlier_gpu, gpu)
             if shared and not any(earlier in before[d.after] for d in direct):

@@ -48,16 +48,16 @@ def ps_rows(observed: list[Observed], configured: list[InstanceSpec]) -> list[di
     for spec in configured:
         if spec.name in seen:
             continue
-        container = spec.container
+        rendering = spec.container
         rows.append({
             "name": spec.name,
-            "container": container.name if container else "",
+            "container": rendering.name if rendering else "",
             "owner": "",
             "state": "not created" if spec.enabled else "disabled",
             "exit_code": None,
             "health": "",
             "gpus": spec.gpu.describe(),
-            "url": container.port.url if container and container.port else "",
+            "url": rendering.port.url if rendering and rendering.port else "",
             "model": spec.served_model or "",
             "uptime": "",
             "status": "",

@@ -23,7 +23,16 @@ ordering, `__post_init__`, slots, keyword-only fields.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import sys
+from typing import TYPE_CHECKING, Any, Callable
+
+if sys.version_info >= (3, 11):
+    from typing import dataclass_transform
+elif TYPE_CHECKING:
+    from typing_extensions import dataclass_transform
+else:  # Python 3.10: the declaration is for type checkers only
+    def dataclass_transform(**kwargs: Any) -> Callable[[type], type]:
+        return lambda cls: cls
 
 _MISSING: Any = object()
 
@@ -48,6 +57,10 @@ class FrozenInstanceError(AttributeError):
     """Assignment to a field of a frozen value."""
 
 
+# Type checkers read a Value subclass as they read a dataclass: the generated __init__ takes the
+# fields in order, field(default=..., factory=...) gives their defaults, frozen unless the class
+# says `frozen=False` (PEP 681). Nothing of it runs: it only records these options on the class.
+@dataclass_transform(field_specifiers=(field,), frozen_default=True)
 class Value:
     """Base of the value classes; see the module docstring."""
 
@@ -143,7 +156,7 @@ class Value:
     def __eq__(self, other: object) -> bool:
         if other.__class__ is not self.__class__:
             return NotImplemented
-        return self._values(self._fields) == other._values(self._fields)  # type: ignore[attr-defined]
+        return self._values(self._fields) == other._values(self._fields)
 
     def __hash__(self) -> int:
         return hash((self.__class__, self._values(self._hashed)))

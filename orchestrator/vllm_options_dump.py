@@ -126,15 +126,15 @@ def _jsonable(value, depth=0):
                 pass
         return v, ok
     if isinstance(value, dict):
-        out = {}
+        mapping = {}
         for k, item in value.items():
             if not isinstance(k, str):
                 return None, False
             v, ok = _jsonable(item, depth + 1)
             if not ok:
                 return None, False
-            out[k] = v
-        return out, True
+            mapping[k] = v
+        return mapping, True
     return None, False
 
 
@@ -428,7 +428,7 @@ def _make_parser():
                     # asked for (computed at import from sys.argv).
                     arg_utils = importlib.import_module("vllm.engine.arg_utils")
                     if hasattr(arg_utils, "NEEDS_HELP"):
-                        arg_utils.NEEDS_HELP = True
+                        setattr(arg_utils, "NEEDS_HELP", True)
                 except Exception:
                     pass
                 factory_path, factory = _import_attr(PARSER_FACTORIES)

@@ -1,35 +1,49 @@
-"""The one interface the workflows (`app.py`) drive: what runs now, what to change, change it.
+"""The one interface the workflows (`app.py`) drive: what runs now, what to change, check, change it.
 
 Two backends implement it: `docker` (one container per instance, `backends/docker.py`) and
 `local` (one process per instance, the in-container launcher, `backends/local.py`). `backend_for`
-is the only place that turns a backend's name into its class; it imports the class on demand, so
-`--help` and `validate` never load either module.
+is the only place that makes one (the only constructor the rest of the package calls); it imports
+the class on demand, so `--help` and `validate` never load either module.
 
-Each verb works on what both backends share: the project's name, its instance specs, the
-instances named on the command line (`selected`, None for all of them). Options that only one
-backend has a use for are keyword arguments of that backend's method, named in its docstring
-(Docker's `image_ids`, `on_done`, `start_after`; the launcher's `health_timeout`); the workflow
-that passes them (`up` is Docker's, `launch` the launcher's) knows which backend it drives.
+The verbs are typed per backend: `Backend[Observed, Step, Request, Result]`. Each backend names
+what it observes, the steps of its plan (each printable and serialisable: `Step`), the request
+that carries the options of one run, and what `apply` returns:
+
+  docker: Backend[plan.Observed, plan.Action, docker.ContainerRun, list[ActionResult]]
+  local:  Backend[local_state.Record, local_plan.LaunchStep, local.LaunchRun, int (the exit code)]
+
+Options that only one backend has are fields of its request type (Docker's image ids, orphan
+removal and progress callbacks; the launcher's health timeout), not keyword arguments: the
+workflow that builds the request (`up` builds a ContainerRun, `launch` a LaunchRun) is checked by
+the type checker against the backend it drives, and a request is one value to log or test. What
+only Docker has beyond the verbs (its images, one-off containers, the engine's address for the
+run lock) is reached through the DockerBackend type that `backend_for(DOCKER)` returns.
+
+Export targets (Compose, Kubernetes) are not backends: nothing runs through them; `targets.py`
+names them apart.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol, runtime_checkable
+from typing import (TYPE_CHECKING, Any, Callable, ClassVar, Final, Literal, Protocol, Sequence, TypeVar, overload,
+                    runtime_checkable)
 
 from orchestrator.errors import OrchestratorError
+from orchestrator.targets import BACKENDS, DOCKER, LOCAL
 from orchestrator.value import Value, field
 
 if TYPE_CHECKING:  # annotations only: importing them here would load the config layer at start-up
+    from orchestrator.backends.docker import DockerBackend
+    from orchestrator.backends.local import LocalBackend
     from orchestrator.project import Project
     from orchestrator.spec import InstanceSpec
 
-DOCKER, LOCAL = "docker", "local"
-BACKENDS = (DOCKER, LOCAL)  # the names `--backend` accepts, in the order its help lists them
+__all__ = ["BACKENDS", "DOCKER", "LOCAL", "Backend", "Removal", "Removed", "Say", "Step", "backend_for", "quiet"]
 
 # name -> (module, class); imported by backend_for only.
-_CLASSES = {DOCKER: ("orchestrator.backends.docker", "DockerBackend"),
-            LOCAL: ("orchestrator.backends.local", "LocalBackend")}
+_CLASSES: Final = {DOCKER: ("orchestrator.backends.docker", "DockerBackend"),
+                   LOCAL: ("orchestrator.backends.local", "LocalBackend")}
 
 Say = Callable[[str], None]
 
@@ -38,39 +52,78 @@ def quiet(message: str) -> None:
     pass
 
 
+class Removed(Protocol):
+    """One instance's result in a Removal: Docker's ActionResult, the launcher's StopResult."""
+
+    @property
+    def instance(self) -> str: ...
+
+    @property
+    def ok(self) -> bool: ...
+
+    @property
+    def engine_lost(self) -> bool: ...
+
+    @property
+    def error_exit_code(self) -> int: ...
+
+    def to_json(self) -> dict[str, Any]: ...
+
+
 class Removal(Value):
     """What `remove` did, as `down` reports it."""
 
-    results: list  # one per instance, each with .ok, .to_json(), .engine_lost and .error_exit_code
+    results: Sequence[Removed]  # one per instance
     json_key: str  # `down --json`'s key for the results: "removed" (containers) or "stopped" (processes)
     failure: str = ""  # the error's text when some failed, as the backend words it; "" when none did
     left: dict = field(factory=dict)  # config file -> names another config made (left alone; Docker only)
 
 
+class Step(Protocol):
+    """One step of a plan, whatever the backend: whom it concerns, a line for the user (`up
+    --dry-run`, `launch --dry-run`) and its JSON."""
+
+    @property
+    def instance(self) -> str: ...
+
+    def describe(self) -> str: ...
+
+    def to_json(self) -> dict[str, Any]: ...
+
+
+ObservedT = TypeVar("ObservedT")
+StepT = TypeVar("StepT", bound=Step)
+RequestT = TypeVar("RequestT", contravariant=True)
+ResultT = TypeVar("ResultT", covariant=True)
+
+
 @runtime_checkable
-class Backend(Protocol):
+class Backend(Protocol[ObservedT, StepT, RequestT, ResultT]):
     """Where the instances of a project run, and how they are changed."""
 
     name: ClassVar[str]  # "docker" or "local": what `--backend` and the record of a project call it
     status_columns: ClassVar[tuple[str, ...]]  # the columns of `ps`'s table, in order
 
-    def observe(self, project: str) -> list:
+    def observe(self, project: str) -> list[ObservedT]:
         """What runs now for the project named `project`, and nothing of any other project:
         Docker's containers made by `up` (plan.Observed), the launcher's live processes
-        (local.Record). One engine list call, or one read of the state directory."""
+        (local_state.Record). One engine list call, or one read of the state directory."""
         ...
 
-    def plan(self, project: Project, selected: set[str] | None, observed: list, **options: Any) -> list:
-        """Decide, don't act: the steps that bring `observed` (from `observe`) to the config,
-        each printable (`describe()`) and serialisable (`to_json()`). Pure. Docker: plan.Action
-        via plan.plan_up (options `image_ids`, required, and `remove_orphans`); local:
-        local.LaunchStep via local.plan_launch, in the order the launcher starts them."""
+    def plan(self, project: Project, selected: set[str] | None, observed: list[ObservedT],
+             request: RequestT) -> list[StepT]:
+        """Decide, don't act: the steps that bring `observed` (from `observe`) to the config, in
+        the order they will be carried out. Pure."""
         ...
 
-    def apply(self, project: Project, plan: list, **options: Any) -> Any:
-        """Carry out `plan` (from `plan`). Docker: the list of ActionResult (options `on_done`,
-        `start_after`, `await_healthy`, `progress`: see DockerBackend.run_actions); local: the
-        launcher's exit code (options `out`, `health_timeout`, `named`)."""
+    def preflight(self, project: Project, plan: list[StepT], request: RequestT) -> list[str]:
+        """Everything that can be known before `apply` changes anything. Every problem found is
+        in one PreflightError (exit 4, one line each), so one run names them all; nothing has
+        changed then. Returns the notes and warnings to show."""
+        ...
+
+    def apply(self, project: Project, plan: list[StepT], request: RequestT) -> ResultT:
+        """Carry out `plan` (from `plan`, after `preflight`)."""
         ...
 
     def remove(self, project: str, selected: set[str] | None, *, config_file: str | None = None,
@@ -96,13 +149,23 @@ class Backend(Protocol):
         ...
 
 
-def backend_for(name: str, **options: Any) -> Backend:
+AnyBackend = Backend[Any, Any, Any, Any]
+
+
+@overload
+def backend_for(name: Literal["docker"], **options: Any) -> DockerBackend: ...
+@overload
+def backend_for(name: Literal["local"], **options: Any) -> LocalBackend: ...
+@overload
+def backend_for(name: str | None, **options: Any) -> AnyBackend: ...
+
+
+def backend_for(name: str | None, **options: Any) -> AnyBackend:
     """The backend called `name`, made with `options` (Docker: `engine`; local: `state_dir`).
-    The only place that maps a name to a class."""
-    try:
-        module_name, class_name = _CLASSES[name]
-    except (KeyError, TypeError):
-        raise OrchestratorError(f"unknown backend {name!r}: expected one of {', '.join(BACKENDS)}") from None
+    The only place that maps a name to a class, and the only constructor the package calls."""
+    if name not in _CLASSES:
+        raise OrchestratorError(f"unknown backend {name!r}: expected one of {', '.join(BACKENDS)}")
+    module_name, class_name = _CLASSES[name]
     import importlib
 
     return getattr(importlib.import_module(module_name), class_name)(**options)

@@ -13,7 +13,7 @@ are by both clients, so the containers are identical whichever client made them.
 what it is good at: remote transports and TLS. Which engine: as the Docker CLI decides
 (docker_context.py), so a `docker context use` applies to vllm-orch too.
 
-Both clients raise only the errors below; `backends/docker.py` turns those into the user's one line.
+Both clients raise only the errors of engine_errors.py (imported here for every caller); `backends/docker.py` turns those into the user's one line.
 """
 
 from __future__ import annotations
@@ -23,30 +23,19 @@ from typing import Any, Mapping, Protocol
 from urllib.parse import urlsplit
 
 from orchestrator.backends.docker_context import engine_environment
+from orchestrator.backends.engine_errors import (  # the clients' errors, named here for every caller
+    DEFAULT_SOCKET,
+    EngineError,
+    EngineTimeout,
+    EngineUnreachable,
+    address_of,
+)
 from orchestrator.errors import OrchestratorError
 
+__all__ = ["DEFAULT_SOCKET", "Engine", "EngineError", "EngineTimeout", "EngineUnreachable", "address_of",
+           "engine_address", "engine_for_environment", "is_local_address", "local_socket"]
+
 CLIENT_ENV = "VLLM_ORCH_DOCKER_CLIENT"  # "sdk" or "socket"; unset: socket when the engine is local
-DEFAULT_SOCKET = "/var/run/docker.sock"
-
-
-class EngineError(Exception):
-    """The engine answered with an error status."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-
-    @property
-    def not_found(self) -> bool:
-        return self.status == 404
-
-
-class EngineUnreachable(Exception):
-    """No engine at the address, or it went away mid-call."""
-
-
-class EngineTimeout(Exception):
-    """The engine did not answer within the call's timeout (e.g. `wait` on a hung command)."""
 
 
 class Engine(Protocol):
@@ -85,11 +74,6 @@ def engine_for_environment(env: Mapping[str, str] = os.environ) -> Engine:
 
 def engine_address(env: Mapping[str, str] = os.environ) -> str:
     return address_of(engine_environment(env))
-
-
-def address_of(resolved_env: Mapping[str, str]) -> str:
-    """The engine address of an environment engine_environment has already resolved."""
-    return resolved_env.get("DOCKER_HOST") or f"unix://{DEFAULT_SOCKET}"
 
 
 def is_local_address(address: str) -> bool:

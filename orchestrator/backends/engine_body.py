@@ -65,7 +65,8 @@ def create_body(container: ContainerSpec) -> dict[str, Any]:
 
 def _host_config(container: ContainerSpec) -> dict[str, Any]:
     host: dict[str, Any] = {
-        "Mounts": [bind_mount(m) for m in (*container.mounts, *container.cache_mounts, *container.secret_mounts())],
+        "Mounts": ([bind_mount(m) for m in container.mounts] + [bind_mount(m) for m in container.cache_mounts]
+                   + [bind_mount(m) for m in container.secret_mounts()]),
         "DeviceRequests": gpu_device_requests(container),
         "Init": container.init,
     }

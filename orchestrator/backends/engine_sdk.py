@@ -12,7 +12,7 @@ import os
 from typing import Any, Callable, Mapping, TypeVar
 
 from orchestrator.backends.docker_context import engine_environment
-from orchestrator.backends.engine import EngineError, EngineTimeout, EngineUnreachable, address_of
+from orchestrator.backends.engine_errors import EngineError, EngineTimeout, EngineUnreachable, address_of
 
 MAX_POOL = 16  # one connection per worker thread of DockerBackend.apply
 DEFAULT_TIMEOUT = 120

@@ -16,7 +16,7 @@ import time
 from typing import Any, Mapping
 from urllib.parse import quote, urlencode
 
-from orchestrator.backends.engine import EngineError, EngineTimeout, EngineUnreachable
+from orchestrator.backends.engine_errors import EngineError, EngineTimeout, EngineUnreachable
 
 DEFAULT_TIMEOUT = 120.0
 

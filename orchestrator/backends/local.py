@@ -25,431 +25,52 @@ part of the identity (a process may rewrite its title).
 Stopping: SIGTERM to the instance's process; once it is gone, SIGTERM to whatever it left in its
 session (a wrapper such as pixi that does not forward signals leaves python there); after the
 timeout, SIGKILL to all of them.
+
+The jobs, one module each: local_state.py (records and process identity), local_plan.py (the
+launch order), local_process.py (user, environment, URL), local_stop.py (stopping); this module
+is the backend that joins them: launching and `ps`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-import pwd
-import select
 import shlex
 import signal
-import socket
 import subprocess
-import tempfile
 import threading
 import time
-import urllib.parse
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from orchestrator.backends.base import LOCAL, Removal, Say, quiet
+from orchestrator.backends.local_plan import DISABLED, RUNNING, START, LaunchStep, plan_launch
+from orchestrator.backends.local_process import (
+    USER_ENV,
+    Out,
+    RunAs,
+    _current_user,
+    _exit_cause,
+    _port_in_use,
+    connect_url,
+    exit_status,
+    format_uptime,
+    process_environment,
+    resolve_user,
+)
+from orchestrator.backends.local_state import ProcessHandle, Record, StateStore, boot_id, proc_stat, session_members
+from orchestrator.backends.local_stop import stop_processes
 from orchestrator.errors import OrchestratorError
-from orchestrator.run_lock import default_state_dir, ensure_dir, exclusive
+from orchestrator.run_lock import default_state_dir
 from orchestrator.spec import InstanceSpec
-from orchestrator.value import Value, field
+from orchestrator.value import Value
 from orchestrator.waiter import probe_many
 
-USER_ENV = "AUTO_INFER_VLLM_USER"
-RECORD_VERSION = 1
-KILL_GRACE_S = 5.0  # after SIGKILL, how long to wait for the kernel to reap before reporting
-POLL_S = 0.05
-_WILDCARD_HOSTS = {"", "0.0.0.0", "::"}
-
-Out = Callable[[str], None]
-
-
-# ----------------------------------------------------------------------------- state directory
-def _file_name(name: str) -> str:
-    """Any project or instance name -> one safe path component (TOML keys may hold '/')."""
-    quoted = urllib.parse.quote(name, safe="")
-    return "%2E" + quoted[1:] if quoted.startswith(".") else quoted or "%00"
-
-
-# ----------------------------------------------------------------------------- /proc
-class ProcStat(Value):
-    pid: int
-    state: str  # R, S, D, Z, X, ...
-    pgid: int
-    session: int
-    start_time: int  # clock ticks after boot
-
-    @property
-    def exited(self) -> bool:
-        return self.state in ("Z", "X", "x")
-
-
-def proc_stat(pid: int) -> ProcStat | None:
-    """The fields of /proc/<pid>/stat we need; None when there is no such process."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            raw = handle.read().decode(errors="replace")
-    except (FileNotFoundError, ProcessLookupError, NotADirectoryError):
-        return None
-    # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
-    fields = raw[raw.rindex(")") + 2:].split()
-    return ProcStat(pid=pid, state=fields[0], pgid=int(fields[2]), session=int(fields[3]),
-                    start_time=int(fields[19]))
-
-
-_BOOT_ID: str | None = None
-
-
-def boot_id() -> str:
-    global _BOOT_ID
-    if _BOOT_ID is None:
-        try:
-            _BOOT_ID = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-        except OSError:
-            _BOOT_ID = ""
-    return _BOOT_ID
-
-
-def session_members(session: int, not_before: int) -> list[ProcStat]:
-    """Live processes in the session a launched instance leads. Only processes started no
-    earlier than the leader can belong to it (a session id is the leader's pid)."""
-    members = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        stat = proc_stat(int(entry))
-        if stat and stat.session == session and stat.start_time >= not_before and not stat.exited:
-            members.append(stat)
-    return members
-
-
-class ProcessHandle:
-    """A process verified to be the one a record names. Holds a pidfd where the kernel has
-    them, so signals reach that process or nobody, never a successor with the same pid."""
-
-    def __init__(self, pid: int, start_time: int, fd: int | None):
-        self.pid = pid
-        self.start_time = start_time
-        self.fd = fd
-
-    @classmethod
-    def open(cls, pid: int, start_time: int, boot: str) -> "ProcessHandle | None":
-        if pid <= 1 or (boot and boot != boot_id()):
-            return None
-        fd = None
-        try:
-            fd = os.pidfd_open(pid)
-        except ProcessLookupError:
-            return None
-        except (AttributeError, OSError):
-            fd = None  # no pidfds (old kernel): fall back to kill() after the same check
-        stat = proc_stat(pid)
-        if stat is None or stat.start_time != start_time or stat.exited:
-            if fd is not None:
-                os.close(fd)
-            return None
-        return cls(pid, start_time, fd)
-
-    @classmethod
-    def for_child(cls, popen: subprocess.Popen) -> "ProcessHandle":
-        """Our own child: not yet waited for, so its pid cannot have been reused."""
-        stat = proc_stat(popen.pid)
-        try:
-            fd = os.pidfd_open(popen.pid)
-        except (AttributeError, OSError):
-            fd = None
-        return cls(popen.pid, stat.start_time if stat else 0, fd)
-
-    def alive(self) -> bool:
-        if self.fd is not None:
-            poller = select.poll()
-            poller.register(self.fd, select.POLLIN)
-            return not poller.poll(0)  # a pidfd turns readable when its process exits
-        stat = proc_stat(self.pid)
-        return stat is not None and stat.start_time == self.start_time and not stat.exited
-
-    def send(self, signum: int) -> bool:
-        """Signal the process; False when it has already gone."""
-        try:
-            if self.fd is not None:
-                signal.pidfd_send_signal(self.fd, signum)
-            else:
-                if not self.alive():
-                    return False
-                os.kill(self.pid, signum)
-            return True
-        except ProcessLookupError:
-            return False
-
-    def reap(self) -> int | None:
-        """Exit code when the process is our own child (a launcher in this same process), else None."""
-        try:
-            if self.fd is not None and hasattr(os, "P_PIDFD"):
-                result = os.waitid(os.P_PIDFD, self.fd, os.WEXITED | os.WNOHANG)
-                if result is None:
-                    return None
-                return result.si_status if result.si_code == os.CLD_EXITED else 128 + result.si_status
-        except (ChildProcessError, OSError):
-            return None
-        return None
-
-    def close(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
-
-
-# ----------------------------------------------------------------------------- records
-class Record(Value, frozen=False):
-    """What the state directory holds for one launched instance."""
-
-    project: str
-    instance: str
-    pid: int
-    start_time: int
-    boot_id: str
-    argv: list[str]
-    started_at: float  # epoch seconds
-    background: bool
-    log_file: str
-    port: int
-    url: str
-    gpus: str
-    model: str
-    user: str
-    config_file: str
-    launcher_pid: int
-    version: int = RECORD_VERSION
-
-    def handle(self) -> ProcessHandle | None:
-        return ProcessHandle.open(self.pid, self.start_time, self.boot_id)
-
-    def is_alive(self) -> bool:
-        handle = self.handle()
-        if handle is None:
-            return False
-        handle.close()
-        return True
-
-    @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> "Record":
-        known = cls._field_names
-        return cls(**{k: v for k, v in doc.items() if k in known})
-
-
-class StateStore:
-    """<root>/<project>/<instance>.json, written atomically, plus a lock file per project."""
-
-    def __init__(self, root: Path):
-        self.root = Path(root)
-
-    def project_dir(self, project: str) -> Path:
-        return self.root / _file_name(project)
-
-    def path(self, project: str, instance: str) -> Path:
-        return self.project_dir(project) / f"{_file_name(instance)}.json"
-
-    @contextlib.contextmanager
-    def lock(self, project: str) -> Iterator[None]:
-        with exclusive(ensure_dir(self.project_dir(project)) / ".lock"):
-            yield
-
-    def read(self, project: str, instance: str) -> Record | None:
-        return self._load(self.path(project, instance))
-
-    def _load(self, path: Path) -> Record | None:
-        try:
-            return Record.from_json(json.loads(path.read_text()))
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, TypeError):
-            return None  # unreadable or from another version: treated as no record
-
-    def records(self, project: str) -> list[Record]:
-        directory = self.project_dir(project)
-        if not directory.is_dir():
-            return []
-        # Dot files are the lock and half-written temporaries, never records.
-        found = (self._load(p) for p in sorted(directory.glob("*.json")) if not p.name.startswith("."))
-        return [r for r in found if r is not None]
-
-    def write(self, record: Record) -> None:
-        path = self.path(record.project, record.instance)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-        try:
-            with os.fdopen(fd, "w") as handle:
-                json.dump(record.as_dict(), handle, indent=1)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-
-    def discard(self, record: Record) -> None:
-        """Remove the record only if it still names that same process (a newer launch may have
-        replaced it meanwhile)."""
-        with self.lock(record.project):
-            current = self.read(record.project, record.instance)
-            if current and (current.pid, current.start_time) == (record.pid, record.start_time):
-                with contextlib.suppress(FileNotFoundError):
-                    self.path(record.project, record.instance).unlink()
-
-
-# ----------------------------------------------------------------------------- environment and user
-class RunAs(Value):
-    name: str
-    uid: int
-    gid: int
-    groups: tuple[int, ...]
-    home: str
-
-
-def resolve_user(env: Mapping[str, str], out: Out) -> RunAs | None:
-    """AUTO_INFER_VLLM_USER, as the old runner had it: when root and the user exists, instances
-    run as that user; otherwise one notice and they run as the current user."""
-    wanted = env.get(USER_ENV, "").strip()
-    if not wanted:
-        return None
-    current = _current_user()
-    try:
-        entry = pwd.getpwuid(int(wanted)) if wanted.isdigit() else pwd.getpwnam(wanted)
-    except (KeyError, ValueError):
-        out(f"vllm-orch launch: {USER_ENV}={wanted}: no such user; instances run as {current}")
-        return None
-    if entry.pw_uid == os.geteuid():
-        return None  # already that user
-    if os.geteuid() != 0:
-        out(f"vllm-orch launch: {USER_ENV}={wanted}: switching users needs root; instances run as {current}")
-        return None
-    groups = tuple(os.getgrouplist(entry.pw_name, entry.pw_gid))
-    return RunAs(entry.pw_name, entry.pw_uid, entry.pw_gid, groups, entry.pw_dir)
-
-
-def _current_user() -> str:
-    try:
-        return pwd.getpwuid(os.geteuid()).pw_name
-    except KeyError:
-        return f"uid {os.geteuid()}"
-
-
-def process_environment(spec: InstanceSpec, project: str, base: Mapping[str, str] = os.environ,
-                        run_as: RunAs | None = None) -> dict[str, str]:
-    """The launcher's environment + the instance's env (PYTHONUNBUFFERED=1) + CUDA_VISIBLE_DEVICES
-    from gpu_ids ("all" leaves whatever is set alone) + the secrets, revealed. Never print it."""
-    env = dict(base)
-    env.update(dict(spec.env))
-    env.update(spec.gpu.process_env())
-    env.update(dict(spec.secrets))
-    env["VLLM_ORCH_PROJECT"] = project
-    env["VLLM_ORCH_INSTANCE"] = spec.name
-    if run_as is not None:
-        env.update(HOME=run_as.home, USER=run_as.name, LOGNAME=run_as.name)
-    return env
-
-
-def connect_url(spec: InstanceSpec) -> str:
-    host = spec.host if spec.host and spec.host not in _WILDCARD_HOSTS else "127.0.0.1"
-    if ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{spec.port}"
-
-
-def _port_in_use(spec: InstanceSpec) -> bool:
-    host = spec.host if spec.host and spec.host not in _WILDCARD_HOSTS else "127.0.0.1"
-    try:
-        with socket.create_connection((host, spec.port), timeout=0.2):
-            return True
-    except OSError:
-        return False
-
-
-def _exit_cause(log_file: str) -> str | None:
-    from orchestrator.status import failure_cause
-
-    return failure_cause(log_file)
-
-
-def exit_status(returncode: int) -> int:
-    """Popen's returncode -> a shell's: killed by signal N -> 128+N."""
-    return 128 - returncode if returncode < 0 else returncode
-
-
-def format_uptime(seconds: float) -> str:
-    seconds = int(max(seconds, 0))
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes}m{seconds:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 24:
-        return f"{hours}h{minutes:02d}m"
-    days, hours = divmod(hours, 24)
-    return f"{days}d{hours}h"
-
-
-# ----------------------------------------------------------------------------- the backend
-class _Stopping(Value, frozen=False):
-    record: Record
-    handle: ProcessHandle
-    started: float
-    result: str = "stopped"
-    signal: str = "SIGTERM"
-    members_termed: bool = False
-    exit_code: int | None = None
-    done_at: float | None = None
-    extra: list[str] = field(factory=list)
-
-
-START, RUNNING, DISABLED = "start", "running", "disabled"
-
-
-class LaunchStep(Value):
-    instance: str
-    kind: str  # START | RUNNING (left as it is) | DISABLED
-    detail: str  # "background" / "foreground", the running pid, or the setting that disables it
-    waits: tuple = ()  # start_order.StartAfter: it starts once these answer /health
-
-    def describe(self) -> str:
-        text = {START: f"start {self.instance} ({self.detail})",
-                RUNNING: f"leave {self.instance}: already running ({self.detail})",
-                DISABLED: f"skip {self.instance}: disabled ({self.detail})"}[self.kind]
-        return text + "".join(f"; {edge.describe()}" for edge in self.waits)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"instance": self.instance, "action": self.kind, "detail": self.detail,
-                "start_after": [edge.to_json() for edge in self.waits]}
-
-
-def plan_launch(instances: list[InstanceSpec], selected: set[str] | None,
-                running: Callable[[str], int | None]) -> list[LaunchStep]:
-    """The launch, decided: config order, except that an instance which shares a GPU with an
-    earlier background one (start_order.py) is held back while the instances after it that wait
-    for nobody start; held-back ones start, in config order, before the next foreground instance
-    (which the launcher then waits for) and at the end. Pure but for `running` (name -> pid)."""
-    from orchestrator.start_order import start_order, waits_for
-
-    specs = [s for s in instances if selected is None or s.name in selected]
-    steps = [LaunchStep(s.name, DISABLED, s.disabled_by or "") for s in specs if not s.enabled]
-    specs = [s for s in specs if s.enabled]
-    waits = waits_for(start_order((s.name, s.gpu) for s in specs if s.background))
-    queue, held, order = list(specs), [], []
-    while queue or held:
-        if queue and queue[0].name in waits:
-            held.append(queue.pop(0))
-        elif queue and queue[0].background:
-            order.append(queue.pop(0))
-        elif held:
-            order.append(held.pop(0))
-        else:
-            order.append(queue.pop(0))
-    for spec in order:
-        pid = running(spec.name)
-        if pid is not None:
-            steps.append(LaunchStep(spec.name, RUNNING, f"pid {pid}"))
-        else:
-            steps.append(LaunchStep(spec.name, START, "background" if spec.background else "foreground",
-                                    tuple(waits.get(spec.name, ()))))
-    return steps
+if TYPE_CHECKING:
+    from orchestrator.project import Project
+
+# What other modules and tests reach through this one (the backend's own parts).
+__all__ = ["DISABLED", "RUNNING", "START", "USER_ENV", "LaunchRun", "LaunchStep", "LocalBackend", "ProcessHandle", "Record",
+           "StopResult", "boot_id", "plan_launch", "proc_stat", "session_members", "stop_processes"]
 
 
 class StopResult(Value):
@@ -459,14 +80,26 @@ class StopResult(Value):
     doc: dict  # name, pid, ok, result (stopped | killed | not running | failed), signal, seconds, exit_code
 
     @property
+    def instance(self) -> str:
+        return str(self.doc.get("name", ""))
+
+    @property
     def ok(self) -> bool:
-        return self.doc.get("ok", True)
+        return bool(self.doc.get("ok", True))
 
     engine_lost = False  # no engine to lose
     error_exit_code = 0  # a failure is the generic exit 1
 
     def to_json(self) -> dict[str, Any]:
         return self.doc
+
+
+class LaunchRun(Value):
+    """The options of one launch, read by apply."""
+
+    out: Out = quiet  # the launcher's lines (the boot hook's output)
+    health_timeout: float = 1800.0  # seconds an instance waits for the one before it on its GPU
+    named: bool = False  # the user named the instances: say so for a disabled one among them
 
 
 class LocalBackend:
@@ -484,20 +117,27 @@ class LocalBackend:
         """base.Backend.observe: the records of the project whose processes are still alive."""
         return [r for r in self.store.records(project) if r.is_alive()]
 
-    def plan(self, project, selected: set[str] | None, observed: list[Record]) -> list[LaunchStep]:
+    def plan(self, project: Project, selected: set[str] | None, observed: list[Record],
+             request: LaunchRun | None = None) -> list[LaunchStep]:
         """base.Backend.plan: what `launch` will do, in the order it will do it (plan_launch);
         an instance with a live process in `observed` is left running."""
         pids = {r.instance: r.pid for r in observed}
         return plan_launch(project.resolved.instances, selected, pids.get)
 
-    def apply(self, project, plan: list[LaunchStep], *, out: Out, health_timeout: float = 1800.0,
-              named: bool = False) -> int:
+    def preflight(self, project: Project, plan: list[LaunchStep], request: LaunchRun) -> list[str]:
+        """base.Backend.preflight: nothing before the launch. The launcher meets each instance's
+        problems (a port in use, a command not found) as it starts it, and reports them there:
+        one broken instance must not keep the others of a booting container down."""
+        return []
+
+    def apply(self, project: Project, plan: list[LaunchStep], request: LaunchRun) -> int:
         """base.Backend.apply: start the steps' instances in their order; each record is checked
         again under the lock, so one launched meanwhile is left running. `named`: the user named
         the instances, so a disabled one among them is reported (otherwise skipped quietly).
         Returns the launcher's exit code: the first non-zero exit code of a foreground instance
         or a failed start. An instance that shares a GPU with an earlier background one starts
         once that one answers /health (start_order.py); when it does not, it is not launched."""
+        out, health_timeout, named = request.out, request.health_timeout, request.named
         steps = plan
         for step in steps:
             if step.kind == DISABLED and named:
@@ -575,8 +215,8 @@ class LocalBackend:
 
     def launch(self, project, selected: set[str] | None, *, out: Out, health_timeout: float = 1800.0) -> int:
         """Decide, then act: plan_launch(), then apply() (see there for the exit code)."""
-        return self.apply(project, self.plan_launch(project, selected), out=out, health_timeout=health_timeout,
-                          named=selected is not None)
+        return self.apply(project, self.plan_launch(project, selected),
+                          LaunchRun(out, health_timeout=health_timeout, named=selected is not None))
 
     def _await_chain(self, project, spec: InstanceSpec, edges: list, failed: dict[str, str], deadline: float,
                      out: Out) -> str:
@@ -704,8 +344,8 @@ class LocalBackend:
         try:
             returncode = popen.wait()
         finally:
-            for signum, old in previous.items():
-                signal.signal(signum, old)
+            for number, old in previous.items():
+                signal.signal(number, old)
         return returncode, bool(received)
 
     # ------------------------------------------------------------------ ps
@@ -722,18 +362,26 @@ class LocalBackend:
             state = "disabled"
         else:
             state = "not started"
-        use_record = record is not None and (alive or spec is None)
+        # What it runs with: the record's while it runs (or once it is no longer configured), else the config's.
+        model: str | None
+        if record is not None and (alive or spec is None):
+            gpus, url, model, port, log_file = record.gpus, record.url, record.model, record.port, record.log_file
+        elif spec is not None:
+            gpus, url, model, port, log_file = (spec.gpu.describe(), connect_url(spec), spec.served_model, spec.port,
+                                                spec.log_file)
+        else:
+            raise ValueError("a ps row needs a record or a configured instance")
         return {
             "name": name,
             "state": state,
             "pid": record.pid if record is not None and alive else None,
             "health": "",
-            "gpus": record.gpus if use_record else spec.gpu.describe(),
-            "url": record.url if use_record else connect_url(spec),
-            "model": (record.model if use_record else spec.served_model) or "",
+            "gpus": gpus,
+            "url": url,
+            "model": model or "",
             "uptime": format_uptime(time.time() - record.started_at) if record is not None and alive else "",
-            "port": record.port if use_record else spec.port,
-            "log_file": record.log_file if use_record else spec.log_file,
+            "port": port,
+            "log_file": log_file,
             "background": record.background if record is not None else (spec.background if spec else None),
             "user": record.user if record is not None else "",
             "configured": spec is not None,
@@ -742,93 +390,5 @@ class LocalBackend:
 
     # ------------------------------------------------------------------ down
     def down(self, project: str, selected: set[str] | None, *, timeout: float, out: Out) -> list[dict[str, Any]]:
-        """Stop the launched instances of the project named `project`: all of them, orphans
-        included, when none are named. Each result: name, pid, ok, result (stopped
-        | killed | not running | failed), signal, seconds, exit_code (known only when this
-        process launched it). No result at all: nothing to stop (the caller says so)."""
-        records = self.store.records(project)
-        if selected is not None:
-            records = [r for r in records if r.instance in selected]
-        results: list[dict[str, Any]] = []
-        for name in sorted((selected or set()) - {r.instance for r in records}):
-            out(f"{name}: not running")
-            results.append({"name": name, "pid": None, "ok": True, "result": "not running"})
-        stopping: list[_Stopping] = []
-        for record in records:
-            handle = record.handle()
-            if handle is None:
-                self.store.discard(record)
-                out(f"{record.instance}: not running (pid {record.pid} is gone or is another process now; "
-                    "record removed, nothing signalled)")
-                results.append({"name": record.instance, "pid": record.pid, "ok": True, "result": "not running"})
-                continue
-            try:
-                handle.send(signal.SIGTERM)
-            except PermissionError:
-                handle.close()
-                out(f"{record.instance}: FAILED: not allowed to signal pid {record.pid} (started by {record.user})")
-                results.append({"name": record.instance, "pid": record.pid, "ok": False, "result": "failed",
-                                "detail": "permission denied"})
-                continue
-            stopping.append(_Stopping(record, handle, time.monotonic()))
-        results += [self._result(s, out) for s in self._await_stopped(stopping, timeout)]
-        return results
-
-    def _await_stopped(self, stopping: list[_Stopping], timeout: float) -> list[_Stopping]:
-        start = time.monotonic()
-        pending = list(stopping)
-        killed_at: float | None = None
-        while pending:
-            now = time.monotonic()
-            for item in list(pending):
-                if item.handle.alive():
-                    continue
-                if item.exit_code is None:
-                    item.exit_code = item.handle.reap()
-                members = session_members(item.record.pid, item.record.start_time)
-                if members and not item.members_termed:
-                    item.members_termed = True
-                    item.extra.append(f"{len(members)} leftover process(es) in its session")
-                    self._signal_members(members, signal.SIGTERM)
-                elif not members:
-                    item.done_at = now
-                    pending.remove(item)
-            if not pending:
-                break
-            if killed_at is None and now - start >= timeout:
-                killed_at = now
-                for item in pending:
-                    item.result, item.signal = "killed", "SIGKILL"
-                    item.handle.send(signal.SIGKILL)
-                    self._signal_members(session_members(item.record.pid, item.record.start_time), signal.SIGKILL)
-            elif killed_at is not None and now - killed_at >= KILL_GRACE_S:
-                for item in pending:
-                    item.result = "failed"
-                    item.done_at = now
-                break
-            time.sleep(POLL_S)
-        for item in stopping:
-            item.handle.close()
-        return stopping
-
-    @staticmethod
-    def _signal_members(members: list[ProcStat], signum: int) -> None:
-        for member in members:
-            handle = ProcessHandle.open(member.pid, member.start_time, "")
-            if handle is not None:
-                with contextlib.suppress(PermissionError):
-                    handle.send(signum)
-                handle.close()
-
-    def _result(self, item: _Stopping, out: Out) -> dict[str, Any]:
-        seconds = round((item.done_at or time.monotonic()) - item.started, 2)
-        name, pid = item.record.instance, item.record.pid
-        extra = f"; {', '.join(item.extra)}" if item.extra else ""
-        if item.result == "failed":
-            out(f"{name}: FAILED: pid {pid} still running {seconds:.1f}s after SIGKILL{extra}")
-        else:
-            self.store.discard(item.record)
-            code = f", exit code {item.exit_code}" if item.exit_code is not None else ""
-            out(f"{name}: {item.result} (pid {pid}, {item.signal}, {seconds:.1f}s{code}{extra})")
-        return {"name": name, "pid": pid, "ok": item.result != "failed", "result": item.result,
-                "signal": item.signal, "seconds": seconds, "exit_code": item.exit_code}
+        """local_stop.stop_processes: stop the project's launched instances (see there)."""
+        return stop_processes(self.store, project, selected, timeout=timeout, out=out)

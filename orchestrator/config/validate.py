@@ -18,6 +18,7 @@ from orchestrator.argv import DEFAULT_MODULE
 from orchestrator.config.schema import SCHEMA
 from orchestrator.errors import Problem
 from orchestrator.resolve import Resolved
+from orchestrator.targets import renders_docker, shares_one_host
 from orchestrator.vllm_options import OptionTable
 
 _JSON_TYPES = {
@@ -125,14 +126,15 @@ def _did_you_mean(key: str, known: Iterable[str]) -> str:
 
 
 # --------------------------------------------------------------------------- meaning checks
-def semantic_problems(resolved: Resolved, data: dict, source: str, backend: str) -> list[Problem]:
+def semantic_problems(resolved: Resolved, data: dict, source: str, target: str) -> list[Problem]:
+    """The meaning checks for `target` (targets.py: a backend or an export)."""
     out: list[Problem] = []
     instances = [i for i in resolved.instances if i.enabled]
     if not resolved.master.enable:
         out.append(Problem("warning", "master.enable", "false: nothing will be launched", source=source))
     _server_key_placement(data, source, out)
-    if backend != "kubernetes":  # there every pod has its own address and every Service its name
-        _port_conflicts(resolved, backend, source, out)
+    if shares_one_host(target):  # not on Kubernetes: every pod has its own address, every Service its name
+        _port_conflicts(resolved, target, source, out)
     for spec in instances:
         _parallel_sizes(spec, source, out)
         if "model" not in spec.server and resolved.master.api_server_module == DEFAULT_MODULE:
@@ -142,11 +144,11 @@ def semantic_problems(resolved: Resolved, data: dict, source: str, backend: str)
         if "api_key" in spec.server:  # not a string: split_secrets left it on the server table
             out.append(Problem("error", f"instance.{spec.name}.server.api_key",
                                "must be one string: it reaches vLLM as VLLM_API_KEY, never on argv", source=source))
-    if backend != "kubernetes":  # there the device plugin gives each pod GPUs of its own
+    if shares_one_host(target):  # not on Kubernetes: the device plugin gives each pod GPUs of its own
         _gpu_memory(instances, source, out)
     for spec in resolved.instances:
         _log_path(spec, source, out)
-    if backend == "docker":
+    if renders_docker(target):
         for spec in instances:
             _docker_checks(spec, source, out)
         _log_collisions(instances, source, out)
@@ -182,14 +184,14 @@ def _server_key_placement(data: dict, source: str, out: list[Problem]) -> None:
                                    hint=f"move it to [{where[:-len('server')]}control]", source=source))
 
 
-def _port_conflicts(resolved: Resolved, backend: str, source: str, out: list[Problem]) -> None:
+def _port_conflicts(resolved: Resolved, target: str, source: str, out: list[Problem]) -> None:
     seen: dict[tuple[str, int], str] = {}
     for spec in resolved.instances:
         if not spec.enabled:
             continue
         keys: list[tuple[str, int]] = []
         container = spec.container
-        if backend == "docker" and container and container.network_mode != "host":
+        if renders_docker(target) and container and container.network_mode != "host":
             if container.port:
                 keys.append(("published", container.port.host_port))
                 what = f"host port {container.port.host_port}"
@@ -212,7 +214,7 @@ def parallel_sizes(server: dict) -> tuple[int, int, int] | None:
     sizes = tuple(server.get(key, 1) for key in ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size"))
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in sizes):
         return None
-    return sizes  # type: ignore[return-value]
+    return sizes
 
 
 def _parallel_sizes(spec: Any, source: str, out: list[Problem]) -> None:
@@ -330,7 +332,7 @@ def _docker_checks(spec: Any, source: str, out: list[Problem]) -> None:
     missing = missing_model_dir(spec)
     if missing:
         out.append(Problem("error", f"{path}.server.model", missing,
-                           hint="check [docker] volumes and server.model", source=source))
+                           hint="check [docker] volumes and server.model", source=source, host_fact=True))
     has_api_key = "VLLM_API_KEY" in dict(container.secret_env)
     if container.port and address_ok and not _is_loopback(container.port.host_address) and not has_api_key:
         out.append(Problem("warning", f"{path}.docker.publish_address",
@@ -352,7 +354,8 @@ def _docker_checks(spec: Any, source: str, out: list[Problem]) -> None:
             out.append(Problem("error", f"{path}.docker.volumes", f"two mounts at {mount.target}", source=source))
         targets[mount.target] = mount.source
         if mount.source != container.host_log_file and not os.path.exists(mount.source):
-            out.append(Problem("error", f"{path}.docker", f"host path {mount.source} does not exist", source=source))
+            out.append(Problem("error", f"{path}.docker", f"host path {mount.source} does not exist", source=source,
+                               host_fact=True))
 
 
 def _log_collisions(instances: list, source: str, out: list[Problem]) -> None:

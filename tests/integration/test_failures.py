@@ -72,7 +72,30 @@ def test_port_published_by_another_container_is_caught_before_anything_starts(fl
 def test_missing_host_path_is_refused(fleet, tmp_path):
     write(fleet, docker_extra=f'volumes = ["{tmp_path}/absent:/models:ro"]\n')
     code, _, err = fleet.cli("up")
-    assert code == 2 and "does not exist" in err
+    assert code == 4 and f"instance 'a': host path {tmp_path}/absent does not exist" in err
+    assert fleet.containers() == []
+
+
+def test_up_reports_every_preflight_problem_in_one_run_and_creates_nothing(fleet, tmp_path):
+    """Issue 20, part 3: a missing image, a busy port and a missing host path, all three named by
+    one `up` (exit 4, one line each, as `validate` lists config problems), nothing created."""
+    ports = write(fleet, ONE + '[instance.a.docker]\nimage = "vllm-orch/no-such-image:1"\n',
+                  docker_extra=f'volumes = ["{tmp_path}/absent:/models:ro"]\n')
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", ports["pb"]))
+        squatter.listen()
+        code, _, err = fleet.cli("up")
+    assert code == 4, err
+    lines = err.splitlines()
+    assert lines[-1] == "vllm-orch: 4 preflight problems; nothing was changed"
+    assert lines[:-1] == [
+        "vllm-orch: error: image 'vllm-orch/no-such-image:1' not found on this Docker host (build it, e.g. "
+        "scripts/build-images.sh for the bundled images, or `docker pull vllm-orch/no-such-image:1`)",
+        f"vllm-orch: error: instance 'a': host path {tmp_path}/absent does not exist",
+        f"vllm-orch: error: instance 'b': host path {tmp_path}/absent does not exist",
+        f"vllm-orch: error: instance 'b': host port 127.0.0.1:{ports['pb']} is not free (Address already in use); "
+        "set [instance.b.docker] publish_port",
+    ]
     assert fleet.containers() == []
 
 

@@ -325,8 +325,8 @@ def test_image_removed_between_plan_and_create_is_one_line_and_nothing_half_done
     engine.images.get(STANDIN_IMAGE).tag(image)
     preflight = DockerBackend.preflight
 
-    def preflight_then_untag(self, actions, **kwargs):
-        notes = preflight(self, actions, **kwargs)
+    def preflight_then_untag(self, project, actions, request):
+        notes = preflight(self, project, actions, request)
         engine.images.remove(image, noprune=True)  # the tag only: the stand-in itself stays
         return notes
 

@@ -15,8 +15,8 @@ from types import SimpleNamespace
 import pytest
 
 from orchestrator.backends.base import BACKENDS, DOCKER, LOCAL, Backend, Removal, backend_for
-from orchestrator.backends.docker import DockerBackend
-from orchestrator.backends.local import DISABLED, RUNNING, START, LocalBackend, proc_stat
+from orchestrator.backends.docker import ContainerRun, DockerBackend
+from orchestrator.backends.local import DISABLED, RUNNING, START, LaunchRun, LocalBackend, proc_stat
 from orchestrator.errors import OrchestratorError
 from orchestrator.plan import CREATE, NOOP
 from orchestrator.spec import GpuRequest, InstanceSpec
@@ -89,13 +89,14 @@ def test_local_plan_apply_status_remove_through_the_interface(local: Backend, tm
     server, off = process_spec("server", tmp_path), process_spec("off", tmp_path, enabled=False)
     p = project(server, off)
     assert local.observe("unit") == []
-    steps = local.plan(p, None, local.observe("unit"))
+    steps = local.plan(p, None, local.observe("unit"), LaunchRun())
     assert [(s.instance, s.kind) for s in steps] == [("off", DISABLED), ("server", START)]
     assert not local.log_file(server).exists()  # deciding started nothing
     assert local.missing_log(server, local.log_file(server)).startswith("no log yet for 'server'")
 
     said: list[str] = []
-    assert local.apply(p, steps, out=said.append) == 0
+    assert local.preflight(p, steps, LaunchRun(said.append)) == []
+    assert local.apply(p, steps, LaunchRun(said.append)) == 0
     wait_for_line(local.log_file(server), "\nready")  # the process runs and writes to its log
     [record] = local.observe("unit")
     assert record.instance == "server" and proc_stat(record.pid) is not None
@@ -103,7 +104,7 @@ def test_local_plan_apply_status_remove_through_the_interface(local: Backend, tm
     assert (rows["server"]["state"], rows["server"]["pid"]) == ("running", record.pid)
     assert rows["off"]["state"] == "disabled"
     # Planned again, it is left running rather than started twice.
-    assert [(s.instance, s.kind) for s in local.plan(p, None, local.observe("unit"))] == [
+    assert [(s.instance, s.kind) for s in local.plan(p, None, local.observe("unit"), LaunchRun())] == [
         ("off", DISABLED), ("server", RUNNING)]
 
     lines: list[str] = []
@@ -125,12 +126,12 @@ def test_docker_plan_apply_status_remove_through_the_interface(tmp_path, monkeyp
     specs = instances(config("a", control='gpu_ids = "none"'), tmp_path)
     p = SimpleNamespace(name="fleet", resolved=SimpleNamespace(instances=specs, config_file=str(tmp_path / "fleet.toml")))
 
-    actions = docker.plan(p, None, docker.observe("fleet"), image_ids=images)
+    actions = docker.plan(p, None, docker.observe("fleet"), ContainerRun(images))
     assert [(a.kind, a.instance) for a in actions] == [(CREATE, "a")]
     assert docker.log_file(specs[0]) == Path(specs[0].container.host_log_file)
-    [result] = docker.apply(p, actions)
+    [result] = docker.apply(p, actions, ContainerRun(images))
     assert result.ok and result.line() == "a: created"
-    assert [(a.kind, a.instance) for a in docker.plan(p, None, docker.observe("fleet"), image_ids=images)] == [
+    assert [(a.kind, a.instance) for a in docker.plan(p, None, docker.observe("fleet"), ContainerRun(images))] == [
         (NOOP, "a")]
     [row] = docker.status("fleet", specs)
     assert (row["name"], row["state"]) == ("a", "running")

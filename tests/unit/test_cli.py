@@ -187,3 +187,24 @@ def test_stdin_config_checks_the_text_as_if_it_were_the_file(write_toml, capsys,
     doc = json.loads(capsys.readouterr().out)
     assert doc["project"] == path.stem and doc["instances"][0]["model"] == "/n"
     assert path.read_text() == GOOD
+
+
+def test_up_prints_every_preflight_problem_one_line_each_and_exits_4(write_toml, capsys, monkeypatch):
+    """Issue 20, part 3, as the user reads it (the real engine: tests/integration/test_failures.py)."""
+    from orchestrator import app
+    from orchestrator.errors import PreflightError
+
+    def refused(*args, **kwargs):
+        raise PreflightError(problems=["image 'x:1' not found on this Docker host",
+                                       "instance 'a': host port 127.0.0.1:8001 is not free"])
+
+    monkeypatch.setattr(app, "up", refused)
+    assert main(["-c", str(write_toml(GOOD)), "up"]) == 4
+    assert capsys.readouterr().err.splitlines() == [
+        "vllm-orch: error: image 'x:1' not found on this Docker host",
+        "vllm-orch: error: instance 'a': host port 127.0.0.1:8001 is not free",
+        "vllm-orch: 2 preflight problems; nothing was changed",
+    ]
+    monkeypatch.setattr(app, "up", lambda *a, **k: (_ for _ in ()).throw(PreflightError("one thing")))
+    assert main(["-c", str(write_toml(GOOD)), "up"]) == 4
+    assert capsys.readouterr().err.splitlines() == ["vllm-orch: error: one thing"]  # one problem: as before

@@ -13,7 +13,8 @@ import time
 import pytest
 
 from orchestrator.backends import docker as docker_backend
-from orchestrator.backends.docker import DockerBackend
+from orchestrator.backends import docker_apply
+from orchestrator.backends.docker import ContainerRun, DockerBackend
 from orchestrator.backends.engine import EngineError, EngineTimeout, EngineUnreachable
 from orchestrator.backends.engine_body import PROBE_EXPIRES, PROBE_OWNER, create_body
 from orchestrator.compose import OWNER_COMPOSE
@@ -51,9 +52,9 @@ def made_by_up(engine: FakeEngine, spec, *, state: str = "running", exit_code: i
 def up(backend: DockerBackend, specs, *, project: str = "fleet", remove_orphans: bool = False):
     """What `vllm-orch up` does with the backend: observe, plan, preflight, apply."""
     observed = backend.observe(project)
-    actions = plan_up(specs, observed, image_ids=backend.image_ids(s.container.image for s in specs),
-                      remove_orphans=remove_orphans)
-    backend.preflight(actions)
+    image_ids = backend.image_ids(s.container.image for s in specs)
+    actions = plan_up(specs, observed, image_ids=image_ids, remove_orphans=remove_orphans)
+    backend.preflight(None, actions, ContainerRun(image_ids))  # the project is asked only about GPUs
     return actions, {r.action.instance: r for r in backend.run_actions(actions)}
 
 
@@ -210,6 +211,40 @@ def test_a_gpu_instance_on_an_engine_without_the_nvidia_runtime_is_refused_and_t
     assert engine.names() == []
 
 
+def test_every_preflight_problem_is_reported_at_once_and_nothing_is_created(tmp_path, engine, backend):
+    """Issue 20, part 3: one `up` names them all (a missing image, a port another container
+    publishes, a missing host path, a name another container holds), not one per attempt."""
+    text = config("a", "b", control=NO_GPUS, docker='volumes = ["/no/such/models:/models:ro"]')
+    text = text.replace('[instance.b.server]', '[instance.b.docker]\nimage = "not-built:1"\n\n[instance.b.server]')
+    specs = instances(text, tmp_path)
+    engine.add("someone-elses-server", ports=[("0.0.0.0", 8001)])
+    engine.add("fleet-b")
+    image_ids = backend.image_ids((s.container.image for s in specs), missing_ok=True)
+    assert image_ids == {"img:1": IMAGES["img:1"]}  # the missing image is left to the preflight
+    actions = plan_up(specs, backend.observe("fleet"), image_ids=image_ids)
+    with pytest.raises(PreflightError) as refused:
+        backend.preflight(None, actions, ContainerRun(image_ids))
+    assert refused.value.exit_code == 4
+    assert refused.value.problems == [
+        "image 'not-built:1' not found on this Docker host (build it, e.g. scripts/build-images.sh for the "
+        "bundled images, or `docker pull not-built:1`)",
+        "instance 'a': host path /no/such/models does not exist",
+        "instance 'b': host path /no/such/models does not exist",
+        "instance 'a': host port 127.0.0.1:8001 is published by container someone-elses-server; "
+        "set [instance.a.docker] publish_port",
+        "instance 'b': a container named fleet-b exists and is not managed by this project "
+        "(rename or remove it, or set [docker] project)",
+    ]
+    assert str(refused.value).endswith("(and 4 more)")
+    assert engine.writes() == []
+
+
+def test_without_missing_ok_every_missing_image_is_named(engine, backend):
+    with pytest.raises(PreflightError) as refused:
+        backend.image_ids(["img:1", "x:1", "y:2"])
+    assert [p.split(" not found")[0] for p in refused.value.problems] == ["image 'x:1'", "image 'y:2'"]
+
+
 # ---------------------------------------------------------------------- apply
 def test_a_fresh_up_creates_and_starts_each_instance_with_the_body_of_its_spec(tmp_path, engine, backend):
     specs = fleet(tmp_path, "a", "b", "c")
@@ -277,7 +312,7 @@ def test_an_image_removed_after_preflight_fails_its_instances_with_the_fix(tmp_p
     specs = fleet(tmp_path, "a")
     observed = backend.observe("fleet")
     actions = plan_up(specs, observed, image_ids=backend.image_ids(["img:1"]))
-    backend.preflight(actions)
+    backend.preflight(None, actions, ContainerRun(backend.image_ids(["img:1"])))
     del engine.images["img:1"]  # `docker rmi` while `up` ran
     [result] = backend.run_actions(actions)
     assert not result.ok and result.error_exit_code == 4
@@ -285,7 +320,7 @@ def test_an_image_removed_after_preflight_fails_its_instances_with_the_fix(tmp_p
 
 
 def test_an_engine_lost_mid_apply_leaves_results_that_say_so(tmp_path, engine, backend, monkeypatch):
-    monkeypatch.setattr(docker_backend, "MAX_WORKERS", 1)  # one at a time, in plan order
+    monkeypatch.setattr(docker_apply, "MAX_WORKERS", 1)  # one at a time, in plan order
     specs = fleet(tmp_path, "a", "b", "c")
     engine.fail("start", EngineUnreachable("connection reset by peer"), target="fleet-b")
     _, results = up(backend, specs)

@@ -11,8 +11,9 @@ PACKAGE = Path(__file__).resolve().parents[2] / "orchestrator"
 
 LAYERS: list[set[str]] = [
     # declarations and leaf helpers: no knowledge of configs or targets
-    {"orchestrator", "value", "errors", "labels", "vllm_options", "vllm_options_dump", "diagnose", "run_lock",
-     "log_files", "secret_files", "exporters.kubernetes_settings", "ulimits", "backends", "backends.docker_context", "config", "exporters"},
+    {"orchestrator", "value", "errors", "labels", "targets", "sizes", "vllm_options", "vllm_options_dump", "diagnose",
+     "run_lock", "log_files", "secret_files", "exporters.kubernetes_settings", "ulimits", "backends",
+     "backends.docker_context", "config", "exporters"},
     # the target-neutral spec and the tables it is built with
     {"spec", "options", "argv", "start_order", "logs"},
     # reading the document; the Docker rendering of a spec; the option tables' cache; generated files
@@ -24,10 +25,11 @@ LAYERS: list[set[str]] = [
     # a project opened and checked; the pure plan; GPU facts
     {"project", "plan", "gpus", "gpu_readers"},
     # engine clients, renderers, exporters, status and waiting
-    {"backends.engine", "backends.engine_socket", "backends.engine_sdk", "backends.engine_body", "compose",
+    {"backends.engine", "backends.engine_errors", "backends.engine_socket", "backends.engine_sdk", "backends.engine_body", "compose",
      "exporters.kubernetes", "status", "waiter"},
     # the backends
-    {"backends.base", "backends.docker", "backends.local"},
+    {"backends.base", "backends.docker", "backends.docker_preflight", "backends.docker_apply", "backends.local",
+     "backends.local_state", "backends.local_process", "backends.local_plan", "backends.local_stop"},
     # checks that need a backend
     {"gpu_check"},
     # the workflows
@@ -96,3 +98,40 @@ def test_the_check_sees_lazy_imports_and_skips_type_checking_ones(tmp_path):
                       "def f():\n    from orchestrator.backends.docker import DockerBackend\n"
                       "from orchestrator.backends import local\n")
     assert imports(module) == {"options", "backends.docker", "backends.local"}
+
+
+def import_graph() -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        name = module_name(path)
+        graph[name] = {t for t in imports(path) if t != name and t in _modules()}
+    return graph
+
+
+def _modules() -> set[str]:
+    return {module_name(p) for p in PACKAGE.rglob("*.py")}
+
+
+def test_no_import_cycles_even_within_a_layer():
+    """A module of a layer may import its neighbours, but never in a circle (container, options
+    and spec once were one: options imported spec lazily, spec container for its types). A
+    package importing its own modules does not count as a cycle through them."""
+    graph = import_graph()
+    cycles: list[str] = []
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(name: str, path: list[str]) -> None:
+        state[name] = 1
+        for target in sorted(graph.get(name, ())):
+            if name.startswith(target + ".") or target in ("orchestrator", "backends", "config", "exporters"):
+                continue  # a package's __init__ (empty here) is not an import of its modules
+            if state.get(target) == 1:
+                cycles.append(" -> ".join(path[path.index(target):] + [target]))
+            elif target not in state:
+                visit(target, path + [target])
+        state[name] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [name])
+    assert cycles == []

@@ -7,8 +7,9 @@ import os
 
 import pytest
 
-from orchestrator.backends import docker as docker_backend
-from orchestrator.backends.docker import ActionResult, _check_log_space
+from orchestrator.backends import docker_preflight
+from orchestrator.backends.docker import ActionResult
+from orchestrator.backends.docker_preflight import check_log_space
 from orchestrator.app import raise_for_failures
 from orchestrator.errors import OrchestratorError
 from orchestrator.errors import DockerUnavailable, PreflightError
@@ -65,11 +66,11 @@ def test_a_full_log_filesystem_is_refused_naming_the_directory(tmp_path, monkeyp
     class Full:
         f_bavail, f_frsize = 3, real.f_frsize
 
-    monkeypatch.setattr(docker_backend.os, "statvfs", lambda path: Full)
+    monkeypatch.setattr(docker_preflight.os, "statvfs", lambda path: Full)
     with pytest.raises(PreflightError, match=f"log directory {log_dir}: no space left on its filesystem"):
-        _check_log_space([action])
-    monkeypatch.setattr(docker_backend.os, "statvfs", lambda path: real)
-    _check_log_space([action])  # room enough: nothing raised
+        check_log_space([action])
+    monkeypatch.setattr(docker_preflight.os, "statvfs", lambda path: real)
+    check_log_space([action])  # room enough: nothing raised
 
 
 def test_nothing_failed_raises_nothing():

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator import secret_files
-from orchestrator.backends.docker import DockerBackend
+from orchestrator.backends.docker import ContainerRun, DockerBackend
 from orchestrator.backends.engine_body import create_body
 from orchestrator.errors import PreflightError
 from orchestrator.plan import NOOP, RECREATE, REMOVE, START, plan_up
@@ -30,7 +30,7 @@ def fleet(tmp_path, *, key: str = KEY, docker: str = "", **kwargs):
 
 def up(backend: DockerBackend, specs):
     actions = plan_up(specs, backend.observe("fleet"), image_ids=IMAGES)
-    backend.preflight(actions)
+    backend.preflight(None, actions, ContainerRun(IMAGES))
     return actions, backend.run_actions(actions)
 
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from orchestrator.backends.docker import ActionResult, DockerBackend
+from orchestrator.backends.docker import ActionResult, ContainerRun, DockerBackend
 from orchestrator.errors import InstanceFailed
 from orchestrator.spec import GpuRequest
 from orchestrator.start_order import shared_gpus, start_order
@@ -71,7 +71,7 @@ class RecordingBackend(DockerBackend):
         self.events: list[str] = []
         self.lock = threading.Lock()
 
-    def _apply_one(self, action):
+    def apply_one(self, action):
         with self.lock:
             self.events.append(f"start {action.instance}")
         time.sleep(0.05)
@@ -216,30 +216,30 @@ def test_the_plan_reads_an_orphans_gpus_from_its_label():
 
 
 def test_apply_starts_after_the_removal_and_does_not_await_health_of_the_removed():
-    from orchestrator.plan import REMOVE, start_after
+    from orchestrator.plan import REMOVE
 
     backend = RecordingBackend()
     new, old = actions(("new", "0"), ("old", "0"))
     plan = [new, old.replace(kind=REMOVE)]
     awaited: list[str] = []
-    results = backend.apply(None, plan, start_after=start_after(plan), await_healthy=lambda a: awaited.append(a.instance))
+    results = backend.apply(None, plan, ContainerRun(await_healthy=lambda a: awaited.append(a.instance)))
     assert all(r.ok for r in results) and awaited == []
     assert backend.events == ["start old", "start new"]  # (the recording backend logs every action as "start")
 
 
 def test_a_failed_removal_keeps_the_instance_on_its_gpu_from_starting():
-    from orchestrator.plan import REMOVE, start_after
+    from orchestrator.plan import REMOVE
 
     class FailingRemoval(RecordingBackend):
-        def _apply_one(self, action):
+        def apply_one(self, action):
             if action.kind == REMOVE:
                 return ActionResult(action, False, "the engine refused")
-            return super()._apply_one(action)
+            return super().apply_one(action)
 
     backend = FailingRemoval()
     new, old = actions(("new", "0"), ("old", "0"))
     plan = [new, old.replace(kind=REMOVE)]
-    results = {r.action.instance: r for r in backend.apply(None, plan, start_after=start_after(plan))}
+    results = {r.action.instance: r for r in backend.apply(None, plan, ContainerRun())}
     assert backend.events == [] and not results["new"].ok
     assert results["new"].detail == ("not started: old (both on GPU 0) could not be removed and may still hold "
                                      "the GPU's memory: the engine refused")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from orchestrator import __version__
-from orchestrator.errors import ConfigError, OrchestratorError, Problem
+from orchestrator.errors import ConfigError, OrchestratorError, Problem, printable
 
 EXIT_OK, EXIT_FAILED = 0, 1
 
@@ -234,9 +234,11 @@ _STDERR_LOCK = _thread.allocate_lock()
 
 def _stderr(message: str) -> None:
     """One whole line per message: apply()'s worker threads report at once, and print() writes
-    the text and its newline in two calls, which interleaved ("b: createda: created")."""
+    the text and its newline in two calls, which interleaved ("b: createda: created"). Control
+    characters that came from the config or the engine are escaped (errors.printable), line by line."""
+    text = "\n".join(printable(line) for line in message.split("\n"))
     with _STDERR_LOCK:
-        sys.stderr.write(message + "\n")
+        sys.stderr.write(text + "\n")
         sys.stderr.flush()
 
 
@@ -263,9 +265,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
             enabled = sum(1 for i in project.resolved.instances if i.enabled)
             print(f"ok: {len(project.resolved.instances)} instance(s), {enabled} enabled")
         if project and project.gpu_check:
-            print(f"GPUs: {project.gpu_check}")
+            print(printable(f"GPUs: {project.gpu_check}"))
         if project and project.option_check:
-            print(f"vLLM options: {project.option_check}")
+            print(printable(f"vLLM options: {project.option_check}"))
         elif errors:
             print(f"{len(errors)} error(s)", file=sys.stderr)
     return 2 if errors else EXIT_OK
@@ -291,8 +293,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     for spec in project.resolved.instances:
         state = "" if spec.enabled else "  (disabled)"
-        print(f"{spec.name}{state}: gpus={spec.gpu.describe()} log={spec.log_file}")
-        print("  " + shlex.join(spec.command))
+        print(printable(f"{spec.name}{state}: gpus={spec.gpu.describe()} log={spec.log_file}"))
+        print(printable("  " + shlex.join(spec.command)))
     return EXIT_OK
 
 
@@ -316,9 +318,9 @@ def cmd_up(args: argparse.Namespace) -> int:
                          "instances": outcome.instances})
         else:
             for action in outcome.actions:
-                print(action.describe())
+                print(printable(action.describe()))
             for edge in outcome.start_order:
-                print(edge.describe())
+                print(printable(edge.describe()))
         return EXIT_OK
     for orphan in (a for a in outcome.actions if a.kind == ORPHAN):
         _stderr(f"{orphan.instance}: orphan (no longer in the config; `up --remove-orphans` removes it)")
@@ -364,11 +366,12 @@ def cmd_ps(args: argparse.Namespace) -> int:
     for row in rows:  # "exited (137)": killed, as opposed to a clean stop
         if row.get("exit_code") is not None:
             row["state"] = f"{row['state']} ({row['exit_code']})"
-    print(tabulate([[short_gpus(r[c] or "") if c == "gpus" else (r[c] or "") for c in columns] for r in rows],
-                   headers=[c.upper() for c in columns]))
+    table = tabulate([[short_gpus(r[c] or "") if c == "gpus" else (r[c] or "") for c in columns] for r in rows],
+                     headers=[c.upper() for c in columns])
+    print("\n".join(printable(line) for line in table.splitlines()))
     for row in rows:  # why a server is down, read from its log (diagnose.py), after the table
         if row.get("cause"):
-            print(f"{row['name']}: {row['cause']}")
+            print(printable(f"{row['name']}: {row['cause']}"))
     return EXIT_OK
 
 
@@ -514,7 +517,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
             _print_json({"project": outcome.project, "actions": [step.to_json() for step in outcome.steps]})
         else:
             for step in outcome.steps:
-                print(step.describe())
+                print(printable(step.describe()))
     return outcome.exit_code
 
 

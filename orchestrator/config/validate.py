@@ -366,14 +366,14 @@ def _log_collisions(instances: list, source: str, out: list[Problem]) -> None:
 
 
 def option_problems(resolved: Resolved, table: OptionTable, source: str, *, exact: bool,
-                    only: str | None = None) -> list[Problem]:
+                    only: str | set[str] | None = None) -> list[Problem]:
     """Server keys checked against vLLM's own option table. `exact`: the table came from the
     image that will run (errors); else from the bundled recording (warnings: versions differ)."""
     severity = "error" if exact else "warning"
     origin = f"vLLM {table.vllm_version}"
     out: list[Problem] = []
     for spec in resolved.instances:
-        if only is not None and spec.name != only:
+        if only is not None and (spec.name != only if isinstance(only, str) else spec.name not in only):
             continue
         for key, value in spec.server.items():
             path = f"instance.{spec.name}.server.{key}"

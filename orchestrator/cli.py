@@ -196,7 +196,10 @@ def _inputs(args: argparse.Namespace):
     text = None
     if _opt(args, "stdin_config"):
         if not _STDIN_TEXT:
-            _STDIN_TEXT.append(sys.stdin.read())
+            from orchestrator.config.loader import MAX_CONFIG_BYTES
+
+            # One more than the cap, so the loader can refuse a larger text (or an endless one).
+            _STDIN_TEXT.append(sys.stdin.read(MAX_CONFIG_BYTES + 1))
         text = _STDIN_TEXT[0]
     return Inputs(config=_opt(args, "config"), overrides=tuple(_opt(args, "override", [])),
                   sets=tuple(_opt(args, "sets", [])), project=_opt(args, "project"), text=text)

@@ -216,7 +216,7 @@ def read_config_text(path: Path) -> str:
             kind = ("a directory" if stat.S_ISDIR(info.st_mode) else "a FIFO" if stat.S_ISFIFO(info.st_mode)
                     else "a device" if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode) else "a socket")
             raise ConfigError([Problem("error", "", f"is {kind}, not a regular file",
-                                       hint="pass the TOML file itself (or --stdin-config to read standard input)",
+                                       hint="pass the TOML file itself, or use --stdin-config to read standard input",
                                        source=source)])
         if info.st_size > MAX_CONFIG_BYTES:
             raise ConfigError([too_large(source)])

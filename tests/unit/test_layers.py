@@ -16,7 +16,7 @@ LAYERS: list[set[str]] = [
     # the target-neutral spec and the tables it is built with
     {"spec", "options", "argv", "start_order", "logs"},
     # reading the document; the Docker rendering of a spec; the option tables' cache
-    {"config.loader", "config.schema", "container", "option_cache"},
+    {"config.loader", "config.schema", "container", "option_cache", "config.server_check", "config.settings_check"},
     # the contract's merge rules: document -> specs
     {"resolve"},
     # meaning of the resolved config

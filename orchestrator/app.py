@@ -101,13 +101,21 @@ def open_checked(inputs: Inputs, *, backend: str | None = DOCKER, strict: bool =
     from orchestrator.backends.docker import DockerBackend
     from orchestrator.errors import DockerUnavailable, PreflightError
 
-    images = {i.container.image for i in first.resolved.instances if i.container and i.container.image}
+    images = askable_images(i.container.image for i in first.resolved.instances if i.container)
     try:
         engine = DockerBackend()
         image_ids = engine.image_ids(images)
     except (DockerUnavailable, PreflightError) as exc:
         return without_tables(str(exc))
     return with_gpus(check_with_tables(first, engine, image_ids, strict=strict, say=say), engine)
+
+
+def askable_images(images) -> set[str]:
+    """The images worth asking the engine about: a reference it would refuse ("--privileged",
+    capitals) is the config's error, which the checks report with its key, not an engine error."""
+    from orchestrator.config.settings_check import image_problem
+
+    return {image for image in images if image and image_problem(image) is None}
 
 
 def project_for_status(inputs: Inputs) -> tuple[str, Any]:
@@ -180,7 +188,7 @@ def up(inputs: Inputs, request: UpRequest, *, say: Say = _quiet, report: Callabl
         say("master.enable = false: every instance is disabled (their containers are removed, logs kept)")
     backend = backend_for(project.backend)  # Docker's: image_ids, preflight and the engine are its own
     wanted = [i for i in project.resolved.instances if i.enabled and (selected is None or i.name in selected)]
-    image_ids = backend.image_ids(i.container.image for i in wanted)
+    image_ids = backend.image_ids(askable_images(i.container.image for i in wanted))
     # The argv always follows the image's option table (so --no-preflight cannot change it and
     # recreate a loaded model); --no-preflight only stops option problems from blocking.
     project = check_with_tables(project, backend, image_ids, selected=selected,

@@ -257,7 +257,11 @@ def _volumes(ctx: _Context, spec: InstanceSpec, settings: dict[str, Any], docker
         if mount.read_only:
             item["readOnly"] = True
         if entry is not None and entry.get("sub_path"):
-            item["subPath"] = entry["sub_path"]
+            sub_path = str(entry["sub_path"])
+            if sub_path.startswith("/") or ".." in sub_path.split("/"):  # the API server refuses both
+                ctx.error(f"{path}.kubernetes.volumes.{mount.target}.sub_path",
+                          f"{sub_path!r} must be a relative path inside the volume, without '..'")
+            item["subPath"] = sub_path
         mounts.append(item)
     return volumes, mounts
 

@@ -185,6 +185,9 @@ THIRD = [
      "not a Kubernetes environment variable name", ("k8s",)),
     ("a volume at /dev/shm (Kubernetes)", '[instance.a.docker]\nvolumes = ["/tmp:/dev/shm"]\n', [],
      "two mounts at /dev/shm", ("k8s",)),
+    ("a sub_path climbing out of its volume (Kubernetes)",
+     '[instance.a.docker]\nvolumes = ["/tmp:/models"]\n[instance.a.kubernetes.volumes."/models"]\n'
+     'claim = "models"\nsub_path = "../etc"\n', [], "without '..'", ("k8s",)),
     ("gpu_ids beyond the maximum", "[instance.a.control]\ngpu_ids = 1024\n", [], "must be <= 1023, got 1024", ALL),
     ("control characters in a key", '"\\u001b]0;owned\\u0007" = 1\n', [], "\\x1b]0;owned\\x07", ALL),
     ("right-to-left override in a key", '"ab\\u202ec" = 1\n', [], "ab\\u202ec", ALL),

@@ -46,15 +46,43 @@ class LoadedConfig(Value, frozen=False):
     # Each override layer's name and the key paths it sets (its leaves), last layer last: a
     # problem at one of those paths is that layer's, not the file's (source_of).
     layer_paths: list[tuple[str, frozenset]] = field(factory=list, repr=False)
+    file_paths: frozenset = field(default=frozenset(), repr=False)  # the file's own (kept when there are layers)
 
     def source_of(self, path: str) -> str:
         """The layer that last set the key at dotted `path` (or a table holding it, or a key
-        inside it): an --override, a --set or the overrides variable; else the file."""
+        inside it): an --override, a --set or the overrides variable; else the file. A key of
+        one instance that neither the file nor a layer sets there comes from the defaults
+        ([instance.server], [docker], ...): then the layer that set the default."""
         for name, paths in reversed(self.layer_paths):
-            if path in paths or any(path.startswith(p + ".") or path.startswith(p + "[") for p in paths) \
-                    or (path and any(p.startswith(path + ".") for p in paths)):
+            if _touches(paths, path):
                 return name
+        default = _default_path(path)
+        if default and not _touches(self.file_paths, path):
+            for name, paths in reversed(self.layer_paths):
+                if _touches(paths, default):
+                    return name
         return str(self.path)
+
+
+def _touches(paths: frozenset, path: str) -> bool:
+    """Whether a layer that set `paths` set `path`: itself, a table above it, or a key inside it."""
+    if not path or not paths:
+        return False
+    return path in paths or any(path.startswith(p + ".") or path.startswith(p + "[") or p.startswith(path + ".")
+                                for p in paths)
+
+
+_INSTANCE_KEY = re.compile(r"^instance\.(.+?)\.(server|control|docker|kubernetes)(?=$|[.\[])(.*)$")
+
+
+def _default_path(path: str) -> str | None:
+    """Where the default of an instance's key lives: instance.a.server.port -> instance.server.port,
+    instance.a.docker.image -> docker.image."""
+    match = _INSTANCE_KEY.match(path)
+    if not match or match.group(1) in ("server", "control"):
+        return None
+    section, rest = match.group(2), match.group(3)
+    return (f"instance.{section}" if section in ("server", "control") else section) + rest
 
     @property
     def base_dir(self) -> Path:
@@ -278,6 +306,9 @@ def load_config(
                                    hint='add e.g. [instance.chat.server] with model = "/models/chat"', source=source)])
     layers = [str(path)]
     layer_paths: list[tuple[str, frozenset]] = []
+    env_overrides = env.get(OVERRIDES_ENV, "")
+    # The file's own key paths only matter for blaming a layer; walked only when there is one.
+    file_paths = _leaf_paths(data) if env_overrides.strip() or overrides or sets else frozenset()
 
     def add(layer: dict[str, Any], name: str) -> None:
         nonlocal data
@@ -285,11 +316,10 @@ def load_config(
         layers.append(name)
         layer_paths.append((name, _leaf_paths(layer)))
 
-    env_overrides = env.get(OVERRIDES_ENV, "")
     if env_overrides.strip():
         add(parse_json_override(env_overrides, OVERRIDES_ENV), OVERRIDES_ENV)
     for override in overrides:
         add(parse_json_override(override, "--override"), "--override")
     for assignment in sets:
         add(parse_set(assignment), f"--set {assignment.partition('=')[0]}")
-    return LoadedConfig(path=path, data=data, layers=layers, layer_paths=layer_paths)
+    return LoadedConfig(path=path, data=data, layers=layers, layer_paths=layer_paths, file_paths=file_paths)

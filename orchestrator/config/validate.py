@@ -412,15 +412,15 @@ def option_problems(resolved: Resolved, table: OptionTable, source: str, *, exac
                 out.append(Problem(severity, path, f"not an option of {origin}", hint=hint, source=source))
                 continue
             if not option.takes_value and not isinstance(value, bool):
-                out.append(Problem(severity, path, f"--{key.replace('_', '-')} is a plain flag of {origin}: use true or false, not {value!r}", source=source))
+                out.append(Problem(severity, path, f"--{key.replace('_', '-')} is a plain flag of {origin}: use true or false, not {show_value(value)}", source=source))
             elif option.takes_value and isinstance(value, bool) and option.value_type != "bool":
-                out.append(Problem(severity, path, f"--{key.replace('_', '-')} takes a value in {origin}, not {value!r}", source=source))
+                out.append(Problem(severity, path, f"--{key.replace('_', '-')} takes a value in {origin}, not {show_value(value)}", source=source))
             elif option.choices and not isinstance(value, (bool, dict)):
                 values = value if isinstance(value, list) else [value]
                 bad = [v for v in values if v not in option.choices and str(v) not in map(str, option.choices)]
                 if bad:
                     choices = ", ".join(map(str, option.choices))
-                    out.append(Problem(severity, path, f"{bad[0]!r} is not one of {origin}'s choices: {choices}", source=source))
+                    out.append(Problem(severity, path, f"{show_value(bad[0])} is not one of {origin}'s choices: {choices}", source=source))
         out += _extra_arg_problems(spec, table, severity, origin, source)
     return out
 

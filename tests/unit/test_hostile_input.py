@@ -396,3 +396,32 @@ def test_validation_asks_the_option_table_once_per_instance(tmp_path, monkeypatc
         open_project(config, env={})
         counts.append(calls["n"])
     assert counts[1] == 4 * counts[0]
+
+
+@pytest.mark.parametrize("argv,env,source", [
+    (["--set", "instance.server.port=0"], {}, "--set instance.server.port: instance.server.port"),
+    (["--set", 'instance.server.extra_args=["--api-key", "x"]'], {},
+     "--set instance.server.extra_args: instance.a.server.extra_args[0]"),
+    (["--set", 'docker.image="IMG:Latest"'], {}, "--set docker.image: instance.a.docker.image"),
+    (["--set", 'instance.a.server.extra_args=["--port", "1"]'], {}, "--set instance.a.server.extra_args: "),
+    ([], {"AUTO_INFER_VLLM_OVERRIDES": '{"instance": {"a": {"server": {"port": -1}}}}'},
+     "AUTO_INFER_VLLM_OVERRIDES: instance.a.server.port"),
+])
+def test_a_problem_names_the_layer_that_caused_it(tmp_path, capsys, monkeypatch, argv, env, source):
+    monkeypatch.delenv("AUTO_INFER_VLLM_OVERRIDES", raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    config = tmp_path / "fleet.toml"
+    config.write_text(BASE.replace("port = 8001\n", ""))
+    assert main(["-c", str(config), *argv, "plan", "--offline"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(source), err
+    assert str(config) not in err
+
+
+def test_a_file_value_that_wins_over_a_layer_default_is_the_file_s(tmp_path, capsys):
+    """--set docker.image is a default; the instance's own image in the file wins, and is blamed."""
+    config = tmp_path / "fleet.toml"
+    config.write_text(BASE + '[instance.a.docker]\nimage = "--privileged"\n')
+    assert main(["-c", str(config), "--set", 'docker.image="img:2"', "plan", "--offline"]) == 2
+    assert capsys.readouterr().err.startswith(f"{config}: instance.a.docker.image")

@@ -567,7 +567,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         if exc.details:
             _stderr(exc.details)
-        _stderr(f"vllm-orch: error: {exc}")
+        _stderr(f"vllm-orch: error: {printable(str(exc))}")  # one line, whatever a value in it held
         return exc.exit_code
     except KeyboardInterrupt:  # engine calls in flight were let finish: nothing is half-made
         _stderr("vllm-orch: interrupted; what was done is kept (run the command again to finish it)")
@@ -584,12 +584,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if _opt(args, "debug"):
             raise
         where = f" {exc.filename}" if exc.filename else ""
-        _stderr(f"vllm-orch: error:{where}: {exc.strerror or exc}")
+        _stderr(printable(f"vllm-orch: error:{where}: {exc.strerror or exc}"))
         return EXIT_FAILED
     except Exception as exc:  # a bug: still one line, the traceback behind --debug
         if _opt(args, "debug"):
             raise
-        _stderr(f"vllm-orch: internal error: {type(exc).__name__}: {str(exc)[:300]} "
+        _stderr(f"vllm-orch: internal error: {type(exc).__name__}: {printable(str(exc)[:300])} "
                 "(rerun with --debug for the traceback, and please report it)")
         return 70
 

@@ -425,3 +425,17 @@ def test_a_file_value_that_wins_over_a_layer_default_is_the_file_s(tmp_path, cap
     config.write_text(BASE + '[instance.a.docker]\nimage = "--privileged"\n')
     assert main(["-c", str(config), "--set", 'docker.image="img:2"', "plan", "--offline"]) == 2
     assert capsys.readouterr().err.startswith(f"{config}: instance.a.docker.image")
+
+
+def test_an_error_message_stays_one_line_whatever_it_quotes(capsys, monkeypatch):
+    """The CLI's boundary escapes the message of any error, not only config problems."""
+    from orchestrator import cli
+    from orchestrator.errors import OrchestratorError
+
+    def failing(args):
+        raise OrchestratorError("engine said: no such image: a\nvllm-orch: fake line\x1b[2J")
+
+    monkeypatch.setitem(cli.COMMANDS, "schema", failing)
+    assert main(["schema"]) == 1
+    err = capsys.readouterr().err
+    assert err == "vllm-orch: error: engine said: no such image: a\\x0avllm-orch: fake line\\x1b[2J\n"

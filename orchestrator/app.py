@@ -117,13 +117,21 @@ def open_checked(inputs: Inputs, *, target: Target | None = DOCKER, strict: bool
         return without_tables("--offline")
     from orchestrator.errors import DockerUnavailable, PreflightError
 
-    images = {i.container.image for i in first.resolved.instances if i.container and i.container.image}
+    images = askable_images(i.container.image for i in first.resolved.instances if i.container)
     try:
         engine = backend_for(DOCKER)
         image_ids = engine.image_ids(images)
     except (DockerUnavailable, PreflightError) as exc:
         return without_tables(str(exc))
     return with_gpus(check_with_tables(first, engine, image_ids, strict=strict, say=say), engine)
+
+
+def askable_images(images) -> set[str]:
+    """The images worth asking the engine about: a reference it would refuse ("--privileged",
+    capitals) is the config's error, which the checks report with its key, not an engine error."""
+    from orchestrator.config.settings_check import image_problem
+
+    return {image for image in images if image and image_problem(image) is None}
 
 
 def project_for_status(inputs: Inputs) -> tuple[str, Project | None]:
@@ -200,7 +208,7 @@ def up(inputs: Inputs, request: UpRequest, *, say: Say = _quiet, report: Callabl
     backend = backend_for(DOCKER)  # a DockerBackend: its images and its engine's run lock are its own
     wanted = [i for i in project.resolved.instances if i.enabled and (selected is None or i.name in selected)]
     # A missing image is one of the preflight's problems, reported with the others.
-    image_ids = backend.image_ids((rendered(i).image for i in wanted), missing_ok=True)
+    image_ids = backend.image_ids(askable_images(rendered(i).image for i in wanted), missing_ok=True)
     # The argv always follows the image's option table (so --no-preflight cannot change it and
     # recreate a loaded model); --no-preflight only stops option problems from blocking.
     project = check_with_tables(project, backend, image_ids, selected=selected, strict=False,

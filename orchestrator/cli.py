@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import _thread  # a lock without importing threading on every run
 import argparse
+import gc
 import json
 import os
 import sys
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from orchestrator import __version__
-from orchestrator.errors import ConfigError, OrchestratorError, PreflightError, Problem
+from orchestrator.errors import ConfigError, OrchestratorError, PreflightError, Problem, printable
 
 EXIT_OK, EXIT_FAILED = 0, 1
 
@@ -196,7 +197,10 @@ def _inputs(args: argparse.Namespace):
     text = None
     if _opt(args, "stdin_config"):
         if not _STDIN_TEXT:
-            _STDIN_TEXT.append(sys.stdin.read())
+            from orchestrator.config.loader import MAX_CONFIG_BYTES
+
+            # One more than the cap, so the loader can refuse a larger text (or an endless one).
+            _STDIN_TEXT.append(sys.stdin.read(MAX_CONFIG_BYTES + 1))
         text = _STDIN_TEXT[0]
     return Inputs(config=_opt(args, "config"), overrides=tuple(_opt(args, "override", [])),
                   sets=tuple(_opt(args, "sets", [])), project=_opt(args, "project"), text=text)
@@ -234,9 +238,11 @@ _STDERR_LOCK = _thread.allocate_lock()
 
 def _stderr(message: str) -> None:
     """One whole line per message: apply()'s worker threads report at once, and print() writes
-    the text and its newline in two calls, which interleaved ("b: createda: created")."""
+    the text and its newline in two calls, which interleaved ("b: createda: created"). Control
+    characters that came from the config or the engine are escaped (errors.printable), line by line."""
+    text = "\n".join(printable(line) for line in message.split("\n"))
     with _STDERR_LOCK:
-        sys.stderr.write(message + "\n")
+        sys.stderr.write(text + "\n")
         sys.stderr.flush()
 
 
@@ -263,9 +269,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
             enabled = sum(1 for i in project.resolved.instances if i.enabled)
             print(f"ok: {len(project.resolved.instances)} instance(s), {enabled} enabled")
         if project and project.gpu_check:
-            print(f"GPUs: {project.gpu_check}")
+            print(printable(f"GPUs: {project.gpu_check}"))
         if project and project.option_check:
-            print(f"vLLM options: {project.option_check}")
+            print(printable(f"vLLM options: {project.option_check}"))
         elif errors:
             print(f"{len(errors)} error(s)", file=sys.stderr)
     return 2 if errors else EXIT_OK
@@ -291,8 +297,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     for spec in project.resolved.instances:
         state = "" if spec.enabled else "  (disabled)"
-        print(f"{spec.name}{state}: gpus={spec.gpu.describe()} log={spec.log_file}")
-        print("  " + shlex.join(spec.command))
+        print(printable(f"{spec.name}{state}: gpus={spec.gpu.describe()} log={spec.log_file}"))
+        print(printable("  " + shlex.join(spec.command)))
     return EXIT_OK
 
 
@@ -316,9 +322,9 @@ def cmd_up(args: argparse.Namespace) -> int:
                          "instances": outcome.instances})
         else:
             for action in outcome.actions:
-                print(action.describe())
+                print(printable(action.describe()))
             for edge in outcome.start_order:
-                print(edge.describe())
+                print(printable(edge.describe()))
         return EXIT_OK
     for orphan in (a for a in outcome.actions if a.kind == ORPHAN):
         _stderr(f"{orphan.instance}: orphan (no longer in the config; `up --remove-orphans` removes it)")
@@ -364,11 +370,12 @@ def cmd_ps(args: argparse.Namespace) -> int:
     for row in rows:  # "exited (137)": killed, as opposed to a clean stop
         if row.get("exit_code") is not None:
             row["state"] = f"{row['state']} ({row['exit_code']})"
-    print(tabulate([[short_gpus(r[c] or "") if c == "gpus" else (r[c] or "") for c in columns] for r in rows],
-                   headers=[c.upper() for c in columns]))
+    table = tabulate([[short_gpus(r[c] or "") if c == "gpus" else (r[c] or "") for c in columns] for r in rows],
+                     headers=[c.upper() for c in columns])
+    print("\n".join(printable(line) for line in table.splitlines()))
     for row in rows:  # why a server is down, read from its log (diagnose.py), after the table
         if row.get("cause"):
-            print(f"{row['name']}: {row['cause']}")
+            print(printable(f"{row['name']}: {row['cause']}"))
     return EXIT_OK
 
 
@@ -516,7 +523,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
             _print_json({"project": outcome.project, "actions": [step.to_json() for step in outcome.steps]})
         else:
             for step in outcome.steps:
-                print(step.describe())
+                print(printable(step.describe()))
     return outcome.exit_code
 
 
@@ -545,6 +552,11 @@ COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    # A run builds many objects that live to its end (specs, YAML nodes) and frees few: with the
+    # default thresholds (a collection every 700 allocations) the collector re-scanned them over
+    # and over, a third of `compose` of 2,000 instances and growing faster than the fleet
+    # (bench/validate_scale.py). Collections still happen, less often.
+    gc.set_threshold(20_000, 20, 20)
     _STDIN_TEXT.clear()
     command = command_named(argv)
     args = build_parser(only=command, arguments=command is not None).parse_args(argv)
@@ -573,7 +585,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         if exc.details:
             _stderr(exc.details)
-        _stderr(f"vllm-orch: error: {exc}")
+        _stderr(f"vllm-orch: error: {printable(str(exc))}")  # one line, whatever a value in it held
         return exc.exit_code
     except KeyboardInterrupt:  # engine calls in flight were let finish: nothing is half-made
         _stderr("vllm-orch: interrupted; what was done is kept (run the command again to finish it)")
@@ -590,12 +602,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if _opt(args, "debug"):
             raise
         where = f" {exc.filename}" if exc.filename else ""
-        _stderr(f"vllm-orch: error:{where}: {exc.strerror or exc}")
+        _stderr(printable(f"vllm-orch: error:{where}: {exc.strerror or exc}"))
         return EXIT_FAILED
     except Exception as exc:  # a bug: still one line, the traceback behind --debug
         if _opt(args, "debug"):
             raise
-        _stderr(f"vllm-orch: internal error: {type(exc).__name__}: {str(exc)[:300]} "
+        _stderr(f"vllm-orch: internal error: {type(exc).__name__}: {printable(str(exc)[:300])} "
                 "(rerun with --debug for the traceback, and please report it)")
         return 70
 

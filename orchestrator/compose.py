@@ -35,7 +35,7 @@ import yaml
 
 from orchestrator import __version__, options, secret_files
 from orchestrator.errors import OrchestratorError
-from orchestrator.exporters import comment_text
+from orchestrator.exporters import comment_text, safe_loader
 from orchestrator.labels import LABEL_GPUS, LABEL_INSTANCE, LABEL_LOG, LABEL_MODEL, LABEL_OWNER, LABEL_URL
 from orchestrator.container import ContainerSpec, rendered
 from orchestrator.spec import GpuRequest, InstanceSpec, Mount
@@ -117,7 +117,7 @@ def _block(settings: dict[str, Any], *, anchors: dict[str, str] | None = None,
     return "".join(parts)
 
 
-class _StrictLoader(yaml.SafeLoader):
+class _StrictLoader(safe_loader()):  # type: ignore[misc]
     """SafeLoader that refuses a key written twice in one mapping (Compose refuses it too)."""
 
 
@@ -411,13 +411,17 @@ def render_compose(project: Any, templates: Path | None = None) -> str:
     common, own = split_common(services)
     anchors = {key: anchor for key, anchor in MERGED_MAPPINGS.items() if key in common}
 
+    # Each service's YAML once: the text is assembled twice (with and without comments).
+    settings_blocks = [_block(settings, merges={key: anchors[key] for key in settings if key in anchors})
+                       for settings in own]
+    common_block = _block(common, anchors=anchors) if common else "{}"
+
     def assemble(comments: bool) -> str:
         blocks: list[str] = []
-        for spec, settings in zip(instances, own):
-            merges = {key: anchors[key] for key in settings if key in anchors}
+        for spec, settings_block in zip(instances, settings_blocks):
             blocks.append(fill(
                 service_template,
-                blocks={"comment": _comment(spec) if comments else "", "settings": _block(settings, merges=merges)},
+                blocks={"comment": _comment(spec) if comments else "", "settings": settings_block},
                 inline={"service": _inline(spec.name)},
                 source=str(directory / "service.yml"),
             ))
@@ -425,7 +429,7 @@ def render_compose(project: Any, templates: Path | None = None) -> str:
             base,
             blocks={
                 "header": _header(project, all(master_on and spec.enabled for spec in instances)) if comments else "",
-                "common": _block(common, anchors=anchors) if common else "{}",
+                "common": common_block,
                 "services": "\n".join(blocks) if blocks else "{}",
             },
             inline={"project": _inline(resolved.project)},
@@ -456,6 +460,16 @@ def _missing(expected: Any, actual: Any, path: str) -> str | None:
     return None if expected == actual else path
 
 
+def _as_read(value: Any) -> Any:
+    """`value` as a YAML reader gives it back: tuples as lists (a SecretRef is a str already).
+    Compared with what the text reads as, without dumping each service once more."""
+    if isinstance(value, dict):
+        return {key: _as_read(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_as_read(item) for item in value]
+    return value
+
+
 def _check(text: str, project: str, names: list[str], services: list[dict[str, Any]], directory: Path) -> Any:
     where = f"the compose templates in {directory}"
     try:
@@ -470,8 +484,7 @@ def _check(text: str, project: str, names: list[str], services: list[dict[str, A
     if list(doc["services"]) != names:
         raise OrchestratorError(f"{where} give the services {list(doc['services'])}, expected {names}")
     for name, expected in zip(names, services):
-        plain = yaml.safe_load(_dump(expected))  # as the reader sees it
-        found = _missing(plain, doc["services"][name], f"services.{name}")
+        found = _missing(_as_read(expected), doc["services"][name], f"services.{name}")
         if found:
             raise OrchestratorError(f"{where} change or drop {found}")
     return doc

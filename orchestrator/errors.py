@@ -6,7 +6,54 @@ them, so no other module needs to know docker-py's or tomllib's exception types.
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 from orchestrator.value import Value
+
+# What must never reach a terminal raw from a config, a path or an engine's answer: C0 and C1
+# controls and DEL (ESC sequences retitle or clear the terminal, BEL rings, NUL and line breaks
+# split one message into several), the line/paragraph separators, and the bidirectional controls
+# (U+202E shows a name backwards). Every other character, accented names included, is kept.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ufeff]")
+
+
+def printable(text: str) -> str:
+    """`text` with each control character written as its escape (\\x1b, \\u202e): safe on a terminal
+    and still one line. `--json` output needs none of this (json escapes them itself)."""
+    if not _UNPRINTABLE.search(text):
+        return text
+    return _UNPRINTABLE.sub(_escape, text)
+
+
+def _escape(match: "re.Match[str]") -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def show_value(value: Any) -> str:
+    """A config value as a message shows it, in TOML's spelling rather than Python's
+    (true, null, 1979-05-27; strings quoted as before), escaped and cut to one short line."""
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif value is None:
+        text = "null"
+    elif isinstance(value, str):
+        text = repr(value)  # quoted, with its control characters escaped
+    elif isinstance(value, (int, float)):
+        text = repr(value)
+    elif isinstance(value, list):
+        text = "[" + ", ".join(show_value(v) for v in value[:20]) + (", ..." if len(value) > 20 else "") + "]"
+    elif isinstance(value, dict):
+        items = list(value.items())
+        text = "{" + ", ".join(f"{show_value(str(k))} = {show_value(v)}" for k, v in items[:20]) + \
+            (", ..." if len(items) > 20 else "") + "}"
+    elif hasattr(value, "isoformat"):  # TOML's dates and times
+        text = value.isoformat()
+    else:
+        text = str(value)
+    text = printable(text)
+    return text if len(text) <= 80 else text[:60] + f"... ({len(text)} characters)"
 
 
 class OrchestratorError(Exception):
@@ -51,7 +98,7 @@ class Problem(Value):
         text = ": ".join(parts) + f": {self.severity}: {self.message}"
         if self.hint:
             text += f" ({self.hint})"
-        return text
+        return printable(text)
 
     def to_json(self) -> dict:
         return {

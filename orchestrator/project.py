@@ -83,13 +83,16 @@ def open_project(
     if backend is not _SAME:
         target = backend  # type: ignore[assignment]  # the older keyword: same values
     loaded = load_config(config_path, env=env, overrides=overrides, sets=sets, text=text)
-    problems = schema_problems(loaded.data, str(config_path))
+    problems = attributed(schema_problems(loaded.data, str(config_path)), loaded)
     if any(p.is_error for p in problems):
         # Resolving a document of the wrong shape would only add noise to a correct report.
         raise ConfigError(problems)
     if target is None:
         target = guess_backend(loaded.data)
-    resolved = resolve(loaded.data, config_path=config_path, project=project_name, host_env=env)
+    try:
+        resolved = resolve(loaded.data, config_path=config_path, project=project_name, host_env=env)
+    except ConfigError as exc:
+        raise ConfigError(attributed(exc.problems, loaded)) from None
     first = Project(loaded, resolved, problems, target=target)
     return check_project(first, tables=tables, strict=strict) if checks else first
 
@@ -111,18 +114,23 @@ def check_project(
     resolved = apply_tables(first.resolved, tables) if tables else first.resolved
     source = str(first.loaded.path)
     problems = list(first.problems)
-    problems += resolved.problems
-    problems += semantic_problems(resolved, first.loaded.data, source, first.target)
+    new = list(resolved.problems)
+    new += semantic_problems(resolved, first.loaded.data, source, first.target)
     unchecked = []
+    by_table: dict[int, tuple[OptionTable | None, set[str]]] = {}
     for spec in resolved.instances:
         exact = tables.get(spec.container.image if spec.container else "")
         if exact is None:
             unchecked.append(spec.name)
-        # The recorded table is read only for instances no image answered for (~5 ms of JSON).
-        problems += option_problems(resolved, exact or OptionTable.bundled(), source,
-                                    exact=exact is not None and options_block, only=spec.name)
+        by_table.setdefault(id(exact), (exact, set()))[1].add(spec.name)
+    # One pass over the instances per option table (not one per instance: that was quadratic).
+    # The recorded table is read only for instances no image answered for (~5 ms of JSON).
+    for exact, names in by_table.values():
+        new += option_problems(resolved, exact or OptionTable.bundled(), source,
+                               exact=exact is not None and options_block, only=names)
     if first.runs_containers:  # the launcher's processes take their secrets in the environment
-        problems += secret_files.problems(resolved.instances, tables, source)
+        new += secret_files.problems(resolved.instances, tables, source)
+    problems += attributed(new, first.loaded)
     notes = list(table_notes)
     if unchecked:
         who = ", ".join(unchecked) if len(unchecked) <= 4 else f"{len(unchecked)} instances"
@@ -132,6 +140,17 @@ def check_project(
     if strict and project.errors:
         raise ConfigError(problems)
     return project
+
+
+def attributed(problems: list[Problem], loaded: LoadedConfig) -> list[Problem]:
+    """Each problem blamed on the layer that set its key: a --set, an --override or the
+    overrides variable rather than the TOML file, when one of them did."""
+    if not loaded.layer_paths:
+        return problems
+    file = str(loaded.path)
+    return [p.replace(source=loaded.source_of(p.path), line=None, column=None)
+            if p.source == file and p.path and loaded.source_of(p.path) != file else p
+            for p in problems]
 
 
 def guess_backend(data: Mapping) -> Target:

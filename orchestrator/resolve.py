@@ -17,7 +17,7 @@ from orchestrator.argv import DEFAULT_MODULE, launch_command, render_server_args
 from orchestrator.config.loader import deep_merge
 from orchestrator import options
 from orchestrator.options import MAX_NAME_LENGTH
-from orchestrator.errors import ConfigError, Problem
+from orchestrator.errors import ConfigError, Problem, show_value
 from orchestrator.container import render_container
 from orchestrator import secret_files
 from orchestrator.sizes import parse_size
@@ -93,13 +93,14 @@ def resolve(
     )
     docker_global = dict(DOCKER_DEFAULTS)
     docker_global.update(data.get("docker") or {})
+    given = project  # -p on the command line: a bad name is its fault, not the file's
     project = project or docker_global.pop("project", None) or default_project(config_path)
     docker_global.pop("project", None)
     if not _PROJECT_NAME.match(project) or len(project) > MAX_NAME_LENGTH:
-        shown = project if len(project) <= 80 else project[:60] + "..."
-        raise ConfigError([Problem("error", "docker.project", f"project name {shown!r} must match {_PROJECT_NAME.pattern}",
+        raise ConfigError([Problem("error", "" if given else "docker.project",
+                                   f"project name {show_value(project)} must match {_PROJECT_NAME.pattern}",
                                    hint=f"lower-case letters, digits, '-' and '_', at most {MAX_NAME_LENGTH}",
-                                   source=str(config_path))])
+                                   source="-p" if given else str(config_path))])
     instance_section = data.get("instance") or {}
     control_defaults = instance_section.get("control") or {}
     server_defaults = instance_section.get("server") or {}

@@ -84,6 +84,11 @@ _SERVER: dict[str, Any] = {
         "gpu_memory_utilization": {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": 1},
     },
     "additionalProperties": _SERVER_VALUE,
+    "propertyNames": {
+        "pattern": "^[A-Za-z][A-Za-z0-9_.-]*$",
+        "description": "a vLLM option's name (letters, digits, '_', '-', '.'): it becomes --name on the "
+                       "command line, where '=', a space or a leading '-' would change what the argv means",
+    },
 }
 
 _DOCKER_GLOBAL: dict[str, Any] = {

@@ -16,9 +16,11 @@ from typing import Any, Iterable
 
 from orchestrator.argv import DEFAULT_MODULE
 from orchestrator.config.schema import SCHEMA
-from orchestrator.errors import Problem
+from orchestrator.config.settings_check import container_setting_problems, mount_target_problems
+from orchestrator.config.server_check import reserved_dest, server_problems
+from orchestrator.errors import Problem, show_value
 from orchestrator.resolve import Resolved
-from orchestrator.targets import renders_docker, shares_one_host
+from orchestrator.targets import KUBERNETES, renders_docker, runs_containers, shares_one_host
 from orchestrator.vllm_options import OptionTable
 
 _JSON_TYPES = {
@@ -43,6 +45,13 @@ def _type_name(value: Any) -> str:
     return "float" if isinstance(value, float) else type(value).__name__
 
 
+def _wrong_type(value: Any, schema: dict) -> bool:
+    types = schema.get("type")
+    if types is None:
+        return False
+    return not any(_JSON_TYPES[t](value) for t in ([types] if isinstance(types, str) else types))
+
+
 def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
@@ -53,32 +62,40 @@ def schema_problems(data: Any, source: str, schema: dict = SCHEMA, path: str = "
     return problems
 
 
-def _shown(value: Any, schema: dict) -> str:
+def _shown(value: Any, schema: dict, path: str = "") -> str:
     """A value as messages may show it: never a secret's (schema writeOnly), never a page of it."""
     if schema.get("writeOnly"):
+        if ".env." in path or path.startswith("docker.env"):  # a plain variable, or one secret_env names
+            return "(value not shown: env values may hold secrets)"
         return "(value not shown: it is secret)"
-    text = repr(value)
-    return text if len(text) <= 80 else text[:60] + f"... ({len(text)} characters)"
+    return show_value(value)
 
 
 def _walk(value: Any, schema: dict, path: str, source: str, out: list[Problem]) -> None:
     if "oneOf" in schema:
-        if not any(not schema_problems(value, source, sub, path) for sub in schema["oneOf"]):
-            out.append(Problem("error", path, f"invalid value {_shown(value, schema)}: {schema.get('description', '')}".rstrip(": "), source=source))
+        found = [schema_problems(value, source, sub, path) for sub in schema["oneOf"]]
+        if all(found):
+            # The one form whose type the value has says what is wrong (gpu_ids = 1024: its maximum).
+            typed = [f for f, sub in zip(found, schema["oneOf"]) if not _wrong_type(value, sub)]
+            if len(typed) == 1:
+                out += typed[0]
+            else:
+                out.append(Problem("error", path, f"invalid value {_shown(value, schema, path)}: "
+                                   f"{schema.get('description', '')}".rstrip(": "), source=source))
         return
     types = schema.get("type")
     if types is not None:
         allowed = [types] if isinstance(types, str) else types
         if not any(_JSON_TYPES[t](value) for t in allowed):
             want = " or ".join("table" if t == "object" else t for t in allowed if t != "null")
-            out.append(Problem("error", path, f"expected {want}, got {_type_name(value)} {_shown(value, schema)}", source=source))
+            out.append(Problem("error", path, f"expected {want}, got {_type_name(value)} {_shown(value, schema, path)}", source=source))
             return
     if isinstance(value, float) and not math.isfinite(value):
         out.append(Problem("error", path, f"must be a finite number, got {value}", source=source))
         return
     if "enum" in schema and value not in schema["enum"]:
         choices = ", ".join(repr(c) for c in schema["enum"])
-        out.append(Problem("error", path, f"must be one of {choices}, got {_shown(value, schema)}", source=source))
+        out.append(Problem("error", path, f"must be one of {choices}, got {_shown(value, schema, path)}", source=source))
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if "minimum" in schema and value < schema["minimum"]:
             out.append(Problem("error", path, f"must be >= {schema['minimum']}, got {value}", source=source))
@@ -87,7 +104,7 @@ def _walk(value: Any, schema: dict, path: str, source: str, out: list[Problem]) 
         if "exclusiveMinimum" in schema and value <= schema["exclusiveMinimum"]:
             out.append(Problem("error", path, f"must be > {schema['exclusiveMinimum']}, got {value}", source=source))
     if isinstance(value, str) and "pattern" in schema and not re.search(schema["pattern"], value):
-        out.append(Problem("error", path, f"{_shown(value, schema)} does not match {schema['pattern']}", source=source))
+        out.append(Problem("error", path, f"{_shown(value, schema, path)} does not match {schema['pattern']}", source=source))
     if isinstance(value, str) and len(value) > schema.get("maxLength", len(value)):
         out.append(Problem("error", path, f"longer than {schema['maxLength']} characters ({len(value)})", source=source))
     if isinstance(value, list) and "items" in schema:
@@ -110,7 +127,9 @@ def _walk_table(table: dict, schema: dict, path: str, source: str, out: list[Pro
             out.append(Problem("error", key_path, "unknown key", hint=_did_you_mean(key, properties), source=source))
         else:
             if name_pattern and not re.search(name_pattern, key):
-                out.append(Problem("error", key_path, f"name {_shown(key, {})} must match {name_pattern}", source=source))
+                why = f": {names['description']}" if names.get("description") else ""
+                out.append(Problem("error", key_path[:120], f"name {_shown(key, {})} must match {name_pattern}{why}",
+                                   source=source))
             elif name_max and len(key) > name_max:
                 out.append(Problem("error", key_path[:80], f"name is {len(key)} characters long; at most {name_max} "
                                    "(it names containers, files and DNS labels)", source=source))
@@ -136,6 +155,7 @@ def semantic_problems(resolved: Resolved, data: dict, source: str, target: str) 
     if shares_one_host(target):  # not on Kubernetes: every pod has its own address, every Service its name
         _port_conflicts(resolved, target, source, out)
     for spec in instances:
+        out += server_problems(spec, source)
         _parallel_sizes(spec, source, out)
         if "model" not in spec.server and resolved.master.api_server_module == DEFAULT_MODULE:
             out.append(Problem("error", f"instance.{spec.name}.server.model",
@@ -148,6 +168,11 @@ def semantic_problems(resolved: Resolved, data: dict, source: str, target: str) 
         _gpu_memory(instances, source, out)
     for spec in resolved.instances:
         _log_path(spec, source, out)
+    if runs_containers(target):  # what the engine, or the API server, would refuse
+        rendering = "kubernetes" if target == KUBERNETES else "docker"  # Compose: the Docker rendering
+        for spec in instances:
+            out += mount_target_problems(spec, source, rendering)
+            out += container_setting_problems(spec, source, rendering)
     if renders_docker(target):
         for spec in instances:
             _docker_checks(spec, source, out)
@@ -280,11 +305,17 @@ def _ip_address(host: str) -> Any:
         return None
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
+def is_loopback(host: str) -> bool:
+    """Whether `host` names this machine only: "localhost" in any case (host names are
+    case-insensitive, a trailing dot is the root), a *.localhost name, or a loopback address."""
+    name = host.strip().lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
         return True
-    address = _ip_address(host)
+    address = _ip_address(name.strip("[]"))
     return address is not None and address.is_loopback
+
+
+_is_loopback = is_loopback
 
 
 def missing_model_dir(spec: Any) -> str | None:
@@ -333,7 +364,7 @@ def _docker_checks(spec: Any, source: str, out: list[Problem]) -> None:
     if missing:
         out.append(Problem("error", f"{path}.server.model", missing,
                            hint="check [docker] volumes and server.model", source=source, host_fact=True))
-    has_api_key = "VLLM_API_KEY" in dict(container.secret_env)
+    has_api_key = bool(dict(container.secret_env).get("VLLM_API_KEY"))  # "" is no key to vLLM
     if container.port and address_ok and not _is_loopback(container.port.host_address) and not has_api_key:
         out.append(Problem("warning", f"{path}.docker.publish_address",
                            f"published on {container.port.host_address} without an API key: anyone on the network can use it",
@@ -348,11 +379,7 @@ def _docker_checks(spec: Any, source: str, out: list[Problem]) -> None:
         if value is None:
             out.append(Problem("warning", f"{path}.docker.secret_env", f"{key} is not set in this environment",
                                hint=f"export {key} before `up`", source=source))
-    targets: dict[str, str] = {}
     for mount in container.mounts:
-        if mount.target in targets:
-            out.append(Problem("error", f"{path}.docker.volumes", f"two mounts at {mount.target}", source=source))
-        targets[mount.target] = mount.source
         if mount.source != container.host_log_file and not os.path.exists(mount.source):
             out.append(Problem("error", f"{path}.docker", f"host path {mount.source} does not exist", source=source,
                                host_fact=True))
@@ -369,14 +396,14 @@ def _log_collisions(instances: list, source: str, out: list[Problem]) -> None:
 
 
 def option_problems(resolved: Resolved, table: OptionTable, source: str, *, exact: bool,
-                    only: str | None = None) -> list[Problem]:
+                    only: str | set[str] | None = None) -> list[Problem]:
     """Server keys checked against vLLM's own option table. `exact`: the table came from the
     image that will run (errors); else from the bundled recording (warnings: versions differ)."""
     severity = "error" if exact else "warning"
     origin = f"vLLM {table.vllm_version}"
     out: list[Problem] = []
     for spec in resolved.instances:
-        if only is not None and spec.name != only:
+        if only is not None and (spec.name != only if isinstance(only, str) else spec.name not in only):
             continue
         for key, value in spec.server.items():
             path = f"instance.{spec.name}.server.{key}"
@@ -389,15 +416,15 @@ def option_problems(resolved: Resolved, table: OptionTable, source: str, *, exac
                 out.append(Problem(severity, path, f"not an option of {origin}", hint=hint, source=source))
                 continue
             if not option.takes_value and not isinstance(value, bool):
-                out.append(Problem(severity, path, f"--{key.replace('_', '-')} is a plain flag of {origin}: use true or false, not {value!r}", source=source))
+                out.append(Problem(severity, path, f"--{key.replace('_', '-')} is a plain flag of {origin}: use true or false, not {show_value(value)}", source=source))
             elif option.takes_value and isinstance(value, bool) and option.value_type != "bool":
-                out.append(Problem(severity, path, f"--{key.replace('_', '-')} takes a value in {origin}, not {value!r}", source=source))
+                out.append(Problem(severity, path, f"--{key.replace('_', '-')} takes a value in {origin}, not {show_value(value)}", source=source))
             elif option.choices and not isinstance(value, (bool, dict)):
                 values = value if isinstance(value, list) else [value]
                 bad = [v for v in values if v not in option.choices and str(v) not in map(str, option.choices)]
                 if bad:
                     choices = ", ".join(map(str, option.choices))
-                    out.append(Problem(severity, path, f"{bad[0]!r} is not one of {origin}'s choices: {choices}", source=source))
+                    out.append(Problem(severity, path, f"{show_value(bad[0])} is not one of {origin}'s choices: {choices}", source=source))
         out += _extra_arg_problems(spec, table, severity, origin, source)
     return out
 
@@ -412,6 +439,8 @@ def _extra_arg_problems(spec: Any, table: OptionTable, severity: str, origin: st
         if not token.startswith("--") or len(token) < 3:
             continue
         flag = token.split("=", 1)[0]
+        if reserved_dest(token) is not None:  # refused as an error by server_check already
+            continue
         if table.lookup(flag[2:]) is None:
             suggestion = table.suggest(flag[2:])
             hint = f"did you mean --{suggestion.replace('_', '-')}?" if suggestion else "see `vllm-orch flags`"

@@ -44,7 +44,7 @@ import yaml
 from orchestrator import __version__, options
 from orchestrator.config.loader import deep_merge
 from orchestrator.errors import ConfigError, OrchestratorError, Problem
-from orchestrator.exporters import comment_text
+from orchestrator.exporters import comment_text, safe_loader
 from orchestrator.exporters.kubernetes_settings import DEFAULTS, DNS_LABEL_PATTERN
 from orchestrator.resolve import DOCKER_DEFAULTS, instance_tables
 from orchestrator.spec import InstanceSpec, Mount, parse_size
@@ -257,7 +257,11 @@ def _volumes(ctx: _Context, spec: InstanceSpec, settings: dict[str, Any], docker
         if mount.read_only:
             item["readOnly"] = True
         if entry is not None and entry.get("sub_path"):
-            item["subPath"] = entry["sub_path"]
+            sub_path = str(entry["sub_path"])
+            if sub_path.startswith("/") or ".." in sub_path.split("/"):  # the API server refuses both
+                ctx.error(f"{path}.kubernetes.volumes.{mount.target}.sub_path",
+                          f"{sub_path!r} must be a relative path inside the volume, without '..'")
+            item["subPath"] = sub_path
         mounts.append(item)
     return volumes, mounts
 
@@ -514,7 +518,7 @@ def _text(header: list[str], manifests: list[dict[str, Any]]) -> str:
                               allow_unicode=True, width=1 << 30)  # never fold: one argv token per line
     text = comments + body
     # The header is the one hand-written part: the text must read back as exactly the manifests.
-    if list(yaml.safe_load_all(text)) != manifests:
+    if list(yaml.load_all(text, Loader=safe_loader())) != manifests:
         raise OrchestratorError("the Kubernetes export does not read back as the manifests it was made from")
     return text
 

@@ -17,7 +17,8 @@ LAYERS: list[set[str]] = [
     # the target-neutral spec and the tables it is built with
     {"spec", "options", "argv", "start_order", "logs"},
     # reading the document; the Docker rendering of a spec; the option tables' cache; generated files
-    {"config.loader", "config.schema", "container", "option_cache", "generate"},
+    {"config.loader", "config.schema", "container", "option_cache", "generate", "config.server_check",
+     "config.settings_check"},
     # the contract's merge rules: document -> specs
     {"resolve"},
     # meaning of the resolved config

@@ -39,11 +39,13 @@ class Inputs(Value):
 
 
 # ----------------------------------------------------------------------------- opening a project
-def open_project(inputs: Inputs, *, backend: str | None = DOCKER, strict: bool = True, checks: bool = True):
+def open_project(inputs: Inputs, *, backend: str | None = DOCKER, strict: bool = True, checks: bool = True,
+                 on_host: bool = True):
     from orchestrator.project import open_project as open_
 
     return open_(inputs.config_path(), overrides=list(inputs.overrides), sets=list(inputs.sets),
-                 project_name=inputs.project, backend=backend, strict=strict, checks=checks, text=inputs.text)
+                 project_name=inputs.project, backend=backend, strict=strict, checks=checks, text=inputs.text,
+                 on_host=on_host)
 
 
 def check_with_tables(project, backend, image_ids: dict[str, str], *, strict: bool = True,
@@ -71,13 +73,15 @@ def check_with_tables(project, backend, image_ids: dict[str, str], *, strict: bo
 
 
 def open_checked(inputs: Inputs, *, backend: str | None = DOCKER, strict: bool = True, offline: bool = False,
-                 gpus: bool = False, say: Say = _quiet):
+                 gpus: bool = False, on_host: bool = False, say: Say = _quiet):
     """For validate/plan/compose/k8s: the project checked against its images' vLLM when Docker can
     be asked; otherwise (or with --offline) by the contract's rules, saying why. With `gpus`
-    (validate), also against the GPUs on the host, where they can be listed."""
+    (validate), also against the GPUs on the host, where they can be listed. `on_host`
+    (validate without --offline): this machine runs the instances, so what it lacks (host paths,
+    model directories, the image) is an error; otherwise a warning, and the output is the same."""
     from orchestrator.project import check_project
 
-    first = open_project(inputs, backend=backend, strict=strict, checks=False)
+    first = open_project(inputs, backend=backend, strict=strict, checks=False, on_host=on_host)
 
     def with_gpus(project, engine=None, engine_note: str = ""):
         if gpus:
@@ -88,8 +92,8 @@ def open_checked(inputs: Inputs, *, backend: str | None = DOCKER, strict: bool =
             project.gpu_check = note
         return project
 
-    def without_tables(reason: str):
-        project = check_project(first, strict=strict)
+    def without_tables(reason: str, problems: tuple[Problem, ...] = ()):
+        project = check_project(first, strict=strict, extra=problems)
         if reason:
             project.option_check = f"image check skipped ({reason}); " + project.option_check
         return with_gpus(project, engine_note=reason)
@@ -105,8 +109,12 @@ def open_checked(inputs: Inputs, *, backend: str | None = DOCKER, strict: bool =
     try:
         engine = DockerBackend()
         image_ids = engine.image_ids(images)
-    except (DockerUnavailable, PreflightError) as exc:
+    except DockerUnavailable as exc:
         return without_tables(str(exc))
+    except PreflightError as exc:  # an image this engine lacks: a host fact
+        missing = Problem("error" if on_host else "warning", "docker.image", str(exc),
+                          source=str(first.loaded.path))
+        return without_tables("an image is not on this Docker host", (missing,))
     return with_gpus(check_with_tables(first, engine, image_ids, strict=strict, say=say), engine)
 
 

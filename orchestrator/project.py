@@ -26,6 +26,9 @@ class Project(Value, frozen=False):
     option_check: str = ""  # which option table the server keys were checked against
     gpu_check: str = ""  # what the GPUs were checked against (validate), or why they were not
     backend: str = "docker"
+    # This machine runs the instances (`up`, `validate`): facts about it are errors, not
+    # warnings as in a review elsewhere (`plan`, `compose`, `k8s`, `validate --offline`).
+    on_host: bool = True
 
     @property
     def name(self) -> str:
@@ -68,10 +71,12 @@ def open_project(
     strict: bool = True,
     checks: bool = True,
     text: str | None = None,
+    on_host: bool = True,
 ) -> Project:
     """Load, check and resolve. With `strict`, any error raises ConfigError carrying all of them.
     With `checks=False`, a first look (which images?) that `check_project` completes once the
-    images' option tables are known; the file is read and resolved once either way."""
+    images' option tables are known; the file is read and resolved once either way. `on_host`
+    False: a review elsewhere, where facts about this machine are warnings (Project.on_host)."""
     loaded = load_config(config_path, env=env, overrides=overrides, sets=sets, text=text)
     problems = schema_problems(loaded.data, str(config_path))
     if any(p.is_error for p in problems):
@@ -80,7 +85,7 @@ def open_project(
     if backend is None:
         backend = guess_backend(loaded.data)
     resolved = resolve(loaded.data, config_path=config_path, project=project_name, host_env=env)
-    first = Project(loaded, resolved, problems, backend=backend)
+    first = Project(loaded, resolved, problems, backend=backend, on_host=on_host)
     return check_project(first, tables=tables, strict=strict) if checks else first
 
 
@@ -91,18 +96,20 @@ def check_project(
     table_notes: list[str] | tuple[str, ...] = (),
     strict: bool = True,
     options_block: bool = True,
+    extra: tuple[Problem, ...] | list[Problem] = (),
 ) -> Project:
     """The first look checked: semantics, and the server keys against the option tables.
 
     `tables` (image -> option table of its vLLM) make rendering follow vLLM's real options and
     turn unknown options into errors; instances without one are rendered by the contract's
-    rules and compared with the recorded vLLM table, as warnings only."""
+    rules and compared with the recorded vLLM table, as warnings only. `extra`: problems found
+    on the way (an image the engine lacks), reported with the rest."""
     tables = dict(tables or {}) if first.runs_containers else {}
     resolved = apply_tables(first.resolved, tables) if tables else first.resolved
     source = str(first.loaded.path)
     problems = list(first.problems)
     problems += resolved.problems
-    problems += semantic_problems(resolved, first.loaded.data, source, first.backend)
+    problems += semantic_problems(resolved, first.loaded.data, source, first.backend, on_host=first.on_host)
     unchecked = []
     for spec in resolved.instances:
         exact = tables.get(spec.container.image if spec.container else "")
@@ -111,12 +118,14 @@ def check_project(
         # The recorded table is read only for instances no image answered for (~5 ms of JSON).
         problems += option_problems(resolved, exact or OptionTable.bundled(), source,
                                     exact=exact is not None and options_block, only=spec.name)
+    problems += extra
     notes = list(table_notes)
     if unchecked:
         who = ", ".join(unchecked) if len(unchecked) <= 4 else f"{len(unchecked)} instances"
         notes.append(f"{who}: not checked against the vLLM that will run; "
                      f"compared with the {OptionTable.bundled().source} (warnings only)")
-    project = Project(first.loaded, resolved, problems, option_check="; ".join(notes), backend=first.backend)
+    project = Project(first.loaded, resolved, problems, option_check="; ".join(notes), backend=first.backend,
+                      on_host=first.on_host)
     if strict and project.errors:
         raise ConfigError(problems)
     return project

@@ -125,7 +125,12 @@ def _did_you_mean(key: str, known: Iterable[str]) -> str:
 
 
 # --------------------------------------------------------------------------- meaning checks
-def semantic_problems(resolved: Resolved, data: dict, source: str, backend: str) -> list[Problem]:
+def semantic_problems(resolved: Resolved, data: dict, source: str, backend: str, *,
+                      on_host: bool = True) -> list[Problem]:
+    """The config's meaning. `on_host`: this machine is the one that runs the instances (`up`,
+    `validate` without --offline), so facts about it (`host_problems`) are errors; elsewhere
+    (a review on a laptop or in CI: `plan`, `compose`, `k8s`, `validate --offline`) they are
+    warnings, and the output is what it would be on the host."""
     out: list[Problem] = []
     instances = [i for i in resolved.instances if i.enabled]
     if not resolved.master.enable:
@@ -149,6 +154,7 @@ def semantic_problems(resolved: Resolved, data: dict, source: str, backend: str)
     if backend == "docker":
         for spec in instances:
             _docker_checks(spec, source, out)
+            out += host_problems(spec, source, on_host=on_host)
         _log_collisions(instances, source, out)
     return out
 
@@ -327,10 +333,6 @@ def _docker_checks(spec: Any, source: str, out: list[Problem]) -> None:
             out.append(Problem("error", f"{path}.docker.publish_address",
                                f"{container.port.host_address!r} is not an IP address",
                                hint='e.g. "127.0.0.1" (this host only) or "0.0.0.0" (every interface)', source=source))
-    missing = missing_model_dir(spec)
-    if missing:
-        out.append(Problem("error", f"{path}.server.model", missing,
-                           hint="check [docker] volumes and server.model", source=source))
     has_api_key = "VLLM_API_KEY" in dict(container.secret_env)
     if container.port and address_ok and not _is_loopback(container.port.host_address) and not has_api_key:
         out.append(Problem("warning", f"{path}.docker.publish_address",
@@ -346,13 +348,36 @@ def _docker_checks(spec: Any, source: str, out: list[Problem]) -> None:
         if value is None:
             out.append(Problem("warning", f"{path}.docker.secret_env", f"{key} is not set in this environment",
                                hint=f"export {key} before `up`", source=source))
-    targets: dict[str, str] = {}
+    targets: set[str] = set()
     for mount in container.mounts:
         if mount.target in targets:
             out.append(Problem("error", f"{path}.docker.volumes", f"two mounts at {mount.target}", source=source))
-        targets[mount.target] = mount.source
+        targets.add(mount.target)
+
+
+# What is true of the machine that runs the instances, not of the config: checked here only
+# where this machine may be that host. The README's "Where each check applies" lists them.
+_ELSEWHERE_HINT = "a fact of this machine: `up` and `validate` (without --offline) on the host that runs the config refuse it"
+
+
+def host_problems(spec: Any, source: str, *, on_host: bool = True) -> list[Problem]:
+    """The host facts of one enabled Docker instance: its volumes' and pixi project's host
+    paths exist, and a model path under a volume names a directory there. Errors `on_host`,
+    else warnings saying so (the log file and caches are made by `up`, so never checked)."""
+    container = spec.container
+    path = f"instance.{spec.name}"
+    severity = "error" if on_host else "warning"
+    out: list[Problem] = []
+    for mount in container.mounts:
         if mount.source != container.host_log_file and not os.path.exists(mount.source):
-            out.append(Problem("error", f"{path}.docker", f"host path {mount.source} does not exist", source=source))
+            out.append(Problem(severity, f"{path}.docker", f"host path {mount.source} does not exist",
+                               hint="" if on_host else _ELSEWHERE_HINT, source=source))
+    missing = missing_model_dir(spec)
+    if missing:
+        out.append(Problem(severity, f"{path}.server.model", missing,
+                           hint="check [docker] volumes and server.model" if on_host else _ELSEWHERE_HINT,
+                           source=source))
+    return out
 
 
 def _log_collisions(instances: list, source: str, out: list[Problem]) -> None:

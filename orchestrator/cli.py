@@ -284,12 +284,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
         "problems": [p.to_json() for p in project.problems],
         "option_check": project.option_check,
     }
+    _warn_problems(project.problems)  # on stderr with --json too (the document has them as well)
+    if project.option_check:
+        _stderr(f"vLLM options: {project.option_check}")
     if args.json:
         _print_json(doc)
         return EXIT_OK
-    _warn_problems(project.problems)
-    if project.option_check:
-        _stderr(f"vLLM options: {project.option_check}")
     import shlex
 
     for spec in project.resolved.instances:

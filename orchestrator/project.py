@@ -84,7 +84,8 @@ def open_project(
         raise ConfigError(problems)
     if backend is None:
         backend = guess_backend(loaded.data)
-    resolved = resolve(loaded.data, config_path=config_path, project=project_name, host_env=env)
+    resolved = resolve(loaded.data, config_path=config_path, project=project_name, host_env=env,
+                       kubernetes=backend == "kubernetes")
     first = Project(loaded, resolved, problems, backend=backend, on_host=on_host)
     return check_project(first, tables=tables, strict=strict) if checks else first
 

@@ -95,6 +95,24 @@ SETTINGS: tuple[Setting, ...] = (
 DEFAULTS: dict[str, Any] = {s.name: s.default for s in SETTINGS if s.default is not None}
 
 
+class InstanceSettings(Value):
+    """What the Kubernetes export needs of one instance beyond its neutral spec, resolved once
+    with the rest of the config (resolve.py), so the exporter never walks the TOML itself."""
+
+    settings: dict  # [kubernetes] merged with [instance.<name>.kubernetes] (tables merge), over DEFAULTS
+    own_volume_keys: tuple[str, ...] = ()  # the keys of [instance.<name>.kubernetes] volumes (where a bad one was written)
+    written_sources: tuple[tuple[str, str], ...] = ()  # container path -> host path as the TOML wrote it
+    shm_size: Any = None  # the [docker] shm_size that applies (under ipc = "host" too: /dev/shm is an emptyDir here)
+    docker_own: tuple[tuple[str, Any], ...] = ()  # the instance's own [docker] table as written (its warnings)
+
+
+class KubernetesInputs(Value):
+    """Every instance's InstanceSettings (by name) and the global [docker] table as written."""
+
+    instances: dict  # name -> InstanceSettings
+    docker_global: tuple[tuple[str, Any], ...] = ()
+
+
 def _described(setting: Setting) -> dict[str, Any]:
     schema = dict(setting.schema)
     schema["description"] = setting.doc.replace("`", "")

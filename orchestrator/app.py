@@ -92,10 +92,12 @@ def open_checked(inputs: Inputs, *, backend: str | None = DOCKER, strict: bool =
             project.gpu_check = note
         return project
 
-    def without_tables(reason: str, problems: tuple[Problem, ...] = ()):
+    def without_tables(reason: str, problems: tuple[Problem, ...] = (), engine=None):
         project = check_project(first, strict=strict, extra=problems)
         if reason:
             project.option_check = f"image check skipped ({reason}); " + project.option_check
+        if on_host and engine is not None:
+            project.problems = project.problems + _busy_ports(project, engine)
         return with_gpus(project, engine_note=reason)
 
     if not first.runs_containers:
@@ -114,8 +116,34 @@ def open_checked(inputs: Inputs, *, backend: str | None = DOCKER, strict: bool =
     except PreflightError as exc:  # an image this engine lacks: a host fact
         missing = Problem("error" if on_host else "warning", "docker.image", str(exc),
                           source=str(first.loaded.path))
-        return without_tables("an image is not on this Docker host", (missing,))
-    return with_gpus(check_with_tables(first, engine, image_ids, strict=strict, say=say), engine)
+        return without_tables("an image is not on this Docker host", (missing,), engine)
+    project = check_with_tables(first, engine, image_ids, strict=strict, say=say)
+    if on_host:
+        project.problems = project.problems + _busy_ports(project, engine)
+    return with_gpus(project, engine)
+
+
+def _busy_ports(project, engine) -> list[Problem]:
+    """validate on the host: published ports something other than this project holds (checked
+    where the engine is this machine; a remote engine's ports are `up`'s to find)."""
+    from urllib.parse import urlsplit
+
+    from orchestrator.backends.engine import is_local_address
+    from orchestrator.config.validate import busy_port_problems
+    from orchestrator.labels import LABEL_URL
+
+    if not project.runs_containers or not is_local_address(engine.engine.address):
+        return []
+    held = set()
+    for observed in engine.observe(project.name):
+        url = observed.labels.get(LABEL_URL) if observed.running else None
+        try:
+            port = urlsplit(url).port if url else None
+        except ValueError:
+            port = None
+        if port:
+            held.add(port)
+    return busy_port_problems(project.resolved, held, str(project.loaded.path))
 
 
 def project_for_status(inputs: Inputs) -> tuple[str, Any]:

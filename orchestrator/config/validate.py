@@ -380,6 +380,30 @@ def host_problems(spec: Any, source: str, *, on_host: bool = True) -> list[Probl
     return out
 
 
+def busy_port_problems(resolved: Resolved, held: set[int] | frozenset[int], source: str) -> list[Problem]:
+    """Host ports the enabled instances publish that something else holds on this machine (one
+    bind each, as `up`'s preflight does). `held`: the ports the project's own running containers
+    publish, which `up` keeps or releases itself. Only where this machine is the engine's host."""
+    import socket
+
+    out: list[Problem] = []
+    for spec in resolved.instances:
+        port = spec.container.port if spec.enabled and spec.container else None
+        if port is None or port.host_port in held or _ip_address(port.host_address) is None:
+            continue
+        family = socket.AF_INET6 if ":" in port.host_address else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((port.host_address, port.host_port))
+            except OSError as exc:
+                out.append(Problem("error", f"instance.{spec.name}.docker.publish_port",
+                                   f"host port {port.host_address}:{port.host_port} is not free on this host ({exc.strerror})",
+                                   hint=f"stop what holds it, or set [instance.{spec.name}.docker] publish_port",
+                                   source=source))
+    return out
+
+
 def _log_collisions(instances: list, source: str, out: list[Problem]) -> None:
     owners: dict[str, str] = {}
     for spec in instances:

@@ -61,8 +61,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("replicas", {"type": "integer", "minimum": 0}, 1,
             "pods per instance (a disabled instance, or `master.enable = false`, gets 0)", "`spec.replicas`"),
     Setting("gpu_count", {"type": "integer", "minimum": 0}, None,
-            'GPUs per pod when `gpu_ids = "all"` (required then: a cluster has no "all"); '
-            "otherwise it must equal the number of ids", "`resources.limits.<gpu_resource>`"),
+            'GPUs per pod when `gpu_ids = "all"` or omitted (a cluster has no "all"; unset: the count vLLM '
+            "uses, tensor x pipeline x data parallel size, with a warning); otherwise it must equal the number of ids",
+            "`resources.limits.<gpu_resource>`"),
     Setting("gpu_resource", {"type": "string"}, DEFAULT_GPU_RESOURCE,
             "extended resource that counts GPUs (the NVIDIA device plugin's by default)", "`resources.limits` key"),
     Setting("resources", {"type": "object", "additionalProperties": False,

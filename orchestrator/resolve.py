@@ -11,7 +11,7 @@ import os
 import re
 import urllib.parse
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from orchestrator.argv import DEFAULT_MODULE, launch_command, render_server_args, split_secrets
 from orchestrator.config.loader import deep_merge
@@ -22,6 +22,9 @@ from orchestrator.container import render_container
 from orchestrator.spec import CacheMount, GpuRequest, HealthProbe, InstanceSpec, Mount, PortBinding, Workload, parse_size
 from orchestrator.value import Value, field
 from orchestrator.vllm_options import OptionTable
+
+if TYPE_CHECKING:  # imported where the Kubernetes target is resolved
+    from orchestrator.exporters.kubernetes_settings import KubernetesInputs
 
 RESERVED_INSTANCE_KEYS = ("control", "server")
 DEFAULT_PORT = 8000  # vLLM's own default for --port
@@ -59,7 +62,7 @@ class Resolved(Value, frozen=False):
     problems: list[Problem] = field(factory=list)
     # The Kubernetes export's own settings (kubernetes_settings.KubernetesInputs), resolved only
     # for that target (`resolve(..., kubernetes=True)`): no other command pays for them.
-    kubernetes: Any = None
+    kubernetes: KubernetesInputs | None = None
 
     def instance(self, name: str) -> InstanceSpec | None:
         return next((i for i in self.instances if i.name == name), None)
@@ -126,7 +129,7 @@ def resolve(
     return resolved
 
 
-def resolve_kubernetes(data: Mapping[str, Any], master: MasterSettings) -> Any:
+def resolve_kubernetes(data: Mapping[str, Any], master: MasterSettings) -> KubernetesInputs:
     """The [kubernetes] tables merged per instance over their declared defaults, with what the
     export says about the [docker] tables as written (kubernetes_settings.KubernetesInputs)."""
     from orchestrator.exporters.kubernetes_settings import DEFAULTS, InstanceSettings, KubernetesInputs

@@ -1,8 +1,9 @@
 """Resolved plan -> Kubernetes manifests: per instance a Deployment and a Service.
 
-Pure: the checked project (the argv exactly as `plan` shows it, through the image's vLLM option
-table when one was known) goes in; a list of manifest dicts comes out, and text through
-`yaml.safe_dump_all`. No value ever reaches the YAML as text: the only hand-written text is the
+Pure, and on resolved data only: the checked project's neutral specs (the argv exactly as `plan`
+shows it, through the image's vLLM option table when one was known) and its `[kubernetes]`
+settings as `resolve` merged them (`Resolved.kubernetes`) go in, never the TOML itself; a list
+of manifest dicts comes out, and text through `yaml.safe_dump_all`. No value ever reaches the YAML as text: the only hand-written text is the
 header, whose lines are comments with every line break inside a value escaped, and the text is
 read back and must give the manifests it was made from.
 

@@ -2,8 +2,8 @@
 
 `config/schema.py` builds the schema of `[kubernetes]` and `[instance.<name>.kubernetes]` from
 `SETTINGS` (so `validate` knows every key and offers a did-you-mean), the README's reference
-rows come from `markdown_rows()` (a unit test keeps them equal), and the exporter reads its
-defaults from here. Pure data: importing this module costs `validate` nothing measurable.
+rows come from `markdown_rows()` (a unit test keeps them equal), and `resolve.resolve_kubernetes`
+merges the tables over the defaults declared here into the `InstanceSettings` the exporter reads. Pure data: importing this module costs `validate` nothing measurable.
 Values inside `tolerations`, `affinity` and `resources` are spelled as Kubernetes spells them
 (camelCase), since they are passed through as they are.
 """

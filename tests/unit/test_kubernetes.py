@@ -570,3 +570,23 @@ def test_every_setting_the_table_says_is_mapped_shows_in_the_manifests_or_a_warn
         code, out, err = k8s(capsys, write_toml(docker_table(**{key: MAPPED_SAMPLES[key]})))
         assert code == 0, (key, err)
         assert out != base or f"docker.{key}" in err, f"[docker] {key} changes nothing in the Kubernetes export"
+
+
+def test_the_exporter_reads_only_the_resolved_project(gpu_fleet):
+    """The TOML is read and merged once (resolve); the exporter never walks the document again,
+    so a project whose document is gone exports the same manifests and warnings."""
+    from orchestrator.exporters.kubernetes import render_kubernetes
+    from orchestrator.project import open_project
+
+    class Gone(dict):
+        def __getitem__(self, key):
+            raise AssertionError(f"the exporter read the TOML's {key!r}")
+
+        get = __getitem__
+
+    project = open_project(gpu_fleet, env={}, backend="kubernetes", sets=["instance.big.docker.restart='no'"])
+    before = render_kubernetes(project)
+    project.loaded.data = Gone()
+    after = render_kubernetes(project)
+    assert after.text == before.text and after.warnings == before.warnings
+    assert any(w.path == "instance.big.docker.restart" for w in after.warnings)

@@ -52,14 +52,16 @@ class Inputs(Value):
 
 # ----------------------------------------------------------------------------- opening a project
 def open_project(inputs: Inputs, *, target: Target | None = DOCKER, strict: bool = True,
-                 checks: bool = True) -> Project:
-    """The project of `inputs`, checked and rendered for `target` (None: the config's own backend)."""
+                 checks: bool = True, on_host: bool = True) -> Project:
+    """The project of `inputs`, checked and rendered for `target` (None: the config's own backend);
+    `on_host` False: a review elsewhere (host facts are warnings)."""
     from orchestrator.project import open_project as open_
 
     path = inputs.config_path()
     assert path is not None  # required: config_path raises without one
     return open_(path, overrides=list(inputs.overrides), sets=list(inputs.sets),
-                 project_name=inputs.project, target=target, strict=strict, checks=checks, text=inputs.text)
+                 project_name=inputs.project, target=target, strict=strict, checks=checks, text=inputs.text,
+                 on_host=on_host)
 
 
 def check_with_tables(project: Project, backend: DockerBackend, image_ids: dict[str, str], *, strict: bool = True,
@@ -88,13 +90,15 @@ def check_with_tables(project: Project, backend: DockerBackend, image_ids: dict[
 
 
 def open_checked(inputs: Inputs, *, target: Target | None = DOCKER, strict: bool = True, offline: bool = False,
-                 gpus: bool = False, say: Say = _quiet) -> Project:
+                 gpus: bool = False, on_host: bool = False, say: Say = _quiet) -> Project:
     """For validate/plan/compose/k8s: the project checked against its images' vLLM when Docker can
     be asked; otherwise (or with --offline) by the contract's rules, saying why. With `gpus`
-    (validate), also against the GPUs on the host, where they can be listed."""
+    (validate), also against the GPUs on the host, where they can be listed. `on_host`
+    (validate without --offline): this machine runs the instances, so what it lacks (host paths,
+    model directories, the image) is an error; otherwise a warning, and the output is the same."""
     from orchestrator.project import check_project
 
-    first = open_project(inputs, target=target, strict=strict, checks=False)
+    first = open_project(inputs, target=target, strict=strict, checks=False, on_host=on_host)
 
     def with_gpus(project: Project, engine: DockerBackend | None = None, engine_note: str = "") -> Project:
         if gpus:
@@ -105,25 +109,65 @@ def open_checked(inputs: Inputs, *, target: Target | None = DOCKER, strict: bool
             project.gpu_check = note
         return project
 
-    def without_tables(reason: str) -> Project:
-        project = check_project(first, strict=strict)
+    def without_tables(reason: str, problems: tuple[Problem, ...] = (),
+                       engine: DockerBackend | None = None) -> Project:
+        project = check_project(first, strict=strict, extra=problems)
         if reason:
             project.option_check = f"image check skipped ({reason}); " + project.option_check
+        if on_host and engine is not None:
+            project.problems = project.problems + _busy_ports(project, engine)
         return with_gpus(project, engine_note=reason)
 
     if not first.runs_containers:
         return without_tables("")
     if offline:
         return without_tables("--offline")
-    from orchestrator.errors import DockerUnavailable, PreflightError
+    from orchestrator.backends.docker_preflight import image_missing
+    from orchestrator.errors import DockerUnavailable
 
     images = askable_images(i.container.image for i in first.resolved.instances if i.container)
     try:
         engine = backend_for(DOCKER)
-        image_ids = engine.image_ids(images)
-    except (DockerUnavailable, PreflightError) as exc:
+        image_ids = engine.image_ids(images, missing_ok=True)
+    except DockerUnavailable as exc:
         return without_tables(str(exc))
-    return with_gpus(check_with_tables(first, engine, image_ids, strict=strict, say=say), engine)
+    # An image this engine lacks is a host fact: each one named, at the first instance that runs it.
+    users: dict[str, str] = {}
+    for spec in first.resolved.instances:
+        if spec.enabled and spec.container and spec.container.image in images:
+            users.setdefault(spec.container.image, spec.name)
+    missing = tuple(Problem("error" if on_host else "warning", f"instance.{name}.docker.image", image_missing(image),
+                            source=str(first.loaded.path), host_fact=True)
+                    for image, name in users.items() if image not in image_ids)
+    if missing:
+        return without_tables("an image is not on this Docker host", missing, engine)
+    project = check_with_tables(first, engine, image_ids, strict=strict, say=say)
+    if on_host:
+        project.problems = project.problems + _busy_ports(project, engine)
+    return with_gpus(project, engine)
+
+
+def _busy_ports(project, engine) -> list[Problem]:
+    """validate on the host: published ports something other than this project holds (checked
+    where the engine is this machine; a remote engine's ports are `up`'s to find)."""
+    from urllib.parse import urlsplit
+
+    from orchestrator.backends.engine import is_local_address
+    from orchestrator.config.validate import busy_port_problems
+    from orchestrator.labels import LABEL_URL
+
+    if not project.runs_containers or not is_local_address(engine.engine.address):
+        return []
+    held = set()
+    for observed in engine.observe(project.name):
+        url = observed.labels.get(LABEL_URL) if observed.running else None
+        try:
+            port = urlsplit(url).port if url else None
+        except ValueError:
+            port = None
+        if port:
+            held.add(port)
+    return busy_port_problems(project.resolved, held, str(project.loaded.path))
 
 
 def askable_images(images) -> set[str]:

@@ -218,7 +218,7 @@ def _open(args: argparse.Namespace, **options: Any):
 
 
 def _open_checked(args: argparse.Namespace, **options: Any):
-    """app.open_checked (its options: target, strict, gpus), --offline and progress to stderr."""
+    """app.open_checked (its options: target, strict, gpus, on_host), --offline and progress to stderr."""
     from orchestrator.app import open_checked
 
     return open_checked(_inputs(args), offline=getattr(args, "offline", False), say=_stderr, **options)
@@ -249,7 +249,8 @@ def _stderr(message: str) -> None:
 # ----------------------------------------------------------------------------- commands
 def cmd_validate(args: argparse.Namespace) -> int:
     try:
-        project = _open_checked(args, target=args.backend, strict=False, gpus=True)
+        # Without --offline, validate runs on the host that runs the config: its facts are errors.
+        project = _open_checked(args, target=args.backend, strict=False, gpus=True, on_host=not args.offline)
         problems = project.problems
     except ConfigError as exc:  # syntax or schema: nothing further can be checked
         project, problems = None, exc.problems
@@ -289,10 +290,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
         "problems": [p.to_json() for p in project.problems],
         "option_check": project.option_check,
     }
+    _warn_problems(project.problems)  # on stderr with --json too (the document has them as well)
+    if project.option_check:
+        _stderr(f"vLLM options: {project.option_check}")
     if args.json:
         _print_json(doc)
         return EXIT_OK
-    _warn_problems(project.problems)
     import shlex
 
     for spec in project.resolved.instances:
@@ -406,6 +409,8 @@ def cmd_compose(args: argparse.Namespace) -> int:
 
     project = _open_checked(args, target=COMPOSE)
     _warn_problems(project.problems)
+    if project.option_check:
+        _stderr(f"vLLM options: {project.option_check}")
     text = render_compose(project)
     if args.output:
         Path(args.output).write_text(text)

@@ -11,7 +11,7 @@ from orchestrator.config.validate import option_problems, schema_problems, seman
 from orchestrator import secret_files
 from orchestrator.errors import ConfigError, Problem
 from orchestrator.resolve import Resolved, apply_tables, resolve
-from orchestrator.targets import BACKENDS, DOCKER, LOCAL, Target, runs_containers
+from orchestrator.targets import BACKENDS, DOCKER, KUBERNETES, LOCAL, Target, runs_containers
 from orchestrator.value import Value, field
 from orchestrator.vllm_options import OptionTable
 
@@ -26,6 +26,9 @@ class Project(Value, frozen=False):
     option_check: str = ""  # which option table the server keys were checked against
     gpu_check: str = ""  # what the GPUs were checked against (validate), or why they were not
     target: Target = DOCKER  # what it is checked and rendered for (targets.py): a backend or an export
+    # This machine runs the instances (`up`, `validate`): facts about it are errors, not
+    # warnings as in a review elsewhere (`plan`, `compose`, `k8s`, `validate --offline`).
+    on_host: bool = True
 
     @property
     def name(self) -> str:
@@ -74,12 +77,14 @@ def open_project(
     strict: bool = True,
     checks: bool = True,
     text: str | None = None,
+    on_host: bool = True,
 ) -> Project:
     """Load, check and resolve. With `strict`, any error raises ConfigError carrying all of them.
     With `checks=False`, a first look (which images?) that `check_project` completes once the
     images' option tables are known; the file is read and resolved once either way. `target`
     (targets.py) None: the config's own backend (guess_backend); `backend` is its older name,
-    kept for callers written before targets had their own."""
+    kept for callers written before targets had their own. `on_host` False: a review elsewhere,
+    where facts about this machine are warnings (Project.on_host)."""
     if backend is not _SAME:
         target = backend  # type: ignore[assignment]  # the older keyword: same values
     loaded = load_config(config_path, env=env, overrides=overrides, sets=sets, text=text)
@@ -90,10 +95,11 @@ def open_project(
     if target is None:
         target = guess_backend(loaded.data)
     try:
-        resolved = resolve(loaded.data, config_path=config_path, project=project_name, host_env=env)
+        resolved = resolve(loaded.data, config_path=config_path, project=project_name, host_env=env,
+                           kubernetes=target == KUBERNETES)
     except ConfigError as exc:
         raise ConfigError(attributed(exc.problems, loaded)) from None
-    first = Project(loaded, resolved, problems, target=target)
+    first = Project(loaded, resolved, problems, target=target, on_host=on_host)
     return check_project(first, tables=tables, strict=strict) if checks else first
 
 
@@ -104,18 +110,20 @@ def check_project(
     table_notes: list[str] | tuple[str, ...] = (),
     strict: bool = True,
     options_block: bool = True,
+    extra: tuple[Problem, ...] | list[Problem] = (),
 ) -> Project:
     """The first look checked: semantics, and the server keys against the option tables.
 
     `tables` (image -> option table of its vLLM) make rendering follow vLLM's real options and
     turn unknown options into errors; instances without one are rendered by the contract's
-    rules and compared with the recorded vLLM table, as warnings only."""
+    rules and compared with the recorded vLLM table, as warnings only. `extra`: problems found
+    on the way (an image the engine lacks), reported with the rest."""
     tables = dict(tables or {}) if first.runs_containers else {}
     resolved = apply_tables(first.resolved, tables) if tables else first.resolved
     source = str(first.loaded.path)
     problems = list(first.problems)
     new = list(resolved.problems)
-    new += semantic_problems(resolved, first.loaded.data, source, first.target)
+    new += semantic_problems(resolved, first.loaded.data, source, first.target, on_host=first.on_host)
     unchecked = []
     by_table: dict[int, tuple[OptionTable | None, set[str]]] = {}
     for spec in resolved.instances:
@@ -131,12 +139,14 @@ def check_project(
     if first.runs_containers:  # the launcher's processes take their secrets in the environment
         new += secret_files.problems(resolved.instances, tables, source)
     problems += attributed(new, first.loaded)
+    problems += extra
     notes = list(table_notes)
     if unchecked:
         who = ", ".join(unchecked) if len(unchecked) <= 4 else f"{len(unchecked)} instances"
         notes.append(f"{who}: not checked against the vLLM that will run; "
                      f"compared with the {OptionTable.bundled().source} (warnings only)")
-    project = Project(first.loaded, resolved, problems, option_check="; ".join(notes), target=first.target)
+    project = Project(first.loaded, resolved, problems, option_check="; ".join(notes), target=first.target,
+                      on_host=first.on_host)
     if strict and project.errors:
         raise ConfigError(problems)
     return project

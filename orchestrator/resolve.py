@@ -11,7 +11,7 @@ import os
 import re
 import urllib.parse
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from orchestrator.argv import DEFAULT_MODULE, launch_command, render_server_args, split_secrets
 from orchestrator.config.loader import deep_merge
@@ -24,6 +24,9 @@ from orchestrator.sizes import parse_size
 from orchestrator.spec import CacheMount, GpuRequest, HealthProbe, InstanceSpec, Mount, PortBinding, Workload
 from orchestrator.value import Value, field
 from orchestrator.vllm_options import OptionTable
+
+if TYPE_CHECKING:  # imported where the Kubernetes target is resolved
+    from orchestrator.exporters.kubernetes_settings import KubernetesInputs
 
 RESERVED_INSTANCE_KEYS = ("control", "server")
 DEFAULT_PORT = 8000  # vLLM's own default for --port
@@ -59,6 +62,9 @@ class Resolved(Value, frozen=False):
     master: MasterSettings
     instances: list[InstanceSpec]
     problems: list[Problem] = field(factory=list)
+    # The Kubernetes export's own settings (kubernetes_settings.KubernetesInputs), resolved only
+    # for that target (`resolve(..., kubernetes=True)`): no other command pays for them.
+    kubernetes: KubernetesInputs | None = None
 
     def instance(self, name: str) -> InstanceSpec | None:
         return next((i for i in self.instances if i.name == name), None)
@@ -81,9 +87,11 @@ def resolve(
     config_path: Path,
     project: str | None = None,
     host_env: Mapping[str, str] = os.environ,
+    kubernetes: bool = False,
 ) -> Resolved:
     """The config as value objects, server flags rendered by the contract's literal rules;
-    `apply_tables` re-renders them for images whose vLLM option table is known."""
+    `apply_tables` re-renders them for images whose vLLM option table is known. `kubernetes`:
+    also the Kubernetes export's settings (Resolved.kubernetes)."""
     master_raw = data.get("master") or {}
     master = MasterSettings(
         enable=master_raw.get("enable", True),
@@ -123,7 +131,38 @@ def resolve(
             _resolve_instance(name, control, server, docker, master, project, config_path, host_env,
                               resolved.problems, own_docker=own or {})
         )
+    if kubernetes:
+        resolved.kubernetes = resolve_kubernetes(data, master)
     return resolved
+
+
+def resolve_kubernetes(data: Mapping[str, Any], master: MasterSettings) -> KubernetesInputs:
+    """The [kubernetes] tables merged per instance over their declared defaults, with what the
+    export says about the [docker] tables as written (kubernetes_settings.KubernetesInputs)."""
+    from orchestrator.exporters.kubernetes_settings import DEFAULTS, InstanceSettings, KubernetesInputs
+
+    docker_global = dict(data.get("docker") or {})
+    settings_global = deep_merge(DEFAULTS, data.get("kubernetes") or {})
+    instances = {}
+    for name, table in instance_tables(data).items():
+        own_k8s = table.get("kubernetes") or {}
+        own_docker = table.get("docker") or {}
+        docker = deep_merge(docker_global, own_docker) if own_docker else docker_global
+        written: dict[str, str] = {}  # container path -> host path as written (relative ones are warned about)
+        for entry in docker.get("volumes") or []:
+            host, _, rest = str(entry).partition(":")
+            written[rest.split(":")[0].rstrip("/") or "/"] = host
+        if master.pixi_project_dir and docker.get("pixi_project_host_dir"):
+            written[master.pixi_project_dir.rstrip("/")] = str(docker["pixi_project_host_dir"])
+        instances[name] = InstanceSettings(
+            # deep_merge copies: no two manifests share an object (YAML would write an alias)
+            settings=deep_merge(settings_global, own_k8s),
+            own_volume_keys=tuple(own_k8s.get("volumes") or ()),
+            written_sources=tuple(written.items()),
+            shm_size=docker.get("shm_size", DOCKER_DEFAULTS["shm_size"]),
+            docker_own=tuple(own_docker.items()),
+        )
+    return KubernetesInputs(instances=instances, docker_global=tuple(docker_global.items()))
 
 
 def _resolve_instance(

@@ -145,8 +145,13 @@ def _did_you_mean(key: str, known: Iterable[str]) -> str:
 
 
 # --------------------------------------------------------------------------- meaning checks
-def semantic_problems(resolved: Resolved, data: dict, source: str, target: str) -> list[Problem]:
-    """The meaning checks for `target` (targets.py: a backend or an export)."""
+def semantic_problems(resolved: Resolved, data: dict, source: str, target: str, *,
+                      on_host: bool = True) -> list[Problem]:
+    """The meaning checks for `target` (targets.py: a backend or an export). `on_host`: this
+    machine is the one that runs the instances (`up`, `validate` without --offline), so facts
+    about it (`host_problems`) are errors; elsewhere (a review on a laptop or in CI: `plan`,
+    `compose`, `k8s`, `validate --offline`) they are warnings, and the output is what it would be
+    on the host."""
     out: list[Problem] = []
     instances = [i for i in resolved.instances if i.enabled]
     if not resolved.master.enable:
@@ -176,6 +181,7 @@ def semantic_problems(resolved: Resolved, data: dict, source: str, target: str) 
     if renders_docker(target):
         for spec in instances:
             _docker_checks(spec, source, out)
+            out += host_problems(spec, source, on_host=on_host)
         _log_collisions(instances, source, out)
     return out
 
@@ -360,10 +366,6 @@ def _docker_checks(spec: Any, source: str, out: list[Problem]) -> None:
             out.append(Problem("error", f"{path}.docker.publish_address",
                                f"{container.port.host_address!r} is not an IP address",
                                hint='e.g. "127.0.0.1" (this host only) or "0.0.0.0" (every interface)', source=source))
-    missing = missing_model_dir(spec)
-    if missing:
-        out.append(Problem("error", f"{path}.server.model", missing,
-                           hint="check [docker] volumes and server.model", source=source, host_fact=True))
     has_api_key = bool(dict(container.secret_env).get("VLLM_API_KEY"))  # "" is no key to vLLM
     if container.port and address_ok and not _is_loopback(container.port.host_address) and not has_api_key:
         out.append(Problem("warning", f"{path}.docker.publish_address",
@@ -379,10 +381,56 @@ def _docker_checks(spec: Any, source: str, out: list[Problem]) -> None:
         if value is None:
             out.append(Problem("warning", f"{path}.docker.secret_env", f"{key} is not set in this environment",
                                hint=f"export {key} before `up`", source=source))
+
+
+# What is true of the machine that runs the instances, not of the config: checked here only
+# where this machine may be that host. The README's "Where each check applies" lists them.
+_ELSEWHERE_HINT = "a fact of this machine: `up` and `validate` (without --offline) on the host that runs the config refuse it"
+
+
+def host_problems(spec: Any, source: str, *, on_host: bool = True) -> list[Problem]:
+    """The host facts of one enabled Docker instance: its volumes' and pixi project's host
+    paths exist, and a model path under a volume names a directory there. Errors `on_host`,
+    else warnings saying so (the log file and caches are made by `up`, so never checked).
+    Marked `host_fact`: `up` leaves them to its preflight, which reports them with the engine's."""
+    container = spec.container
+    path = f"instance.{spec.name}"
+    severity = "error" if on_host else "warning"
+    out: list[Problem] = []
     for mount in container.mounts:
         if mount.source != container.host_log_file and not os.path.exists(mount.source):
-            out.append(Problem("error", f"{path}.docker", f"host path {mount.source} does not exist", source=source,
-                               host_fact=True))
+            out.append(Problem(severity, f"{path}.docker", f"host path {mount.source} does not exist",
+                               hint="" if on_host else _ELSEWHERE_HINT, source=source, host_fact=True))
+    missing = missing_model_dir(spec)
+    if missing:
+        out.append(Problem(severity, f"{path}.server.model", missing,
+                           hint="check [docker] volumes and server.model" if on_host else _ELSEWHERE_HINT,
+                           source=source, host_fact=True))
+    return out
+
+
+def busy_port_problems(resolved: Resolved, held: set[int] | frozenset[int], source: str) -> list[Problem]:
+    """Host ports the enabled instances publish that something else holds on this machine (one
+    bind each, as `up`'s preflight does). `held`: the ports the project's own running containers
+    publish, which `up` keeps or releases itself. Only where this machine is the engine's host."""
+    import socket
+
+    out: list[Problem] = []
+    for spec in resolved.instances:
+        port = spec.container.port if spec.enabled and spec.container else None
+        if port is None or port.host_port in held or _ip_address(port.host_address) is None:
+            continue
+        family = socket.AF_INET6 if ":" in port.host_address else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((port.host_address, port.host_port))
+            except OSError as exc:
+                out.append(Problem("error", f"instance.{spec.name}.docker.publish_port",
+                                   f"host port {port.host_address}:{port.host_port} is not free on this host ({exc.strerror})",
+                                   hint=f"stop what holds it, or set [instance.{spec.name}.docker] publish_port",
+                                   source=source))
+    return out
 
 
 def _log_collisions(instances: list, source: str, out: list[Problem]) -> None:

@@ -1,8 +1,9 @@
 """Resolved plan -> Kubernetes manifests: per instance a Deployment and a Service.
 
-Pure: the checked project (the argv exactly as `plan` shows it, through the image's vLLM option
-table when one was known) goes in; a list of manifest dicts comes out, and text through
-`yaml.safe_dump_all`. No value ever reaches the YAML as text: the only hand-written text is the
+Pure, and on resolved data only: the checked project's neutral specs (the argv exactly as `plan`
+shows it, through the image's vLLM option table when one was known) and its `[kubernetes]`
+settings as `resolve` merged them (`Resolved.kubernetes`) go in, never the TOML itself; a list
+of manifest dicts comes out, and text through `yaml.safe_dump_all`. No value ever reaches the YAML as text: the only hand-written text is the
 header, whose lines are comments with every line break inside a value escaped, and the text is
 read back and must give the manifests it was made from.
 
@@ -42,11 +43,10 @@ from typing import Any, Mapping
 import yaml
 
 from orchestrator import __version__, options
-from orchestrator.config.loader import deep_merge
+from orchestrator.config.validate import parallel_sizes
 from orchestrator.errors import ConfigError, OrchestratorError, Problem
 from orchestrator.exporters import comment_text, safe_loader
-from orchestrator.exporters.kubernetes_settings import DEFAULTS, DNS_LABEL_PATTERN
-from orchestrator.resolve import DOCKER_DEFAULTS, instance_tables
+from orchestrator.exporters.kubernetes_settings import DNS_LABEL_PATTERN, InstanceSettings, KubernetesInputs
 from orchestrator.spec import InstanceSpec, Mount, parse_size
 from orchestrator.value import Value, field
 
@@ -82,6 +82,7 @@ class Rendering(Value, frozen=False):
 class _Context(Value, frozen=False):
     project: Any
     source: str
+    inputs: KubernetesInputs  # the resolved [kubernetes] settings (Resolved.kubernetes)
     problems: list[Problem] = field(factory=list)
     # (namespace, Secret) -> key -> (first instance, sha256 of its value): one Secret, one value
     secrets: dict[tuple[Any, str], dict[str, tuple[str, str]]] = field(factory=dict)
@@ -94,24 +95,13 @@ class _Context(Value, frozen=False):
     def warn(self, path: str, message: str, hint: str = "") -> None:
         self.problems.append(Problem("warning", path, message, hint=hint, source=self.source))
 
-
-# ----------------------------------------------------------------------------- settings
-def instance_settings(data: Mapping[str, Any], name: str) -> dict[str, Any]:
-    """[kubernetes] merged with [instance.<name>.kubernetes] (tables merge, values replace), over
-    the declared defaults."""
-    table = instance_tables(data).get(name) or {}
-    merged = deep_merge(DEFAULTS, data.get("kubernetes") or {})
-    own = table.get("kubernetes")
-    return deep_merge(merged, own) if own else merged
+    def blocking(self, blocks: bool, path: str, message: str, hint: str = "") -> None:
+        """An error where it `blocks` (an instance that will run), else a warning: a disabled
+        instance (replicas: 0) never stops the export of the others."""
+        (self.error if blocks else self.warn)(path, message, hint)
 
 
-def _docker_written(data: Mapping[str, Any], name: str) -> dict[str, Any]:
-    """The [docker] settings of one instance as the TOML writes them (no defaults)."""
-    own = (instance_tables(data).get(name) or {}).get("docker")
-    base = dict(data.get("docker") or {})
-    return deep_merge(base, own) if own else base
-
-
+# ----------------------------------------------------------------------------- names
 def kubernetes_name(project: str, instance: str) -> str:
     """`<project>-<instance>`, as the Docker container is named, in the characters Kubernetes allows."""
     return re.sub(r"[_.]+", "-", f"{project}-{instance}".lower())
@@ -148,30 +138,73 @@ def _check_key(ctx: _Context, path: str, key: str) -> None:
                   hint="[prefix/]name: a DNS subdomain prefix, a name of up to 63 letters, digits, '-', '_', '.'")
 
 
-def _gpu_limit(ctx: _Context, spec: InstanceSpec, settings: dict[str, Any]) -> int:
+_PARALLEL_FLAGS = {  # vLLM's spellings of the three sizes, as extra_args may carry them
+    "--tensor-parallel-size": 0, "-tp": 0, "--pipeline-parallel-size": 1, "-pp": 1,
+    "--data-parallel-size": 2, "-dp": 2,
+}
+
+
+def vllm_gpu_count(spec: InstanceSpec) -> tuple[int, str] | None:
+    """(GPUs the server uses, how: "tensor 2 x pipeline 1 x data 1"): the three parallel sizes
+    of its server table, an extra_args flag winning as it does in vLLM's parser (the last one
+    given); None when a size is not a whole number (then no count can be known)."""
+    sizes = parallel_sizes(spec.server)
+    if sizes is None:
+        return None
+    found = list(sizes)
+    args = list(spec.extra_args)
+    for index, token in enumerate(args):
+        if token == "--":
+            break
+        flag, equals, value = token.partition("=")
+        if flag not in _PARALLEL_FLAGS:
+            continue
+        if not equals:
+            value = args[index + 1] if index + 1 < len(args) else ""
+        if not value.isdigit():
+            return None
+        found[_PARALLEL_FLAGS[flag]] = int(value)
+    tp, pp, dp = found
+    return tp * pp * dp, f"tensor {tp} x pipeline {pp} x data {dp}"
+
+
+def _gpu_limit(ctx: _Context, spec: InstanceSpec, settings: dict[str, Any], enabled: bool) -> int:
+    """GPUs per pod: the ids' count, or for "all" (also the default) `gpu_count`, else the
+    count vLLM uses. Errors only where the pod will run: a disabled instance warns."""
     path = f"instance.{spec.name}"
     count = settings.get("gpu_count")
     gpu = spec.gpu
     if gpu.mode == "all":
-        if count is None:
-            tp, pp = spec.server.get("tensor_parallel_size", 1), spec.server.get("pipeline_parallel_size", 1)
-            uses = f" (vLLM uses tensor_parallel_size x pipeline_parallel_size = {tp * pp} here)" \
-                if isinstance(tp, int) and isinstance(pp, int) else ""
-            ctx.error(f"{path}.control.gpu_ids", '"all" has no count in Kubernetes: set [kubernetes] gpu_count'
-                      + uses, hint=f"e.g. [instance.{spec.name}.kubernetes] gpu_count = {tp * pp if uses else 1}")
-            return 0
-        tp, pp = spec.server.get("tensor_parallel_size", 1), spec.server.get("pipeline_parallel_size", 1)
-        if isinstance(tp, int) and isinstance(pp, int) and tp * pp > count:
-            ctx.error(f"{path}.kubernetes.gpu_count", f"{count} GPU(s) but vLLM needs {tp * pp} "
-                      f"(tensor {tp} x pipeline {pp})")
-        return count
+        return _all_gpus(ctx, spec, count, enabled)
     if count is not None and count != (gpu.count or 0):
-        ctx.error(f"{path}.kubernetes.gpu_count", f"{count} contradicts gpu_ids = {gpu.describe()!r} "
-                  f"({gpu.count} GPU(s))", hint='gpu_count is for gpu_ids = "all"')
+        ctx.blocking(enabled, f"{path}.kubernetes.gpu_count", f"{count} contradicts gpu_ids = {gpu.describe()!r} "
+                     f"({gpu.count} GPU(s))", hint='gpu_count is for gpu_ids = "all"')
     if gpu.mode == "ids":
         ctx.warn(f"{path}.control.gpu_ids", f"{gpu.describe()}: Kubernetes picks which {gpu.count} GPU(s) of the "
                  f"node the pod gets; the ids are kept only in the annotation {ANNOTATION_PREFIX}/gpu-ids")
     return gpu.count or 0
+
+
+def _all_gpus(ctx: _Context, spec: InstanceSpec, count: int | None, enabled: bool) -> int:
+    """gpu_ids = "all" (or omitted): a cluster has no "all", so a number of GPUs per pod."""
+    path = f"instance.{spec.name}"
+    uses = vllm_gpu_count(spec)
+    if count is not None:
+        tp, pp = spec.server.get("tensor_parallel_size", 1), spec.server.get("pipeline_parallel_size", 1)
+        if isinstance(tp, int) and isinstance(pp, int) and tp * pp > count:
+            ctx.blocking(enabled, f"{path}.kubernetes.gpu_count", f"{count} GPU(s) but vLLM needs {tp * pp} "
+                         f"(tensor {tp} x pipeline {pp})")
+        return count
+    if uses is None:
+        ctx.blocking(enabled, f"{path}.control.gpu_ids", '"all" has no count in Kubernetes, and the parallel sizes '
+                     "do not give one: set [kubernetes] gpu_count"
+                     + ("" if enabled else " (until then its pod would get no GPU)"),
+                     hint=f"e.g. [instance.{spec.name}.kubernetes] gpu_count = 1")
+        return 0
+    number, how = uses
+    ctx.warn(f"{path}.control.gpu_ids", f'"all": each pod asks for {number} GPU(s), the count vLLM uses ({how})',
+             hint=f"set [instance.{spec.name}.kubernetes] gpu_count for another number")
+    return number
 
 
 def _quantity(size: Any) -> str:
@@ -211,15 +244,10 @@ def _env(ctx: _Context, spec: InstanceSpec, namespace: str | None, secret_name: 
     return items
 
 
-def _volumes(ctx: _Context, spec: InstanceSpec, settings: dict[str, Any], docker: dict[str, Any]) -> tuple[list, list]:
+def _volumes(ctx: _Context, spec: InstanceSpec, inputs: InstanceSettings) -> tuple[list, list]:
     path = f"instance.{spec.name}"
-    written: dict[str, str] = {}  # container path -> host path as the TOML writes it
-    for entry in docker.get("volumes") or []:
-        host, _, rest = str(entry).partition(":")
-        written[rest.split(":")[0].rstrip("/") or "/"] = host
-    master = ctx.project.resolved.master
-    if master.pixi_project_dir and docker.get("pixi_project_host_dir"):
-        written[master.pixi_project_dir.rstrip("/")] = str(docker["pixi_project_host_dir"])
+    written = dict(inputs.written_sources)  # container path -> host path as the TOML writes it
+    settings = inputs.settings
     mapping = settings.get("volumes") or {}
     volumes: list[dict[str, Any]] = []
     mounts: list[dict[str, Any]] = []
@@ -308,46 +336,67 @@ def _resources(ctx: _Context, spec: InstanceSpec, settings: dict[str, Any], gpus
 
 
 def _instance_manifests(ctx: _Context, spec: InstanceSpec, namespace: str | None) -> list[dict[str, Any]]:
-    project = ctx.project
-    data = project.loaded.data
-    work = spec.workload
+    """The instance's Deployment and Service, with its problems collected in `ctx`."""
+    inputs: InstanceSettings = ctx.inputs.instances[spec.name]
+    settings = inputs.settings
+    name = kubernetes_name(ctx.project.resolved.project, spec.name)
+    enabled = spec.enabled and ctx.project.resolved.master.enable
+    ns = namespace or settings.get("namespace")
+    secret_name = settings.get("secret_name") or f"{ctx.project.resolved.project}-secrets"
+    _check_names(ctx, spec, name, settings, secret_name)
+    gpus = _gpu_limit(ctx, spec, settings, enabled)
+    selector, labels = _labels(ctx, f"instance.{spec.name}.kubernetes", name, settings)
+    for key in list(settings.get("annotations") or {}) + list(settings.get("service_annotations") or {}):
+        _check_key(ctx, f"instance.{spec.name}.kubernetes.annotations.{key}", key)
+    volumes, volume_mounts = _volumes(ctx, spec, inputs)
+    volumes.insert(0, _shm_volume(spec, inputs))
+    volume_mounts.insert(0, {"name": SHM_VOLUME, "mountPath": "/dev/shm"})
+    container = _container(ctx, spec, settings, ns, secret_name, gpus, volume_mounts)
+    pod = _pod(ctx, spec, settings, container, volumes)
+    deployment = _deployment(spec, settings, name, ns, selector, labels, pod, enabled)
+    service = _service(spec, settings, name, ns, selector, labels)
+    _docker_only_warnings(ctx, spec, inputs)
+    for key in settings.get("volumes") or {}:
+        ctx.volume_keys.setdefault(key, f"instance.{spec.name}.kubernetes.volumes" if key in inputs.own_volume_keys
+                                   else "kubernetes.volumes")
+    return [deployment, service]
+
+
+def _check_names(ctx: _Context, spec: InstanceSpec, name: str, settings: dict[str, Any], secret_name: str) -> None:
+    """What the API server would refuse in the instance's names, image and address."""
     path = f"instance.{spec.name}"
-    settings = instance_settings(data, spec.name)
-    docker = _docker_written(data, spec.name)
-    name = kubernetes_name(project.resolved.project, spec.name)
     if len(name) > 63 or not _DNS_1035.match(name):
         ctx.error(path, f"the Kubernetes name {name!r} (<project>-<instance>) is not a valid Service name",
                   hint="at most 63 characters, a letter first; shorten the instance or project name (-p)")
-    ns = namespace or settings.get("namespace")
-    if not work.image:
+    if not spec.workload.image:
         ctx.error(f"{path}.docker.image", "no image: set [docker] image (or per instance)")
     if spec.host and spec.host not in _WILDCARD_HOSTS:
         ctx.error(f"{path}.server.host", f"vLLM would listen on {spec.host} only; the Service and the probes reach "
                   "the pod's own address", hint='use host = "0.0.0.0" or leave it unset')
-    secret_name = settings.get("secret_name") or f"{project.resolved.project}-secrets"
-    if work.secret_env and (len(secret_name) > 253 or not _DNS_SUBDOMAIN.match(secret_name)):
+    if spec.workload.secret_env and (len(secret_name) > 253 or not _DNS_SUBDOMAIN.match(secret_name)):
         ctx.error(f"{path}.kubernetes.secret_name", f"{secret_name!r} is not a valid Secret name")
     for pull in settings.get("image_pull_secrets") or []:
         if not _DNS_SUBDOMAIN.match(pull):
             ctx.error(f"{path}.kubernetes.image_pull_secrets", f"{pull!r} is not a valid Secret name")
 
-    gpus = _gpu_limit(ctx, spec, settings)
-    selector, labels = _labels(ctx, f"{path}.kubernetes", name, settings)
-    for key in list(settings.get("annotations") or {}) + list(settings.get("service_annotations") or {}):
-        _check_key(ctx, f"{path}.kubernetes.annotations.{key}", key)
-    volumes, volume_mounts = _volumes(ctx, spec, settings, docker)
-    shm = work.shm_size if work.shm_size is not None else docker.get("shm_size", DOCKER_DEFAULTS["shm_size"])
+
+def _shm_volume(spec: InstanceSpec, inputs: InstanceSettings) -> dict[str, Any]:
+    """/dev/shm as an in-memory emptyDir of shm_size (also under ipc = "host", which has no counterpart)."""
+    shm = spec.workload.shm_size if spec.workload.shm_size is not None else inputs.shm_size
     try:
         shm_limit = _quantity(shm)
     except ValueError:  # reported by validate as docker.shm_size
         shm_limit = None
-    volumes.insert(0, {"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", **({"sizeLimit": shm_limit} if shm_limit else {})}})
-    volume_mounts.insert(0, {"name": SHM_VOLUME, "mountPath": "/dev/shm"})
+    return {"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", **({"sizeLimit": shm_limit} if shm_limit else {})}}
 
+
+def _container(ctx: _Context, spec: InstanceSpec, settings: dict[str, Any], ns: str | None, secret_name: str,
+               gpus: int, volume_mounts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The pod's one container: vLLM's argv itself (launcher `command`, server flags `args`)."""
     command, args = list(spec.command), []
     if spec.server_args and tuple(spec.command[-len(spec.server_args):]) == spec.server_args:
         command, args = list(spec.command[: len(spec.command) - len(spec.server_args)]), list(spec.server_args)
-    container: dict[str, Any] = {"name": CONTAINER_NAME, "image": work.image, "command": command}
+    container: dict[str, Any] = {"name": CONTAINER_NAME, "image": spec.workload.image, "command": command}
     if args:
         container["args"] = args
     container["ports"] = [{"name": PORT_NAME, "containerPort": spec.port, "protocol": "TCP"}]
@@ -357,7 +406,12 @@ def _instance_manifests(ctx: _Context, spec: InstanceSpec, namespace: str | None
         container["resources"] = resources
     container["volumeMounts"] = volume_mounts
     container.update(_probes(spec))
+    return container
 
+
+def _pod(ctx: _Context, spec: InstanceSpec, settings: dict[str, Any], container: dict[str, Any],
+         volumes: list[dict[str, Any]]) -> dict[str, Any]:
+    work = spec.workload
     pod: dict[str, Any] = {
         "enableServiceLinks": False,
         "shareProcessNamespace": True,
@@ -368,8 +422,8 @@ def _instance_manifests(ctx: _Context, spec: InstanceSpec, namespace: str | None
         if ids:
             pod["securityContext"] = {"runAsUser": int(ids.group(1)), **({"runAsGroup": int(ids.group(2))} if ids.group(2) else {})}
         else:
-            ctx.warn(f"{path}.docker.user", f"{work.user!r} is not set: Kubernetes runs containers as numeric ids only",
-                     hint='use "uid[:gid]"')
+            ctx.warn(f"instance.{spec.name}.docker.user", f"{work.user!r} is not set: Kubernetes runs containers "
+                     "as numeric ids only", hint='use "uid[:gid]"')
     for key, field_name in (("runtime_class_name", "runtimeClassName"), ("node_selector", "nodeSelector"),
                             ("tolerations", "tolerations"), ("affinity", "affinity")):
         if settings.get(key):
@@ -378,15 +432,18 @@ def _instance_manifests(ctx: _Context, spec: InstanceSpec, namespace: str | None
         pod["imagePullSecrets"] = [{"name": pull} for pull in settings["image_pull_secrets"]]
     pod["containers"] = [container]
     pod["volumes"] = volumes
+    return pod
 
-    enabled = spec.enabled and project.resolved.master.enable
+
+def _deployment(spec: InstanceSpec, settings: dict[str, Any], name: str, ns: str | None, selector: dict[str, str],
+                labels: dict[str, str], pod: dict[str, Any], enabled: bool) -> dict[str, Any]:
     ours = {f"{ANNOTATION_PREFIX}/instance": spec.name, f"{ANNOTATION_PREFIX}/gpu-ids": spec.gpu.describe()}
     if spec.served_model:
         ours[f"{ANNOTATION_PREFIX}/model"] = spec.served_model
     user_annotations = dict(settings.get("annotations") or {})
     pod_annotations = {"prometheus.io/scrape": "true", "prometheus.io/port": str(spec.port),
                        "prometheus.io/path": "/metrics", **user_annotations}
-    deployment = {
+    return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": _metadata(name, ns, labels, {**ours, **user_annotations}),
@@ -397,8 +454,13 @@ def _instance_manifests(ctx: _Context, spec: InstanceSpec, namespace: str | None
             "template": {"metadata": {"labels": dict(labels), "annotations": pod_annotations}, "spec": pod},
         },
     }
-    service_port = work.publish.host_port if work.publish else spec.port  # publish_port: the port clients use
-    service = {
+
+
+def _service(spec: InstanceSpec, settings: dict[str, Any], name: str, ns: str | None, selector: dict[str, str],
+             labels: dict[str, str]) -> dict[str, Any]:
+    publish = spec.workload.publish
+    service_port = publish.host_port if publish else spec.port  # publish_port: the port clients use
+    return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": _metadata(name, ns, labels, dict(settings.get("service_annotations") or {})),
@@ -408,12 +470,6 @@ def _instance_manifests(ctx: _Context, spec: InstanceSpec, namespace: str | None
             "ports": [{"name": PORT_NAME, "port": service_port, "targetPort": PORT_NAME, "protocol": "TCP"}],
         },
     }
-    _docker_only_warnings(ctx, spec, docker)
-    own = (instance_tables(data).get(spec.name) or {}).get("kubernetes") or {}
-    for key in settings.get("volumes") or {}:
-        ctx.volume_keys.setdefault(key, f"{path}.kubernetes.volumes" if key in (own.get("volumes") or {})
-                                   else "kubernetes.volumes")
-    return [deployment, service]
 
 
 def _metadata(name: str, namespace: str | None, labels: dict[str, str], annotations: dict[str, str]) -> dict[str, Any]:
@@ -426,10 +482,10 @@ def _metadata(name: str, namespace: str | None, labels: dict[str, str], annotati
     return meta
 
 
-def _docker_only_warnings(ctx: _Context, spec: InstanceSpec, docker: dict[str, Any]) -> None:
-    """Per instance: what its merged [docker] settings say that no manifest field can carry.
-    Keys written in the global [docker] table are reported once, by `_global_warnings`."""
-    own = (instance_tables(ctx.project.loaded.data).get(spec.name) or {}).get("docker") or {}
+def _docker_only_warnings(ctx: _Context, spec: InstanceSpec, inputs: InstanceSettings) -> None:
+    """Per instance: what its own [docker] table says that no manifest field can carry. Keys
+    written in the global [docker] table are reported once, by `_global_warnings`."""
+    own = dict(inputs.docker_own)
     path = f"instance.{spec.name}.docker"
     for key, why in _DOCKER_ONLY.items():
         if key in own:
@@ -449,7 +505,7 @@ def _value_warnings(ctx: _Context, path: str, table: Mapping[str, Any]) -> None:
 
 
 def _global_warnings(ctx: _Context) -> None:
-    table = ctx.project.loaded.data.get("docker") or {}
+    table = dict(ctx.inputs.docker_global)
     for key, why in _DOCKER_ONLY.items():
         if key in table:
             ctx.warn(f"docker.{key}", why)
@@ -527,7 +583,10 @@ def render_kubernetes(project: Any, namespace: str | None = None) -> Rendering:
     """The manifests of `project` (a checked orchestrator.project.Project) and their text.
     Raises ConfigError with every problem that makes a manifest wrong; returns the warnings."""
     source = str(project.loaded.path)
-    ctx = _Context(project=project, source=source)
+    inputs = project.resolved.kubernetes
+    if inputs is None:  # opened for another target: resolved with target="kubernetes" only
+        raise OrchestratorError("the project was not resolved for Kubernetes (open it with target='kubernetes')")
+    ctx = _Context(project=project, source=source, inputs=inputs)
     if namespace is not None and (len(namespace) > 63 or not _DNS_LABEL.match(namespace)):
         raise ConfigError([Problem("error", "", f"namespace {namespace!r} is not a valid Kubernetes namespace",
                                    hint="at most 63 lower-case letters, digits and '-'", source="--namespace")])

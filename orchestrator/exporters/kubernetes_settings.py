@@ -2,8 +2,8 @@
 
 `config/schema.py` builds the schema of `[kubernetes]` and `[instance.<name>.kubernetes]` from
 `SETTINGS` (so `validate` knows every key and offers a did-you-mean), the README's reference
-rows come from `markdown_rows()` (a unit test keeps them equal), and the exporter reads its
-defaults from here. Pure data: importing this module costs `validate` nothing measurable.
+rows come from `markdown_rows()` (a unit test keeps them equal), and `resolve.resolve_kubernetes`
+merges the tables over the defaults declared here into the `InstanceSettings` the exporter reads. Pure data: importing this module costs `validate` nothing measurable.
 Values inside `tolerations`, `affinity` and `resources` are spelled as Kubernetes spells them
 (camelCase), since they are passed through as they are.
 """
@@ -61,8 +61,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("replicas", {"type": "integer", "minimum": 0}, 1,
             "pods per instance (a disabled instance, or `master.enable = false`, gets 0)", "`spec.replicas`"),
     Setting("gpu_count", {"type": "integer", "minimum": 0}, None,
-            'GPUs per pod when `gpu_ids = "all"` (required then: a cluster has no "all"); '
-            "otherwise it must equal the number of ids", "`resources.limits.<gpu_resource>`"),
+            'GPUs per pod when `gpu_ids = "all"` or omitted (a cluster has no "all"; unset: the count vLLM '
+            "uses, tensor x pipeline x data parallel size, with a warning); otherwise it must equal the number of ids",
+            "`resources.limits.<gpu_resource>`"),
     Setting("gpu_resource", {"type": "string"}, DEFAULT_GPU_RESOURCE,
             "extended resource that counts GPUs (the NVIDIA device plugin's by default)", "`resources.limits` key"),
     Setting("resources", {"type": "object", "additionalProperties": False,
@@ -93,6 +94,24 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 DEFAULTS: dict[str, Any] = {s.name: s.default for s in SETTINGS if s.default is not None}
+
+
+class InstanceSettings(Value):
+    """What the Kubernetes export needs of one instance beyond its neutral spec, resolved once
+    with the rest of the config (resolve.py), so the exporter never walks the TOML itself."""
+
+    settings: dict  # [kubernetes] merged with [instance.<name>.kubernetes] (tables merge), over DEFAULTS
+    own_volume_keys: tuple[str, ...] = ()  # the keys of [instance.<name>.kubernetes] volumes (where a bad one was written)
+    written_sources: tuple[tuple[str, str], ...] = ()  # container path -> host path as the TOML wrote it
+    shm_size: Any = None  # the [docker] shm_size that applies (under ipc = "host" too: /dev/shm is an emptyDir here)
+    docker_own: tuple[tuple[str, Any], ...] = ()  # the instance's own [docker] table as written (its warnings)
+
+
+class KubernetesInputs(Value):
+    """Every instance's InstanceSettings (by name) and the global [docker] table as written."""
+
+    instances: dict  # name -> InstanceSettings
+    docker_global: tuple[tuple[str, Any], ...] = ()
 
 
 def _described(setting: Setting) -> dict[str, Any]:

@@ -321,7 +321,7 @@ def test_a_failed_probe_is_in_project_info_s_result_and_fails_the_role_s_health_
     assert all(probes[h]["probes_failed"] == [] for h in ("h2", "h3"))
     # The role decides: the host with a silent instance fails, naming it and why.
     assert set(run.failures()) == {"h1"}, run
-    assert f"Every instance of this host answered: a (http://127.0.0.1:{PORTS['a']}): " in run.failures()["h1"], run
+    assert f"Every instance of this host answered: not answering: a (http://127.0.0.1:{PORTS['a']}): " in run.failures()["h1"], run
 
 
 def test_state_absent_removes_every_instance(fleet):

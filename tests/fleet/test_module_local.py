@@ -63,6 +63,9 @@ def test_a_config_error_reports_changed_false_and_keeps_the_file(collections, tm
     assert config.read_text() == GOOD and "diff" not in result
     assert SECRET not in output
     assert result["invocation"]["module_args"]["content"] == "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"
+    # A first run whose file's directories do not exist yet leaves none behind either.
+    result, _ = play(collections, tmp_path, {"config": str(tmp_path / "new/etc/fleet.toml"), "content": bad})
+    assert result["failed"] is True and result["changed"] is False and not (tmp_path / "new").exists()
 
 
 def test_an_unreachable_engine_reports_changed_false_and_keeps_the_file(collections, tmp_path):

@@ -181,6 +181,24 @@ def read_file(path):
         return None
 
 
+def missing_directories(path):
+    """The directories above `path` that do not exist, deepest first."""
+    missing = []
+    directory = os.path.dirname(os.path.abspath(path))
+    while not os.path.isdir(directory):
+        missing.append(directory)
+        directory = os.path.dirname(directory)
+    return missing
+
+
+def remove_empty(directories):
+    for directory in directories:
+        try:
+            os.rmdir(directory)
+        except OSError:  # vllm-orch left something in it: keep it and those above
+            return
+
+
 def write_file(module, path, content):
     directory = os.path.dirname(path) or "."
     if not os.path.isdir(directory):
@@ -205,8 +223,9 @@ def present(module, cli, old, secrets):
         args += ["--wait", "--timeout", str(params["wait_timeout"])]
     # With content: planned (and applied) from the new text, so the file on disk stays the old
     # one until vllm-orch has accepted the new one.
-    if file_changes and not module.check_mode and not os.path.isdir(os.path.dirname(params["config"])):
-        os.makedirs(os.path.dirname(params["config"]), 0o755)  # relative paths (logs) start there
+    made = missing_directories(params["config"]) if file_changes and not module.check_mode else []
+    if made:
+        os.makedirs(made[0], 0o755)  # relative paths (logs) start there
     rc, doc, err = cli.run(*(args + ["--json"]), content=content if file_changes else None)
     doc = doc or {}
     actions = doc.get("actions") or []
@@ -221,6 +240,8 @@ def present(module, cli, old, secrets):
         config_changed = file_changes and (rc in (0, 5) or containers_changed)
         if config_changed:
             write_file(module, params["config"], content)
+        else:
+            remove_empty(made)  # nothing changed: not even the directories made for the file
         changed = config_changed or containers_changed
     result = dict(changed=changed, rc=rc, project=doc.get("project"), actions=actions,
                   instances=with_connect_urls(doc.get("instances")), config_changed=config_changed)

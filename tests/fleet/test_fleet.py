@@ -8,6 +8,7 @@ test first brings the fleet to the state it starts from.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import threading
 import time
@@ -289,8 +290,9 @@ def test_diff_masks_every_secret_value_and_shows_the_other_changes(fleet):
         assert secret not in output, secret
     diff = check.module()["h2"]["diff"]
     file_diff, actions = diff[0]["prepared"], diff[-1]["prepared"]
-    assert "\n+max_model_len = 2048\n" in file_diff and '\n+LOG_LEVEL = "debug"\n' in file_diff
-    assert '\n+api_key = "******** (new value)"\n' in file_diff
+    # (host_toml indents the lines it inserts into [instance.a.server])
+    assert re.search(r"\n\+\s*max_model_len = 2048\n", file_diff) and '\n+LOG_LEVEL = "debug"\n' in file_diff
+    assert re.search(r'\n\+\s*api_key = "\*{8} \(new value\)"\n', file_diff), file_diff
     assert '\n+WANDB_API_KEY = "******** (new value)"\n' in file_diff
     assert "recreate a:" in actions and "recreate b:" in actions and "--max-model-len 3072" in actions
     for host in ("h1", "h3"):  # the overrides alone change b there; no file diff
@@ -304,7 +306,7 @@ def test_diff_masks_every_secret_value_and_shows_the_other_changes(fleet):
     assert text.returncode == 0, text.stdout[-3000:]
     shown = text.stdout + text.stderr
     assert all(secret not in shown for secret in SECRETS.values())
-    assert "+max_model_len = 2048" in shown and "--max-model-len 3072" in shown
+    assert re.search(r"\+\s*max_model_len = 2048", shown) and "--max-model-len 3072" in shown
 
 
 def test_a_failed_probe_is_in_project_info_s_result_and_fails_the_role_s_health_check(fleet):

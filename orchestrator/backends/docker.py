@@ -185,9 +185,10 @@ class DockerBackend:
         return docker_apply.run_actions(self, actions, on_done, start_after=start_after,
                                         await_healthy=await_healthy, progress=progress)
 
-    def apply_one(self, action: Action) -> ActionResult:
-        """docker_apply.apply_one: one create / recreate / start / remove on the engine."""
-        return docker_apply.apply_one(self, action)
+    def apply_one(self, action: Action, steps: list[str]) -> ActionResult:
+        """docker_apply.apply_one: one create / recreate / start / remove on the engine; `steps`
+        gets each change made (stopped, removed, created), for a failure's `changed`."""
+        return docker_apply.apply_one(self, action, steps)
 
     def remove(self, project: str, selected: set[str] | None, *, config_file: str | None = None,
                timeout: float | None = None, report: Say = quiet, say: Say = quiet) -> Removal:

@@ -30,6 +30,14 @@ class ActionResult(Value, frozen=False):
     exit_code: int | None = None  # the container's, when it was stopped
     error_exit_code: int = 0  # a failure's: the CLI's exit code for its error (3: the engine was lost)
     health_error: OrchestratorError | None = None  # started, but did not become healthy (start chains)
+    # A failure after a step that changed the engine (the old container stopped or removed, the
+    # new one created): provisioning tools report `changed` from it (`changed` in to_json).
+    partly_done: bool = False
+
+    @property
+    def changed(self) -> bool:
+        """Whether the engine holds something other than before this action."""
+        return self.partly_done or (self.ok and self.action.kind in (CREATE, RECREATE, START, REMOVE))
 
     @property
     def instance(self) -> str:
@@ -48,7 +56,7 @@ class ActionResult(Value, frozen=False):
 
     def to_json(self) -> dict[str, Any]:
         doc = self.action.to_json()
-        doc.update(ok=self.ok, detail=self.detail)
+        doc.update(ok=self.ok, changed=self.changed, detail=self.detail)
         if self.exit_code is not None:
             doc["exit_code"] = self.exit_code
         if self.health_error is not None:
@@ -91,13 +99,14 @@ def run_actions(
         return result
 
     def run(action: Action) -> ActionResult:
+        steps: list[str] = []  # what apply_one got done before a failure
         try:
-            result = backend.apply_one(action)
+            result = backend.apply_one(action, steps)
         except OrchestratorError as exc:  # DockerUnavailable too: every instance reports where it stands
-            result = ActionResult(action, False, str(exc), error_exit_code=exc.exit_code)
+            result = ActionResult(action, False, str(exc), error_exit_code=exc.exit_code, partly_done=bool(steps))
         except EngineTimeout as exc:  # a hung engine fails this instance, not the command
             result = ActionResult(action, False, f"the Docker engine did not answer: {exc}",
-                                  error_exit_code=OrchestratorError.exit_code)
+                                  error_exit_code=OrchestratorError.exit_code, partly_done=bool(steps))
         if on_done:
             on_done(result)
         return awaited(result) if result.ok and action.instance in gating else result
@@ -147,8 +156,9 @@ def run_actions(
     return [done[a.instance] for a in work]
 
 
-def apply_one(backend: DockerBackend, action: Action) -> ActionResult:
-    """One action on the engine (DockerBackend.apply_one, which tests replace)."""
+def apply_one(backend: DockerBackend, action: Action, steps: list[str]) -> ActionResult:
+    """One action on the engine (DockerBackend.apply_one, which tests replace); `steps` gets
+    each change to the engine as it is made, so a failure part-way says whether anything changed."""
     if action.kind == START:
         _prepare_log_file(action.container)  # it may have been deleted while stopped
         _prepare_cache_dirs(action.observed, action.container)
@@ -156,13 +166,14 @@ def apply_one(backend: DockerBackend, action: Action) -> ActionResult:
         _start(backend, action.current.id, action.instance, action.container)
         return ActionResult(action, True, "started")
     if action.kind == REMOVE:
-        code = _stop_and_remove(backend, action.current)
+        code = _stop_and_remove(backend, action.current, steps)
         secret_files.remove(_recorded_secret_dir(action.current))
         return ActionResult(action, True, "stopped and removed", code)
     if action.kind == RECREATE:
-        _stop_and_remove(backend, action.current)
+        _stop_and_remove(backend, action.current, steps)
     container = action.container
     container_id = _create(backend, action.desired.name, container)
+    steps.append("created")
     _start(backend, container_id, action.instance, container)
     return ActionResult(action, True, "recreated" if action.kind == RECREATE else "created")
 
@@ -192,15 +203,17 @@ def _start(backend: DockerBackend, container_id: str, instance: str, container: 
         raise OrchestratorError(f"instance {instance!r}: start failed: {exc}") from None
 
 
-def _stop_and_remove(backend: DockerBackend, observed: Observed) -> int | None:
+def _stop_and_remove(backend: DockerBackend, observed: Observed, steps: list[str]) -> int | None:
     """SIGTERM, the container's own stop timeout, then SIGKILL (the engine's stop); keep logs.
     Returns the server's exit code: 0 or 143 for a clean SIGTERM exit, 137 when it was killed."""
     code = None
     try:
         if observed.state in ("running", "restarting", "paused"):
             backend.call(lambda e: e.stop(observed.id, grace_s=_stop_timeout(observed)))
+            steps.append("stopped")
         code = backend.call(lambda e: e.wait(observed.id, 30))
         backend.call(lambda e: e.remove(observed.id))
+        steps.append("removed")
     except EngineError as exc:
         if not exc.not_found:  # gone already: someone else removed it
             raise OrchestratorError(f"container {observed.name}: {exc}") from None

@@ -94,3 +94,37 @@ def test_ansible_lint_passes_on_the_collection():
                             cwd=REPO / "ansible", capture_output=True, text=True, timeout=600,
                             env={"PATH": f"{BIN}:/usr/bin:/bin", "HOME": str(Path.home())})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+def test_the_license_is_in_the_repository_the_collection_and_its_built_artifact(tmp_path):
+    """Apache-2.0, as pyproject.toml and galaxy.yml declare: the full text at the repository's root,
+    the same file in ansible/, and `ansible-galaxy collection build` ships it."""
+    import tarfile
+
+    import yaml
+
+    text = (REPO / "LICENSE").read_text()
+    assert text.split()[:4] == ["Apache", "License", "Version", "2.0,"] and "END OF TERMS AND CONDITIONS" in text
+    assert (REPO / "ansible/LICENSE").read_text() == text
+    assert yaml.safe_load((REPO / "ansible/galaxy.yml").read_text())["license"] == ["Apache-2.0"]
+    assert 'license = { text = "Apache-2.0" }' in (REPO / "pyproject.toml").read_text()
+    result = subprocess.run([str(BIN / "ansible-galaxy"), "collection", "build", "--output-path", str(tmp_path),
+                             str(REPO / "ansible")], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    (artifact,) = tmp_path.glob("vllm_orch-fleet-*.tar.gz")
+    with tarfile.open(artifact) as tar:
+        assert tar.extractfile("LICENSE").read().decode() == text
+        manifest = json.loads(tar.extractfile("MANIFEST.json").read())
+    assert manifest["collection_info"]["license"] == ["Apache-2.0"]
+
+
+def test_every_option_that_can_carry_a_secret_is_no_log():
+    """The config's text, its overrides and the probe's API key never show in a task's output."""
+    import ast
+
+    common = _dict_literal(REPO / "ansible/plugins/module_utils/vllm_orch_cli.py", "COMMON_OPTIONS")
+    assert common["content"].get("no_log") is True and common["overrides"].get("no_log") is True
+    tree = ast.parse((REPO / "ansible/plugins/modules/project_info.py").read_text())
+    api_key = next(kw.value for node in ast.walk(tree) if isinstance(node, ast.Call)
+                   and getattr(node.func, "attr", "") == "update" for kw in node.keywords if kw.arg == "api_key")
+    assert _literal_kwargs(api_key).get("no_log") is True

@@ -8,6 +8,8 @@ test first brings the fleet to the state it starts from.
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 import threading
 import time
 import urllib.request
@@ -111,6 +113,8 @@ def test_a_host_whose_engine_is_down_fails_alone(fleet):
     h1, h2, h3 = fleet.hosts
     before = h1.containers()
     fleet.write_config(h1, a_server="max_model_len = 1024")
+    fleet.write_config(h3, a_server="max_model_len = 1024")
+    h3_file = h3.config.read_text()
     h3.stop_engine()
     try:
         run = fleet.playbook(SITE)
@@ -123,6 +127,9 @@ def test_a_host_whose_engine_is_down_fails_alone(fleet):
     assert "exit 3: Docker engine not reachable" in message and str(h3.socket) in message, message
     assert "\n" not in message.split(": ", 1)[1]
     assert run.module()["h1"]["changed"] is True and run.module()["h2"]["changed"] is False
+    # The failed host changed nothing, and says so: its new file is not written either.
+    assert run.module()["h3"]["changed"] is False and run.module()["h3"]["config_changed"] is False
+    assert run.stats["h3"]["changed"] == 0 and h3.config.read_text() == h3_file
     assert h1.containers()["a"]["id"] != before["a"]["id"]
     # The fleet view still shows every host: h3 as one row with its error.
     assert view.failed_hosts() == {"h3"}
@@ -245,6 +252,8 @@ def test_bad_input_on_one_host_fails_that_host_and_leaves_the_others(fleet):
     assert "(exit 2: config error; nothing was changed)" in failures["h2"]
     bad_line = (fleet.configs / "h3.toml").read_text().splitlines().index("port = = 8001") + 1
     assert "TOML syntax" in failures["h3"] and f"h3/fleet.toml:{bad_line}:" in failures["h3"], failures["h3"]
+    assert {h: (r["changed"], r["config_changed"]) for h, r in run.module().items()} == {
+        "h1": (True, True), "h2": (False, False), "h3": (False, False)}
     after = {h.name: h.containers() for h in fleet.hosts}
     assert after["h2"] == before["h2"] and after["h3"] == before["h3"]
     assert after["h1"]["a"]["id"] != before["h1"]["a"]["id"]
@@ -254,6 +263,67 @@ def test_bad_input_on_one_host_fails_that_host_and_leaves_the_others(fleet):
     run = fleet.playbook(str(PLAYBOOKS / "unknown_option.yml"))
     assert set(run.failures()) == {"h2"}, run
     assert "Unsupported parameters" in run.failures()["h2"] and "max_model_len" in run.failures()["h2"]
+
+
+SECRETS = {"api_key": "sk-fleet-secret-9f3a", "hf_token": "hf_fleetsecret7c2e", "env": "wandb-fleet-secret-51d0",
+           "override": "sk-override-secret-77ab"}
+
+
+def test_diff_masks_every_secret_value_and_shows_the_other_changes(fleet):
+    """`--check --diff` of a TOML holding an API key, an HF token and a secret_env value, with a
+    secret in the overrides too: no secret value anywhere in ansible-playbook's output (the
+    JSON callback's whole results, with each module's invocation, and the default one's text
+    with -v), while the non-secret changes show (the file's and the overrides' max_model_len)."""
+    reset(fleet)
+    h1, h2, h3 = fleet.hosts
+    before = {h.name: h.containers() for h in fleet.hosts}
+    api_key, hf_token, env_secret = SECRETS["api_key"], SECRETS["hf_token"], SECRETS["env"]
+    fleet.write_config(h2, a_server=f'max_model_len = 2048\napi_key = "{api_key}"\nhf_token = "{hf_token}"',
+                       extra=f'[instance.b.docker]\nsecret_env = ["WANDB_API_KEY"]\n'
+                             f'[instance.b.docker.env]\nWANDB_API_KEY = "{env_secret}"\nLOG_LEVEL = "debug"\n')
+    overrides = {"vllm_orch_overrides": {"instance": {"b": {"server": {"api_key": SECRETS["override"],
+                                                                       "max_model_len": 3072}}}}}
+    check = fleet.playbook(SITE, "--check", "--diff", extra_vars=overrides)
+    assert check.rc == 0, check
+    output = json.dumps(check.doc) + check.stderr
+    for secret in SECRETS.values():
+        assert secret not in output, secret
+    diff = check.module()["h2"]["diff"]
+    file_diff, actions = diff[0]["prepared"], diff[-1]["prepared"]
+    # (host_toml indents the lines it inserts into [instance.a.server])
+    assert re.search(r"\n\+\s*max_model_len = 2048\n", file_diff) and '\n+LOG_LEVEL = "debug"\n' in file_diff
+    assert re.search(r'\n\+\s*api_key = "\*{8} \(new value\)"\n', file_diff), file_diff
+    assert '\n+WANDB_API_KEY = "******** (new value)"\n' in file_diff
+    assert "recreate a:" in actions and "recreate b:" in actions and "--max-model-len 3072" in actions
+    for host in ("h1", "h3"):  # the overrides alone change b there; no file diff
+        (only,) = check.module()[host]["diff"]
+        assert only["prepared"].startswith("recreate b:") and "--max-model-len 3072" in only["prepared"]
+    assert {h.name: h.containers() for h in fleet.hosts} == before
+
+    env = {**fleet.env(), "ANSIBLE_STDOUT_CALLBACK": "default"}
+    argv = [*check.argv[:3], SITE, "--check", "--diff", "-v", "-e", json.dumps(overrides)]
+    text = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600)
+    assert text.returncode == 0, text.stdout[-3000:]
+    shown = text.stdout + text.stderr
+    assert all(secret not in shown for secret in SECRETS.values())
+    assert re.search(r"\+\s*max_model_len = 2048", shown) and "--max-model-len 3072" in shown
+
+
+def test_a_failed_probe_is_in_project_info_s_result_and_fails_the_role_s_health_check(fleet):
+    reset(fleet)
+    h1 = fleet.hosts[0]
+    h1.docker("stop", h1.containers()["a"]["id"])
+    run = fleet.playbook(str(PLAYBOOKS / "probe.yml"))
+    probes = run.results("Probe every instance")
+    assert not any(r.get("failed") for r in probes.values()), run  # the module reports, it does not fail
+    assert probes["h1"]["probes_failed"] == ["a"] and probes["h1"]["probes"]["b"]["ok"] is True
+    failed = probes["h1"]["probes"]["a"]
+    assert failed["ok"] is False and failed["error"] and failed["attempts"] == 2
+    assert failed["url"] == f"http://127.0.0.1:{PORTS['a']}"
+    assert all(probes[h]["probes_failed"] == [] for h in ("h2", "h3"))
+    # The role decides: the host with a silent instance fails, naming it and why.
+    assert set(run.failures()) == {"h1"}, run
+    assert f"Every instance of this host answered: not answering: a (http://127.0.0.1:{PORTS['a']}): " in run.failures()["h1"], run
 
 
 def test_state_absent_removes_every_instance(fleet):

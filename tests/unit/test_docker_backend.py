@@ -341,6 +341,23 @@ def test_a_hung_stop_fails_that_instance_and_the_others_go_on(tmp_path, engine, 
     assert results["b"].ok and results["b"].detail == "recreated"
 
 
+def test_a_failed_action_says_whether_it_changed_the_engine_before_failing(tmp_path, engine, backend):
+    """`changed` per action in `up --json`/`down --json`: a provisioning tool (the Ansible module)
+    reports `changed: false` for a failed run only when no failure got part-way."""
+    a, b = fleet(tmp_path, "a", "b", server="max_model_len = 4096")
+    a_id, b_id = made_by_up(engine, a), made_by_up(engine, b)
+    engine.fail("stop", EngineTimeout("no answer"), target=a_id)  # a: nothing happened
+    engine.fail("create", EngineError(500, "invalid mount config"), target="fleet-b")  # b: the old one is gone
+    engine.fail("create", EngineError(500, "invalid mount config"), target="fleet-c")  # c: nothing happened
+    engine.fail("start", EngineError(500, "port is already allocated"), target="fleet-d")  # d: made, not started
+    specs = fleet(tmp_path, "a", "b", "c", "d", "e", server="max_model_len = 8192")
+    _, results = up(backend, specs)
+    assert {name: (r.ok, r.to_json()["changed"]) for name, r in results.items()} == {
+        "a": (False, False), "b": (False, True), "c": (False, False), "d": (False, True), "e": (True, True)}
+    assert a_id in engine.containers_by_id and b_id not in engine.containers_by_id
+    assert engine.by_name("fleet-c") is None and engine.by_name("fleet-d").state == "created"
+
+
 def test_a_container_removed_by_someone_else_meanwhile_counts_as_removed(tmp_path, engine, backend):
     (spec,) = fleet(tmp_path, "a")
     made_by_up(engine, spec, state="exited")

@@ -71,7 +71,7 @@ class RecordingBackend(DockerBackend):
         self.events: list[str] = []
         self.lock = threading.Lock()
 
-    def apply_one(self, action):
+    def apply_one(self, action, steps):
         with self.lock:
             self.events.append(f"start {action.instance}")
         time.sleep(0.05)
@@ -231,10 +231,10 @@ def test_a_failed_removal_keeps_the_instance_on_its_gpu_from_starting():
     from orchestrator.plan import REMOVE
 
     class FailingRemoval(RecordingBackend):
-        def apply_one(self, action):
+        def apply_one(self, action, steps):
             if action.kind == REMOVE:
                 return ActionResult(action, False, "the engine refused")
-            return super().apply_one(action)
+            return super().apply_one(action, steps)
 
     backend = FailingRemoval()
     new, old = actions(("new", "0"), ("old", "0"))

@@ -10,6 +10,12 @@ __metaclass__ = type
 
 import json
 
+from ansible_collections.vllm_orch.fleet.plugins.module_utils.vllm_orch_secrets import (
+    parse_toml,
+    secret_env_names,
+    secret_values,
+)
+
 # vllm-orch's exit codes (README "Exit codes"), as the one line a failed task shows.
 EXIT_MEANINGS = {
     1: "an action failed",
@@ -21,8 +27,9 @@ EXIT_MEANINGS = {
 
 COMMON_OPTIONS = dict(
     config=dict(type="path", required=True),
-    content=dict(type="str", default=None),
-    overrides=dict(type="dict", default=None),
+    # Both can carry secrets (api_key, hf_token, secret_env values): never shown.
+    content=dict(type="str", default=None, no_log=True),
+    overrides=dict(type="dict", default=None, no_log=True),
     docker_host=dict(type="str", default=None),
     executable=dict(type="str", default="vllm-orch"),
 )
@@ -65,6 +72,49 @@ class VllmOrch:
         """Fail the task with vllm-orch's own one-line error and what its exit code means."""
         extra.update(rc=exit_code, stderr=stderr)
         self.module.fail_json(msg=error_message(exit_code, stderr), **extra)
+
+
+def keep_only_secrets_hidden(module, *texts):
+    """Narrow what Ansible masks for the no_log `overrides` to its secret values.
+
+    For a no_log dict Ansible masks each of its values wherever it appears in the result: an
+    override `max_model_len: 2048` would turn every "2048" of the task's output into "********"
+    (the reason `--max-model-len 1024 -> 2048` included), and `gpu_ids: "0"` every "0". The
+    secret values of `content`, `overrides` and `texts` (the file already on the host) stay
+    masked, and so do the whole `content` and every other no_log option. When `content` cannot
+    be read as TOML here, nothing is narrowed. Returns the secret values (for the diff)."""
+    params = module.params
+    content_doc = parse_toml(params.get("content"))
+    if params.get("content") is not None and content_doc is None:
+        return set()
+    docs = [content_doc, params.get("overrides")] + [parse_toml(text) for text in texts]
+    names = secret_env_names(*docs)
+    secrets = set()
+    for doc in docs:
+        secrets |= secret_values(doc, names)
+    kept = set(secrets)
+    for name, spec in module.argument_spec.items():
+        if spec.get("no_log") and name != "overrides":
+            kept |= set(_leaves(params.get(name)))
+    module.no_log_values.difference_update(set(_leaves(params.get("overrides"))) - kept)
+    module.no_log_values.update(secrets)
+    return secrets
+
+
+def _leaves(value):
+    """The strings Ansible masks for a no_log value: every string and number in it."""
+    if isinstance(value, dict):
+        for item in value.values():
+            for leaf in _leaves(item):
+                yield leaf
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            for leaf in _leaves(item):
+                yield leaf
+    elif isinstance(value, bool) or value is None:
+        return
+    elif "%s" % (value,):
+        yield "%s" % (value,)
 
 
 def error_message(rc, stderr):

@@ -25,11 +25,15 @@ options:
       - The TOML text I(config) should hold (for example a C(template) lookup of the host's file).
       - Check mode plans with it without writing it. Otherwise it is written (atomically) only
         after C(up) accepted it, so a config error leaves the old file and every container as they were.
+      - Never shown (C(no_log)); diff mode shows its changes with every secret value masked
+        (C(api_key), C(hf_token), the C(env) values of C(secret_env) names).
     type: str
   overrides:
     description:
       - Merged over the file like C(--override) (tables merge recursively, other values replace).
       - Passed in C(AUTO_INFER_VLLM_OVERRIDES), never on the command line.
+      - C(no_log); of its values only the secret ones (as for I(content)) are masked in the task's
+        output, so a changed option still shows in C(actions) and the diff.
     type: dict
   state:
     description: C(present) runs C(up); C(absent) runs C(down) (containers removed, logs kept).
@@ -61,7 +65,9 @@ attributes:
   diff_mode:
     support: full
 notes:
-  - Failures return vllm-orch's one-line error and what its exit code means in C(msg).
+  - Failures return vllm-orch's one-line error and what its exit code means in C(msg). A failed
+    run reports C(changed=true) only when something changed before the failure (an action
+    got part-way, or some instances were done); then the file is written too.
 """
 
 EXAMPLES = r"""
@@ -96,6 +102,8 @@ actions:
   description:
     - What was done (or, in check mode, would be done) per instance.
     - C(action) is one of C(create), C(recreate), C(start), C(noop), C(remove), C(orphan).
+    - Outside check mode each carries C(ok) and C(changed) (whether the engine holds something
+      else than before it, also when it failed part-way) and C(detail).
   returned: always
   type: list
   elements: dict
@@ -113,7 +121,7 @@ healthy_after_s:
   returned: state=present and not check mode
   type: dict
 config_changed:
-  description: Whether I(content) differed from the file (and, outside check mode, was written).
+  description: Whether I(content) was written to I(config) (in check mode, whether it would be).
   returned: state=present
   type: bool
 rc:
@@ -129,19 +137,40 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.vllm_orch.fleet.plugins.module_utils.vllm_orch_cli import (
     COMMON_OPTIONS,
     VllmOrch,
+    keep_only_secrets_hidden,
     with_connect_urls,
 )
+from ansible_collections.vllm_orch.fleet.plugins.module_utils.vllm_orch_secrets import config_diff
 
 CHANGES = ("create", "recreate", "start", "remove")
+
+
+def did_change(action):
+    """Whether an action changed the host: vllm-orch says so per action after a run (`changed`,
+    true also for a failure that got part-way); a planned one (check mode) would if it is a change."""
+    if "changed" in action:
+        return bool(action["changed"])
+    return action["action"] in CHANGES and action.get("ok", True)
 
 
 def describe(actions):
     text = ""
     for action in actions:
-        if action["action"] in CHANGES:
+        if did_change(action):
             reasons = "; ".join(action.get("reasons") or [])
-            text += "%s %s%s\n" % (action["action"], action["instance"], ": " + reasons if reasons else "")
+            failed = "" if action.get("ok", True) else " (failed part-way: %s)" % action.get("detail", "")
+            text += "%s %s%s%s\n" % (action["action"], action["instance"], ": " + reasons if reasons else "", failed)
     return text
+
+
+def file_diff(path, old, new, secrets):
+    """The config's change as a unified diff with secrets masked (a `prepared` diff: Ansible
+    would blank out a before/after text equal to the no_log `content`)."""
+    text = config_diff(path, old, new, secrets)
+    if text is None:
+        text = ("%s: changed (not shown: a secret in it could not be masked with certainty, or this "
+                "host's Python has no TOML parser)\n" % path)
+    return dict(prepared=text)
 
 
 def read_file(path):
@@ -150,6 +179,24 @@ def read_file(path):
             return handle.read()
     except (IOError, OSError, UnicodeDecodeError):
         return None
+
+
+def missing_directories(path):
+    """The directories above `path` that do not exist, deepest first."""
+    missing = []
+    directory = os.path.dirname(os.path.abspath(path))
+    while not os.path.isdir(directory):
+        missing.append(directory)
+        directory = os.path.dirname(directory)
+    return missing
+
+
+def remove_empty(directories):
+    for directory in directories:
+        try:
+            os.rmdir(directory)
+        except OSError:  # vllm-orch left something in it: keep it and those above
+            return
 
 
 def write_file(module, path, content):
@@ -163,10 +210,9 @@ def write_file(module, path, content):
     module.atomic_move(temp, path)
 
 
-def present(module, cli):
+def present(module, cli, old, secrets):
     params = module.params
     content = params["content"]
-    old = read_file(params["config"]) if content is not None else None
     file_changes = content is not None and old != content
     args = ["up"] + list(params["instances"])
     if params["remove_orphans"]:
@@ -177,24 +223,34 @@ def present(module, cli):
         args += ["--wait", "--timeout", str(params["wait_timeout"])]
     # With content: planned (and applied) from the new text, so the file on disk stays the old
     # one until vllm-orch has accepted the new one.
-    if file_changes and not module.check_mode and not os.path.isdir(os.path.dirname(params["config"])):
-        os.makedirs(os.path.dirname(params["config"]), 0o755)  # relative paths (logs) start there
+    made = missing_directories(params["config"]) if file_changes and not module.check_mode else []
+    if made:
+        os.makedirs(made[0], 0o755)  # relative paths (logs) start there
     rc, doc, err = cli.run(*(args + ["--json"]), content=content if file_changes else None)
     doc = doc or {}
     actions = doc.get("actions") or []
-    changed = file_changes or any(a["action"] in CHANGES for a in actions)
+    containers_changed = any(did_change(a) for a in actions)
+    if module.check_mode:
+        config_changed = file_changes and rc == 0
+        changed = rc == 0 and (file_changes or containers_changed)
+    else:
+        # The file follows the containers: written when `up` succeeded (exit 0, or 5: made but
+        # not healthy in time) or changed some of them before failing; exits 2-4 and a failure
+        # that changed nothing keep the old file with the old containers.
+        config_changed = file_changes and (rc in (0, 5) or containers_changed)
+        if config_changed:
+            write_file(module, params["config"], content)
+        else:
+            remove_empty(made)  # nothing changed: not even the directories made for the file
+        changed = config_changed or containers_changed
     result = dict(changed=changed, rc=rc, project=doc.get("project"), actions=actions,
-                  instances=with_connect_urls(doc.get("instances")), config_changed=file_changes)
+                  instances=with_connect_urls(doc.get("instances")), config_changed=config_changed)
     if not module.check_mode:
         result["healthy_after_s"] = doc.get("healthy_after_s") or {}
-        # Exit 2-4 mean nothing was changed: keep the old file with the old containers.
-        if file_changes and rc in (0, 1, 5):
-            write_file(module, params["config"], content)
     if module._diff and changed:
         diffs = []
-        if file_changes:
-            diffs.append(dict(before_header=params["config"], after_header=params["config"],
-                              before=old or "", after=content))
+        if config_changed:
+            diffs.append(file_diff(params["config"], old, content, secrets))
         if describe(actions):
             diffs.append(dict(prepared=describe(actions)))
         result["diff"] = diffs
@@ -213,8 +269,9 @@ def absent(module, cli):
     else:
         rc, doc, err = cli.run("down", *(names + ["--json"]), content=module.params["content"])
         actions = (doc or {}).get("removed") or []
-    result = dict(changed=bool(actions), rc=rc, project=(doc or {}).get("project"), actions=actions)
-    if module._diff and actions:
+    changed = any(did_change(a) for a in actions) and (rc == 0 or not module.check_mode)
+    result = dict(changed=changed, rc=rc, project=(doc or {}).get("project"), actions=actions)
+    if module._diff and changed:
         result["diff"] = dict(prepared=describe(actions))
     if rc != 0:
         cli.fail(rc, err, **result)
@@ -231,11 +288,14 @@ def main():
         wait_timeout=dict(type="int", default=1800),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    # The file on the host is read first: its secrets (an old api_key) are masked in the diff too.
+    old = read_file(module.params["config"]) if module.params["content"] is not None else None
+    secrets = keep_only_secrets_hidden(module, old)
     cli = VllmOrch(module)
     if module.params["state"] == "absent":
         absent(module, cli)
     else:
-        present(module, cli)
+        present(module, cli, old, secrets)
 
 
 if __name__ == "__main__":

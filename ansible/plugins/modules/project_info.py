@@ -24,9 +24,13 @@ options:
     description:
       - The TOML text I(config) is about to hold; checked (and listed) as if it were there,
         without writing it. The fleet-wide check validates every host's new file this way.
+      - Never shown (C(no_log)).
     type: str
   overrides:
-    description: Merged over the file like C(--override); passed in C(AUTO_INFER_VLLM_OVERRIDES).
+    description:
+      - Merged over the file like C(--override); passed in C(AUTO_INFER_VLLM_OVERRIDES).
+      - C(no_log); of its values only the secret ones are masked in the task's output
+        (see M(vllm_orch.fleet.project)).
     type: dict
   ps:
     description: List the project's instances (C(vllm-orch ps --json)).
@@ -39,8 +43,11 @@ options:
   probe:
     description:
       - Ask every served instance (configured, enabled, and in I(instances) when given) for
-        C(/health) and C(/v1/models) from the host; fail when one does not answer 200 with a
-        model within I(probe_retries) tries a second apart. Implies I(ps).
+        C(/health) and C(/v1/models) from the host, up to I(probe_retries) tries a second apart.
+        Implies I(ps).
+      - An instance that does not answer 200 with a model is reported in C(probes) (C(ok=false)
+        and the C(error)) and C(probes_failed); the task itself does not fail (it only reads),
+        so the caller decides (the role's health check fails the host on it).
     type: bool
     default: false
   instances:
@@ -62,7 +69,8 @@ attributes:
     support: full
 notes:
   - A config with errors does not fail this module; C(validation.ok) says so (so one report can
-    cover every host). An engine that cannot be reached does fail it.
+    cover every host). Neither does an instance that fails its probe (C(probes)). An engine that
+    cannot be reached does fail it.
 """
 
 EXAMPLES = r"""
@@ -90,10 +98,18 @@ instances:
   type: list
   elements: dict
 probes:
-  description: With I(probe), per instance C(instance), C(url), C(ok), C(error).
+  description:
+    - With I(probe), by instance name C(url), C(ok), C(error) (null when C(ok)) and
+      C(attempts) (the tries it took, or made before giving up).
+  returned: when probe is true
+  type: dict
+  sample: {"chat": {"url": "http://127.0.0.1:8000", "ok": false, "attempts": 10,
+           "error": "<urlopen error [Errno 111] Connection refused>"}}
+probes_failed:
+  description: With I(probe), the names of the instances whose probe failed (empty when all answered).
   returned: when probe is true
   type: list
-  elements: dict
+  elements: str
 validation:
   description: C(vllm-orch validate --json) (C(ok), C(problems), C(instances), C(option_check)).
   returned: when validate is true
@@ -110,6 +126,7 @@ from ansible.module_utils.urls import open_url
 from ansible_collections.vllm_orch.fleet.plugins.module_utils.vllm_orch_cli import (
     COMMON_OPTIONS,
     VllmOrch,
+    keep_only_secrets_hidden,
     with_connect_urls,
 )
 
@@ -130,17 +147,20 @@ def probe_once(url, api_key):
 
 
 def probe(rows, names, api_key, retries):
+    """{instance: {url, ok, error, attempts}} of every served instance (in `names` when given)."""
     served = [r for r in rows if r.get("configured") and r.get("connect_url") and r.get("state") != "disabled"
               and (not names or r["name"] in names)]
-    results = []
+    results = {}
     for row in served:
-        error = None
-        for attempt in range(max(retries, 1)):
+        error, attempts = None, 0
+        while attempts < max(retries, 1):
+            attempts += 1
             error = probe_once(row["connect_url"], api_key)
             if error is None:
                 break
-            time.sleep(1)
-        results.append(dict(instance=row["name"], url=row["connect_url"], ok=error is None, error=error))
+            if attempts < retries:
+                time.sleep(1)
+        results[row["name"]] = dict(url=row["connect_url"], ok=error is None, error=error, attempts=attempts)
     return results
 
 
@@ -155,6 +175,7 @@ def main():
         probe_retries=dict(type="int", default=10),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    keep_only_secrets_hidden(module)
     cli = VllmOrch(module)
     result = dict(changed=False)
     if module.params["validate"]:
@@ -170,10 +191,7 @@ def main():
     if module.params["probe"]:
         result["probes"] = probe(result["instances"], module.params["instances"], module.params["api_key"],
                                  module.params["probe_retries"])
-        bad = [p for p in result["probes"] if not p["ok"]]
-        if bad:
-            module.fail_json(msg="; ".join("%s (%s): %s" % (p["instance"], p["url"], p["error"]) for p in bad),
-                             **result)
+        result["probes_failed"] = sorted(name for name, p in result["probes"].items() if not p["ok"])
     module.exit_json(**result)
 
 

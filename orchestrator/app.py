@@ -147,9 +147,10 @@ class UpOutcome(Value, frozen=False):
 
     @property
     def changed(self) -> bool:
+        from orchestrator.gateway.service import RELOAD
         from orchestrator.plan import CHANGES
 
-        return any(r.action.kind in CHANGES for r in self.results)
+        return any(r.action.kind in CHANGES or r.action.kind == RELOAD for r in self.results)
 
     def to_json(self) -> dict[str, Any]:
         done = {r.action.instance: r for r in self.results}
@@ -201,9 +202,14 @@ def up(inputs: Inputs, request: UpRequest, *, say: Say = _quiet, report: Callabl
         `--wait` they say healthy): one call here instead of one more process for the caller."""
         return backend.status(project.name, project.resolved.instances)
 
+    from orchestrator.gateway import workflow as gateway
+
     if request.dry_run:
         actions = plan()
-        return UpOutcome(project.name, actions, start_after(actions), instances=rows() if request.rows else [])
+        order = start_after(actions)
+        step = gateway.plan_for_up(project, backend)
+        return UpOutcome(project.name, actions + ([gateway.as_action(step)] if step else []), order,
+                         instances=rows() if request.rows else [])
 
     import time
 
@@ -229,15 +235,29 @@ def up(inputs: Inputs, request: UpRequest, *, say: Say = _quiet, report: Callabl
         actions = plan()
         for note in backend.preflight(actions, gpu_check=check_for_up(project, blocking=not request.no_preflight)):
             say(note)
+        step = gateway.plan_for_up(project, backend)  # its image and port are checked before any change
+        if step is not None:
+            gateway.preflight(step)
         order = start_after(actions)
         results = backend.apply(project, actions, on_done=report, start_after=order,
                                 await_healthy=lambda action: healthy([action.spec]), progress=progress)
+        if step is not None:  # planned again: the routes follow what this run started or removed
+            step = gateway.plan_for_up(project, backend)
+        if step is not None:
+            result = gateway.apply_for_up(step, backend)
+            if result.action.kind != "noop" or not result.ok:
+                (report or _quiet)(result)
+            actions, results = actions + [result.action], results + [result]
         outcome = UpOutcome(project.name, actions, order, results)
     chain_errors = [r.health_error for r in results if r.health_error is not None]
     outcome.wait_error = chain_errors[0] if chain_errors else None
     if request.wait and not outcome.failed and not outcome.wait_error:
         try:
             outcome.waited = healthy(wanted)
+            gateway_spec = gateway.spec_of(project)
+            if gateway_spec is not None:
+                outcome.waited[gateway.GATEWAY_NAME] = round(
+                    gateway.wait_healthy(gateway_spec, max(1.0, deadline - time.monotonic())), 1)
         except OrchestratorError as exc:
             outcome.wait_error = exc
     if request.rows:
@@ -294,7 +314,16 @@ def down(inputs: Inputs, names: tuple[str, ...] = (), *, backend: str | None = N
     chosen = backend_for(backend or DOCKER)
     removal = chosen.remove(name, set(names) or None, config_file=project.resolved.config_file if project else None,
                             timeout=timeout, report=report or _quiet, say=say)
-    return DownOutcome(name, removal.results, removal.left, removal.json_key, removal.failure)
+    results, failure = list(removal.results), removal.failure
+    if chosen.name == DOCKER:
+        from orchestrator.gateway.workflow import remove_for_down
+
+        removed = remove_for_down(name, chosen, names)
+        if removed is not None:
+            (report or _quiet)(removed.line())
+            results.append(removed)
+            failure = failure or ("" if removed.ok else removed.detail)
+    return DownOutcome(name, results, removal.left, removal.json_key, failure)
 
 
 # ----------------------------------------------------------------------------- ps
@@ -309,8 +338,14 @@ def ps(inputs: Inputs, *, backend: str | None = None) -> StatusOutcome:
     the launcher's processes) joined with the config, `/health` asked where it is not known yet."""
     name, project = project_for_status(inputs)
     chosen = backend_for(backend or DOCKER)
-    return StatusOutcome(name, chosen.status(name, project.resolved.instances if project else []),
-                         chosen.status_columns)
+    rows = chosen.status(name, project.resolved.instances if project else [])
+    if chosen.name == DOCKER:
+        from orchestrator.gateway.workflow import ps_row
+
+        row = ps_row(name, project, chosen)
+        if row is not None:
+            rows.append(row)
+    return StatusOutcome(name, rows, chosen.status_columns)
 
 
 # ----------------------------------------------------------------------------- logs
@@ -319,6 +354,13 @@ def log_path(inputs: Inputs, name: str, *, backend: str | None, follow: bool) ->
     import os
 
     project = open_project(inputs, backend=backend, strict=False)
+    from orchestrator.gateway.workflow import GATEWAY_NAME, log_file
+
+    gateway_log = log_file(project) if name == GATEWAY_NAME and project.resolved.instance(name) is None else None
+    if gateway_log is not None:
+        if not os.path.lexists(gateway_log) and not follow:
+            raise OrchestratorError(f"no log yet for the gateway ({gateway_log}): it has not been started")
+        return Path(gateway_log)
     project.select([name])
     spec = project.resolved.instance(name)
     chosen = backend_for(project.backend)

@@ -14,4 +14,5 @@ LABEL_GPUS = f"{LABEL_PREFIX}.gpus"
 LABEL_URL = f"{LABEL_PREFIX}.url"
 LABEL_MODEL = f"{LABEL_PREFIX}.model"
 LABEL_LOG = f"{LABEL_PREFIX}.log-file"
+LABEL_ROLE = f"{LABEL_PREFIX}.role"  # set on side services (the gateway); instances have none
 OWNER_UP = "vllm-orch"

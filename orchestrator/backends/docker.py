@@ -31,7 +31,8 @@ from orchestrator.backends.engine_body import PROBE_EXPIRES, PROBE_OWNER, create
 from orchestrator import log_files
 from orchestrator.errors import DockerUnavailable, OrchestratorError, PreflightError
 from orchestrator.plan import CREATE, RECREATE, REMOVE, START, Action, Observed, is_loading, owned_elsewhere, plan_up
-from orchestrator.labels import LABEL_CONFIG, LABEL_HASH, LABEL_INSTANCE, LABEL_OWNER, LABEL_PROJECT, LABEL_URL, OWNER_UP
+from orchestrator.labels import (LABEL_CONFIG, LABEL_HASH, LABEL_INSTANCE, LABEL_OWNER, LABEL_PROJECT, LABEL_ROLE, LABEL_URL,
+                                 OWNER_UP)
 from orchestrator.container import ContainerSpec
 from orchestrator.spec import InstanceSpec, Mount
 from orchestrator.start_order import StartAfter, waits_for
@@ -116,7 +117,9 @@ class DockerBackend:
         labels = [f"{LABEL_PROJECT}={project}"]
         if owner:
             labels.append(f"{LABEL_OWNER}={owner}")
-        return [_observed(row) for row in self._read(lambda e: e.containers(labels=labels))]
+        # Side services (the gateway: orchestrator/gateway/service.py) are not instances.
+        return [_observed(row) for row in self._read(lambda e: e.containers(labels=labels))
+                if not (row.get("Labels") or {}).get(LABEL_ROLE)]
 
     def all_containers(self) -> list[dict[str, Any]]:
         """Every container on the engine, any owner (one list call): `gpus` names GPU holders."""

@@ -150,6 +150,10 @@ def semantic_problems(resolved: Resolved, data: dict, source: str, backend: str)
         for spec in instances:
             _docker_checks(spec, source, out)
         _log_collisions(instances, source, out)
+    if backend != "kubernetes":
+        from orchestrator.gateway.checks import gateway_problems
+
+        out += gateway_problems(resolved, data, source, backend)
     return out
 
 

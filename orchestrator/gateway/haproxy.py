@@ -59,8 +59,9 @@ def server_name(instance: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", instance)
 
 
-def render(gateway: GatewaySpec, routes: Iterable[Route]) -> dict[str, bytes]:
-    """The files of one configuration version (paths relative to the version's directory)."""
+def render(gateway: GatewaySpec, routes: Iterable[Route], version: str = "") -> dict[str, bytes]:
+    """The files of one configuration version (paths relative to the version's directory).
+    `version` is what `/health` answers after "ok ", so `up` can tell when a reload is done."""
     routes = tuple(routes)
     names = models(routes)
     files: dict[str, bytes] = {}
@@ -81,11 +82,12 @@ def render(gateway: GatewaySpec, routes: Iterable[Route]) -> dict[str, bytes]:
     files["answers/not-found.json"] = error_body(404, "no such route on the gateway", "NotFoundError")
     files["answers/no-replica.json"] = error_body(
         503, "no replica of this model is up (stopped, starting or unhealthy); try again shortly", "ServiceUnavailableError")
-    files["haproxy.cfg"] = _config(gateway, routes, names).encode()
+    files["routes.json"] = (json.dumps([r.to_json() for r in routes], indent=1) + "\n").encode()
+    files["haproxy.cfg"] = _config(gateway, routes, names, version).encode()
     return files
 
 
-def _config(gateway: GatewaySpec, routes: tuple[Route, ...], names: list[str]) -> str:
+def _config(gateway: GatewaySpec, routes: tuple[Route, ...], names: list[str], version: str) -> str:
     answers = f"{CURRENT}/answers"
     max_body = gateway.max_body_kib * 1024
     address = gateway.publish_address or "0.0.0.0"
@@ -118,7 +120,7 @@ def _config(gateway: GatewaySpec, routes: tuple[Route, ...], names: list[str]) -
         "",
         "frontend openai",
         f"    bind {bind}:{gateway.port}",
-        "    http-request return status 200 content-type text/plain string ok if { path /health }",
+        f'    http-request return status 200 content-type text/plain string "ok {version}" if {{ path /health }}',
     ]
     if gateway.api_key:
         lines.append(f"    http-request return status 401 content-type application/json file {answers}/unauthorized.json "

@@ -12,24 +12,25 @@ PACKAGE = Path(__file__).resolve().parents[2] / "orchestrator"
 LAYERS: list[set[str]] = [
     # declarations and leaf helpers: no knowledge of configs or targets
     {"orchestrator", "value", "errors", "labels", "vllm_options", "vllm_options_dump", "diagnose", "run_lock",
-     "log_files", "exporters.kubernetes_settings", "backends", "backends.docker_context", "config", "exporters"},
+     "log_files", "exporters.kubernetes_settings", "backends", "backends.docker_context", "config", "exporters",
+     "gateway", "gateway.routes", "gateway.files"},
     # the target-neutral spec and the tables it is built with
-    {"spec", "options", "argv", "start_order", "logs"},
+    {"spec", "options", "argv", "start_order", "logs", "gateway.settings"},
     # reading the document; the Docker rendering of a spec; the option tables' cache
     {"config.loader", "config.schema", "container", "option_cache"},
     # the contract's merge rules: document -> specs
     {"resolve"},
     # meaning of the resolved config
-    {"config.validate"},
+    {"config.validate", "gateway.checks"},
     # a project opened and checked; the pure plan; GPU facts
-    {"project", "plan", "gpus", "gpu_readers"},
+    {"project", "plan", "gpus", "gpu_readers", "gateway.haproxy"},
     # engine clients, renderers, exporters, status and waiting
     {"backends.engine", "backends.engine_socket", "backends.engine_sdk", "backends.engine_body", "compose",
-     "exporters.kubernetes", "status", "waiter"},
+     "exporters.kubernetes", "status", "waiter", "gateway.service"},
     # the backends
     {"backends.base", "backends.docker", "backends.local"},
     # checks that need a backend
-    {"gpu_check"},
+    {"gpu_check", "gateway.workflow"},
     # the workflows
     {"app"},
     # the command line

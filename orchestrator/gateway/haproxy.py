@@ -141,12 +141,12 @@ def _config(gateway: GatewaySpec, routes: tuple[Route, ...], names: list[str], v
     ]
     if gateway.policy == "prefix":
         # The chat's first message (usually the shared system prompt), else the prompt.
-        lines += [
-            "    http-request set-var(txn.affinity) req.body,json_query('$.messages[0].content'),"
-            f"bytes(0,{PREFIX_BYTES})",
-            f"    http-request set-var(txn.affinity) req.body,json_query('$.prompt'),bytes(0,{PREFIX_BYTES}) "
-            "unless { var(txn.affinity) -m found }",
-        ]
+        # `bytes(0,N)` fails on a shorter value, which is then taken whole.
+        for source in ("$.messages[0].content", "$.prompt"):
+            lines += [f"    http-request set-var(txn.affinity) req.body,json_query('{source}'),bytes(0,{PREFIX_BYTES}) "
+                      "unless { var(txn.affinity) -m found }",
+                      f"    http-request set-var(txn.affinity) req.body,json_query('{source}') "
+                      "unless { var(txn.affinity) -m found }"]
     elif gateway.policy == "session":
         lines += [
             "    http-request set-var(txn.affinity) req.hdr(x-session-id)",

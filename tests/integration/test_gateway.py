@@ -1,0 +1,255 @@
+"""The gateway on the real engine: HAProxy in the vllm-orch/gateway image in front of stand-in
+servers (tests/images/standin: not vLLM; they answer vLLM's OpenAI routes, stream SSE and name
+the container that answered in `X-Standin-Server`). Two replicas of `m1` (a, b) and `m2` (c)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import stat
+import time
+
+import pytest
+
+from tests.integration.conftest import free_port
+
+pytestmark = pytest.mark.docker
+
+GATEWAY_IMAGE = os.environ.get("VLLM_ORCH_GATEWAY_IMAGE", "vllm-orch/gateway:latest")
+KEY = "gw-secret-3f9a"
+
+
+@pytest.fixture(autouse=True)
+def _gateway_image(engine):
+    import docker
+
+    try:
+        engine.images.get(GATEWAY_IMAGE)
+    except docker.errors.ImageNotFound:
+        pytest.fail(f"image {GATEWAY_IMAGE} missing; scripts/build-images.sh gateway builds it")
+
+
+def write(fleet, *, policy: str = "round_robin", extra: str = "", key: bool = True) -> int:
+    port = free_port()
+    fleet.gateway_port = port
+    fleet.write(f"""
+        [instance.control]
+        gpu_ids = "none"
+        [instance.server]
+        model = "/m"
+        [gateway]
+        port = {port}
+        policy = "{policy}"
+        image = "{GATEWAY_IMAGE}"
+        {f'api_key = "{KEY}"' if key else ''}
+        [instance.a.server]
+        served_model_name = "m1"
+        port = {free_port()}
+        [instance.b.server]
+        served_model_name = "m1"
+        port = {free_port()}
+        [instance.c.server]
+        served_model_name = "m2"
+        port = {free_port()}
+        """ + extra)
+    return port
+
+
+def up(fleet, *args: str) -> str:
+    code, out, err = fleet.cli("up", "--wait", "--timeout", "120", *args)
+    assert code == 0, err
+    return out + err
+
+
+def call(fleet, method: str, path: str, body=None, *, key: str | None = KEY, raw: bytes | None = None,
+         headers: dict | None = None) -> tuple[int, dict, dict]:
+    """(status, headers, JSON body or {}) through the gateway."""
+    connection = http.client.HTTPConnection("127.0.0.1", fleet.gateway_port, timeout=10)
+    sent = {"Content-Type": "application/json", **(headers or {})}
+    if key:
+        sent["Authorization"] = f"Bearer {key}"
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    connection.request(method, path, body=data, headers=sent)
+    answer = connection.getresponse()
+    text = answer.read()
+    connection.close()
+    try:
+        parsed = json.loads(text) if text else {}
+    except ValueError:
+        parsed = {"text": text.decode(errors="replace")}
+    return answer.status, {k.lower(): v for k, v in answer.getheaders()}, parsed
+
+
+def served_by(fleet, headers: dict) -> str:
+    """The instance whose container answered (its hostname is its id's first 12 characters)."""
+    host = headers["x-standin-server"]
+    return next(c.labels["io.vllm-orch.instance"] for c in fleet.containers() if c.id.startswith(host)
+                and "io.vllm-orch.instance" in c.labels)
+
+
+def gateway_container(fleet):
+    found = [c for c in fleet.containers() if c.labels.get("io.vllm-orch.role") == "gateway"]
+    assert len(found) == 1
+    return found[0]
+
+
+def test_one_url_routes_by_model_lists_the_union_and_balances_replicas(fleet):
+    write(fleet)
+    up(fleet)
+    status, _, models = call(fleet, "GET", "/v1/models")
+    assert status == 200 and [m["id"] for m in models["data"]] == ["m1", "m2"] and models["object"] == "list"
+
+    status, headers, body = call(fleet, "POST", "/v1/chat/completions",
+                                 {"model": "m2", "messages": [{"role": "user", "content": "hi"}]})
+    assert status == 200 and body["model"] == "m2" and served_by(fleet, headers) == "c"
+    status, headers, body = call(fleet, "POST", "/v1/completions", {"model": "m2", "prompt": "hi"})
+    assert status == 200 and body["object"] == "text_completion" and served_by(fleet, headers) == "c"
+
+    replicas = [served_by(fleet, call(fleet, "POST", "/v1/completions", {"model": "m1", "prompt": f"p{i}"})[1])
+                for i in range(8)]
+    assert sorted(set(replicas)) == ["a", "b"] and abs(replicas.count("a") - replicas.count("b")) <= 1
+
+    rows = {r["name"]: r for r in fleet.cli_json("ps")["instances"]}
+    assert rows["gateway"]["url"] == f"http://127.0.0.1:{fleet.gateway_port}"
+    assert rows["gateway"]["state"] == "running" and rows["gateway"]["health"] == "healthy"
+    assert rows["gateway"]["model"] == "m1,m2"
+
+
+def test_prefix_policy_keeps_a_shared_prompt_prefix_on_one_replica(fleet):
+    write(fleet, policy="prefix")
+    up(fleet)
+    system = {"role": "system", "content": "You are the support bot of ACME. " * 4}
+    replicas = {served_by(fleet, call(fleet, "POST", "/v1/chat/completions", {
+        "model": "m1", "messages": [system, {"role": "user", "content": f"question {i}"}]})[1]) for i in range(6)}
+    assert len(replicas) == 1
+    spread = {served_by(fleet, call(fleet, "POST", "/v1/completions",
+                                    {"model": "m1", "prompt": f"{i} different prompt"})[1]) for i in range(12)}
+    assert spread == {"a", "b"}
+
+
+def test_what_the_gateway_refuses_and_that_it_survives_it(fleet):
+    write(fleet)
+    up(fleet)
+    assert call(fleet, "GET", "/v1/models", key=None)[0] == 401
+    status, _, body = call(fleet, "GET", "/v1/models", key="wrong")
+    assert status == 401 and body["error"]["type"] == "AuthenticationError"
+    assert call(fleet, "GET", "/health", key=None)[0] == 200  # load balancers ask without a key
+
+    for path in ("/sleep", "/wake_up", "/collective_rpc", "/v1/load_lora_adapter", "/reset_prefix_cache"):
+        status, _, body = call(fleet, "POST", path, {"model": "m1"})
+        assert status == 403 and "admin" in body["error"]["message"], path
+
+    status, _, body = call(fleet, "POST", "/v1/completions", {"model": "nope", "prompt": "x"})
+    assert status == 404 and "m1, m2" in body["error"]["message"]
+    status, _, body = call(fleet, "POST", "/v1/completions", raw=b"not json at all")
+    assert status == 400 and "model" in body["error"]["message"]
+    # The model can be read from a truncated body: the server gets it and says what is wrong.
+    status, _, body = call(fleet, "POST", "/v1/completions", raw=b'{"model": "m1", "prompt": ')
+    assert status == 400 and body["error"]["message"]
+    status, _, body = call(fleet, "POST", "/v1/completions", {"prompt": "no model"})
+    assert status == 400
+    status, _, body = call(fleet, "POST", "/v1/completions", raw=b'{"model":"m1","prompt":"' + b"x" * (2 << 20) + b'"}')
+    assert status == 413 and "KiB" in body["error"]["message"]
+
+    # A client that goes away mid-stream.
+    sock = socket.create_connection(("127.0.0.1", fleet.gateway_port), timeout=5)
+    payload = json.dumps({"model": "m1", "prompt": "x", "stream": True, "max_tokens": 50,
+                          "standin_chunk_delay": 0.05}).encode()
+    sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 + f"Authorization: Bearer {KEY}\r\nContent-Length: {len(payload)}\r\n\r\n".encode() + payload)
+    assert b"data:" in sock.recv(4096)
+    sock.close()
+
+    assert call(fleet, "POST", "/v1/completions", {"model": "m1", "prompt": "still here"})[0] == 200
+    assert gateway_container(fleet).attrs["RestartCount"] == 0
+
+
+def test_streams_pass_through_unbuffered(fleet):
+    write(fleet)
+    up(fleet)
+    connection = http.client.HTTPConnection("127.0.0.1", fleet.gateway_port, timeout=10)
+    started = time.monotonic()
+    connection.request("POST", "/v1/chat/completions", body=json.dumps({
+        "model": "m2", "messages": [{"role": "user", "content": "hi"}], "stream": True, "max_tokens": 4,
+        "standin_chunk_delay": 0.6}), headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
+    answer = connection.getresponse()
+    assert answer.status == 200 and answer.getheader("Content-Type") == "text/event-stream"
+    first = answer.readline()
+    first_at = time.monotonic() - started
+    rest = answer.read()
+    total = time.monotonic() - started
+    assert first.startswith(b"data: {") and b"chat.completion.chunk" in first
+    assert rest.rstrip().endswith(b"data: [DONE]")
+    # The server sends the first chunk at once and the last after 3 x 0.6 s: a buffering
+    # proxy would deliver the first only with the last.
+    assert first_at < 0.5 < 1.7 < total
+
+
+def test_a_dead_replica_costs_no_request_and_rejoins_after_up(fleet):
+    write(fleet)
+    up(fleet)
+    fleet.container("a").kill()
+    results = [call(fleet, "POST", "/v1/completions", {"model": "m1", "prompt": f"p{i}"}) for i in range(10)]
+    assert [r[0] for r in results] == [200] * 10
+    assert {served_by(fleet, r[1]) for r in results} == {"b"}
+
+    out = up(fleet)
+    assert "a: started" in out
+    time.sleep(1.5)  # the gateway's health check (every second) brings it back
+    replicas = {served_by(fleet, call(fleet, "POST", "/v1/completions", {"model": "m1", "prompt": f"q{i}"})[1])
+                for i in range(6)}
+    assert replicas == {"a", "b"}
+
+
+def test_route_changes_reload_in_place_without_restarting_anything(fleet):
+    write(fleet)
+    up(fleet)
+    gateway = gateway_container(fleet)
+    servers = {name: fleet.container(name).attrs["State"]["StartedAt"] for name in "abc"}
+
+    fleet.path.write_text(fleet.path.read_text() + f"""
+[instance.d.server]
+served_model_name = "m3"
+port = {free_port()}
+""")
+    code, out, _ = fleet.cli("up", "--dry-run")
+    assert code == 0 and "reload gateway: routes: + d (m3)" in out
+    up(fleet)
+    assert [m["id"] for m in call(fleet, "GET", "/v1/models")[2]["data"]] == ["m1", "m2", "m3"]
+    assert served_by(fleet, call(fleet, "POST", "/v1/completions", {"model": "m3", "prompt": "x"})[1]) == "d"
+
+    fleet.path.write_text(fleet.path.read_text().replace("[instance.c.server]", "[instance.c.control]\nenabled = false\n[instance.c.server]"))
+    up(fleet)
+    status, _, body = call(fleet, "POST", "/v1/completions", {"model": "m2", "prompt": "x"})
+    assert status == 404 and "m1, m3" in body["error"]["message"]
+
+    after = gateway_container(fleet)
+    assert after.id == gateway.id and after.attrs["State"]["StartedAt"] == gateway.attrs["State"]["StartedAt"]
+    assert {n: fleet.container(n).attrs["State"]["StartedAt"] for n in "ab"} == {n: servers[n] for n in "ab"}
+
+    code, _, err = fleet.cli("up")
+    assert code == 0 and "nothing to do" in err
+
+
+def test_the_key_is_never_in_argv_inspect_or_output_and_down_removes_the_gateway(fleet):
+    write(fleet)
+    output = up(fleet)
+    code, out, err = fleet.cli("ps", "--json")
+    dry = fleet.cli("up", "--dry-run", "--json")
+    inspected = json.dumps(gateway_container(fleet).attrs)
+    for text in (output, out, err, dry[1], dry[2], inspected):
+        assert KEY not in text
+    secret = fleet.dir / "gateway" / fleet.name / "secret"
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o700
+    assert stat.S_IMODE((secret / "keys").stat().st_mode) == 0o400
+
+    code, out, err = fleet.cli("logs", "gateway")
+    assert code == 0 and "serving configuration" in out
+
+    code, _, err = fleet.cli("down")
+    assert code == 0 and "gateway: stopped and removed" in err
+    assert fleet.containers() == []
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", fleet.gateway_port), timeout=1).close()

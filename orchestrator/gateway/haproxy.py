@@ -107,6 +107,9 @@ def _config(gateway: GatewaySpec, routes: tuple[Route, ...], names: list[str], v
         "    option httplog",
         "    option dontlog-normal",  # errors only: a line per request would cost throughput
         "    option http-buffer-request",
+        # Every request is independent and carries its own key: any idle connection to a
+        # replica may serve the next one (a new connection per request costs the server most).
+        "    http-reuse always",
         "    timeout connect 2s",
         "    timeout client 1h",  # a long generation streams for as long as it takes
         "    timeout server 1h",

@@ -92,6 +92,9 @@ class State:
 class Handler(BaseHTTPRequestHandler):
     server_version = "standin-vllm/1"
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes: without TCP_NODELAY the body waits for the
+    # client's delayed ACK (~40 ms) on a keep-alive connection, which no real server does.
+    disable_nagle_algorithm = True
     state: State  # set on the class by main()
 
     # -- plumbing ---------------------------------------------------------------------------

@@ -34,7 +34,8 @@ GATEWAY_SETTINGS: tuple[Setting, ...] = (
             "largest request body routed (KiB); larger ones get 413 (the router reads `model` from the "
             "buffered body)", default=1024),
     Setting("config_host_dir", {"type": "string"},
-            "host dir for the rendered router config (`<dir>/<project>/`, relative to this file)", default="gateway"),
+            "host dir for the rendered router config and its key (`<dir>/<project>/`, relative to this file)",
+            default=".vllm-orch/gateway"),
 )
 
 DEFAULTS: dict[str, Any] = {s.key: s.default for s in GATEWAY_SETTINGS if s.default is not None}

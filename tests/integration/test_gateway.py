@@ -241,7 +241,7 @@ def test_the_key_is_never_in_argv_inspect_or_output_and_down_removes_the_gateway
     inspected = json.dumps(gateway_container(fleet).attrs)
     for text in (output, out, err, dry[1], dry[2], inspected):
         assert KEY not in text
-    secret = fleet.dir / "gateway" / fleet.name / "secret"
+    secret = fleet.dir / ".vllm-orch" / "gateway" / fleet.name / "secret"
     assert stat.S_IMODE(secret.stat().st_mode) == 0o700
     assert stat.S_IMODE((secret / "keys").stat().st_mode) == 0o400
 

@@ -48,7 +48,7 @@ def gateway_of(tmp_path, text: str) -> tuple[GatewaySpec, list]:
 def test_a_gateway_table_turns_it_on_and_enabled_false_turns_it_off(tmp_path):
     gateway, _ = gateway_of(tmp_path, fleet_text())
     assert gateway.port == 9000 and gateway.policy == "prefix" and gateway.image == "vllm-orch/gateway:latest"
-    assert gateway.url == "http://127.0.0.1:9000" and gateway.host_dir == str(tmp_path / "gateway" / "fleet")
+    assert gateway.url == "http://127.0.0.1:9000" and gateway.host_dir == str(tmp_path / ".vllm-orch" / "gateway" / "fleet")
     assert gateway_of(tmp_path, fleet_text("port = 9000\nenabled = false"))[0] is None
     assert gateway_of(tmp_path, config("a"))[0] is None
 

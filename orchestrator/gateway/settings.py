@@ -56,7 +56,7 @@ def schema() -> dict[str, Any]:
 
 def readme_rows() -> str:
     """The README's `[gateway]` reference rows (printed by `python -m orchestrator.gateway.settings`)."""
-    lines = ["| key | default | meaning |", "|---|---|---|"]
+    lines = ["| key | default | meaning |", "| --- | --- | --- |"]
     for s in GATEWAY_SETTINGS:
         default = s.shown_default or f"`{s.default!r}`".replace("'", '"')
         lines.append(f"| `{s.key}` | {default} | {s.doc} |")

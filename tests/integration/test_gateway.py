@@ -195,8 +195,13 @@ def test_a_dead_replica_costs_no_request_and_rejoins_after_up(fleet):
     assert [r[0] for r in results] == [200] * 10
     assert {served_by(fleet, r[1]) for r in results} == {"b"}
 
+    fleet.container("c").kill()  # the only replica of m2
+    time.sleep(2)
+    status, _, body = call(fleet, "POST", "/v1/completions", {"model": "m2", "prompt": "x"})
+    assert status == 503 and "no replica" in body["error"]["message"]
+
     out = up(fleet)
-    assert "a: started" in out
+    assert "a: started" in out and "c: started" in out
     time.sleep(1.5)  # the gateway's health check (every second) brings it back
     replicas = {served_by(fleet, call(fleet, "POST", "/v1/completions", {"model": "m1", "prompt": f"q{i}"})[1])
                 for i in range(6)}

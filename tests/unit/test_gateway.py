@@ -198,3 +198,13 @@ def test_the_container_body_keeps_the_key_out_and_runs_locked_down(tmp_path):
 def test_each_policy_renders_its_balance(tmp_path, policy, expected):
     gateway, instances = gateway_of(tmp_path, fleet_text(f'port = 9000\npolicy = "{policy}"'))
     assert expected in haproxy.render(gateway, routes_for(instances))["haproxy.cfg"].decode()
+
+
+def test_the_readme_lists_every_gateway_setting_as_declared():
+    from pathlib import Path
+
+    from orchestrator.gateway.settings import readme_rows
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for row in readme_rows().splitlines()[2:]:
+        assert row in readme, f"README's [gateway] table is stale (python -m orchestrator.gateway.settings): {row}"

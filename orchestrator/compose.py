@@ -39,6 +39,7 @@ from orchestrator.labels import LABEL_GPUS, LABEL_INSTANCE, LABEL_LOG, LABEL_MOD
 from orchestrator.container import ContainerSpec
 from orchestrator.spec import GpuRequest, InstanceSpec, Mount
 
+GATEWAY_NAME = "gateway"  # the gateway's service (orchestrator/gateway/settings.py)
 OWNER_COMPOSE = "compose"  # io.vllm-orch.owner of exported containers: `down` only removes "vllm-orch"
 TEMPLATES_ENV = "VLLM_ORCH_COMPOSE_TEMPLATES"
 # The repository's compose-templates/, reached through a link inside the package so that an
@@ -400,6 +401,7 @@ def render_compose(project: Any, templates: Path | None = None) -> str:
     services = [_escape(service_settings(spec, enabled=master_on and spec.enabled)) for spec in instances]
     common, own = split_common(services)
     anchors = {key: anchor for key, anchor in MERGED_MAPPINGS.items() if key in common}
+    gateway = _gateway_parts(project)  # (service, configs, secrets) or None: orchestrator/gateway/compose_service.py
 
     def assemble(comments: bool) -> str:
         blocks: list[str] = []
@@ -411,7 +413,10 @@ def render_compose(project: Any, templates: Path | None = None) -> str:
                 inline={"service": _inline(spec.name)},
                 source=str(directory / "service.yml"),
             ))
-        return fill(
+        if gateway is not None:
+            note = "# The gateway (HAProxy): one OpenAI endpoint routed by model; its configuration is below.\n"
+            blocks.append((note if comments else "") + _dump({GATEWAY_NAME: gateway[0]}))
+        text = fill(
             base,
             blocks={
                 "header": _header(project, all(master_on and spec.enabled for spec in instances)) if comments else "",
@@ -421,13 +426,28 @@ def render_compose(project: Any, templates: Path | None = None) -> str:
             inline={"project": _inline(resolved.project)},
             source=str(directory / "base.yml"),
         )
+        if gateway is not None:
+            text += "\n" + _dump({"configs": gateway[1]}) + (_dump({"secrets": gateway[2]}) if gateway[2] else "")
+        return text
 
     text = assemble(comments=True)
-    doc = _check(text, resolved.project, [spec.name for spec in instances], services, directory)
+    names = [spec.name for spec in instances] + ([GATEWAY_NAME] if gateway is not None else [])
+    doc = _check(text, resolved.project, names, services + ([gateway[0]] if gateway is not None else []), directory)
     if doc != yaml.load(assemble(comments=False), Loader=_StrictLoader):
         raise OrchestratorError("the compose file's comments would change what it means (a value holds a line "
                                 "break the escaping missed); nothing was written")
     return text
+
+
+def _gateway_parts(project: Any) -> tuple[dict, dict, dict] | None:
+    from orchestrator.gateway.compose_service import compose_parts
+    from orchestrator.gateway.settings import read
+
+    gateway = read(project.loaded.data, project=project.resolved.project, config_file=project.resolved.config_file)
+    if gateway is None:
+        return None
+    service, configs, secrets = compose_parts(gateway, project.resolved.instances, OWNER_COMPOSE)
+    return _escape(service), _escape(configs), secrets
 
 
 # ----------------------------------------------------------------------------- read-back check

@@ -126,8 +126,12 @@ def _config(gateway: GatewaySpec, routes: tuple[Route, ...], names: list[str], v
         f'    http-request return status 200 content-type text/plain string "ok {version}" if {{ path /health }}',
     ]
     if gateway.api_key:
+        # The key file holds the key alone (as a Compose or Kubernetes secret would), so the
+        # header's scheme is checked apart from its token.
         lines.append(f"    http-request return status 401 content-type application/json file {answers}/unauthorized.json "
-                     f"hdr WWW-Authenticate Bearer unless {{ req.hdr(authorization) -m str -f {SECRET_DIR}/{KEYS_FILE} }}")
+                     "hdr WWW-Authenticate Bearer unless { req.hdr(authorization) -m reg ^Bearer[[:space:]] } "
+                     "{ req.hdr(authorization),regsub(^Bearer[[:space:]]+,) -m str "
+                     f"-f {SECRET_DIR}/{KEYS_FILE} }}")
     lines += [
         "    http-request use-service prometheus-exporter if { path /metrics }",
         f"    http-request return status 200 content-type application/json file {CURRENT}/models.json "
@@ -181,5 +185,5 @@ def _config(gateway: GatewaySpec, routes: tuple[Route, ...], names: list[str], v
 
 
 def keys_file(gateway: GatewaySpec) -> bytes | None:
-    """The API-key pattern file (`Bearer <key>`), or None without a key."""
-    return f"Bearer {gateway.api_key}\n".encode() if gateway.api_key else None
+    """The API-key pattern file (the key, one line), or None without a key."""
+    return f"{gateway.api_key}\n".encode() if gateway.api_key else None

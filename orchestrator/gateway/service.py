@@ -49,9 +49,11 @@ class GatewayPlan(Value):
         return f"{self.kind} {GATEWAY_NAME}" + (": " + "; ".join(self.reasons) if self.reasons else "")
 
 
-def observe(engine: Engine, project: str) -> tuple[dict | None, dict[str, str]]:
-    """(the gateway's list row or None, instance -> its container's IP) in one list call."""
-    rows = _call(lambda: engine.containers(labels=[f"{LABEL_PROJECT}={project}", f"{LABEL_OWNER}={OWNER_UP}"]))
+def observe(engine: Engine, project: str, *, owner: str | None = OWNER_UP) -> tuple[dict | None, dict[str, str]]:
+    """(the gateway's list row or None, instance -> its container's IP) in one list call
+    (`owner` None: any tool's, as `ps` shows the Compose export's too)."""
+    labels = [f"{LABEL_PROJECT}={project}"] + ([f"{LABEL_OWNER}={owner}"] if owner else [])
+    rows = _call(lambda: engine.containers(labels=labels))
     gateway = next((r for r in rows if (r.get("Labels") or {}).get(LABEL_ROLE) == GATEWAY_NAME), None)
     addresses: dict[str, str] = {}
     for row in rows:

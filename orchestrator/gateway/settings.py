@@ -21,8 +21,9 @@ GATEWAY_SETTINGS: tuple[Setting, ...] = (
     Setting("enabled", {"type": "boolean"}, "run the gateway (a `[gateway]` table alone turns it on)", default=True),
     Setting("port", {"type": "integer", "minimum": 1, "maximum": 65535},
             "host port of the one OpenAI endpoint, on `[docker] publish_address`", shown_default="required"),
-    Setting("api_key", {"type": "string", "minLength": 1, "writeOnly": True},
-            "clients must send `Authorization: Bearer <api_key>` (all but `/health`); a secret: given to the "
+    Setting("api_key", {"type": "string", "minLength": 1, "pattern": "^[!-~]+$", "writeOnly": True},
+            "clients must send `Authorization: Bearer <api_key>` (all but `/health`; printable ASCII, no spaces); "
+            "a secret: given to the "
             "router as a root-only file, never on argv, in output or exports", shown_default="none (open)"),
     Setting("policy", {"type": "string", "enum": list(POLICIES)},
             "how replicas of one model share requests: `prefix` (a prompt's first bytes pick a replica, so "

@@ -65,7 +65,7 @@ def remove_for_down(project_name: str, backend, names: tuple[str, ...]):
 
 
 def ps_row(project_name: str, project, backend) -> dict[str, Any] | None:
-    observed, _ = service.observe(backend.engine, project_name)
+    observed, _ = service.observe(backend.engine, project_name, owner=None)
     if observed is None:
         gateway = spec_of(project) if project is not None else None
         if gateway is None:

@@ -31,7 +31,7 @@ def _gateway_image(engine):
         pytest.fail(f"image {GATEWAY_IMAGE} missing; scripts/build-images.sh gateway builds it")
 
 
-def write(fleet, *, policy: str = "round_robin", extra: str = "", key: bool = True) -> int:
+def write(fleet, *, policy: str = "round_robin", extra: str = "", key: bool = True, docker_extra: str = "") -> int:
     port = free_port()
     fleet.gateway_port = port
     fleet.write(f"""
@@ -53,7 +53,7 @@ def write(fleet, *, policy: str = "round_robin", extra: str = "", key: bool = Tr
         [instance.c.server]
         served_model_name = "m2"
         port = {free_port()}
-        """ + extra)
+        """ + extra, docker_extra=docker_extra)
     return port
 
 
@@ -258,3 +258,36 @@ def test_the_key_is_never_in_argv_inspect_or_output_and_down_removes_the_gateway
     assert fleet.containers() == []
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", fleet.gateway_port), timeout=1).close()
+
+
+def test_the_compose_export_runs_the_gateway_with_the_key_from_the_environment(fleet):
+    import subprocess
+
+    write(fleet, docker_extra="cache_host_dir = false\n")
+    compose_file = fleet.dir / "docker-compose.yml"
+    code, _, err = fleet.cli("compose", "-o", str(compose_file))
+    assert code == 0, err
+    assert KEY not in compose_file.read_text()
+    for name in "abc":  # the export's header: the log files must exist before `docker compose up`
+        fleet.log_file(name).parent.mkdir(exist_ok=True)
+        fleet.log_file(name).touch()
+    env = {**os.environ, "VLLM_ORCH_GATEWAY_API_KEY": KEY}
+    compose = ["docker", "compose", "-f", str(compose_file)]
+    try:
+        done = subprocess.run([*compose, "up", "-d"], capture_output=True, text=True, env=env, timeout=180)
+        assert done.returncode == 0, done.stderr
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                status, headers, _ = call(fleet, "POST", "/v1/completions", {"model": "m2", "prompt": "x"})
+                if status == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "the exported gateway did not route within 30 s"
+            time.sleep(0.5)
+        assert call(fleet, "GET", "/v1/models", key=None)[0] == 401
+        rows = {r["name"]: r for r in fleet.cli_json("ps")["instances"]}
+        assert rows["gateway"]["owner"] == "compose" and rows["gateway"]["state"] == "running"
+    finally:
+        subprocess.run([*compose, "down", "-t", "2"], capture_output=True, env=env, timeout=180)

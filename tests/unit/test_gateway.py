@@ -113,7 +113,7 @@ def test_the_rendered_files_route_by_model_and_answer_in_openai_shapes(tmp_path)
     assert cfg.count("server a 127.0.0.1:8001") == 1 and "server c 127.0.0.1:8003" in cfg
     assert "retry-on conn-failure" in cfg and "option httpchk GET /health" in cfg
     assert "k-1" not in cfg  # the key is only in the secret file
-    assert haproxy.keys_file(gateway) == b"Bearer k-1\n"
+    assert haproxy.keys_file(gateway) == b"k-1\n"
     assert json.loads(rendered["models.json"])["data"][1]["id"] == "m2"
     unknown = json.loads(rendered["answers/unknown-model.json"])
     assert unknown["error"]["code"] == 404 and "m1, m2" in unknown["error"]["message"]

@@ -79,6 +79,9 @@ def render(gateway: GatewaySpec, routes: Iterable[Route], version: str = "") -> 
     files["answers/refused.json"] = error_body(
         403, "not served by the gateway: only the OpenAI routes under /v1 (not vLLM's admin routes such as "
         "/sleep, /wake_up, /collective_rpc or " + ", ".join(ADMIN_IN_V1) + "), /health and /metrics", "ForbiddenError")
+    files["answers/bad-gateway.json"] = error_body(502, "the replica answered with something that is not HTTP",
+                                                   "BadGatewayError")
+    files["answers/timeout.json"] = error_body(504, "the replica did not answer in time", "GatewayTimeoutError")
     files["answers/not-found.json"] = error_body(404, "no such route on the gateway", "NotFoundError")
     files["answers/no-replica.json"] = error_body(
         503, "no replica of this model is up (stopped, starting or unhealthy); try again shortly", "ServiceUnavailableError")
@@ -115,6 +118,13 @@ def _config(gateway: GatewaySpec, routes: tuple[Route, ...], names: list[str], v
         "    timeout server 1h",
         "    timeout http-request 60s",
         "    timeout http-keep-alive 60s",
+        # A loaded server may answer /health slowly: three failed checks take it out; a refused
+        # connection takes it out at once (observe layer4 below).
+        "    timeout check 5s",
+        # HAProxy's own error pages, OpenAI-shaped like every other answer of the gateway.
+        f"    http-error status 503 content-type application/json file {answers}/no-replica.json",
+        f"    http-error status 502 content-type application/json file {answers}/bad-gateway.json",
+        f"    http-error status 504 content-type application/json file {answers}/timeout.json",
         # A replica that refuses the connection (dead, restarting) is retried on another
         # before the client sees an error: the request was never sent, so this is safe.
         "    retries 3",
@@ -175,7 +185,7 @@ def _config(gateway: GatewaySpec, routes: tuple[Route, ...], names: list[str], v
             f"    {BALANCE[gateway.policy]}",
             "    option httpchk GET /health",
             "    http-check expect status 200",
-            f"    default-server check inter {CHECK_INTER_MS} fall 1 rise 1 observe layer4 error-limit 1 on-error mark-down",
+            f"    default-server check inter {CHECK_INTER_MS} fall 3 rise 1 observe layer4 error-limit 1 on-error mark-down",
             # No replica up: a clear 503 rather than HAProxy's own page.
             f"    http-request return status 503 content-type application/json file {answers}/no-replica.json "
             "if { nbsrv() eq 0 }",

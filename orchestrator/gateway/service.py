@@ -218,14 +218,44 @@ def status_row(observed: dict, *, configured: bool) -> dict[str, Any]:
 
 
 def wait_healthy(gateway: GatewaySpec, timeout: float) -> float:
-    """`up --wait`: seconds until the gateway answers /health (OrchestratorError past timeout)."""
+    """`up --wait`: seconds until the gateway answers /health and its own health checks have
+    found a replica up for every model it routes (so the first request after `up --wait` is
+    served); OrchestratorError past timeout."""
     started = time.monotonic()
-    while _health(gateway.url, timeout=1.0) is None:
+    wanted = {haproxy.backend_name(m) for m in models(
+        Route(**r) for r in files.read_current(gateway.host_dir, "routes.json") or [] if isinstance(r, dict))}
+    while True:
+        waiting = wanted - _backends_up(gateway) if _health(gateway.url, timeout=1.0) is not None else {"/health"}
+        if not waiting:
+            return time.monotonic() - started
         if time.monotonic() - started > timeout:
-            raise OrchestratorError(f"gateway: no answer on {gateway.url}/health within {timeout:g}s "
+            what = "no answer on /health" if "/health" in waiting else "no replica up for " + ", ".join(sorted(waiting))
+            raise OrchestratorError(f"gateway at {gateway.url}: {what} within {timeout:g}s "
                                     f"(see `vllm-orch logs {GATEWAY_NAME}`)")
         time.sleep(0.2)
-    return time.monotonic() - started
+
+
+def _backends_up(gateway: GatewaySpec) -> set[str]:
+    """The gateway's backends with at least one replica up, from its Prometheus metrics."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(gateway.url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=2.0)
+    try:
+        connection.request("GET", "/metrics", headers={"Authorization": f"Bearer {gateway.api_key}"}
+                           if gateway.api_key else {})
+        text = connection.getresponse().read().decode(errors="replace")
+    except (OSError, http.client.HTTPException):
+        return set()
+    finally:
+        connection.close()
+    up: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith('haproxy_backend_active_servers{proxy="'):
+            name, _, value = line[len('haproxy_backend_active_servers{proxy="'):].partition('"}')
+            if value.strip() not in ("0", ""):
+                up.add(name)
+    return up
 
 
 def _await_version(gateway: GatewaySpec, version: str) -> None:

@@ -221,7 +221,29 @@ port = {free_port()}
 """)
     code, out, _ = fleet.cli("up", "--dry-run")
     assert code == 0 and "reload gateway: routes: + d (m3)" in out
-    up(fleet)
+
+    # A client keeps sending while the routes change: a reload in place drops nothing.
+    import threading
+
+    statuses: list = []
+    stop = threading.Event()
+
+    def client() -> None:
+        while not stop.is_set():
+            try:
+                statuses.append(call(fleet, "POST", "/v1/completions", {"model": "m1", "prompt": "x"})[0])
+            except OSError as exc:
+                statuses.append(repr(exc))
+
+    worker = threading.Thread(target=client)
+    worker.start()
+    try:
+        output = up(fleet)
+    finally:
+        stop.set()
+        worker.join(30)
+    assert "gateway: reloaded in place" in output
+    assert len(statuses) > 5 and set(statuses) == {200}, statuses
     assert [m["id"] for m in call(fleet, "GET", "/v1/models")[2]["data"]] == ["m1", "m2", "m3"]
     assert served_by(fleet, call(fleet, "POST", "/v1/completions", {"model": "m3", "prompt": "x"})[1]) == "d"
 

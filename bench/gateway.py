@@ -128,7 +128,7 @@ def vllm_orch(*args: str) -> None:
     subprocess.run([str(REPO / ".venv/bin/vllm-orch"), *args], check=True, capture_output=True, text=True)
 
 
-def start_fleet(tmp: Path) -> tuple[Path, int, list[int]]:
+def start_fleet(tmp: Path, max_body_kib: int | None) -> tuple[Path, int, list[int]]:
     ports = [free_port(), free_port()]
     gateway = free_port()
     config = tmp / "bench-gateway.toml"
@@ -154,7 +154,7 @@ def start_fleet(tmp: Path) -> tuple[Path, int, list[int]]:
         port = {gateway}
         policy = "round_robin"
         api_key = "{KEY}"
-        """))
+        """) + (f"max_body_kib = {max_body_kib}\n" if max_body_kib else ""))
     vllm_orch("-c", str(config), "up", "--wait", "--timeout", "120")
     return config, gateway, ports
 
@@ -194,11 +194,12 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
     parser.add_argument("--chunks", type=int, default=16, help="chunks per streamed answer")
     parser.add_argument("--litellm", default=shutil.which("litellm"), help="the litellm executable (default: on PATH)")
+    parser.add_argument("--max-body-kib", type=int, default=None, help="[gateway] max_body_kib (default: its default)")
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
-    config, gateway_port, ports = start_fleet(tmp)
+    config, gateway_port, ports = start_fleet(tmp, args.max_body_kib)
     litellm = None
     variants = {"direct": ([("127.0.0.1", p) for p in ports], None),
                 "gateway": ([("127.0.0.1", gateway_port)], KEY)}

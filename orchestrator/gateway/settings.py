@@ -32,8 +32,9 @@ GATEWAY_SETTINGS: tuple[Setting, ...] = (
             default="prefix"),
     Setting("image", {"type": "string"}, "the router's image (HAProxy)", default=DEFAULT_IMAGE),
     Setting("max_body_kib", {"type": "integer", "minimum": 16, "maximum": 65536},
-            "largest request body routed (KiB); larger ones get 413 (the router reads `model` from the "
-            "buffered body)", default=1024),
+            "largest request body routed (KiB; about 4 characters of prompt per token); larger ones get 413. "
+            "The router reads `model` from the buffered body and sizes every buffer to this: 1024 costs "
+            "half the throughput of 64 (bench/gateway.py)", default=256),
     Setting("config_host_dir", {"type": "string"},
             "host dir for the rendered router config and its key (`<dir>/<project>/`, relative to this file)",
             default=".vllm-orch/gateway"),

@@ -59,16 +59,18 @@ def server_name(instance: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", instance)
 
 
-def render(gateway: GatewaySpec, routes: Iterable[Route], version: str = "") -> dict[str, bytes]:
+def render(gateway: GatewaySpec, routes: Iterable[Route], version: str = "", *, names: bool = False) -> dict[str, bytes]:
     """The files of one configuration version (paths relative to the version's directory).
-    `version` is what `/health` answers after "ok ", so `up` can tell when a reload is done."""
+    `version` is what `/health` answers after "ok ", so `up` can tell when a reload is done.
+    `names`: the addresses are DNS names (Kubernetes Services), resolved when HAProxy starts; a
+    name that does not resolve yet leaves that replica down instead of failing the start."""
     routes = tuple(routes)
-    names = models(routes)
+    names_list = models(routes)
     files: dict[str, bytes] = {}
     files["models.json"] = (json.dumps({"object": "list", "data": [
-        {"id": m, "object": "model", "owned_by": "vllm", "root": m, "parent": None} for m in names]}) + "\n").encode()
-    files["models.map"] = "".join(f"{m} {backend_name(m)}\n" for m in names).encode()
-    known = ", ".join(names) if names else "none (no instance is enabled)"
+        {"id": m, "object": "model", "owned_by": "vllm", "root": m, "parent": None} for m in names_list]}) + "\n").encode()
+    files["models.map"] = "".join(f"{m} {backend_name(m)}\n" for m in names_list).encode()
+    known = ", ".join(names_list) if names_list else "none (no instance is enabled)"
     files["answers/unknown-model.json"] = error_body(404, f"model not served here; models: {known}", "NotFoundError")
     files["answers/no-model.json"] = error_body(
         400, "the body must be a JSON object naming a `model` (GET /v1/models lists them)", "BadRequestError")
@@ -86,11 +88,11 @@ def render(gateway: GatewaySpec, routes: Iterable[Route], version: str = "") -> 
     files["answers/no-replica.json"] = error_body(
         503, "no replica of this model is up (stopped, starting or unhealthy); try again shortly", "ServiceUnavailableError")
     files["routes.json"] = (json.dumps([r.to_json() for r in routes], indent=1) + "\n").encode()
-    files["haproxy.cfg"] = _config(gateway, routes, names, version).encode()
+    files["haproxy.cfg"] = _config(gateway, routes, names_list, version, dns=names).encode()
     return files
 
 
-def _config(gateway: GatewaySpec, routes: tuple[Route, ...], names: list[str], version: str) -> str:
+def _config(gateway: GatewaySpec, routes: tuple[Route, ...], names: list[str], version: str, *, dns: bool = False) -> str:
     answers = f"{CURRENT}/answers"
     max_body = gateway.max_body_kib * 1024
     address = gateway.publish_address or "0.0.0.0"
@@ -131,6 +133,8 @@ def _config(gateway: GatewaySpec, routes: tuple[Route, ...], names: list[str], v
         "    retry-on conn-failure empty-response",
         "    option redispatch 1",
         "",
+        *(["# Service names are resolved again while running: one created after the gateway joins.",
+           "resolvers cluster", "    parse-resolv-conf", "    hold valid 10s", ""] if dns else []),
         "frontend openai",
         f"    bind {bind}:{gateway.port}",
         f'    http-request return status 200 content-type text/plain string "ok {version}" if {{ path /health }}',
@@ -185,7 +189,8 @@ def _config(gateway: GatewaySpec, routes: tuple[Route, ...], names: list[str], v
             f"    {BALANCE[gateway.policy]}",
             "    option httpchk GET /health",
             "    http-check expect status 200",
-            f"    default-server check inter {CHECK_INTER_MS} fall 3 rise 1 observe layer4 error-limit 1 on-error mark-down",
+            f"    default-server check inter {CHECK_INTER_MS} fall 3 rise 1 observe layer4 error-limit 1 on-error mark-down"
+            + (" init-addr last,libc,none resolvers cluster" if dns else ""),
             # No replica up: a clear 503 rather than HAProxy's own page.
             f"    http-request return status 503 content-type application/json file {answers}/no-replica.json "
             "if { nbsrv() eq 0 }",

@@ -208,3 +208,42 @@ def test_the_readme_lists_every_gateway_setting_as_declared():
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     for row in readme_rows().splitlines()[2:]:
         assert row in readme, f"README's [gateway] table is stale (python -m orchestrator.gateway.settings): {row}"
+
+
+# ----------------------------------------------------------------------------- exports
+def test_the_kubernetes_export_has_the_gateway_with_the_instances_services_as_backends(write_toml, capsys):
+    import yaml
+
+    from orchestrator.cli import main
+    from tests.unit.test_kubernetes import assert_strictly_valid
+
+    path = write_toml(fleet_text('port = 9000\napi_key = "k-9"'))
+    assert main(["-c", str(path), "k8s", "--offline"]) == 0
+    out, err = capsys.readouterr()
+    assert "k-9" not in out + err
+    assert_strictly_valid(out)
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(out)}
+    config = docs[("ConfigMap", "fleet-gateway")]["data"]["haproxy.cfg"]
+    assert "server a fleet-a:8001" in config and "server c fleet-c:8003" in config and "bind 0.0.0.0:9000" in config
+    pod = docs[("Deployment", "fleet-gateway")]["spec"]["template"]["spec"]
+    assert pod["volumes"][1]["secret"]["items"] == [{"key": "VLLM_ORCH_GATEWAY_API_KEY", "path": "keys"}]
+    assert docs[("Service", "fleet-gateway")]["spec"]["ports"][0]["port"] == 9000
+    assert "VLLM_ORCH_GATEWAY_API_KEY" in out.split("apiVersion")[0]  # the header names the Secret's key
+
+
+def test_the_compose_export_has_the_gateway_and_never_its_key(write_toml, capsys):
+    import yaml
+
+    from orchestrator.cli import main
+
+    path = write_toml(fleet_text('port = 9000\napi_key = "k-9"'))
+    assert main(["-c", str(path), "compose", "--offline"]) == 0
+    out, err = capsys.readouterr()
+    assert "k-9" not in out + err
+    doc = yaml.safe_load(out)
+    service = doc["services"]["gateway"]
+    assert service["network_mode"] == "host" and service["labels"]["io.vllm-orch.role"] == "gateway"
+    assert doc["secrets"] == {"vllm-orch-gateway-api-key": {"environment": "VLLM_ORCH_GATEWAY_API_KEY"}}
+    config = doc["configs"]["vllm-orch-gateway-haproxy-cfg"]["content"]
+    assert "$$.model" in config  # escaped: Compose must not interpolate HAProxy's JSON paths
+    assert "server a 127.0.0.1:8001" in config

@@ -26,7 +26,8 @@ LAYERS: list[set[str]] = [
     {"project", "plan", "gpus", "gpu_readers", "gateway.haproxy"},
     # engine clients, renderers, exporters, status and waiting
     {"backends.engine", "backends.engine_socket", "backends.engine_sdk", "backends.engine_body", "compose",
-     "exporters.kubernetes", "status", "waiter", "gateway.service", "gateway.compose_service"},
+     "exporters.kubernetes", "status", "waiter", "gateway.service", "gateway.compose_service",
+     "gateway.kubernetes"},
     # the backends
     {"backends.base", "backends.docker", "backends.local"},
     # checks that need a backend

@@ -242,7 +242,7 @@ def up(inputs: Inputs, request: UpRequest, *, say: Say = _quiet, report: Callabl
         results = backend.apply(project, actions, on_done=report, start_after=order,
                                 await_healthy=lambda action: healthy([action.spec]), progress=progress)
         if step is not None:  # planned again: the routes follow what this run started or removed
-            step = gateway.plan_for_up(project, backend)
+            step = gateway.plan_for_up(project, backend, fresh=True)
         if step is not None:
             result = gateway.apply_for_up(step, backend)
             if result.action.kind != "noop" or not result.ok:
@@ -318,7 +318,7 @@ def down(inputs: Inputs, names: tuple[str, ...] = (), *, backend: str | None = N
     if chosen.name == DOCKER:
         from orchestrator.gateway.workflow import remove_for_down
 
-        removed = remove_for_down(name, chosen, names)
+        removed = remove_for_down(name, chosen, names, project.resolved.config_file if project else None)
         if removed is not None:
             (report or _quiet)(removed.line())
             results.append(removed)

@@ -88,6 +88,7 @@ class DockerBackend:
 
     def __init__(self, engine: Engine | None = None):
         self._engine = engine
+        self.last_rows: list[dict[str, Any]] = []  # the last observe's list rows, side services included
         self._engine_lock = _thread.allocate_lock()
 
     # ------------------------------------------------------------------ connection
@@ -117,9 +118,11 @@ class DockerBackend:
         labels = [f"{LABEL_PROJECT}={project}"]
         if owner:
             labels.append(f"{LABEL_OWNER}={owner}")
-        # Side services (the gateway: orchestrator/gateway/service.py) are not instances.
-        return [_observed(row) for row in self._read(lambda e: e.containers(labels=labels))
-                if not (row.get("Labels") or {}).get(LABEL_ROLE)]
+        rows = self._read(lambda e: e.containers(labels=labels))
+        # Side services (the gateway: orchestrator/gateway/) are not instances; they read their
+        # own row and the instances' addresses from this same call, so they cost no call of their own.
+        self.last_rows = rows
+        return [_observed(row) for row in rows if not (row.get("Labels") or {}).get(LABEL_ROLE)]
 
     def all_containers(self) -> list[dict[str, Any]]:
         """Every container on the engine, any owner (one list call): `gpus` names GPU holders."""

@@ -53,7 +53,11 @@ def observe(engine: Engine, project: str, *, owner: str | None = OWNER_UP) -> tu
     """(the gateway's list row or None, instance -> its container's IP) in one list call
     (`owner` None: any tool's, as `ps` shows the Compose export's too)."""
     labels = [f"{LABEL_PROJECT}={project}"] + ([f"{LABEL_OWNER}={owner}"] if owner else [])
-    rows = _call(lambda: engine.containers(labels=labels))
+    return from_rows(_call(lambda: engine.containers(labels=labels)))
+
+
+def from_rows(rows: list[dict]) -> tuple[dict | None, dict[str, str]]:
+    """observe()'s answer from list rows already fetched (DockerBackend.last_rows)."""
     gateway = next((r for r in rows if (r.get("Labels") or {}).get(LABEL_ROLE) == GATEWAY_NAME), None)
     addresses: dict[str, str] = {}
     for row in rows:
@@ -176,13 +180,9 @@ def _user() -> str:
     return f"{os.getuid()}:{os.getgid()}"
 
 
-def remove(engine: Engine, project: str) -> str | None:
-    """`down`: remove the project's gateway; None when there is none."""
-    observed, _ = observe(engine, project)
-    if observed is None:
-        return None
+def remove_observed(engine: Engine, observed: dict) -> None:
+    """`down`: stop and remove the gateway's container (its rendered files stay, as logs do)."""
     _remove(engine, observed)
-    return "stopped and removed"
 
 
 def _remove(engine: Engine, observed: dict) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 from orchestrator.errors import OrchestratorError, PreflightError
 from orchestrator.gateway import service
 from orchestrator.gateway.settings import GATEWAY_NAME, GatewaySpec, read
+from orchestrator.labels import LABEL_CONFIG
 from orchestrator.plan import Action
 
 
@@ -18,8 +19,10 @@ def spec_of(project) -> GatewaySpec | None:
     return read(project.loaded.data, project=project.name, config_file=project.resolved.config_file)
 
 
-def plan_for_up(project, backend) -> service.GatewayPlan | None:
-    """The gateway's step for this `up` (None: no gateway, none running). Its image must exist."""
+def plan_for_up(project, backend, *, fresh: bool = False) -> service.GatewayPlan | None:
+    """The gateway's step for this `up` (None: no gateway, none running). Its image must exist.
+    The gateway's container is read from the backend's last observe (no call of its own) unless
+    `fresh` (after the instances changed: their addresses may be new) and a gateway is wanted."""
     gateway = spec_of(project)
     image_id = None
     if gateway is not None:
@@ -28,7 +31,10 @@ def plan_for_up(project, backend) -> service.GatewayPlan | None:
         except PreflightError:
             raise PreflightError(f"gateway: image {gateway.image!r} not found on this Docker host "
                                  "(build it: scripts/build-images.sh gateway)") from None
-    observed, addresses = service.observe(backend.engine, project.name)
+    if fresh and gateway is not None:
+        observed, addresses = service.observe(backend.engine, project.name)
+    else:
+        observed, addresses = service.from_rows(backend.last_rows)
     return service.plan(gateway, observed, image_id=image_id, instances=project.resolved.instances,
                         addresses=addresses)
 
@@ -49,23 +55,29 @@ def apply_for_up(step: service.GatewayPlan, backend):
         return ActionResult(action, False, str(exc), error_exit_code=exc.exit_code)
 
 
-def remove_for_down(project_name: str, backend, names: tuple[str, ...]):
+def remove_for_down(project_name: str, backend, names: tuple[str, ...], config_file: str | None = None):
     """`down` (all, or naming `gateway`): the gateway's removal result, None when there is none."""
     from orchestrator.backends.docker import ActionResult
     from orchestrator.plan import REMOVE
 
     if names and GATEWAY_NAME not in names:
         return None
+    observed, _ = service.from_rows(backend.last_rows)  # what `down` just listed
+    if observed is None:
+        return None
+    made_by = (observed.get("Labels") or {}).get(LABEL_CONFIG)
+    if config_file is not None and made_by not in (None, "", config_file):
+        return None  # another config's gateway, as `down` leaves another config's instances
     action = Action(REMOVE, GATEWAY_NAME, ("down",))
     try:
-        detail = service.remove(backend.engine, project_name)
+        service.remove_observed(backend.engine, observed)
     except OrchestratorError as exc:
         return ActionResult(action, False, str(exc), error_exit_code=exc.exit_code)
-    return None if detail is None else ActionResult(action, True, detail)
+    return ActionResult(action, True, "stopped and removed")
 
 
 def ps_row(project_name: str, project, backend) -> dict[str, Any] | None:
-    observed, _ = service.observe(backend.engine, project_name, owner=None)
+    observed, _ = service.from_rows(backend.last_rows)  # what `ps` just listed (any owner)
     if observed is None:
         gateway = spec_of(project) if project is not None else None
         if gateway is None:

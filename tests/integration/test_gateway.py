@@ -313,3 +313,18 @@ def test_the_compose_export_runs_the_gateway_with_the_key_from_the_environment(f
         assert rows["gateway"]["owner"] == "compose" and rows["gateway"]["state"] == "running"
     finally:
         subprocess.run([*compose, "down", "-t", "2"], capture_output=True, env=env, timeout=180)
+
+
+def test_enabled_false_removes_the_gateway_and_leaves_the_servers(fleet):
+    write(fleet)
+    up(fleet)
+    servers = {n: fleet.container(n).id for n in "abc"}
+    fleet.path.write_text(fleet.path.read_text().replace("[gateway]\n", "[gateway]\nenabled = false\n"))
+    code, out, _ = fleet.cli("up", "--dry-run")
+    assert code == 0 and "remove gateway" in out
+    output = up(fleet)
+    assert "gateway: stopped and removed" in output
+    assert not [c for c in fleet.containers() if c.labels.get("io.vllm-orch.role") == "gateway"]
+    assert {n: fleet.container(n).id for n in "abc"} == servers
+    rows = {r["name"] for r in fleet.cli_json("ps")["instances"]}
+    assert "gateway" not in rows

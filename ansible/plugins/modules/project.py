@@ -132,7 +132,7 @@ from ansible_collections.vllm_orch.fleet.plugins.module_utils.vllm_orch_cli impo
     with_connect_urls,
 )
 
-CHANGES = ("create", "recreate", "start", "remove")
+CHANGES = ("create", "recreate", "start", "remove", "reload")  # reload: the gateway took new routes in place
 
 
 def describe(actions):

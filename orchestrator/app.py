@@ -200,7 +200,9 @@ def up(inputs: Inputs, request: UpRequest, *, say: Say = _quiet, report: Callabl
     def rows() -> list[dict[str, Any]]:
         """`ps --json`'s rows, /health asked where Docker still says "starting" (so right after
         `--wait` they say healthy): one call here instead of one more process for the caller."""
-        return backend.status(project.name, project.resolved.instances)
+        found = backend.status(project.name, project.resolved.instances)
+        side = gateway.ps_row(project.name, project, backend)  # the gateway's row, as `ps` shows it
+        return found + ([side] if side is not None else [])
 
     from orchestrator.gateway import workflow as gateway
 

@@ -59,18 +59,18 @@ def server_name(instance: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", instance)
 
 
-def render(gateway: GatewaySpec, routes: Iterable[Route], version: str = "", *, names: bool = False) -> dict[str, bytes]:
+def render(gateway: GatewaySpec, routes: Iterable[Route], version: str = "", *, dns_names: bool = False) -> dict[str, bytes]:
     """The files of one configuration version (paths relative to the version's directory).
     `version` is what `/health` answers after "ok ", so `up` can tell when a reload is done.
-    `names`: the addresses are DNS names (Kubernetes Services), resolved when HAProxy starts; a
+    `dns_names`: the addresses are DNS names (Kubernetes Services), resolved when HAProxy starts; a
     name that does not resolve yet leaves that replica down instead of failing the start."""
     routes = tuple(routes)
-    names_list = models(routes)
+    served = models(routes)
     files: dict[str, bytes] = {}
     files["models.json"] = (json.dumps({"object": "list", "data": [
-        {"id": m, "object": "model", "owned_by": "vllm", "root": m, "parent": None} for m in names_list]}) + "\n").encode()
-    files["models.map"] = "".join(f"{m} {backend_name(m)}\n" for m in names_list).encode()
-    known = ", ".join(names_list) if names_list else "none (no instance is enabled)"
+        {"id": m, "object": "model", "owned_by": "vllm", "root": m, "parent": None} for m in served]}) + "\n").encode()
+    files["models.map"] = "".join(f"{m} {backend_name(m)}\n" for m in served).encode()
+    known = ", ".join(served) if served else "none (no instance is enabled)"
     files["answers/unknown-model.json"] = error_body(404, f"model not served here; models: {known}", "NotFoundError")
     files["answers/no-model.json"] = error_body(
         400, "the body must be a JSON object naming a `model` (GET /v1/models lists them)", "BadRequestError")
@@ -88,7 +88,7 @@ def render(gateway: GatewaySpec, routes: Iterable[Route], version: str = "", *, 
     files["answers/no-replica.json"] = error_body(
         503, "no replica of this model is up (stopped, starting or unhealthy); try again shortly", "ServiceUnavailableError")
     files["routes.json"] = (json.dumps([r.to_json() for r in routes], indent=1) + "\n").encode()
-    files["haproxy.cfg"] = _config(gateway, routes, names_list, version, dns=names).encode()
+    files["haproxy.cfg"] = _config(gateway, routes, served, version, dns=dns_names).encode()
     return files
 
 

@@ -34,9 +34,9 @@ def manifests(gateway: GatewaySpec, instances: list, *, service_name, service_po
                            for spec in instances if spec.enabled and (spec.served_model or spec.server.get("model"))),
                           key=lambda r: (r.model, r.instance)))
     in_pod = gateway.replace(publish_address="0.0.0.0")  # a pod listens on its own address
-    draft = haproxy.render(in_pod, routes, names=True)
+    draft = haproxy.render(in_pod, routes, dns_names=True)
     version = files.version_of(draft, gateway.key_digest)
-    rendered = haproxy.render(in_pod, routes, version, names=True)
+    rendered = haproxy.render(in_pod, routes, version, dns_names=True)
     name = service_name(GATEWAY_NAME)
     meta_labels = {**labels, "app.kubernetes.io/component": GATEWAY_NAME}
     selector = {"app.kubernetes.io/instance": name}

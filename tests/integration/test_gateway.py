@@ -328,3 +328,15 @@ def test_enabled_false_removes_the_gateway_and_leaves_the_servers(fleet):
     assert {n: fleet.container(n).id for n in "abc"} == servers
     rows = {r["name"] for r in fleet.cli_json("ps")["instances"]}
     assert "gateway" not in rows
+
+
+def test_session_policy_pins_a_session_header_to_one_replica(fleet):
+    write(fleet, policy="session")
+    up(fleet)
+    for session in ("alice", "bob", "carol"):
+        replicas = {served_by(fleet, call(fleet, "POST", "/v1/completions", {"model": "m1", "prompt": f"q{i}"},
+                                          headers={"X-Session-ID": session})[1]) for i in range(5)}
+        assert len(replicas) == 1, session
+    spread = {served_by(fleet, call(fleet, "POST", "/v1/completions", {"model": "m1", "prompt": "x"},
+                                    headers={"X-Session-ID": f"s{i}"})[1]) for i in range(12)}
+    assert spread == {"a", "b"}

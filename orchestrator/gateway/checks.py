@@ -35,6 +35,16 @@ def gateway_problems(resolved: Any, data: dict, source: str, backend: str) -> li
             out.append(Problem("error", f"instance.{spec.name}.server.served_model_name",
                                f"{model!r}: the gateway routes by model name, which must have no spaces",
                                source=source))
+    seen: set[tuple[str, str]] = set()
+    for number, route in enumerate(table.get("routes") or []):
+        key = (str(route.get("model")), str(route.get("url", "")).rstrip("/"))
+        port = key[1].rsplit(":", 1)[-1]
+        if port.isdigit() and not 1 <= int(port) <= 65535:
+            out.append(Problem("error", f"gateway.routes[{number}].url", f"port {port} is not a TCP port", source=source))
+        if key in seen:
+            out.append(Problem("error", f"gateway.routes[{number}]", f"{key[1]} is listed twice for model {key[0]}",
+                               source=source))
+        seen.add(key)
     if resolved.instance(GATEWAY_NAME) is not None:
         out.append(Problem("error", f"instance.{GATEWAY_NAME}",
                            "this name is the gateway's (its container, `ps` row and `logs` name)",

@@ -28,7 +28,7 @@ def compose_parts(gateway: GatewaySpec, instances: list, owner: str) -> tuple[di
     """(the service's settings, top-level `configs`, top-level `secrets`); values unescaped.
     Instances without a published port have no address the host's network reaches here: they
     get no route (the Compose export's warning says so)."""
-    routes = routes_for(instances)
+    routes = routes_for(instances, remote=gateway.remote)
     draft = haproxy.render(gateway, routes)
     version = files.version_of(draft, gateway.key_digest)
     rendered = haproxy.render(gateway, routes, version)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from orchestrator.gateway import files, haproxy
-from orchestrator.gateway.routes import Route, models
+from orchestrator.gateway.routes import Route, models, routes_for
 from orchestrator.gateway.settings import GATEWAY_NAME, GatewaySpec
 
 KEY_IN_SECRET = "VLLM_ORCH_GATEWAY_API_KEY"
@@ -33,6 +33,7 @@ def manifests(gateway: GatewaySpec, instances: list, *, service_name, service_po
                                  f"{service_name(spec.name)}:{service_port(spec)}")
                            for spec in instances if spec.enabled and (spec.served_model or spec.server.get("model"))),
                           key=lambda r: (r.model, r.instance)))
+    routes = tuple(sorted(routes + routes_for([], remote=gateway.remote), key=lambda r: (r.model, r.instance)))
     in_pod = gateway.replace(publish_address="0.0.0.0")  # a pod listens on its own address
     draft = haproxy.render(in_pod, routes, dns_names=True)
     version = files.version_of(draft, gateway.key_digest)

@@ -24,10 +24,14 @@ class Route(Value):
         return {"model": self.model, "instance": self.instance, "address": self.address}
 
 
-def routes_for(instances: Iterable, container_addresses: Mapping[str, str] | None = None) -> tuple[Route, ...]:
+def routes_for(instances: Iterable, container_addresses: Mapping[str, str] | None = None,
+               remote: Iterable[tuple[str, str]] = ()) -> tuple[Route, ...]:
     """The routes of the enabled instances, sorted (model, instance). `container_addresses`
-    (instance -> its container's IP) serves the unpublished ones; without it they are left out."""
-    found: list[Route] = []
+    (instance -> its container's IP) serves the unpublished ones; without it they are left out.
+    `remote`: (model, host:port) of servers outside the project (`[gateway] routes`), named
+    `remote-<host>-<port>`."""
+    found: list[Route] = [Route(model, "remote-" + address.replace(":", "-").strip("[]"), address)
+                          for model, address in remote]
     for spec in instances:
         if not spec.enabled or spec.container is None:
             continue

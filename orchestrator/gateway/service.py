@@ -84,7 +84,7 @@ def plan(gateway: GatewaySpec | None, observed: dict | None, *, image_id: str | 
         if observed is None:
             return None
         return GatewayPlan(REMOVE, ("no [gateway] in the config (or enabled = false)",), observed=observed)
-    routes = routes_for(instances, addresses)
+    routes = routes_for(instances, addresses, gateway.remote)
     draft = haproxy.render(gateway, routes)
     version = files.version_of(draft, gateway.key_digest)
     rendered = haproxy.render(gateway, routes, version)

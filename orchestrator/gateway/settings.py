@@ -35,6 +35,13 @@ GATEWAY_SETTINGS: tuple[Setting, ...] = (
             "largest request body routed (KiB; about 4 characters of prompt per token); larger ones get 413. "
             "The router reads `model` from the buffered body and sizes every buffer to this: 1024 costs "
             "half the throughput of 64 (bench/gateway.py)", default=256),
+    Setting("routes", {"type": "array", "items": {
+                "type": "object", "additionalProperties": False, "required": ["model", "url"],
+                "properties": {"model": {"type": "string", "pattern": "^\\S+$"},
+                               "url": {"type": "string", "pattern": "^http://[^/\\s@]+:[0-9]{1,5}/?$"}}}},
+            "more replicas outside this project, `{ model = \"m1\", url = \"http://10.0.0.2:8001\" }`: other hosts' "
+            "servers for a gateway over a fleet; health-checked like the instances, so a host that goes down "
+            "drops out", shown_default="`[]`"),
     Setting("config_host_dir", {"type": "string"},
             "host dir for the rendered router config and its key (`<dir>/<project>/`, relative to this file)",
             default=".vllm-orch/gateway"),
@@ -79,6 +86,7 @@ class GatewaySpec(Value):
     log_file: str  # <log_host_dir>/gateway.log
     restart: str
     api_key: str | None = field(default=None, repr=False)
+    remote: tuple[tuple[str, str], ...] = ()  # (model, "host:port") of `routes`
 
     @property
     def container_name(self) -> str:
@@ -120,7 +128,13 @@ def read(data: Mapping[str, Any], *, project: str, config_file: str) -> GatewayS
         image=settings["image"], max_body_kib=settings["max_body_kib"],
         host_dir=os.path.join(host_path(settings["config_host_dir"]), project),
         log_file=os.path.join(host_path(str(docker.get("log_host_dir", "logs"))), f"{GATEWAY_NAME}.log"),
-        restart=str(docker.get("restart", "no")), api_key=settings.get("api_key"))
+        restart=str(docker.get("restart", "no")), api_key=settings.get("api_key"),
+        remote=tuple((str(r["model"]), _host_port(str(r["url"]))) for r in settings.get("routes") or []))
+
+
+def _host_port(url: str) -> str:
+    """`http://host:port[/]` -> `host:port` (the schema has checked the shape)."""
+    return url[len("http://"):].rstrip("/")
 
 
 if __name__ == "__main__":

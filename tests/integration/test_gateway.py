@@ -340,3 +340,30 @@ def test_session_policy_pins_a_session_header_to_one_replica(fleet):
     spread = {served_by(fleet, call(fleet, "POST", "/v1/completions", {"model": "m1", "prompt": "x"},
                                     headers={"X-Session-ID": f"s{i}"})[1]) for i in range(12)}
     assert spread == {"a", "b"}
+
+
+def test_a_server_outside_the_project_is_routed_and_drops_out_when_it_dies(fleet):
+    from tests.integration.conftest import STANDIN_IMAGE
+
+    far_port = free_port()
+    # Another host's server, as a fleet gateway sees it: a stand-in this project did not make
+    # (labelled with the project only so that the test's cleanup removes it).
+    far = fleet.client.containers.run(
+        STANDIN_IMAGE, ["python", "-m", "standin_vllm.api_server", "--served-model-name", "far", "--port", "8000"],
+        detach=True, ports={"8000/tcp": ("127.0.0.1", far_port)}, labels={"io.vllm-orch.project": fleet.name})
+    write(fleet)
+    # The [gateway] table is the one before [instance.a.server].
+    text = fleet.path.read_text().replace("[instance.a.server]",
+                                          f'routes = [{{ model = "far", url = "http://127.0.0.1:{far_port}" }}]\n'
+                                          "[instance.a.server]", 1)
+    fleet.path.write_text(text)
+    up(fleet)
+    assert [m["id"] for m in call(fleet, "GET", "/v1/models")[2]["data"]] == ["far", "m1", "m2"]
+    status, headers, body = call(fleet, "POST", "/v1/completions", {"model": "far", "prompt": "x"})
+    assert status == 200 and body["model"] == "far" and headers["x-standin-server"] == far.id[:12]
+
+    far.kill()
+    time.sleep(4)  # three missed health checks
+    status, _, body = call(fleet, "POST", "/v1/completions", {"model": "far", "prompt": "x"})
+    assert status == 503 and "no replica" in body["error"]["message"]
+    assert call(fleet, "POST", "/v1/completions", {"model": "m1", "prompt": "x"})[0] == 200

@@ -247,3 +247,19 @@ def test_the_compose_export_has_the_gateway_and_never_its_key(write_toml, capsys
     config = doc["configs"]["vllm-orch-gateway-haproxy-cfg"]["content"]
     assert "$$.model" in config  # escaped: Compose must not interpolate HAProxy's JSON paths
     assert "server a 127.0.0.1:8001" in config
+
+
+def test_routes_outside_the_project_join_a_model_and_are_checked(write_toml, tmp_path):
+    text = fleet_text('port = 9000\nroutes = [{ model = "m1", url = "http://10.0.0.2:8001" }, '
+                      '{ model = "far", url = "http://10.0.0.3:8002/" }]')
+    gateway, instances = gateway_of(tmp_path, text)
+    routes = routes_for(instances, remote=gateway.remote)
+    assert [(r.model, r.instance, r.address) for r in routes if r.instance.startswith("remote")] == [
+        ("far", "remote-10.0.0.3-8002", "10.0.0.3:8002"), ("m1", "remote-10.0.0.2-8001", "10.0.0.2:8001")]
+    assert errors(write_toml, text) == []
+    found = errors(write_toml, fleet_text('port = 9000\nroutes = [{ model = "m 1", url = "x" }]'))
+    assert any("routes[0].model" in e for e in found) and any("routes[0].url" in e for e in found)
+    found = errors(write_toml, fleet_text('port = 9000\nroutes = [{ model = "m1", url = "http://h:99999" }, '
+                                          '{ model = "m2", url = "http://h:1" }, { model = "m2", url = "http://h:1/" }]'))
+    assert any("routes[0].url" in e and "99999" in e for e in found)
+    assert any("routes[2]" in e and "listed twice" in e for e in found)

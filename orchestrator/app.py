@@ -215,9 +215,10 @@ class UpOutcome(Value, frozen=False):
 
     @property
     def changed(self) -> bool:
+        from orchestrator.gateway.service import RELOAD
         from orchestrator.plan import CHANGES
 
-        return any(r.action.kind in CHANGES for r in self.results)
+        return any(r.action.kind in CHANGES or r.action.kind == RELOAD for r in self.results)
 
     def to_json(self) -> dict[str, Any]:
         done = {r.action.instance: r for r in self.results}
@@ -284,7 +285,11 @@ def up(inputs: Inputs, request: UpRequest, *, say: Say = _quiet, report: Callabl
     def rows() -> list[dict[str, Any]]:
         """`ps --json`'s rows, /health asked where Docker still says "starting" (so right after
         `--wait` they say healthy): one call here instead of one more process for the caller."""
-        return backend.status(project.name, project.resolved.instances)
+        found = backend.status(project.name, project.resolved.instances)
+        side = gateway.ps_row(project.name, project, backend)  # the gateway's row, as `ps` shows it
+        return found + ([side] if side is not None else [])
+
+    from orchestrator.gateway import workflow as gateway
 
     if request.dry_run:
         actions = plan()
@@ -293,7 +298,9 @@ def up(inputs: Inputs, request: UpRequest, *, say: Say = _quiet, report: Callabl
         problems = missing_images([a for a in actions if a.kind in (CREATE, RECREATE)], image_ids)
         if problems:  # the plan of a missing image would not say what a rebuilt one changes
             raise PreflightError(problems=problems)
-        return UpOutcome(project.name, actions, start_after(actions), instances=rows() if request.rows else [])
+        step = gateway.plan_for_up(project, backend)
+        return UpOutcome(project.name, actions + ([gateway.as_action(step)] if step else []), start_after(actions),
+                         instances=rows() if request.rows else [])
 
     import time
 
@@ -315,15 +322,41 @@ def up(inputs: Inputs, request: UpRequest, *, say: Say = _quiet, report: Callabl
     # Observe, plan and change under the lock, so a concurrent up/down plans against what this one did.
     with backend.lock(project.name, say):
         actions = plan()
-        for note in backend.preflight(project, actions, run):
+        # The gateway's image and port are checked before any change, with the instances' problems.
+        gateway_problems: list[str] = []
+        try:
+            step = gateway.plan_for_up(project, backend)
+            if step is not None:
+                gateway.preflight(step)
+        except PreflightError as exc:
+            step, gateway_problems = None, exc.problems
+        try:
+            notes = backend.preflight(project, actions, run)
+        except PreflightError as exc:
+            raise PreflightError(problems=gateway_problems + exc.problems) from None
+        if gateway_problems:
+            raise PreflightError(problems=gateway_problems)
+        for note in notes:
             say(note)
+        order = start_after(actions)
         results = backend.apply(project, actions, run)
-        outcome = UpOutcome(project.name, actions, start_after(actions), results)
+        if step is not None:  # planned again: the routes follow what this run started or removed
+            step = gateway.plan_for_up(project, backend, fresh=True)
+        if step is not None:
+            result = gateway.apply_for_up(step, backend)
+            if result.action.kind != "noop" or not result.ok:
+                (report or _quiet)(result)
+            actions, results = actions + [result.action], results + [result]
+        outcome = UpOutcome(project.name, actions, order, results)
     chain_errors = [r.health_error for r in results if r.health_error is not None]
     outcome.wait_error = chain_errors[0] if chain_errors else None
     if request.wait and not outcome.failed and not outcome.wait_error:
         try:
             outcome.waited = healthy(wanted)
+            gateway_spec = gateway.spec_of(project)
+            if gateway_spec is not None:
+                outcome.waited[gateway.GATEWAY_NAME] = round(
+                    gateway.wait_healthy(gateway_spec, max(1.0, deadline - time.monotonic())), 1)
         except OrchestratorError as exc:
             outcome.wait_error = exc
     if request.rows:
@@ -381,7 +414,16 @@ def down(inputs: Inputs, names: tuple[str, ...] = (), *, backend: str | None = N
     chosen = backend_for(backend or DOCKER)
     removal = chosen.remove(name, set(names) or None, config_file=project.resolved.config_file if project else None,
                             timeout=timeout, report=report or _quiet, say=say)
-    return DownOutcome(name, removal.results, removal.left, removal.json_key, removal.failure)
+    results, failure = list(removal.results), removal.failure
+    if chosen.name == DOCKER:
+        from orchestrator.gateway.workflow import remove_for_down
+
+        removed = remove_for_down(name, chosen, names, project.resolved.config_file if project else None)
+        if removed is not None:
+            (report or _quiet)(removed.line())
+            results.append(removed)
+            failure = failure or ("" if removed.ok else removed.detail)
+    return DownOutcome(name, results, removal.left, removal.json_key, failure)
 
 
 # ----------------------------------------------------------------------------- ps
@@ -396,8 +438,14 @@ def ps(inputs: Inputs, *, backend: str | None = None) -> StatusOutcome:
     the launcher's processes) joined with the config, `/health` asked where it is not known yet."""
     name, project = project_for_status(inputs)
     chosen = backend_for(backend or DOCKER)
-    return StatusOutcome(name, chosen.status(name, project.resolved.instances if project else []),
-                         chosen.status_columns)
+    rows = chosen.status(name, project.resolved.instances if project else [])
+    if chosen.name == DOCKER:
+        from orchestrator.gateway.workflow import ps_row
+
+        row = ps_row(name, project, chosen)
+        if row is not None:
+            rows.append(row)
+    return StatusOutcome(name, rows, chosen.status_columns)
 
 
 # ----------------------------------------------------------------------------- logs
@@ -406,6 +454,13 @@ def log_path(inputs: Inputs, name: str, *, backend: Target | None, follow: bool)
     import os
 
     project = open_project(inputs, target=backend, strict=False)
+    from orchestrator.gateway.workflow import GATEWAY_NAME, log_file
+
+    gateway_log = log_file(project) if name == GATEWAY_NAME and project.resolved.instance(name) is None else None
+    if gateway_log is not None:
+        if not os.path.lexists(gateway_log) and not follow:
+            raise OrchestratorError(f"no log yet for the gateway ({gateway_log}): it has not been started")
+        return Path(gateway_log)
     project.select([name])
     spec = project.resolved.instance(name)
     if spec is None:  # select() refused it already

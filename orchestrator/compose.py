@@ -40,6 +40,7 @@ from orchestrator.labels import LABEL_GPUS, LABEL_INSTANCE, LABEL_LOG, LABEL_MOD
 from orchestrator.container import ContainerSpec, rendered
 from orchestrator.spec import GpuRequest, InstanceSpec, Mount
 
+GATEWAY_NAME = "gateway"  # the gateway's service (orchestrator/gateway/settings.py)
 OWNER_COMPOSE = "compose"  # io.vllm-orch.owner of exported containers: `down` only removes "vllm-orch"
 TEMPLATES_ENV = "VLLM_ORCH_COMPOSE_TEMPLATES"
 # The repository's compose-templates/, reached through a link inside the package so that an
@@ -265,15 +266,19 @@ def secret_names(instances: list[InstanceSpec]) -> list[str]:
     return names
 
 
-def secrets_block(names: list[str], *, comments: bool) -> str:
+def secrets_block(names: list[str], others: dict[str, Any] | None = None, *, comments: bool) -> str:
     """The top-level `secrets:`: each read by Compose from the variable of its name when a
     container is created (Compose refuses to start one while it is unset) and handed to the
-    container as a file; the value is never in this file nor in the container's configuration."""
-    if not names:
+    container as a file; the value is never in this file nor in the container's configuration.
+    `others`: the side services' own (the gateway's key), already in Compose's form."""
+    secrets = {name: {"environment": name} for name in names}
+    secrets.update(others or {})
+    if not secrets:
         return ""
     note = ("# Read from the environment of `docker compose` (or an .env file); each container gets it as a\n"
-            "# file in /run/secrets, and the log wrapper reads it into vLLM's environment only.\n") if comments else ""
-    return "\n" + note + _dump({"secrets": {name: {"environment": name} for name in names}})
+            "# file in /run/secrets (the log wrapper reads an instance's into vLLM's environment only).\n"
+            ) if comments and names else ""
+    return "\n" + note + _dump({"secrets": secrets})
 
 
 _ABSENT = object()
@@ -410,6 +415,7 @@ def render_compose(project: Any, templates: Path | None = None) -> str:
     services = [_escape(service_settings(spec, enabled=master_on and spec.enabled)) for spec in instances]
     common, own = split_common(services)
     anchors = {key: anchor for key, anchor in MERGED_MAPPINGS.items() if key in common}
+    gateway = _gateway_parts(project)  # (service, configs, secrets) or None: orchestrator/gateway/compose_service.py
 
     # Each service's YAML once: the text is assembled twice (with and without comments).
     settings_blocks = [_block(settings, merges={key: anchors[key] for key in settings if key in anchors})
@@ -425,7 +431,10 @@ def render_compose(project: Any, templates: Path | None = None) -> str:
                 inline={"service": _inline(spec.name)},
                 source=str(directory / "service.yml"),
             ))
-        return fill(
+        if gateway is not None:
+            note = "# The gateway (HAProxy): one OpenAI endpoint routed by model; its configuration is below.\n"
+            blocks.append((note if comments else "") + _dump({GATEWAY_NAME: gateway[0]}))
+        text = fill(
             base,
             blocks={
                 "header": _header(project, all(master_on and spec.enabled for spec in instances)) if comments else "",
@@ -434,14 +443,31 @@ def render_compose(project: Any, templates: Path | None = None) -> str:
             },
             inline={"project": _inline(resolved.project)},
             source=str(directory / "base.yml"),
-        ) + secrets_block(secret_names(instances), comments=comments)  # after the template: any copy of it works
+        )
+        if gateway is not None:
+            text += "\n" + _dump({"configs": gateway[1]})
+        # After the template: any copy of it works.
+        return text + secrets_block(secret_names(instances), gateway[2] if gateway is not None else {},
+                                    comments=comments)
 
     text = assemble(comments=True)
-    doc = _check(text, resolved.project, [spec.name for spec in instances], services, directory)
+    names = [spec.name for spec in instances] + ([GATEWAY_NAME] if gateway is not None else [])
+    doc = _check(text, resolved.project, names, services + ([gateway[0]] if gateway is not None else []), directory)
     if doc != yaml.load(assemble(comments=False), Loader=_StrictLoader):
         raise OrchestratorError("the compose file's comments would change what it means (a value holds a line "
                                 "break the escaping missed); nothing was written")
     return text
+
+
+def _gateway_parts(project: Any) -> tuple[dict, dict, dict] | None:
+    from orchestrator.gateway.compose_service import compose_parts
+    from orchestrator.gateway.settings import read
+
+    gateway = read(project.loaded.data, project=project.resolved.project, config_file=project.resolved.config_file)
+    if gateway is None:
+        return None
+    service, configs, secrets = compose_parts(gateway, project.resolved.instances, OWNER_COMPOSE)
+    return _escape(service), _escape(configs), secrets
 
 
 # ----------------------------------------------------------------------------- read-back check

@@ -17,4 +17,5 @@ LABEL_LOG = f"{LABEL_PREFIX}.log-file"
 # Where `up` keeps a container's secret files on this host (set at create, outside the record, so
 # `plan --json` and the hash do not depend on the machine or user that renders them).
 LABEL_SECRETS = f"{LABEL_PREFIX}.secrets-dir"
+LABEL_ROLE = f"{LABEL_PREFIX}.role"  # set on side services (the gateway); instances have none
 OWNER_UP = "vllm-orch"

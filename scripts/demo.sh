@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The main job on the bundled example, from a fresh machine: install and start the Docker engine,
 # build the real vLLM CPU image and the tiny model (cached after the first run), bring up the two
-# instances of configs/demo.toml, show `vllm-orch ps` and one real completion from each.
+# instances of configs/demo.toml, show `vllm-orch ps` and one real completion from each (and
+# through the gateway, for each model, when the config has a [gateway]).
 # The servers keep running; stop them with:  .venv/bin/vllm-orch -c configs/demo.toml down
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-host.sh
 scripts/bootstrap-venv.sh
-scripts/build-images.sh vllm-cpu model
+scripts/build-images.sh vllm-cpu model gateway
 orch=(.venv/bin/vllm-orch -c configs/demo.toml)
 "${orch[@]}" up --wait --timeout 900
 "${orch[@]}" ps

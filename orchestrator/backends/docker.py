@@ -32,7 +32,7 @@ from orchestrator.backends.engine import (
 from orchestrator.backends.engine_body import PROBE_EXPIRES, PROBE_OWNER, probe_body
 from orchestrator.container import ContainerSpec
 from orchestrator.errors import DockerUnavailable, OrchestratorError, PreflightError
-from orchestrator.labels import LABEL_CONFIG, LABEL_HASH, LABEL_INSTANCE, LABEL_OWNER, LABEL_PROJECT, OWNER_UP
+from orchestrator.labels import LABEL_CONFIG, LABEL_HASH, LABEL_INSTANCE, LABEL_OWNER, LABEL_PROJECT, LABEL_ROLE, OWNER_UP
 from orchestrator.plan import REMOVE, Action, Observed, owned_elsewhere, plan_up
 from orchestrator.spec import InstanceSpec, Mount
 from orchestrator.start_order import StartAfter
@@ -68,6 +68,7 @@ class DockerBackend:
 
     def __init__(self, engine: Engine | None = None):
         self._engine = engine
+        self.last_rows: list[dict[str, Any]] = []  # the last observe's list rows, side services included
         self._engine_lock = _thread.allocate_lock()
 
     # ------------------------------------------------------------------ connection
@@ -97,7 +98,11 @@ class DockerBackend:
         labels = [f"{LABEL_PROJECT}={project}"]
         if owner:
             labels.append(f"{LABEL_OWNER}={owner}")
-        return [_observed(row) for row in self.read(lambda e: e.containers(labels=labels))]
+        rows = self.read(lambda e: e.containers(labels=labels))
+        # Side services (the gateway: orchestrator/gateway/) are not instances; they read their
+        # own row and the instances' addresses from this same call, so they cost no call of their own.
+        self.last_rows = rows
+        return [_observed(row) for row in rows if not (row.get("Labels") or {}).get(LABEL_ROLE)]
 
     def all_containers(self) -> list[dict[str, Any]]:
         """Every container on the engine, any owner (one list call): `gpus` names GPU holders."""

@@ -11,6 +11,7 @@ from typing import Any
 
 from orchestrator import options
 from orchestrator.exporters.kubernetes_settings import schema_fragment
+from orchestrator.gateway.settings import schema as gateway_schema
 from orchestrator.options import MAX_NAME_LENGTH
 from orchestrator.spec import MAX_GPU_INDEX
 
@@ -147,5 +148,6 @@ SCHEMA: dict[str, Any] = {
         },
         "docker": _DOCKER_GLOBAL,
         "kubernetes": _KUBERNETES_GLOBAL,
+        "gateway": gateway_schema(),
     },
 }

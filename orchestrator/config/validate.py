@@ -183,6 +183,10 @@ def semantic_problems(resolved: Resolved, data: dict, source: str, target: str, 
             _docker_checks(spec, source, out)
             out += host_problems(spec, source, on_host=on_host)
         _log_collisions(instances, source, out)
+    if backend != "kubernetes":
+        from orchestrator.gateway.checks import gateway_problems
+
+        out += gateway_problems(resolved, data, source, backend)
     return out
 
 

@@ -472,6 +472,28 @@ def _service(spec: InstanceSpec, settings: dict[str, Any], name: str, ns: str | 
     }
 
 
+def _gateway_manifests(ctx: _Context, namespace: str | None) -> list[dict[str, Any]]:
+    """`[gateway]`: its ConfigMap, Deployment and Service, the instances' Services as backends."""
+    from orchestrator.gateway.kubernetes import manifests
+    from orchestrator.gateway.settings import read
+
+    project = ctx.project
+    gateway = read(project.loaded.data, project=project.resolved.project, config_file=project.resolved.config_file)
+    if gateway is None:
+        return []
+    if gateway.port < 1024:
+        ctx.error("gateway.port", "the gateway's pod runs unprivileged: give it a port above 1023")
+    settings = project.loaded.data.get("kubernetes") or {}
+    return manifests(
+        gateway, project.resolved.instances,
+        service_name=lambda instance: kubernetes_name(project.resolved.project, instance),
+        service_port=lambda spec: spec.workload.publish.host_port if spec.workload.publish else spec.port,
+        namespace=namespace or settings.get("namespace"),
+        secret_name=settings.get("secret_name") or f"{project.resolved.project}-secrets",
+        labels={"app.kubernetes.io/name": "vllm-orch-gateway", "app.kubernetes.io/part-of": project.resolved.project,
+                "app.kubernetes.io/managed-by": "vllm-orch"})
+
+
 def _metadata(name: str, namespace: str | None, labels: dict[str, str], annotations: dict[str, str]) -> dict[str, Any]:
     meta: dict[str, Any] = {"name": name}
     if namespace:
@@ -519,12 +541,15 @@ def _secret_keys(manifests: list[dict[str, Any]]) -> dict[tuple[str | None, str]
     for doc in manifests:
         if doc["kind"] != "Deployment":
             continue
-        for env in doc["spec"]["template"]["spec"]["containers"][0]["env"]:
-            ref = env.get("valueFrom", {}).get("secretKeyRef")
-            if ref:
-                keys = wanted.setdefault((doc["metadata"].get("namespace"), ref["name"]), [])
-                if ref["key"] not in keys:
-                    keys.append(ref["key"])
+        pod = doc["spec"]["template"]["spec"]
+        refs = [env.get("valueFrom", {}).get("secretKeyRef") for env in pod["containers"][0].get("env", [])]
+        # The gateway reads its key as a file from a Secret volume (orchestrator/gateway/kubernetes.py).
+        refs += [{"name": v["secret"]["secretName"], "key": item["key"]}
+                 for v in pod.get("volumes", []) if "secret" in v for item in v["secret"].get("items", [])]
+        for ref in filter(None, refs):
+            keys = wanted.setdefault((doc["metadata"].get("namespace"), ref["name"]), [])
+            if ref["key"] not in keys:
+                keys.append(ref["key"])
     return wanted
 
 
@@ -600,6 +625,7 @@ def render_kubernetes(project: Any, namespace: str | None = None) -> Rendering:
                       hint="Kubernetes names have no '_' or '.' and no capitals: rename one of them")
         names.setdefault(name, spec.name)
         manifests += _instance_manifests(ctx, spec, namespace)
+    manifests += _gateway_manifests(ctx, namespace)
     for key, where in ctx.volume_keys.items():
         if key not in ctx.volume_targets:
             match = difflib.get_close_matches(key, sorted(ctx.volume_targets), n=1)

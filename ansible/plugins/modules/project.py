@@ -142,7 +142,7 @@ from ansible_collections.vllm_orch.fleet.plugins.module_utils.vllm_orch_cli impo
 )
 from ansible_collections.vllm_orch.fleet.plugins.module_utils.vllm_orch_secrets import config_diff
 
-CHANGES = ("create", "recreate", "start", "remove")
+CHANGES = ("create", "recreate", "start", "remove", "reload")  # reload: the gateway took new routes in place
 
 
 def did_change(action):

@@ -23,7 +23,11 @@ Test knobs:
   --standin-ignore-sigterm       ignore SIGTERM (to exercise stop timeouts / SIGKILL)
 
 Endpoints: GET /health, GET /v1/models, POST /v1/completions, POST /v1/chat/completions,
-GET /standin/info. As in vLLM, when VLLM_API_KEY (or --api-key) is set the /v1/* endpoints want
+GET /standin/info. With ``"stream": true`` the two POST routes answer as vLLM does, in server-sent
+events: ``max_tokens`` chunks (default 4), then ``data: [DONE]``; the body's ``standin_chunk_delay``
+(seconds, default 0) is slept before each chunk after the first, so a test can tell a proxy that
+passes chunks on from one that buffers them. Every answer carries ``X-Standin-Server: <hostname>``
+(in a container, its id), so a test can tell which replica answered. As in vLLM, when VLLM_API_KEY (or --api-key) is set the /v1/* endpoints want
 ``Authorization: Bearer <key>`` and answer 401 otherwise. On SIGTERM (or SIGINT) it prints
 ``STANDIN-SHUTDOWN signal=<n>`` and exits 0.
 """
@@ -88,6 +92,9 @@ class State:
 class Handler(BaseHTTPRequestHandler):
     server_version = "standin-vllm/1"
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes: without TCP_NODELAY the body waits for the
+    # client's delayed ACK (~40 ms) on a keep-alive connection, which no real server does.
+    disable_nagle_algorithm = True
     state: State  # set on the class by main()
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -98,6 +105,7 @@ class Handler(BaseHTTPRequestHandler):
     def send(self, status: int, body: dict | None = None) -> None:
         data = b"" if body is None else json.dumps(body).encode()
         self.send_response(status)
+        self.send_header("X-Standin-Server", socket.gethostname())
         if body is not None:
             self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
@@ -168,6 +176,9 @@ class Handler(BaseHTTPRequestHandler):
         if model is None:
             return
         n, now = self.state.next_id(), int(time.time())
+        if body.get("stream") is True:
+            self.stream(path, body, model, n, now)
+            return
         usage = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
         if path == "/v1/completions":
             self.send(200, {"id": f"cmpl-standin-{n}", "object": "text_completion", "created": now,
@@ -178,6 +189,42 @@ class Handler(BaseHTTPRequestHandler):
                             "model": model, "usage": usage, "choices": [
                                 {"index": 0, "message": {"role": "assistant", "content": "standin reply"},
                                  "finish_reason": "stop"}]})
+
+    def stream(self, path: str, body: dict, model: str, n: int, now: int) -> None:
+        """Server-sent events as vLLM sends them: one chunk per token, each written and flushed
+        at once (chunked transfer encoding), then `data: [DONE]`."""
+        chunks = body.get("max_tokens") if isinstance(body.get("max_tokens"), int) else 4
+        delay = body.get("standin_chunk_delay") if isinstance(body.get("standin_chunk_delay"), (int, float)) else 0
+        chat = path == "/v1/chat/completions"
+        self.send_response(200)
+        self.send_header("X-Standin-Server", socket.gethostname())
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+
+        def write(data: bytes) -> None:
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            self.wfile.flush()
+
+        for i in range(max(0, min(chunks, 100000))):
+            if i and delay:
+                time.sleep(min(float(delay), 60.0))
+            if chat:
+                event = {"id": f"chatcmpl-standin-{n}", "object": "chat.completion.chunk", "created": now,
+                         "model": model, "choices": [{"index": 0, "delta": {"content": f" t{i}"},
+                                                      "finish_reason": None}]}
+            else:
+                event = {"id": f"cmpl-standin-{n}", "object": "text_completion", "created": now, "model": model,
+                         "choices": [{"index": 0, "text": f" t{i}", "logprobs": None, "finish_reason": None}]}
+            try:
+                write(b"data: " + json.dumps(event).encode() + b"\n\n")
+            except OSError:  # the client went away mid-stream, as vLLM sees it: stop generating
+                return
+        try:
+            write(b"data: [DONE]\n\n")
+            write(b"")
+        except OSError:
+            return
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,58 @@
+"""`validate`'s checks of `[gateway]` against the instances (the schema checked its types)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from orchestrator.errors import Problem
+from orchestrator.gateway.settings import GATEWAY_NAME
+
+
+def gateway_problems(resolved: Any, data: dict, source: str, backend: str) -> list[Problem]:
+    table = data.get("gateway")
+    if not isinstance(table, dict) or not table.get("enabled", True):
+        return []
+    out: list[Problem] = []
+    if backend == "local":
+        out.append(Problem("warning", "gateway", "the in-container launcher runs no gateway (only `up` does)",
+                           source=source))
+        return out
+    port = table.get("port")
+    if not isinstance(port, int):
+        out.append(Problem("error", "gateway.port", "missing: the gateway needs a host port",
+                           hint="e.g. port = 8000 (or enabled = false)", source=source))
+    enabled = [i for i in resolved.instances if i.enabled]
+    for spec in enabled:
+        container = spec.container
+        if container is None:
+            continue
+        taken = spec.port if container.network_mode == "host" else (container.port.host_port if container.port else None)
+        if isinstance(port, int) and taken == port:
+            out.append(Problem("error", "gateway.port", f"host port {port} is also used by instance {spec.name!r}",
+                               hint="give the gateway a port of its own", source=source))
+        model = spec.served_model or spec.server.get("model")
+        if isinstance(model, str) and (not model or any(c.isspace() for c in model)):
+            out.append(Problem("error", f"instance.{spec.name}.server.served_model_name",
+                               f"{model!r}: the gateway routes by model name, which must have no spaces",
+                               source=source))
+    seen: set[tuple[str, str]] = set()
+    for number, route in enumerate(table.get("routes") or []):
+        key = (str(route.get("model")), str(route.get("url", "")).rstrip("/"))
+        port = key[1].rsplit(":", 1)[-1]
+        if port.isdigit() and not 1 <= int(port) <= 65535:
+            out.append(Problem("error", f"gateway.routes[{number}].url", f"port {port} is not a TCP port", source=source))
+        if key in seen:
+            out.append(Problem("error", f"gateway.routes[{number}]", f"{key[1]} is listed twice for model {key[0]}",
+                               source=source))
+        seen.add(key)
+    if resolved.instance(GATEWAY_NAME) is not None:
+        out.append(Problem("error", f"instance.{GATEWAY_NAME}",
+                           "this name is the gateway's (its container, `ps` row and `logs` name)",
+                           hint="rename the instance", source=source))
+    docker = data.get("docker") if isinstance(data.get("docker"), dict) else {}
+    address = str(docker.get("publish_address", "127.0.0.1"))
+    if not table.get("api_key") and address not in ("127.0.0.1", "::1", "localhost"):
+        out.append(Problem("warning", "gateway.api_key",
+                           f"the gateway listens on {address} without an API key: anyone on the network can use it",
+                           hint="set [gateway] api_key", source=source))
+    return out

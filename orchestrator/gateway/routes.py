@@ -1,0 +1,75 @@
+"""Which instance serves which model, as the gateway must know it: pure, from the specs.
+
+Instances sharing a served model name are replicas of one model. Each route's address is where
+the gateway (on the host's network) reaches the server: its published port, or for an instance
+kept off the host (`[docker] publish = false`) its container's address on the bridge, which the
+engine reports once the container exists.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Mapping
+
+from orchestrator.value import Value
+
+_WILDCARDS = ("0.0.0.0", "::", "")
+
+
+class Route(Value):
+    model: str
+    instance: str
+    address: str  # host:port, as the router dials it
+
+    def to_json(self) -> dict[str, str]:
+        return {"model": self.model, "instance": self.instance, "address": self.address}
+
+
+def routes_for(instances: Iterable, container_addresses: Mapping[str, str] | None = None,
+               remote: Iterable[tuple[str, str]] = ()) -> tuple[Route, ...]:
+    """The routes of the enabled instances, sorted (model, instance). `container_addresses`
+    (instance -> its container's IP) serves the unpublished ones; without it they are left out.
+    `remote`: (model, host:port) of servers outside the project (`[gateway] routes`), named
+    `remote-<host>-<port>`."""
+    found: list[Route] = [Route(model, "remote-" + address.replace(":", "-").strip("[]"), address)
+                          for model, address in remote]
+    for spec in instances:
+        if not spec.enabled or spec.container is None:
+            continue
+        model = spec.served_model or spec.server.get("model")
+        if not model:
+            continue
+        address = _address(spec, container_addresses or {})
+        if address:
+            found.append(Route(str(model), spec.name, address))
+    return tuple(sorted(found, key=lambda r: (r.model, r.instance)))
+
+
+def _address(spec, container_addresses: Mapping[str, str]) -> str | None:
+    container = spec.container
+    if container.network_mode == "host":
+        return f"127.0.0.1:{spec.port}"
+    if container.port is not None:
+        host = container.port.host_address
+        host = "127.0.0.1" if host in _WILDCARDS else host
+        return f"{'[' + host + ']' if ':' in host else host}:{container.port.host_port}"
+    ip = container_addresses.get(spec.name)
+    return f"{ip}:{spec.port}" if ip else None
+
+
+def models(routes: Iterable[Route]) -> list[str]:
+    return sorted({r.model for r in routes})
+
+
+def describe_change(before: Iterable[Route], after: Iterable[Route]) -> list[str]:
+    """`+ chat2 (m1)`, `- old (m2)`, `chat: 127.0.0.1:8001 -> 127.0.0.1:8011`: for `up --dry-run`."""
+    old = {r.instance: r for r in before}
+    new = {r.instance: r for r in after}
+    out = [f"+ {n} ({new[n].model})" for n in sorted(new.keys() - old.keys())]
+    out += [f"- {n} ({old[n].model})" for n in sorted(old.keys() - new.keys())]
+    for name in sorted(old.keys() & new.keys()):
+        a, b = old[name], new[name]
+        if a.model != b.model:
+            out.append(f"{name}: model {a.model} -> {b.model}")
+        if a.address != b.address:
+            out.append(f"{name}: {a.address} -> {b.address}")
+    return out

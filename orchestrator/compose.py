@@ -461,9 +461,8 @@ def render_compose(project: Any, templates: Path | None = None) -> str:
 
 def _gateway_parts(project: Any) -> tuple[dict, dict, dict] | None:
     from orchestrator.gateway.compose_service import compose_parts
-    from orchestrator.gateway.settings import read
 
-    gateway = read(project.loaded.data, project=project.resolved.project, config_file=project.resolved.config_file)
+    gateway = project.resolved.gateway
     if gateway is None:
         return None
     service, configs, secrets = compose_parts(gateway, project.resolved.instances, OWNER_COMPOSE)

@@ -18,6 +18,7 @@ from orchestrator.config.loader import deep_merge
 from orchestrator import options
 from orchestrator.options import MAX_NAME_LENGTH
 from orchestrator.errors import ConfigError, Problem, show_value
+from orchestrator.gateway.settings import GatewaySpec, read as read_gateway
 from orchestrator.container import render_container
 from orchestrator import secret_files
 from orchestrator.sizes import parse_size
@@ -65,6 +66,8 @@ class Resolved(Value, frozen=False):
     # The Kubernetes export's own settings (kubernetes_settings.KubernetesInputs), resolved only
     # for that target (`resolve(..., kubernetes=True)`): no other command pays for them.
     kubernetes: KubernetesInputs | None = None
+    # `[gateway]` resolved (gateway/settings.GatewaySpec); None when there is none or it is off.
+    gateway: GatewaySpec | None = None
 
     def instance(self, name: str) -> InstanceSpec | None:
         return next((i for i in self.instances if i.name == name), None)
@@ -133,6 +136,7 @@ def resolve(
         )
     if kubernetes:
         resolved.kubernetes = resolve_kubernetes(data, master)
+    resolved.gateway = read_gateway(data, project=project, config_file=str(config_path))
     return resolved
 
 

@@ -7,13 +7,13 @@ cannot drift apart; it adds what a generic validator lacks: a did-you-mean for u
 from __future__ import annotations
 
 import functools
-import ipaddress
 import math
 import os
 import re
 from collections import defaultdict
 from typing import Any, Iterable
 
+from orchestrator.addresses import ip_address, is_loopback
 from orchestrator.argv import DEFAULT_MODULE
 from orchestrator.config.schema import SCHEMA
 from orchestrator.config.settings_check import container_setting_problems, mount_target_problems
@@ -183,10 +183,10 @@ def semantic_problems(resolved: Resolved, data: dict, source: str, target: str, 
             _docker_checks(spec, source, out)
             out += host_problems(spec, source, on_host=on_host)
         _log_collisions(instances, source, out)
-    if backend != "kubernetes":
+    if shares_one_host(target):  # on Kubernetes the gateway is a Service of its own: no host port to share
         from orchestrator.gateway.checks import gateway_problems
 
-        out += gateway_problems(resolved, data, source, backend)
+        out += gateway_problems(resolved, data, source, target)
     return out
 
 
@@ -306,25 +306,7 @@ def gpu_memory_utilization(spec: Any) -> float | None:
     return float(util)
 
 
-@functools.lru_cache(maxsize=256)  # the same few addresses, once per instance
-def _ip_address(host: str) -> Any:
-    """The address `host` is, or None when it is not an IP address."""
-    try:
-        return ipaddress.ip_address(host)
-    except ValueError:
-        return None
-
-
-def is_loopback(host: str) -> bool:
-    """Whether `host` names this machine only: "localhost" in any case (host names are
-    case-insensitive, a trailing dot is the root), a *.localhost name, or a loopback address."""
-    name = host.strip().lower().rstrip(".")
-    if name == "localhost" or name.endswith(".localhost"):
-        return True
-    address = _ip_address(name.strip("[]"))
-    return address is not None and address.is_loopback
-
-
+_ip_address = ip_address
 _is_loopback = is_loopback
 
 

@@ -475,10 +475,9 @@ def _service(spec: InstanceSpec, settings: dict[str, Any], name: str, ns: str | 
 def _gateway_manifests(ctx: _Context, namespace: str | None) -> list[dict[str, Any]]:
     """`[gateway]`: its ConfigMap, Deployment and Service, the instances' Services as backends."""
     from orchestrator.gateway.kubernetes import manifests
-    from orchestrator.gateway.settings import read
 
     project = ctx.project
-    gateway = read(project.loaded.data, project=project.resolved.project, config_file=project.resolved.config_file)
+    gateway = project.resolved.gateway
     if gateway is None:
         return []
     if gateway.port < 1024:

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from orchestrator.addresses import is_loopback
 from orchestrator.errors import Problem
 from orchestrator.gateway.settings import GATEWAY_NAME
 
 
-def gateway_problems(resolved: Any, data: dict, source: str, backend: str) -> list[Problem]:
+def gateway_problems(resolved: Any, data: dict, source: str, target: str) -> list[Problem]:
     table = data.get("gateway")
     if not isinstance(table, dict) or not table.get("enabled", True):
         return []
     out: list[Problem] = []
-    if backend == "local":
+    if target == "local":
         out.append(Problem("warning", "gateway", "the in-container launcher runs no gateway (only `up` does)",
                            source=source))
         return out
@@ -49,9 +50,10 @@ def gateway_problems(resolved: Any, data: dict, source: str, backend: str) -> li
         out.append(Problem("error", f"instance.{GATEWAY_NAME}",
                            "this name is the gateway's (its container, `ps` row and `logs` name)",
                            hint="rename the instance", source=source))
-    docker = data.get("docker") if isinstance(data.get("docker"), dict) else {}
+    raw_docker = data.get("docker")
+    docker: dict = raw_docker if isinstance(raw_docker, dict) else {}
     address = str(docker.get("publish_address", "127.0.0.1"))
-    if not table.get("api_key") and address not in ("127.0.0.1", "::1", "localhost"):
+    if not table.get("api_key") and not is_loopback(address):
         out.append(Problem("warning", "gateway.api_key",
                            f"the gateway listens on {address} without an API key: anyone on the network can use it",
                            hint="set [gateway] api_key", source=source))

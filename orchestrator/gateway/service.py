@@ -88,22 +88,26 @@ def plan(gateway: GatewaySpec | None, observed: dict | None, *, image_id: str | 
     draft = haproxy.render(gateway, routes)
     version = files.version_of(draft, gateway.key_digest)
     rendered = haproxy.render(gateway, routes, version)
-    common = dict(gateway=gateway, observed=observed, routes=routes, version=version, files=rendered)
+
+    def step(kind: str, reasons: tuple[str, ...]) -> GatewayPlan:
+        return GatewayPlan(kind, reasons, gateway=gateway, observed=observed, routes=routes, version=version,
+                           files=rendered)
+
     if observed is None:
-        return GatewayPlan(CREATE, (f"not created yet; models: {', '.join(models(routes)) or 'none'}",), **common)
+        return step(CREATE, (f"not created yet; models: {', '.join(models(routes)) or 'none'}",))
     reasons = _record_changes(observed, gateway, image_id)
     if reasons:
-        return GatewayPlan(RECREATE, tuple(reasons), **common)
+        return step(RECREATE, tuple(reasons))
     if observed.get("State") not in ("running", "restarting"):
-        return GatewayPlan(START, (f"was {observed.get('State')}",), **common)
+        return step(START, (f"was {observed.get('State')}",))
     served = files.current_version(gateway.host_dir)
     if served != version:
         before = [Route(**r) for r in files.read_current(gateway.host_dir, "routes.json") or []
                   if isinstance(r, dict) and set(r) == {"model", "instance", "address"}]
         changes = describe_change(before, routes)
         why = ("routes: " + ", ".join(changes)) if changes else "settings (port, policy, key or limits)"
-        return GatewayPlan(RELOAD, (why,), **common)
-    return GatewayPlan(NOOP, ("up to date",), **common)
+        return step(RELOAD, (why,))
+    return step(NOOP, ("up to date",))
 
 
 def _record_changes(observed: dict, gateway: GatewaySpec, image_id: str | None) -> list[str]:
@@ -121,8 +125,10 @@ def _record_changes(observed: dict, gateway: GatewaySpec, image_id: str | None) 
 
 def apply(engine: Engine, step: GatewayPlan) -> str:
     """Carry the plan out; returns what was done (`created`, `reloaded in 1.2 s`, ...)."""
+    observed = step.observed
     if step.kind == REMOVE:
-        _remove(engine, step.observed)
+        assert observed is not None  # a removal is planned for an observed container only
+        _remove(engine, observed)
         return "stopped and removed"
     gateway = step.gateway
     assert gateway is not None
@@ -134,10 +140,13 @@ def apply(engine: Engine, step: GatewayPlan) -> str:
         _await_version(gateway, step.version)
         return f"reloaded in place ({time.monotonic() - started:.1f} s)"
     if step.kind == START:
-        _call(lambda: engine.start(step.observed["Id"]))
+        assert observed is not None
+        container_id = observed["Id"]
+        _call(lambda: engine.start(container_id))
         return "started"
     if step.kind == RECREATE:
-        _remove(engine, step.observed)
+        assert observed is not None
+        _remove(engine, observed)
     check_port_free(gateway)
     _prepare_log(gateway.log_file)
     try:
@@ -240,7 +249,7 @@ def _backends_up(gateway: GatewaySpec) -> set[str]:
     from urllib.parse import urlsplit
 
     parts = urlsplit(gateway.url)
-    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=2.0)
+    connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=2.0)
     try:
         connection.request("GET", "/metrics", headers={"Authorization": f"Bearer {gateway.api_key}"}
                            if gateway.api_key else {})
@@ -272,7 +281,7 @@ def _health(url: str, timeout: float) -> str | None:
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
-    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=timeout)
     try:
         connection.request("GET", "/health")
         answer = connection.getresponse()

@@ -115,7 +115,8 @@ def read(data: Mapping[str, Any], *, project: str, config_file: str) -> GatewayS
     table = data.get("gateway")
     if not isinstance(table, dict) or not table.get("enabled", True) or not isinstance(table.get("port"), int):
         return None
-    docker = data.get("docker") if isinstance(data.get("docker"), dict) else {}
+    raw_docker = data.get("docker")
+    docker: Mapping[str, Any] = raw_docker if isinstance(raw_docker, dict) else {}
     base = os.path.dirname(os.path.abspath(config_file))
     settings = {**DEFAULTS, **table}
 

@@ -10,13 +10,13 @@ from typing import Any
 
 from orchestrator.errors import OrchestratorError, PreflightError
 from orchestrator.gateway import service
-from orchestrator.gateway.settings import GATEWAY_NAME, GatewaySpec, read
+from orchestrator.gateway.settings import GATEWAY_NAME, GatewaySpec
 from orchestrator.labels import LABEL_CONFIG
 from orchestrator.plan import Action
 
 
 def spec_of(project) -> GatewaySpec | None:
-    return read(project.loaded.data, project=project.name, config_file=project.resolved.config_file)
+    return project.resolved.gateway
 
 
 def plan_for_up(project, backend, *, fresh: bool = False) -> service.GatewayPlan | None:

@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "orchestrator"
 
 LAYERS: list[set[str]] = [
     # declarations and leaf helpers: no knowledge of configs or targets
-    {"orchestrator", "value", "errors", "labels", "targets", "sizes", "vllm_options", "vllm_options_dump", "diagnose",
+    {"orchestrator", "value", "errors", "labels", "targets", "sizes", "addresses", "vllm_options", "vllm_options_dump", "diagnose",
      "run_lock", "log_files", "secret_files", "exporters.kubernetes_settings", "ulimits", "backends",
      "backends.docker_context", "config", "exporters", "gateway", "gateway.routes", "gateway.files"},
     # the target-neutral spec and the tables it is built with

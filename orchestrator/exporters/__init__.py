@@ -23,3 +23,15 @@ def comment_text(text: str) -> str:
     if text.isprintable():
         return text
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def object_metadata(name: str, namespace: str | None, labels: dict[str, str],
+                    annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    """A Kubernetes object's `metadata`, keys in the order every release wrote them."""
+    meta: dict[str, Any] = {"name": name}
+    if namespace:
+        meta["namespace"] = namespace
+    meta["labels"] = dict(labels)
+    if annotations:
+        meta["annotations"] = annotations
+    return meta

@@ -45,7 +45,7 @@ import yaml
 from orchestrator import __version__, options
 from orchestrator.config.validate import parallel_sizes
 from orchestrator.errors import ConfigError, OrchestratorError, Problem
-from orchestrator.exporters import comment_text, safe_loader
+from orchestrator.exporters import comment_text, object_metadata, safe_loader
 from orchestrator.exporters.kubernetes_settings import DNS_LABEL_PATTERN, InstanceSettings, KubernetesInputs
 from orchestrator.spec import InstanceSpec, Mount, parse_size
 from orchestrator.value import Value, field
@@ -446,7 +446,7 @@ def _deployment(spec: InstanceSpec, settings: dict[str, Any], name: str, ns: str
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _metadata(name, ns, labels, {**ours, **user_annotations}),
+        "metadata": object_metadata(name, ns, labels, {**ours, **user_annotations}),
         "spec": {
             "replicas": settings["replicas"] if enabled else 0,
             "selector": {"matchLabels": selector},
@@ -463,7 +463,7 @@ def _service(spec: InstanceSpec, settings: dict[str, Any], name: str, ns: str | 
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _metadata(name, ns, labels, dict(settings.get("service_annotations") or {})),
+        "metadata": object_metadata(name, ns, labels, dict(settings.get("service_annotations") or {})),
         "spec": {
             "type": settings["service_type"],
             "selector": dict(selector),
@@ -491,16 +491,6 @@ def _gateway_manifests(ctx: _Context, namespace: str | None) -> list[dict[str, A
         secret_name=settings.get("secret_name") or f"{project.resolved.project}-secrets",
         labels={"app.kubernetes.io/name": "vllm-orch-gateway", "app.kubernetes.io/part-of": project.resolved.project,
                 "app.kubernetes.io/managed-by": "vllm-orch"})
-
-
-def _metadata(name: str, namespace: str | None, labels: dict[str, str], annotations: dict[str, str]) -> dict[str, Any]:
-    meta: dict[str, Any] = {"name": name}
-    if namespace:
-        meta["namespace"] = namespace
-    meta["labels"] = dict(labels)
-    if annotations:
-        meta["annotations"] = annotations
-    return meta
 
 
 def _docker_only_warnings(ctx: _Context, spec: InstanceSpec, inputs: InstanceSettings) -> None:

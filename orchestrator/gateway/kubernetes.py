@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from orchestrator.exporters import object_metadata
 from orchestrator.gateway import files, haproxy
 from orchestrator.gateway.routes import Route, models, routes_for
 from orchestrator.gateway.settings import GATEWAY_NAME, GatewaySpec
@@ -44,13 +45,7 @@ def manifests(gateway: GatewaySpec, instances: list, *, service_name, service_po
     meta_labels.update(selector)
 
     def metadata(extra: dict | None = None) -> dict[str, Any]:
-        meta: dict[str, Any] = {"name": name}
-        if namespace:
-            meta["namespace"] = namespace
-        meta["labels"] = dict(meta_labels)
-        if extra:
-            meta["annotations"] = extra
-        return meta
+        return object_metadata(name, namespace, meta_labels, extra)
 
     config_map = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata(),
                   "data": {config_key(path): data.decode() for path, data in rendered.items()}}

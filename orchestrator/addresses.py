@@ -25,3 +25,18 @@ def is_loopback(host: str) -> bool:
         return True
     address = ip_address(name.strip("[]"))
     return address is not None and address.is_loopback
+
+
+def bind_refused(address: str, port: int) -> str | None:
+    """Why a TCP port cannot be bound on this machine now (the OS's words), None when it can:
+    one bind, released at once, as the engine's own publish would do it."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((address, port))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None

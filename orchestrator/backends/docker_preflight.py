@@ -6,10 +6,10 @@ Reached through DockerBackend.preflight."""
 from __future__ import annotations
 
 import os
-import socket
 from typing import TYPE_CHECKING
 
 from orchestrator import secret_files
+from orchestrator.addresses import bind_refused
 from orchestrator.backends.engine import is_local_address
 from orchestrator.backends.engine_body import gpu_device_requests
 from orchestrator.container import ContainerSpec
@@ -162,15 +162,10 @@ def _check_ports_free(creating: list[Action], problems: list[str]) -> None:
         old = action.observed
         if old is not None and old.running and port.url == old.labels.get(LABEL_URL):
             continue  # held by the container this one replaces
-        family = socket.AF_INET6 if ":" in port.host_address else socket.AF_INET
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind((port.host_address, port.host_port))
-            except OSError as exc:
-                problems.append(
-                    f"instance {action.instance!r}: host port {port.host_address}:{port.host_port} is not free "
-                    f"({exc.strerror}); set [instance.{action.instance}.docker] publish_port")
+        why = bind_refused(port.host_address, port.host_port)
+        if why:
+            problems.append(f"instance {action.instance!r}: host port {port.host_address}:{port.host_port} is not free "
+                            f"({why}); set [instance.{action.instance}.docker] publish_port")
 
 
 def _check_gpu_runtime(backend: DockerBackend, action: Action) -> None:

@@ -13,7 +13,7 @@ import re
 from collections import defaultdict
 from typing import Any, Iterable
 
-from orchestrator.addresses import ip_address, is_loopback
+from orchestrator.addresses import bind_refused, ip_address, is_loopback
 from orchestrator.argv import DEFAULT_MODULE
 from orchestrator.config.schema import SCHEMA
 from orchestrator.config.settings_check import container_setting_problems, mount_target_problems
@@ -399,23 +399,17 @@ def busy_port_problems(resolved: Resolved, held: set[int] | frozenset[int], sour
     """Host ports the enabled instances publish that something else holds on this machine (one
     bind each, as `up`'s preflight does). `held`: the ports the project's own running containers
     publish, which `up` keeps or releases itself. Only where this machine is the engine's host."""
-    import socket
-
     out: list[Problem] = []
     for spec in resolved.instances:
         port = spec.container.port if spec.enabled and spec.container else None
         if port is None or port.host_port in held or _ip_address(port.host_address) is None:
             continue
-        family = socket.AF_INET6 if ":" in port.host_address else socket.AF_INET
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind((port.host_address, port.host_port))
-            except OSError as exc:
-                out.append(Problem("error", f"instance.{spec.name}.docker.publish_port",
-                                   f"host port {port.host_address}:{port.host_port} is not free on this host ({exc.strerror})",
-                                   hint=f"stop what holds it, or set [instance.{spec.name}.docker] publish_port",
-                                   source=source))
+        why = bind_refused(port.host_address, port.host_port)
+        if why:
+            out.append(Problem("error", f"instance.{spec.name}.docker.publish_port",
+                               f"host port {port.host_address}:{port.host_port} is not free on this host ({why})",
+                               hint=f"stop what holds it, or set [instance.{spec.name}.docker] publish_port",
+                               source=source))
     return out
 
 

@@ -13,7 +13,7 @@ LAYERS: list[set[str]] = [
     # declarations and leaf helpers: no knowledge of configs or targets
     {"orchestrator", "value", "errors", "labels", "targets", "sizes", "vllm_options", "vllm_options_dump", "diagnose",
      "run_lock", "log_files", "secret_files", "exporters.kubernetes_settings", "ulimits", "backends",
-     "backends.docker_context", "config", "exporters"},
+     "backends.docker_context", "config", "exporters", "vllm_metrics", "restart_log"},
     # the target-neutral spec and the tables it is built with
     {"spec", "options", "argv", "start_order", "logs"},
     # reading the document; the Docker rendering of a spec; the option tables' cache; generated files
@@ -24,19 +24,19 @@ LAYERS: list[set[str]] = [
     # meaning of the resolved config
     {"config.validate"},
     # a project opened and checked; the pure plan; GPU facts
-    {"project", "plan", "gpus", "gpu_readers"},
+    {"project", "plan", "gpus", "gpu_readers", "supervise"},
     # engine clients, renderers, exporters, status and waiting
     {"backends.engine", "backends.engine_errors", "backends.engine_socket", "backends.engine_sdk", "backends.engine_body", "compose",
-     "exporters.kubernetes", "status", "waiter"},
+     "exporters.kubernetes", "status", "waiter", "top"},
     # the backends
     {"backends.base", "backends.docker", "backends.docker_preflight", "backends.docker_apply", "backends.local",
      "backends.local_state", "backends.local_process", "backends.local_plan", "backends.local_stop"},
     # checks that need a backend
     {"gpu_check"},
     # the workflows
-    {"app"},
+    {"app", "watch"},
     # the command line
-    {"cli", "__main__"},
+    {"cli", "__main__", "top_screen"},
 ]
 
 

@@ -69,7 +69,10 @@ def scrape(url: str, timeout: float = SCRAPE_TIMEOUT_S,
     try:
         text = fetch(url, timeout)
         at = time.monotonic()
-        return Scrape(vllm_metrics.parse(text), None, at)
+        sample = vllm_metrics.parse(text)
+        if not (sample.gauges or sample.counters or sample.buckets):
+            return Scrape(None, "/metrics holds none of the vLLM metrics top reads (vllm_metrics.py)", at)
+        return Scrape(sample, None, at)
     except (OSError, http.client.HTTPException) as exc:
         return Scrape(None, f"no answer: {getattr(exc, 'strerror', None) or exc or type(exc).__name__}",
                       time.monotonic())

@@ -39,7 +39,7 @@ def run(draw: Callable[[], list[str]], interval: float, *, keyboard: TextIO = sy
         while True:
             started = time.monotonic()
             lines = draw()
-            width = os.get_terminal_size(screen.fileno()).columns if screen.isatty() else 200
+            width = _width(screen)
             screen.write(frame(lines, width))
             screen.flush()
             remaining = max(0.0, interval - (time.monotonic() - started))
@@ -52,3 +52,11 @@ def run(draw: Callable[[], list[str]], interval: float, *, keyboard: TextIO = sy
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
         screen.write(LEAVE)
         screen.flush()
+
+
+def _width(screen: TextIO) -> int:
+    """The terminal's columns; a terminal that says 0 (a fresh pty, a serial console) gets 200."""
+    try:
+        return os.get_terminal_size(screen.fileno()).columns or 200
+    except OSError:
+        return 200

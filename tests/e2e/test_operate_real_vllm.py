@@ -105,16 +105,18 @@ def test_top_reads_real_vllm_and_watch_restarts_a_wedged_engine(vllm_image, tmp_
         assert container.attrs["State"]["StartedAt"] != started, "watch did not restart the wedged server"
         wait_docker_healthy(container, 300)  # the model loads again
         healthy_after = time.monotonic() - frozen_at
-        print(f"wedged engine: restarted after {restarted_after:.0f}s, healthy again after {healthy_after:.0f}s")
+        sys.stderr.write(f"wedged engine: restarted after {restarted_after:.0f}s, "
+                         f"healthy again after {healthy_after:.0f}s\n")
     finally:
         if watcher is not None:
             watcher.send_signal(signal.SIGTERM)
             _, err = watcher.communicate(timeout=60)
-            print(err)
+            sys.stderr.write(err)
             assert watcher.returncode == 0, err
         for leftover in client.containers.list(all=True, filters={"label": f"io.vllm-orch.project={project}"}):
             leftover.remove(force=True)
     assert "tiny_a: restarting container" in err
+    capsys.readouterr()
     assert main([*args, "ps", "--json"]) == 0
     # (the container is gone by now: the row comes from the config, the count from the record file)
     [row] = [r for r in json.loads(capsys.readouterr().out)["instances"] if r["name"] == "tiny_a"]

@@ -7,7 +7,7 @@ build of tests/images/vllm-cpu) really exports is recorded in orchestrator/data/
 and tests/unit/test_vllm_metrics.py holds this table to it.
 
 Parsing is prometheus_client's (`text_string_to_metric_families`, the maintained parser of the
-text format). One vLLM answer is ~60 KB, most of it histograms `top` does not read; only the lines
+text format). One vLLM 0.32 answer is ~49 KB, most of it histograms `top` does not read; only the lines
 of the families in this table are handed to the parser, which keeps `top --once` of 64 servers
 inside its 0.3 s (bench/top_scale.py).
 """

@@ -448,6 +448,26 @@ def ps(inputs: Inputs, *, backend: str | None = None) -> StatusOutcome:
     return StatusOutcome(name, rows, chosen.status_columns)
 
 
+# ----------------------------------------------------------------------------- top
+class TopView:
+    """`top`'s snapshots of one project (top.Top over Docker's `ps` rows)."""
+
+    def __init__(self, project: str, snapshot: Callable[[], list[dict[str, Any]]]):
+        self.project = project
+        self.snapshot = snapshot
+
+
+def top(inputs: Inputs, *, timeout: float = 2.0) -> TopView:
+    """Each snapshot: `ps`'s rows (one list call), then every running instance's /metrics at once."""
+    from orchestrator.top import Top
+
+    name, project = project_for_status(inputs)
+    backend = backend_for(DOCKER)
+    instances = project.resolved.instances if project else []
+    view = Top(lambda: backend.status(name, instances), timeout)
+    return TopView(name, view.snapshot)
+
+
 # ----------------------------------------------------------------------------- logs
 def log_path(inputs: Inputs, name: str, *, backend: Target | None, follow: bool) -> Path:
     """Where the instance's log file is on this machine; an error saying why when there is none."""

@@ -86,6 +86,9 @@ def _logs_args(p: argparse.ArgumentParser) -> None:
     _backend_arg(p, guessed=True, help=_BACKEND_HELP)
     p.add_argument("-f", "--follow", action="store_true")
     p.add_argument("-n", "--tail", type=int, default=None, metavar="N", help="last N lines (default all)")
+    p.add_argument("--restarts", action="store_true",
+                   help="show `watch`'s restarts of the instance instead (time, reason, the log lines before each)")
+    p.add_argument("--json", action="store_true", help="with --restarts: the records as JSON")
 
 
 def _compose_args(p: argparse.ArgumentParser) -> None:
@@ -122,6 +125,39 @@ def _launch_args(p: argparse.ArgumentParser) -> None:
                    help="seconds an instance waits for another on a shared GPU to answer /health (default 1800)")
 
 
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
+
+
+def _top_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--once", action="store_true", help="print one snapshot and exit")
+    p.add_argument("--json", action="store_true", help="one snapshot as JSON (implies --once)")
+    p.add_argument("-n", "--interval", type=_positive, default=2.0, metavar="S",
+                   help="seconds between refreshes of the live view (default 2)")
+    p.add_argument("--window", type=_positive, default=None, metavar="S",
+                   help="with --once/--json: take two samples S seconds apart, for tokens/s and the "
+                        "interval's TTFT p50")
+    p.add_argument("--timeout", type=_positive, default=2.0, metavar="S",
+                   help="seconds each server has to answer /metrics (default 2)")
+
+
+def _watch_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--interval", type=_positive, default=5.0, metavar="S",
+                   help="seconds between looks at the containers (default 5)")
+    p.add_argument("--backoff", type=_positive, default=60.0, metavar="S",
+                   help="seconds before a second restart in a row; doubled each time (default 60)")
+    p.add_argument("--backoff-max", type=_positive, default=1800.0, metavar="S",
+                   help="the longest wait between restarts in a row (default 1800)")
+    p.add_argument("--max-restarts", type=int, default=5, metavar="N",
+                   help="restarts in a row before an instance is reported as crash-looping and left alone "
+                        "(default 5)")
+    p.add_argument("--healthy-reset", type=_positive, default=600.0, metavar="S",
+                   help="seconds of health that end a series of restarts (default 600)")
+
+
 def _no_args(p: argparse.ArgumentParser) -> None:
     pass
 
@@ -134,6 +170,9 @@ SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = 
     "down": ("stop and remove this project's containers (logs are kept)", _down_args),
     "ps": ("list this project's instances", _ps_args),
     "logs": ("show an instance's log file", _logs_args),
+    "top": ("live view of each instance's load, read from its /metrics", _top_args),
+    "watch": ("supervise this project: restart instances unhealthy for too long (foreground, for systemd)",
+              _watch_args),
     "compose": ("write a docker-compose.yml that runs the same containers", _compose_args),
     "k8s": ("write Kubernetes manifests (a Deployment and a Service per instance)", _k8s_args),
     "flags": ("show the options the vLLM in an image accepts", _flags_args),
@@ -379,6 +418,9 @@ def cmd_ps(args: argparse.Namespace) -> int:
     for row in rows:  # why a server is down, read from its log (diagnose.py), after the table
         if row.get("cause"):
             print(printable(f"{row['name']}: {row['cause']}"))
+        if row.get("last_restart"):
+            print(printable(f"{row['name']}: last restart by watch: {row['last_restart']} "
+                            f"(`vllm-orch logs {row['name']} --restarts`)"))
     return EXIT_OK
 
 
@@ -386,6 +428,8 @@ def cmd_logs(args: argparse.Namespace) -> int:
     from orchestrator.app import log_path
     from orchestrator.logs import all_lines, follow, tail_lines
 
+    if args.restarts:
+        return _print_restarts(args)
     path = log_path(_inputs(args), args.name, backend=args.backend, follow=args.follow)
     if args.tail is not None:
         lines = tail_lines(path, args.tail)
@@ -400,6 +444,85 @@ def cmd_logs(args: argparse.Namespace) -> int:
                 print(line, flush=True)
         except KeyboardInterrupt:
             pass
+    return EXIT_OK
+
+
+def _print_restarts(args: argparse.Namespace) -> int:
+    """`logs NAME --restarts`: watch's records, oldest first, each with the log lines before it."""
+    from orchestrator import restart_log
+    from orchestrator.app import log_path
+
+    path = log_path(_inputs(args), args.name, backend=args.backend, follow=True)
+    records = restart_log.read(str(path))
+    if args.tail is not None:
+        records = records[-args.tail:] if args.tail > 0 else []
+    if args.json:
+        _print_json({"name": args.name, "file": restart_log.path_for(str(path)), "restarts": records})
+        return EXIT_OK
+    if not records:
+        _stderr(f"no restarts recorded for {args.name!r} ({restart_log.path_for(str(path))})")
+    for record in records:
+        print(printable(f"== {record.get('time')} {record.get('action', 'restart')} {record.get('container', '')}: "
+                        f"{record.get('reason')}"))
+        for line in record.get("log_tail") or []:
+            print(printable(f"   {line}"))
+    return EXIT_OK
+
+
+def cmd_top(args: argparse.Namespace) -> int:
+    import time
+
+    from orchestrator.app import top
+    from orchestrator.top import table_lines
+
+    view = top(_inputs(args), timeout=args.timeout)
+    if args.once or args.json:
+        rows = view.snapshot()
+        if args.window:
+            time.sleep(args.window)
+            rows = view.snapshot()
+        if args.json:
+            _print_json({"project": view.project, "instances": rows})
+        else:
+            print("\n".join(printable(line) for line in table_lines(rows)))
+            for row in rows:
+                if row.get("error"):
+                    print(printable(f"{row['name']}: {row['error']}"))
+        return EXIT_OK
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise OrchestratorError("top's live view needs a terminal: use --once or --json in scripts")
+    from orchestrator.top_screen import run
+
+    def draw() -> list[str]:
+        rows = view.snapshot()
+        stamp = time.strftime("%H:%M:%S")
+        lines = [f"vllm-orch top: project {view.project}  {stamp}  every {args.interval:g}s  (q quits)", ""]
+        lines += table_lines(rows)
+        lines += [f"{r['name']}: {r['error']}" for r in rows if r.get("error")]
+        return [printable(line) for line in lines]
+
+    run(draw, args.interval)
+    return EXIT_OK
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    import signal
+
+    from orchestrator.supervise import Policy
+    from orchestrator.watch import watch
+
+    if args.max_restarts < 0:
+        raise OrchestratorError("--max-restarts must be 0 or more")
+    received: list[int] = []
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        received.append(signum)  # only a flag: the round in progress finishes, then watch exits
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    policy = Policy(backoff_s=args.backoff, backoff_max_s=args.backoff_max, max_restarts=args.max_restarts,
+                    healthy_reset_s=args.healthy_reset)
+    watch(_inputs(args), policy=policy, interval=args.interval, say=_stderr, stopping=lambda: bool(received))
     return EXIT_OK
 
 
@@ -546,6 +669,8 @@ COMMANDS = {
     "down": cmd_down,
     "ps": cmd_ps,
     "logs": cmd_logs,
+    "top": cmd_top,
+    "watch": cmd_watch,
     "compose": cmd_compose,
     "k8s": cmd_k8s,
     "flags": cmd_flags,

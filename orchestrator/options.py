@@ -106,6 +106,12 @@ SETTINGS: tuple[Setting, ...] = (
             "seconds of model loading during which failed health checks do not count", default=900),
     Setting("health_interval", {"type": "integer", "minimum": 1, "maximum": MAX_HEALTH_S},
             "seconds between health checks", default=10),
+    # Read by `vllm-orch watch` alone (watch.py), never by the engine: it is no ContainerOption, so it
+    # stays out of the container's record and changing it recreates nothing.
+    Setting("restart_unhealthy_after", {"type": "integer", "minimum": 0, "maximum": MAX_HEALTH_S},
+            "seconds an instance may stay unhealthy (after its start period) before `vllm-orch watch` restarts "
+            "its container; `0`: watch never restarts it; changing it recreates nothing", default=300,
+            kubernetes="not used: the kubelet restarts a pod whose liveness probe fails"),
     Setting("health_cmd", {"type": "array", "items": {"type": "string"}},
             "exec-form health check command", shown_default="the image's python3 GETs `/health`",
             kubernetes="not used: the probes GET /health on the vLLM port"),

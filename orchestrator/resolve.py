@@ -339,8 +339,18 @@ def _workload(
         labels=tuple((key, str(value)) for key, value in (docker.get("labels") or {}).items()),
         caches=tuple(_cache_mounts(name, docker, mounts, base_dir)),
         cache_is_default=docker.get("cache_host_dir") == DOCKER_DEFAULTS["cache_host_dir"],
+        restart_unhealthy_after=_whole_seconds(docker, "restart_unhealthy_after"),
         options=option_values,
     )
+
+
+def _whole_seconds(docker: dict[str, Any], key: str) -> int:
+    """A [docker] count of seconds, the table's default where the value is not one (the schema
+    has reported that already)."""
+    value = docker.get(key)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    return int(DOCKER_DEFAULTS[key])
 
 
 def _cache_mounts(name: str, docker: dict[str, Any], mounts: list[Mount], base_dir: str) -> list[CacheMount]:

@@ -62,6 +62,34 @@ def ensure_dir(directory: Path) -> Path:
 
 
 @contextlib.contextmanager
+def sole_watcher(project: str, engine_address: str, env: Mapping[str, str] = os.environ) -> Iterator[Path]:
+    """`vllm-orch watch`'s lock: one supervisor per project and engine on this machine. A second
+    one does not wait (two would restart the same container twice): it fails with one line."""
+    directory = ensure_dir(default_state_dir(env) / "watch")
+    readable = re.sub(r"[^A-Za-z0-9_.-]", "_", project)[:64]
+    key = zlib.crc32(f"{engine_address}\0{project}".encode())
+    path = directory / f"{readable}-{key:08x}.lock"
+    with open(path, "a+") as handle:
+        if fcntl is not None:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "?"
+                raise OrchestratorError(f"another vllm-orch watch (pid {holder}) already supervises project "
+                                        f"{project!r} on this engine (lock {path}); this one exits") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        try:
+            yield path
+        finally:
+            if fcntl is not None:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
 def exclusive(path: Path, on_wait: Callable[[], None] = lambda: None) -> Iterator[None]:
     """An flock on `path` (made if missing) for the block; `on_wait` runs once if it is taken."""
     with open(path, "a") as handle:

@@ -244,6 +244,8 @@ class Workload(OptionValues, Value):
     caches: tuple[CacheMount, ...] = ()  # vLLM's and Hugging Face's caches, kept on the host
     cache_is_default: bool = True  # the caches came from the default [docker] cache_host_dir
     options: tuple[tuple[str, Any], ...] = ()  # shm, IPC, user, network, restart, stop timeout, CPUs
+    # [docker] restart_unhealthy_after: read by `watch` only, never part of the container's record.
+    restart_unhealthy_after: int = 300
 
 
 class InstanceSpec(Value):

@@ -44,6 +44,7 @@ def ps_rows(observed: list[Observed], configured: list[InstanceSpec]) -> list[di
             "status": container.status,
             "configured": any(spec.name == container.instance for spec in configured),
             "cause": failure_cause(container.labels.get(LABEL_LOG, "")) if _failed(container) else None,
+            **_restarts(container.labels.get(LABEL_LOG, "")),
         })
     for spec in configured:
         if spec.name in seen:
@@ -63,8 +64,18 @@ def ps_rows(observed: list[Observed], configured: list[InstanceSpec]) -> list[di
             "status": "",
             "configured": True,
             "cause": None,
+            **_restarts(rendering.host_log_file if rendering else ""),
         })
     return rows
+
+
+def _restarts(log_file: str) -> dict[str, Any]:
+    """`watch`'s restarts of the instance (restart_log.py, beside its log file): how many, and the
+    last record's reason (None: none)."""
+    from orchestrator.restart_log import summary
+
+    count, reason = summary(log_file)
+    return {"restarts": count, "last_restart": reason}
 
 
 def short_gpus(text: str) -> str:

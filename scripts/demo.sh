@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The main job on the bundled example, from a fresh machine: install and start the Docker engine,
 # build the real vLLM CPU image and the tiny model (cached after the first run), bring up the two
-# instances of configs/demo.toml, show `vllm-orch ps` and one real completion from each (and
-# through the gateway, for each model, when the config has a [gateway]).
+# instances of configs/demo.toml, show `vllm-orch ps`, one real completion from each (and through
+# the gateway, for each model, when the config has a [gateway]), then `top --once`.
 # The servers keep running; stop them with:  .venv/bin/vllm-orch -c configs/demo.toml down
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,4 +13,6 @@ orch=(.venv/bin/vllm-orch -c configs/demo.toml)
 "${orch[@]}" up --wait --timeout 900
 "${orch[@]}" ps
 "${orch[@]}" ps --json | .venv/bin/python scripts/ask_each.py
+# What each server is doing now, from its /metrics (`top` without --once is the live view).
+"${orch[@]}" top --once
 echo "stop them with: .venv/bin/vllm-orch -c configs/demo.toml down"

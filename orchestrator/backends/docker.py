@@ -64,7 +64,8 @@ class DockerBackend:
     verbs, what only Docker has: image_ids, preflight, run_once, probe_gpus, engine_log_tail."""
 
     name: ClassVar[str] = DOCKER
-    status_columns: ClassVar[tuple[str, ...]] = ("name", "owner", "state", "health", "gpus", "url", "model", "uptime")
+    status_columns: ClassVar[tuple[str, ...]] = ("name", "owner", "state", "health", "gpus", "url", "model", "uptime",
+                                                        "restarts")
 
     def __init__(self, engine: Engine | None = None):
         self._engine = engine

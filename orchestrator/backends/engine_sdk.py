@@ -65,6 +65,9 @@ class SdkEngine:
     def stop(self, container: str, *, grace_s: int | None = None) -> None:
         self._call(lambda: self.api.stop(container, timeout=grace_s))
 
+    def restart(self, container: str, *, grace_s: int | None = None) -> None:
+        self._call(lambda: self.api.restart(container, timeout=grace_s if grace_s is not None else 10))
+
     def wait(self, container: str, timeout: float) -> int:
         return int(self._call(lambda: self.api.wait(container, timeout=timeout)).get("StatusCode", -1))
 

@@ -103,6 +103,12 @@ class SocketEngine:
         params = {"t": grace_s} if grace_s is not None else None
         self.request("POST", f"/containers/{quote(container)}/stop", params, timeout=self.timeout + (grace_s or 0))
 
+    def restart(self, container: str, *, grace_s: int | None = None) -> None:
+        """Stop (SIGTERM, SIGKILL after grace_s) and start the same container: its id, filesystem
+        and bind mounts stay, so the engine keeps its caches and the log file goes on."""
+        params = {"t": grace_s} if grace_s is not None else None
+        self.request("POST", f"/containers/{quote(container)}/restart", params, timeout=self.timeout + (grace_s or 0))
+
     def wait(self, container: str, timeout: float) -> int:
         return int(self._json("POST", f"/containers/{quote(container)}/wait", timeout=timeout).get("StatusCode", -1))
 

@@ -189,6 +189,14 @@ class FakeEngine:
             if found.state in ("running", "restarting", "paused"):
                 found.exit(found.exit_code)
 
+    def restart(self, container: str, *, grace_s: int | None = None) -> None:
+        with self._lock:
+            self._enter("restart", container, grace_s)
+            found = self._find(container)
+            if found.state in ("running", "restarting", "paused"):
+                found.exit(found.exit_code)
+            found.run()
+
     def wait(self, container: str, timeout: float) -> int:
         with self._lock:
             self._enter("wait", container)

@@ -13,7 +13,8 @@ LAYERS: list[set[str]] = [
     # declarations and leaf helpers: no knowledge of configs or targets
     {"orchestrator", "value", "errors", "labels", "targets", "sizes", "addresses", "vllm_options", "vllm_options_dump", "diagnose",
      "run_lock", "log_files", "secret_files", "exporters.kubernetes_settings", "ulimits", "backends",
-     "backends.docker_context", "config", "exporters", "gateway", "gateway.routes", "gateway.files"},
+     "backends.docker_context", "config", "exporters", "gateway", "gateway.routes", "gateway.files",
+     "vllm_metrics", "restart_log"},
     # the target-neutral spec and the tables it is built with
     {"spec", "options", "argv", "start_order", "logs", "gateway.settings"},
     # reading the document; the Docker rendering of a spec; the option tables' cache; generated files
@@ -24,20 +25,20 @@ LAYERS: list[set[str]] = [
     # meaning of the resolved config
     {"config.validate", "gateway.checks"},
     # a project opened and checked; the pure plan; GPU facts
-    {"project", "plan", "gpus", "gpu_readers", "gateway.haproxy"},
+    {"project", "plan", "gpus", "gpu_readers", "gateway.haproxy", "supervise"},
     # engine clients, renderers, exporters, status and waiting
     {"backends.engine", "backends.engine_errors", "backends.engine_socket", "backends.engine_sdk", "backends.engine_body",
      "compose", "exporters.kubernetes", "status", "waiter", "gateway.service", "gateway.compose_service",
-     "gateway.kubernetes"},
+     "gateway.kubernetes", "top"},
     # the backends
     {"backends.base", "backends.docker", "backends.docker_preflight", "backends.docker_apply", "backends.local",
      "backends.local_state", "backends.local_process", "backends.local_plan", "backends.local_stop"},
     # checks that need a backend
     {"gpu_check", "gateway.workflow"},
     # the workflows
-    {"app"},
+    {"app", "watch"},
     # the command line
-    {"cli", "__main__"},
+    {"cli", "__main__", "top_screen"},
 ]
 
 

@@ -56,6 +56,7 @@ def test_rows_join_containers_with_configured_instances(specs):
         "name": "chat", "container": "fleet-chat", "owner": "vllm-orch", "state": "running", "exit_code": None,
         "health": "healthy", "gpus": "0,1", "url": "http://127.0.0.1:8001", "model": "/m",
         "uptime": "2 minutes", "status": "Up 2 minutes (healthy)", "configured": True, "cause": None,
+        "restarts": 0, "last_restart": None,  # watch's record (none here)
     }
     assert (rows["embed"]["state"], rows["embed"]["exit_code"], rows["embed"]["uptime"]) == ("exited", 137, "")
     assert rows["spare"]["state"] == "disabled" and rows["spare"]["container"] == "fleet-spare"

@@ -21,13 +21,23 @@ Test knobs:
                                  (right after the STANDIN-START line, before listening)
   --standin-health-delay SECONDS /health answers 503 until SECONDS after start
   --standin-ignore-sigterm       ignore SIGTERM (to exercise stop timeouts / SIGKILL)
+  --standin-old-metric-names     export the KV cache gauge under vLLM's older name
+                                 (vllm:gpu_cache_usage_perc instead of vllm:kv_cache_usage_perc)
 
-Endpoints: GET /health, GET /v1/models, POST /v1/completions, POST /v1/chat/completions,
-GET /standin/info. With ``"stream": true`` the two POST routes answer as vLLM does, in server-sent
-events: ``max_tokens`` chunks (default 4), then ``data: [DONE]``; the body's ``standin_chunk_delay``
-(seconds, default 0) is slept before each chunk after the first, so a test can tell a proxy that
-passes chunks on from one that buffers them. Every answer carries ``X-Standin-Server: <hostname>``
-(in a container, its id), so a test can tell which replica answered. As in vLLM, when VLLM_API_KEY (or --api-key) is set the /v1/* endpoints want
+Unhealthy on demand (for `vllm-orch watch`'s tests; what a vLLM whose engine died does: the API
+process stays up, /health fails):
+  POST /standin/fail-health      /health answers 500 until this process ends (a restart heals it)
+  file /tmp/standin-unhealthy    /health answers 500 while it exists (it survives a restart of the
+                                 container: a crash loop)
+
+Endpoints: GET /health, GET /metrics (a few of vLLM's metrics, in its names: requests running and
+waiting, KV cache use, prompt and generation tokens, time to first token), GET /v1/models,
+POST /v1/completions, POST /v1/chat/completions, GET /standin/info. With ``"stream": true`` the two
+POST routes answer as vLLM does, in server-sent events: ``max_tokens`` chunks (default 4), then
+``data: [DONE]``; the body's ``standin_chunk_delay`` (seconds, default 0) is slept before each chunk
+after the first, so a test can tell a proxy that passes chunks on from one that buffers them. Every
+answer carries ``X-Standin-Server: <hostname>`` (in a container, its id), so a test can tell which
+replica answered. As in vLLM, when VLLM_API_KEY (or --api-key) is set the /v1/* endpoints want
 ``Authorization: Bearer <key>`` and answer 401 otherwise. On SIGTERM (or SIGINT) it prints
 ``STANDIN-SHUTDOWN signal=<n>`` and exits 0.
 """
@@ -46,6 +56,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 STARTED = time.monotonic()
+UNHEALTHY_FILE = "/tmp/standin-unhealthy"
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -62,6 +73,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--standin-exit-code", type=int, default=None)
     parser.add_argument("--standin-health-delay", type=float, default=0.0)
     parser.add_argument("--standin-ignore-sigterm", action="store_true")
+    parser.add_argument("--standin-old-metric-names", action="store_true")
     return parser.parse_known_args(argv)
 
 
@@ -79,6 +91,9 @@ class State:
         self.api_key = os.environ.get("VLLM_API_KEY") or args.api_key
         self.counter = 0
         self.lock = threading.Lock()
+        self.health_failed = False
+        self.tokens = {"prompt": 0, "generation": 0}
+        self.ttft: list[float] = []
 
     def next_id(self) -> int:
         with self.lock:
@@ -149,7 +164,17 @@ class Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         if path == "/health":
             ready = time.monotonic() - STARTED >= self.state.args.standin_health_delay
-            self.send(200 if ready else 503)
+            if self.state.health_failed or os.path.exists(UNHEALTHY_FILE):
+                self.send(500, {"error": "standin: health failing on demand"})
+            else:
+                self.send(200 if ready else 503)
+        elif path == "/metrics":
+            data = self.metrics().encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
         elif path == "/standin/info":
             self.send(200, self.state.info())
         elif path == "/v1/models":
@@ -162,8 +187,35 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self.error(404, f"no route for GET {path}", "NotFoundError")
 
+    def metrics(self) -> str:
+        """vLLM's metric names and types (0.32); the numbers are the stand-in's own counts."""
+        state, label = self.state, f'model_name="{self.state.names[0]}"'
+        kv = "vllm:gpu_cache_usage_perc" if state.args.standin_old_metric_names else "vllm:kv_cache_usage_perc"
+        with state.lock:
+            ttft, tokens = list(state.ttft), dict(state.tokens)
+        lines = [
+            "# TYPE vllm:num_requests_running gauge", f"vllm:num_requests_running{{{label}}} 0.0",
+            "# TYPE vllm:num_requests_waiting gauge", f"vllm:num_requests_waiting{{{label}}} 0.0",
+            f"# TYPE {kv} gauge", f"{kv}{{{label}}} {min(1.0, 0.01 * len(ttft)):.4f}",
+            "# TYPE vllm:prompt_tokens counter", f"vllm:prompt_tokens_total{{{label}}} {float(tokens['prompt'])}",
+            "# TYPE vllm:generation_tokens counter",
+            f"vllm:generation_tokens_total{{{label}}} {float(tokens['generation'])}",
+            "# TYPE vllm:time_to_first_token_seconds histogram",
+        ]
+        for bound in ("0.001", "0.01", "0.1", "1.0", "+Inf"):
+            count = sum(1 for value in ttft if bound == "+Inf" or value <= float(bound))
+            lines.append(f'vllm:time_to_first_token_seconds_bucket{{le="{bound}",{label}}} {float(count)}')
+        lines += [f"vllm:time_to_first_token_seconds_count{{{label}}} {float(len(ttft))}",
+                  f"vllm:time_to_first_token_seconds_sum{{{label}}} {sum(ttft)}"]
+        return "\n".join(lines) + "\n"
+
     def do_POST(self) -> None:
         path = self.path.split("?", 1)[0]
+        if path == "/standin/fail-health":
+            self.state.health_failed = True
+            emit(sys.stderr, "standin: /health fails from now on (POST /standin/fail-health)")
+            self.send(200, {"health": "failing"})
+            return
         if path not in ("/v1/completions", "/v1/chat/completions"):
             self.error(404, f"no route for POST {path}", "NotFoundError")
             return
@@ -176,6 +228,10 @@ class Handler(BaseHTTPRequestHandler):
         if model is None:
             return
         n, now = self.state.next_id(), int(time.time())
+        with self.state.lock:
+            self.state.tokens["prompt"] += 1
+            self.state.tokens["generation"] += 1
+            self.state.ttft.append(0.005)
         if body.get("stream") is True:
             self.stream(path, body, model, n, now)
             return

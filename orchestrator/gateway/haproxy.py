@@ -129,8 +129,11 @@ def _config(gateway: GatewaySpec, routes: tuple[Route, ...], names: list[str], v
         f"    http-error status 504 content-type application/json file {answers}/timeout.json",
         # A replica that refuses the connection (dead, restarting) is retried on another
         # before the client sees an error: the request was never sent, so this is safe.
+        # `empty-response` (retry_unanswered) also retries one sent but never answered; HAProxy
+        # 2.6 pays for it by copying the whole request buffer (tune.bufsize, not the request's
+        # length) for every request: measured the largest per-request cost at large bodies.
         "    retries 3",
-        "    retry-on conn-failure empty-response",
+        f"    retry-on conn-failure{' empty-response' if gateway.retry_unanswered else ''}",
         "    option redispatch 1",
         "",
         *(["# Service names are resolved again while running: one created after the gateway joins.",

@@ -33,8 +33,15 @@ GATEWAY_SETTINGS: tuple[Setting, ...] = (
     Setting("image", {"type": "string"}, "the router's image (HAProxy)", default=DEFAULT_IMAGE),
     Setting("max_body_kib", {"type": "integer", "minimum": 16, "maximum": 65536},
             "largest request body routed (KiB; about 4 characters of prompt per token); larger ones get 413. "
-            "The router reads `model` from the buffered body and sizes every buffer to this: 1024 costs "
-            "half the throughput of 64 (bench/gateway.py)", default=256),
+            "The router reads `model` from the buffered body, so its buffers have this size; with "
+            "`retry_unanswered` it also copies one whole buffer per request, its largest cost per request "
+            "(docs/gateway.md)", default=256),
+    Setting("retry_unanswered", {"type": "boolean"},
+            "also retry on another replica a request that was sent but got no answer (the replica closed the "
+            "connection: it died mid-request, or closed a kept-alive connection just as it was reused); a refused "
+            "connection is always retried. The router then copies its whole request buffer (`max_body_kib`) for "
+            "every request: `false` saves that copy (on a 2-core machine about 80 us of CPU per request at 256 KiB, "
+            "docs/gateway.md) and such a request gets a 502", default=True),
     Setting("routes", {"type": "array", "items": {
                 "type": "object", "additionalProperties": False, "required": ["model", "url"],
                 "properties": {"model": {"type": "string", "pattern": "^\\S+$"},
@@ -87,6 +94,7 @@ class GatewaySpec(Value):
     restart: str
     api_key: str | None = field(default=None, repr=False)
     remote: tuple[tuple[str, str], ...] = ()  # (model, "host:port") of `routes`
+    retry_unanswered: bool = True
 
     @property
     def container_name(self) -> str:
@@ -130,7 +138,8 @@ def read(data: Mapping[str, Any], *, project: str, config_file: str) -> GatewayS
         host_dir=os.path.join(host_path(settings["config_host_dir"]), project),
         log_file=os.path.join(host_path(str(docker.get("log_host_dir", "logs"))), f"{GATEWAY_NAME}.log"),
         restart=str(docker.get("restart", "no")), api_key=settings.get("api_key"),
-        remote=tuple((str(r["model"]), _host_port(str(r["url"]))) for r in settings.get("routes") or []))
+        remote=tuple((str(r["model"]), _host_port(str(r["url"]))) for r in settings.get("routes") or []),
+        retry_unanswered=bool(settings["retry_unanswered"]))
 
 
 def _host_port(url: str) -> str:

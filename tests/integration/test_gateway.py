@@ -31,7 +31,8 @@ def _gateway_image(engine):
         pytest.fail(f"image {GATEWAY_IMAGE} missing; scripts/build-images.sh gateway builds it")
 
 
-def write(fleet, *, policy: str = "round_robin", extra: str = "", key: bool = True, docker_extra: str = "") -> int:
+def write(fleet, *, policy: str = "round_robin", extra: str = "", key: bool = True, docker_extra: str = "",
+          gateway_extra: str = "") -> int:
     port = free_port()
     fleet.gateway_port = port
     fleet.write(f"""
@@ -44,6 +45,7 @@ def write(fleet, *, policy: str = "round_robin", extra: str = "", key: bool = Tr
         policy = "{policy}"
         image = "{GATEWAY_IMAGE}"
         {f'api_key = "{KEY}"' if key else ''}
+        {gateway_extra}
         [instance.a.server]
         served_model_name = "m1"
         port = {free_port()}
@@ -187,8 +189,10 @@ def test_streams_pass_through_unbuffered(fleet):
     assert first_at < 0.5 < 1.7 < total
 
 
-def test_a_dead_replica_costs_no_request_and_rejoins_after_up(fleet):
-    write(fleet)
+@pytest.mark.parametrize("retry", ["", "retry_unanswered = false"])
+def test_a_dead_replica_costs_no_request_and_rejoins_after_up(fleet, retry):
+    # A refused connection is retried on another replica whatever retry_unanswered says.
+    write(fleet, gateway_extra=retry)
     up(fleet)
     fleet.container("a").kill()
     results = [call(fleet, "POST", "/v1/completions", {"model": "m1", "prompt": f"p{i}"}) for i in range(10)]

@@ -193,6 +193,21 @@ def test_the_container_body_keeps_the_key_out_and_runs_locked_down(tmp_path):
     assert body["Labels"]["io.vllm-orch.role"] == "gateway" and body["Labels"]["io.vllm-orch.model"] == "m1,m2"
 
 
+@pytest.mark.parametrize("setting,retry_on", [("", "retry-on conn-failure empty-response"),
+                                              ("retry_unanswered = true", "retry-on conn-failure empty-response"),
+                                              ("retry_unanswered = false", "retry-on conn-failure\n")])
+def test_a_refused_connection_is_always_retried_and_an_unanswered_request_unless_turned_off(tmp_path, setting, retry_on):
+    # retry_unanswered = false trades the retry of a request sent but never answered for the
+    # router's copy of its whole request buffer per request (bench/gateway.py measures it).
+    gateway, instances = gateway_of(tmp_path, fleet_text(f"port = 9000\n{setting}"))
+    assert f"    {retry_on}" in haproxy.render(gateway, routes_for(instances))["haproxy.cfg"].decode()
+
+
+def test_retry_unanswered_must_be_a_boolean(write_toml):
+    found = errors(write_toml, fleet_text('port = 9000\nretry_unanswered = "no"'))
+    assert any("gateway" in e and "retry_unanswered" in e for e in found)
+
+
 @pytest.mark.parametrize("policy,expected", [("round_robin", "balance roundrobin"), ("least_conn", "balance leastconn"),
                                              ("prefix", "hash-balance-factor"), ("session", "x-session-id")])
 def test_each_policy_renders_its_balance(tmp_path, policy, expected):

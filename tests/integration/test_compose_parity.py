@@ -156,8 +156,9 @@ def snapshot(fleet, owner: str) -> dict:
         assert status == 200
         env = dict(info["env"])
         env.pop("HOSTNAME", None)
-        # What the kernel enforces on the container's processes (ulimits, and pids_limit's cgroup).
-        limits = container.exec_run(["sh", "-c", "grep -E 'open files|locked memory' /proc/self/limits; "
+        # What the kernel enforces on the container's processes (ulimits, and pids_limit's cgroup), read from
+        # its init (an exec'd process's own limits were seen to differ once under load).
+        limits = container.exec_run(["sh", "-c", "grep -E 'open files|locked memory' /proc/1/limits; "
                                      "cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max"])
         assert limits.exit_code == 0, limits.output
         code, token = container.exec_run(["cat", f"{SECRETS_DIR}HF_TOKEN"])

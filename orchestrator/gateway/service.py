@@ -223,7 +223,13 @@ def status_row(observed: dict, *, configured: bool) -> dict[str, Any]:
     return {"name": GATEWAY_NAME, "container": ((observed.get("Names") or [""])[0]).lstrip("/"),
             "owner": labels.get(LABEL_OWNER, ""), "state": observed.get("State", ""), "exit_code": exit_code(status),
             "health": health, "gpus": "", "url": url, "model": labels.get(LABEL_MODEL, ""),
-            "uptime": uptime(status), "status": status, "configured": configured, "cause": None}
+            "uptime": uptime(status), "status": status, "configured": configured, "cause": None,
+            **NOT_WATCHED}
+
+
+# `watch` supervises the instances, not the gateway (Docker's restart policy is its own): its
+# row has the instances' keys with no restarts.
+NOT_WATCHED: dict[str, Any] = {"restarts": 0, "last_restart": None}
 
 
 def wait_healthy(gateway: GatewaySpec, timeout: float) -> float:

@@ -84,7 +84,7 @@ def ps_row(project_name: str, project, backend) -> dict[str, Any] | None:
             return None
         return {"name": GATEWAY_NAME, "container": gateway.container_name, "owner": "", "state": "not created",
                 "exit_code": None, "health": "", "gpus": "", "url": gateway.url, "model": "", "uptime": "",
-                "status": "", "configured": True, "cause": None}
+                "status": "", "configured": True, "cause": None, **service.NOT_WATCHED}
     return service.status_row(observed, configured=project is not None and spec_of(project) is not None)
 
 

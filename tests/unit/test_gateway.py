@@ -278,3 +278,22 @@ def test_routes_outside_the_project_join_a_model_and_are_checked(write_toml, tmp
                                           '{ model = "m2", url = "http://h:1" }, { model = "m2", url = "http://h:1/" }]'))
     assert any("routes[0].url" in e and "99999" in e for e in found)
     assert any("routes[2]" in e and "listed twice" in e for e in found)
+
+
+def test_the_gateway_row_of_ps_has_every_key_an_instance_row_has(tmp_path):
+    """`ps` prints the gateway in the instances' table and `--json` rows (the Ansible module and
+    scripts read them): a key the instances' rows gain must reach the gateway's too."""
+    from orchestrator.gateway.workflow import ps_row
+    from orchestrator.status import ps_rows
+
+    class Listed:
+        last_rows: list = []
+
+    from tests.builders import write_config
+
+    project = open_project(write_config(fleet_text(), tmp_path), env={})
+    (instance_row, *_) = ps_rows([], project.resolved.instances)
+    not_created = ps_row(project.name, project, Listed())
+    running = service.status_row({"Names": ["/p-gateway"], "State": "exited", "Status": "Exited (0) 1 second ago",
+                                  "Labels": {}}, configured=True)
+    assert not_created is not None and set(not_created) == set(instance_row) == set(running)

@@ -32,6 +32,7 @@ def installed(tmp_path_factory) -> Path:
      {"config", "content", "overrides", "ps", "validate", "probe", "instances", "api_key", "probe_retries",
       "docker_host", "executable"}),
     ("vllm_orch.fleet.fleet_table", "filter", {"_input", "hostvars", "result"}),
+    ("vllm_orch.fleet.gateway_routes", "filter", {"_input", "hostvars", "result"}),
 ])
 def test_plugin_documentation_parses_and_lists_every_option(installed, plugin, kind, options):
     result = subprocess.run([str(BIN / "ansible-doc"), "-t", kind, "-j", plugin], capture_output=True, text=True,

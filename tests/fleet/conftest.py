@@ -129,13 +129,16 @@ class Host:
         return run("docker", "-H", self.docker_host, *args, check=check, timeout=timeout)
 
     def containers(self) -> dict[str, dict]:
-        """instance -> {id, state, created} of this host's vllm-orch containers."""
+        """instance -> {id, state, created} of this host's vllm-orch containers; a gateway
+        (no instance label, role=gateway) is `<project>/gateway`."""
         ids = self.docker("ps", "-aq", "--filter", "label=io.vllm-orch.owner=vllm-orch").stdout.split()
         if not ids:
             return {}
         found = {}
         for doc in json.loads(self.docker("inspect", *ids).stdout):
-            found[doc["Config"]["Labels"]["io.vllm-orch.instance"]] = {
+            labels = doc["Config"]["Labels"]
+            name = labels.get("io.vllm-orch.instance") or f"{labels['io.vllm-orch.project']}/{labels['io.vllm-orch.role']}"
+            found[name] = {
                 "id": doc["Id"], "state": doc["State"]["Status"], "created": doc["Created"],
                 "cmd": doc["Config"]["Cmd"]}
         return found

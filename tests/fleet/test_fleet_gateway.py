@@ -44,7 +44,7 @@ def models_of(url: str, key: str | None = None) -> list[str]:
 
 def short_ids(host: Host) -> dict[str, str]:
     """The hostname each stand-in container answers with -> instance."""
-    return {doc["id"][:12]: name for name, doc in host.containers().items() if name != "gateway"}
+    return {doc["id"][:12]: name for name, doc in host.containers().items() if "/" not in name}
 
 
 def until(what: str, ready, timeout: float = 30) -> None:
@@ -91,7 +91,7 @@ def test_a_gateway_per_host_routes_its_instances_and_reloads_when_routes_change(
     assert run.rc == 0, run
     assert {h: s["changed"] > 0 for h, s in run.stats.items()} == {"h1": False, "h2": True, "h3": False}
     after = h2.containers()
-    assert after["gateway"]["id"] == before["h2"]["gateway"]["id"]  # reloaded, not recreated
+    assert after["fleet/gateway"]["id"] == before["h2"]["fleet/gateway"]["id"]  # reloaded, not recreated
     assert after["b"]["id"] == before["h2"]["b"]["id"]
     assert models_of(f"http://{h2.address}:{HOST_GATEWAY_PORT}") == ["alpha-renamed", "beta-h2"]
     assert complete(f"http://{h2.address}:{HOST_GATEWAY_PORT}", "alpha-renamed")[0] == 200
@@ -110,14 +110,18 @@ def test_the_fleet_gateway_routes_every_host_and_a_host_that_goes_down_drops_out
         fleet.write_config(host, alpha="alpha")
     run = fleet.playbook(SITE)
     assert run.rc == 0, run
-    extra = {"vllm_orch_fleet_gateway_api_key": FLEET_KEY}
+    # round_robin: the same prompt would otherwise stick to one replica (the default, prefix)
+    extra = {"vllm_orch_fleet_gateway_api_key": FLEET_KEY, "vllm_orch_fleet_gateway_policy": "round_robin"}
     made = fleet.playbook(FLEET_GATEWAY, extra_vars=extra)
     assert made.rc == 0, made
     assert FLEET_KEY not in json.dumps(made.doc) + made.stderr
     (result,) = made.results("Bring the fleet gateway to its routes").values()
     assert [(a["action"], a["instance"]) for a in result["actions"]] == [("create", "gateway")]
     h1, h2, h3 = fleet.hosts
-    assert "gateway" in h1.containers() and all("gateway" not in h.containers() for h in (h2, h3))
+    assert "fleet-gateway/gateway" in h1.containers()
+    # Only there: and the per-host gateways of the TOMLs before are gone with their [gateway].
+    assert [h.name for h in fleet.hosts if any(n.endswith("/gateway") for n in h.containers())] == ["h1"]
+    assert "fleet/gateway" not in h1.containers()
     routes = made.results("Gather the fleet's routes from every host's instances")["h1"]["ansible_facts"]
     assert routes["vllm_orch_fleet_gateway_routes"]["routes"] == sorted(
         [{"model": "alpha", "url": f"http://{h.address}:{PORTS['a']}"} for h in fleet.hosts]
@@ -156,8 +160,8 @@ def test_the_fleet_gateway_routes_every_host_and_a_host_that_goes_down_drops_out
           lambda: "h3" in {where.get(complete(url, "alpha", FLEET_KEY)[1], ("?",))[0] for _ in range(12)})
 
     # Nothing changed since the gateway's run: a second run changes nothing anywhere.
-    gateway_before = h1.containers()["gateway"]
+    gateway_before = h1.containers()["fleet-gateway/gateway"]
     again = fleet.playbook(FLEET_GATEWAY, extra_vars=extra)
     assert again.rc == 0, again
     assert {h: s["changed"] for h, s in again.stats.items()} == {h.name: 0 for h in fleet.hosts}
-    assert h1.containers()["gateway"] == gateway_before
+    assert h1.containers()["fleet-gateway/gateway"] == gateway_before

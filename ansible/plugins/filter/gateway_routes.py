@@ -13,10 +13,10 @@ short_description: The routes of a gateway over a whole fleet, from every host's
 version_added: 0.2.0
 author: vllm-orch maintainers
 description:
-  - Returns C(routes), a list of C({model, url}) for C([gateway] routes), sorted, one per
+  - "Returns C(routes), a list of C({model, url}) for C([gateway] routes), sorted, one per
     configured and enabled instance of every host that answered (its health does not matter:
     the gateway health-checks each route, so a server that is down gets no traffic until it
-    answers again, without a new run).
+    answers again, without a new run)."
   - A URL published on every interface (C(0.0.0.0), C([::])) gets the host's C(ansible_host).
     An instance published on a loopback address cannot be reached from another host; it is
     left out and named in C(skipped), as is a host whose result failed or is missing (it was

@@ -10,7 +10,7 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 name: gateway_routes
 short_description: The routes of a gateway over a whole fleet, from every host's instances
-version_added: 0.2.0
+version_added: 0.3.0
 author: vllm-orch maintainers
 description:
   - "Returns C(routes), a list of C({model, url}) for C([gateway] routes), sorted, one per

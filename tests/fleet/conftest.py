@@ -32,6 +32,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 STANDIN_IMAGE = os.environ.get("VLLM_ORCH_STANDIN_IMAGE", "vllm-orch/standin:latest")
+GATEWAY_IMAGE = os.environ.get("VLLM_ORCH_GATEWAY_IMAGE", "vllm-orch/gateway:latest")
 HOOK_STANDIN_DIR = Path(os.environ.get("VLLM_ORCH_HOST_STATE", "/var/lib/vllm-orch-host")) / "nvidia-hook-standin"
 BIN = Path(sys.executable).parent
 HOSTS = 3
@@ -92,6 +93,8 @@ class Host:
         run(*inside, "addr", "add", f"{self.address}/24", "dev", f"{self.veth}c")
         run(*inside, "link", "set", f"{self.veth}c", "up")
         run(*inside, "link", "set", "lo", "up")
+        # The other hosts (10.213.M.2) through this machine, as a fleet's hosts reach each other.
+        run(*inside, "route", "add", "10.213.0.0/16", "via", self.gateway)
 
     def nsenter(self, *argv: str) -> list[str]:
         return ["nsenter", f"--net=/var/run/netns/{self.netns}", *argv]
@@ -126,13 +129,16 @@ class Host:
         return run("docker", "-H", self.docker_host, *args, check=check, timeout=timeout)
 
     def containers(self) -> dict[str, dict]:
-        """instance -> {id, state, created} of this host's vllm-orch containers."""
+        """instance -> {id, state, created} of this host's vllm-orch containers; a gateway
+        (no instance label, role=gateway) is `<project>/gateway`."""
         ids = self.docker("ps", "-aq", "--filter", "label=io.vllm-orch.owner=vllm-orch").stdout.split()
         if not ids:
             return {}
         found = {}
         for doc in json.loads(self.docker("inspect", *ids).stdout):
-            found[doc["Config"]["Labels"]["io.vllm-orch.instance"]] = {
+            labels = doc["Config"]["Labels"]
+            name = labels.get("io.vllm-orch.instance") or f"{labels['io.vllm-orch.project']}/{labels['io.vllm-orch.role']}"
+            found[name] = {
                 "id": doc["Id"], "state": doc["State"]["Status"], "created": doc["Created"],
                 "cmd": doc["Config"]["Cmd"]}
         return found
@@ -191,6 +197,12 @@ class Host:
         run("ip", "link", "del", f"{self.veth}h", check=False)
 
 
+def _forwarding_rule(tag: str) -> list[str]:
+    """Lets this fleet's hosts reach each other through this machine (Docker's FORWARD policy
+    is DROP; DOCKER-USER is the chain it leaves to the administrator). Only this fleet's veths."""
+    return ["DOCKER-USER", "-i", f"vfl{tag[:4]}+", "-o", f"vfl{tag[:4]}+", "-j", "ACCEPT"]
+
+
 SSHD_CONFIG = """\
 # Throwaway test host: key login as root only, no PAM, files checked loosely (shared /tmp).
 PermitRootLogin prohibit-password
@@ -202,9 +214,10 @@ Subsystem sftp internal-sftp
 """
 
 
-def host_toml(host: Host, a_server: str = "", extra: str = "") -> str:
+def host_toml(host: Host, a_server: str = "", extra: str = "", alpha: str = "") -> str:
     """Two stand-in servers (GPU 0 and GPU 1), published on the host's every interface so the
-    controller reaches them at 10.213.N.2:PORT."""
+    controller reaches them at 10.213.N.2:PORT. `alpha`: a's served model name (default
+    `alpha-<host>`; one name on every host makes replicas of one model across the fleet)."""
     body = f"""
         [master]
         api_server_module = "standin_vllm.api_server"
@@ -221,7 +234,7 @@ def host_toml(host: Host, a_server: str = "", extra: str = "") -> str:
         gpu_ids = "0"
         [instance.a.server]
         model = "/models/alpha"
-        served_model_name = "alpha-{host.name}"
+        served_model_name = "{alpha or f'alpha-{host.name}'}"
         host = "0.0.0.0"
         port = {PORTS["a"]}
         {a_server}
@@ -251,10 +264,10 @@ class FleetUnderTest:
         self.wheels = root / "wheels"
         self.inventory = root / "inventory.yml"
 
-    def write_config(self, host: Host, a_server: str = "", extra: str = "") -> None:
+    def write_config(self, host: Host, a_server: str = "", extra: str = "", alpha: str = "") -> None:
         """The TOML the controller places on `host` at the next run (`a_server`: more
-        [instance.a.server] keys)."""
-        (self.configs / f"{host.name}.toml").write_text(host_toml(host, a_server, extra))
+        [instance.a.server] keys; `extra`: more tables; `alpha`: see host_toml)."""
+        (self.configs / f"{host.name}.toml").write_text(host_toml(host, a_server, extra, alpha))
 
     def write_inventory(self) -> None:
         hosts = {
@@ -265,13 +278,14 @@ class FleetUnderTest:
                 "vllm_orch_remote_wheel_dir": str(h.dir / "wheels"),
                 "vllm_orch_config_path": str(h.config),
                 "vllm_orch_config_src": str(self.configs / f"{h.name}.toml"),
+                "vllm_orch_fleet_gateway_config_path": str(h.dir / "fleet-gateway.toml"),
             } for h in self.hosts}
         doc = {"vllm_hosts": {"hosts": hosts, "vars": {
             "ansible_user": "root",
             "ansible_python_interpreter": "/usr/bin/python3",
             "vllm_orch_wheel_dir": str(self.wheels),
             "vllm_orch_wait_timeout": 120,
-        }}}
+        }}, "vllm_gateway": {"hosts": {self.hosts[0].name: {}}}}  # the fleet gateway's host
         self.inventory.write_text(json.dumps(doc, indent=2))  # JSON is YAML
 
     def env(self) -> dict[str, str]:
@@ -371,8 +385,9 @@ def make_fleet(count: int = HOSTS):
     for tool in ("/usr/sbin/sshd", shutil.which("nsenter"), shutil.which("dockerd")):
         if not tool or not Path(tool).exists():
             raise RuntimeError(f"{tool or 'nsenter/dockerd'} missing: run scripts/setup-host.sh and scripts/setup-fleet-tools.sh")
-    if run("docker", "image", "inspect", STANDIN_IMAGE, check=False).returncode != 0:
-        raise RuntimeError(f"image {STANDIN_IMAGE} missing; scripts/build-images.sh standin builds it")
+    for image, name in ((STANDIN_IMAGE, "standin"), (GATEWAY_IMAGE, "gateway")):
+        if run("docker", "image", "inspect", image, check=False).returncode != 0:
+            raise RuntimeError(f"image {image} missing; scripts/build-images.sh {name} builds it")
 
     tag = secrets.token_hex(3)
     # Short: dockerd's and containerd's unix sockets live under it (108-byte limit).
@@ -388,11 +403,12 @@ def make_fleet(count: int = HOSTS):
         shutil.copy(f"{test_fleet.key}.pub", authorized)
         sshd_config = root / "sshd_config"
         sshd_config.write_text(SSHD_CONFIG)
-        image_tar = root / "standin.tar"
-        run("docker", "save", "-o", str(image_tar), STANDIN_IMAGE, timeout=300)
+        image_tar = root / "images.tar"
+        run("docker", "save", "-o", str(image_tar), STANDIN_IMAGE, GATEWAY_IMAGE, timeout=300)
         _build_wheels(test_fleet.wheels)
         run(str(BIN / "ansible-galaxy"), "collection", "install", "--force", "-p", str(test_fleet.collections),
             str(REPO / "ansible"), timeout=300)
+        run("iptables", "-I", *_forwarding_rule(tag))
         for host in hosts:
             host.make_namespace()
             host.start_engine()
@@ -405,4 +421,5 @@ def make_fleet(count: int = HOSTS):
     finally:
         for host in hosts:
             host.destroy()
+        run("iptables", "-D", *_forwarding_rule(tag), check=False)
         shutil.rmtree(root, ignore_errors=True)

@@ -32,6 +32,7 @@ def installed(tmp_path_factory) -> Path:
      {"config", "content", "overrides", "ps", "validate", "probe", "instances", "api_key", "probe_retries",
       "docker_host", "executable"}),
     ("vllm_orch.fleet.fleet_table", "filter", {"_input", "hostvars", "result"}),
+    ("vllm_orch.fleet.gateway_routes", "filter", {"_input", "hostvars", "result"}),
 ])
 def test_plugin_documentation_parses_and_lists_every_option(installed, plugin, kind, options):
     result = subprocess.run([str(BIN / "ansible-doc"), "-t", kind, "-j", plugin], capture_output=True, text=True,
@@ -128,3 +129,39 @@ def test_every_option_that_can_carry_a_secret_is_no_log():
     api_key = next(kw.value for node in ast.walk(tree) if isinstance(node, ast.Call)
                    and getattr(node.func, "attr", "") == "update" for kw in node.keywords if kw.arg == "api_key")
     assert _literal_kwargs(api_key).get("no_log") is True
+
+
+def _gateway_routes_filter():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gateway_routes", REPO / "ansible/plugins/filter/gateway_routes.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.FilterModule().filters()["gateway_routes"]
+
+
+def test_the_fleet_gateway_s_routes_are_every_reachable_instance_at_its_host_s_address():
+    """What the fleet gateway is given from each host's `project_info` result: a server published
+    on every interface at the host's inventory address, replicas of one model side by side; left
+    out and said why: a loopback-published server, a host that failed or never answered; never a
+    route: a host's own gateway, a disabled or unconfigured instance."""
+    def row(name, url, model, **more):
+        return {"name": name, "url": url, "model": model, "configured": True, "state": "running", **more}
+
+    hostvars = {
+        "a": {"ansible_host": "10.0.0.1", "vllm_orch_ps": {"instances": [
+            row("chat", "http://0.0.0.0:8001", "chat"), row("gateway", "http://127.0.0.1:8000", "chat,embed"),
+            row("embed", "http://10.0.0.1:8002", "embed"), row("old", "http://0.0.0.0:8003", "old", state="disabled"),
+            row("stray", "http://0.0.0.0:8004", "stray", configured=False)]}},
+        "b": {"ansible_host": "10.0.0.2", "vllm_orch_ps": {"instances": [
+            row("chat", "http://[::]:8001", "chat", state="exited"), row("local", "http://127.0.0.1:8009", "local")]}},
+        "c": {"ansible_host": "10.0.0.3", "vllm_orch_ps": {"failed": True, "msg": "Docker engine not reachable"}},
+        "d": {"ansible_host": "10.0.0.4"},
+    }
+    found = _gateway_routes_filter()(["a", "b", "c", "d"], hostvars)
+    assert found["routes"] == [{"model": "chat", "url": "http://10.0.0.1:8001"},
+                               {"model": "chat", "url": "http://10.0.0.2:8001"},
+                               {"model": "embed", "url": "http://10.0.0.1:8002"}]
+    assert [line.split(":")[0] for line in found["skipped"]] == ["b/local", "c", "d"]
+    assert "127.0.0.1, which other hosts cannot reach" in found["skipped"][0]
+    assert "Docker engine not reachable" in found["skipped"][1]

@@ -101,7 +101,9 @@ project:
 actions:
   description:
     - What was done (or, in check mode, would be done) per instance.
-    - C(action) is one of C(create), C(recreate), C(start), C(noop), C(remove), C(orphan).
+    - C(action) is one of C(create), C(recreate), C(start), C(noop), C(remove), C(orphan), and
+      for the project's gateway (instance C(gateway)) also C(reload) (new routes or settings, taken
+      in place, so no server and not the gateway container restarts; a change, so C(changed)).
     - Outside check mode each carries C(ok) and C(changed) (whether the engine holds something
       else than before it, also when it failed part-way) and C(detail).
   returned: always

@@ -45,6 +45,9 @@ options:
       - Ask every served instance (configured, enabled, and in I(instances) when given) for
         C(/health) and C(/v1/models) from the host, up to I(probe_retries) tries a second apart.
         Implies I(ps).
+      - The project's gateway (C([gateway]) in the TOML, row C(gateway)) is probed the same way,
+        its C(/health) and its C(/v1/models) (the routed models), with I(api_key); give the
+        instances the gateway's key, which the gateway passes on to them as it is.
       - An instance that does not answer 200 with a model is reported in C(probes) (C(ok=false)
         and the C(error)) and C(probes_failed); the task itself does not fail (it only reads),
         so the caller decides (the role's health check fails the host on it).

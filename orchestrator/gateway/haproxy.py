@@ -121,7 +121,7 @@ def _config(gateway: GatewaySpec, routes: tuple[Route, ...], names: list[str], v
         "    timeout http-request 60s",
         "    timeout http-keep-alive 60s",
         # A loaded server may answer /health slowly: three failed checks take it out; a refused
-        # connection takes it out at once (observe layer4 below).
+        # connection on a live request counts as a failed check (observe layer4 below).
         "    timeout check 5s",
         # HAProxy's own error pages, OpenAI-shaped like every other answer of the gateway.
         f"    http-error status 503 content-type application/json file {answers}/no-replica.json",
@@ -192,7 +192,11 @@ def _config(gateway: GatewaySpec, routes: tuple[Route, ...], names: list[str], v
             f"    {BALANCE[gateway.policy]}",
             "    option httpchk GET /health",
             "    http-check expect status 200",
-            f"    default-server check inter {CHECK_INTER_MS} fall 3 rise 1 observe layer4 error-limit 1 on-error mark-down"
+            # A connection error on a live request counts as one failed check (three take the replica
+            # out, as three failed checks do): marking it down at once on one error took both replicas
+            # of a model out for a second when a loaded host dropped one connection each during a
+            # reload; the request itself is retried on another replica either way.
+            f"    default-server check inter {CHECK_INTER_MS} fall 3 rise 1 observe layer4 error-limit 1 on-error fail-check"
             + (" init-addr last,libc,none resolvers cluster" if dns else ""),
             # No replica up: a clear 503 rather than HAProxy's own page.
             f"    http-request return status 503 content-type application/json file {answers}/no-replica.json "

@@ -106,7 +106,31 @@ def test_one_url_serves_both_models(gw):
     assert json.loads(events[0][6:])["object"] == "chat.completion.chunk"
 
 
+def replicas_in_rotation(gw, model: str) -> int:
+    """How many of a model's replicas the gateway sends requests to now (its /metrics)."""
+    from orchestrator.gateway.haproxy import backend_name
+
+    _, metrics = call_text(gw, "/metrics")
+    prefix = f'haproxy_backend_active_servers{{proxy="{backend_name(model)}"}} '
+    return next((int(float(line[len(prefix):])) for line in metrics.splitlines() if line.startswith(prefix)), 0)
+
+
+def call_text(gw, path: str) -> tuple[int, str]:
+    connection = http.client.HTTPConnection("127.0.0.1", gw.gateway, timeout=30)
+    connection.request("GET", path, headers={"Authorization": f"Bearer {KEY}"})
+    answer = connection.getresponse()
+    text = answer.read().decode(errors="replace")
+    connection.close()
+    return answer.status, text
+
+
 def test_replicas_of_one_model_share_the_requests(gw):
+    # `up --wait` returns once every model has a replica in rotation; the gateway's own check
+    # (every second) adds a second replica that finished loading a moment later.
+    deadline = time.monotonic() + 30
+    while replicas_in_rotation(gw, "tiny-a") < 2:
+        assert time.monotonic() < deadline, "the second replica of tiny-a never joined the gateway"
+        time.sleep(0.5)
     before = {n: gw.served(n) for n in ("tiny_a", "tiny_a2")}
     for i in range(6):
         assert call(gw, "/v1/completions", {"model": "tiny-a", "prompt": f"n{i}", "max_tokens": 2})[0] == 200

@@ -45,6 +45,19 @@ def engine() -> docker.DockerClient:
     return client
 
 
+# Two stand-in servers without GPUs, their ports to fill in (`.format(pa=..., pb=...)`).
+TWO_STANDINS = """
+[instance.control]
+gpu_ids = "none"
+[instance.server]
+host = "0.0.0.0"
+[instance.a.server]
+port = {pa}
+[instance.b.server]
+port = {pb}
+"""
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

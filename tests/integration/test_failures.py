@@ -7,18 +7,7 @@ import socket
 
 import pytest
 
-from tests.integration.conftest import STANDIN_IMAGE, free_port, http_json, run_cli
-
-ONE = """
-[instance.control]
-gpu_ids = "none"
-[instance.server]
-host = "0.0.0.0"
-[instance.a.server]
-port = {pa}
-[instance.b.server]
-port = {pb}
-"""
+from tests.integration.conftest import STANDIN_IMAGE, TWO_STANDINS as ONE, free_port, http_json, run_cli
 
 
 def write(fleet, body: str = ONE, **kwargs):

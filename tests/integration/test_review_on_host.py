@@ -7,18 +7,7 @@ from __future__ import annotations
 
 import socket
 
-from tests.integration.conftest import free_port
-
-BODY = """
-[instance.control]
-gpu_ids = "none"
-[instance.server]
-host = "0.0.0.0"
-[instance.a.server]
-port = {pa}
-[instance.b.server]
-port = {pb}
-"""
+from tests.integration.conftest import TWO_STANDINS as BODY, free_port
 
 
 def write(fleet, **kwargs) -> dict[str, int]:

@@ -58,10 +58,23 @@ port = {pb}
 """
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free now and never handed out before in this run.
+
+    The kernel may give the same ephemeral port to two back-to-back binds once the first socket
+    is closed; a config that asks for two ports must get two different ones (a CI run once got
+    the same port for two instances and the config was rightly refused).
+    """
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 class Fleet:

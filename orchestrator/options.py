@@ -112,6 +112,16 @@ SETTINGS: tuple[Setting, ...] = (
             "seconds an instance may stay unhealthy (after its start period) before `vllm-orch watch` restarts "
             "its container; `0`: watch never restarts it; changing it recreates nothing", default=300,
             kubernetes="not used: the kubelet restarts a pod whose liveness probe fails"),
+    # Read by the on-demand machinery alone (issue 23), never by the engine: no ContainerOption, so
+    # neither is in the container's record and turning one on or off recreates nothing.
+    Setting("on_demand", {"type": "boolean"},
+            "`up` creates the container but does not start it: the first request for its model through the "
+            "gateway starts it, and it stops (or sleeps) after `idle_stop_after`", default=False,
+            kubernetes="exported as replicas: 0 (scale it up yourself, or let KEDA / KubeAI do it)"),
+    Setting("idle_stop_after", {"type": "integer", "minimum": 0, "maximum": MAX_HEALTH_S},
+            "seconds without a request after which an `on_demand` instance is put to sleep or stopped; `0`: "
+            "never; on-demand instances only", default=900,
+            kubernetes="not used: scaling to zero is KEDA's or KubeAI's"),
     Setting("health_cmd", {"type": "array", "items": {"type": "string"}},
             "exec-form health check command", shown_default="the image's python3 GETs `/health`",
             kubernetes="not used: the probes GET /health on the vLLM port"),

@@ -340,6 +340,8 @@ def _workload(
         caches=tuple(_cache_mounts(name, docker, mounts, base_dir)),
         cache_is_default=docker.get("cache_host_dir") == DOCKER_DEFAULTS["cache_host_dir"],
         restart_unhealthy_after=_whole_seconds(docker, "restart_unhealthy_after"),
+        on_demand=docker.get("on_demand") is True,
+        idle_stop_after=_whole_seconds(docker, "idle_stop_after"),
         options=option_values,
     )
 

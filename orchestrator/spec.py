@@ -246,6 +246,9 @@ class Workload(OptionValues, Value):
     options: tuple[tuple[str, Any], ...] = ()  # shm, IPC, user, network, restart, stop timeout, CPUs
     # [docker] restart_unhealthy_after: read by `watch` only, never part of the container's record.
     restart_unhealthy_after: int = 300
+    # [docker] on_demand / idle_stop_after: read by the on-demand machinery, never part of the record.
+    on_demand: bool = False
+    idle_stop_after: int = 900
 
 
 class InstanceSpec(Value):

@@ -22,6 +22,7 @@ from orchestrator.value import Value
 from orchestrator.vllm_options import OptionTable
 
 CACHE_ENV = "VLLM_ORCH_CACHE_DIR"
+DUMP_REVISION = "platform"  # what the dump records beyond the options (its "platform": sleep mode)
 TABLE_TIMEOUT_S = 600  # importing vLLM on a cold CPU-only host can take a while
 _FLAG = re.compile(r"^--?[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -39,7 +40,8 @@ def cache_key(image_id: str, prefix: list[str]) -> str:
     tells apart the few ways one image is started. A CRC of it does that without hashlib, whose
     OpenSSL import would cost `validate` ~5 ms."""
     digest = image_id.split(":")[-1][:32]
-    return f"{digest}-{zlib.crc32(json.dumps(prefix).encode()):08x}"
+    # DUMP_REVISION: a table written before the dump recorded the platform is asked for again.
+    return f"{digest}-{zlib.crc32(json.dumps([*prefix, DUMP_REVISION]).encode()):08x}"
 
 
 def dump_source() -> str:

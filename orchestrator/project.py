@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Mapping
 
 from orchestrator.config.loader import LoadedConfig, load_config
+from orchestrator.config.on_demand_check import sleep_mode_problems
 from orchestrator.config.validate import option_problems, schema_problems, semantic_problems
 from orchestrator import secret_files
 from orchestrator.errors import ConfigError, Problem
@@ -138,6 +139,7 @@ def check_project(
                                exact=exact is not None and options_block, only=names)
     if first.runs_containers:  # the launcher's processes take their secrets in the environment
         new += secret_files.problems(resolved.instances, tables, source)
+        new += sleep_mode_problems(resolved, tables, source)
     problems += attributed(new, first.loaded)
     problems += extra
     notes = list(table_notes)

@@ -22,6 +22,7 @@ from orchestrator.gateway.settings import GatewaySpec, read as read_gateway
 from orchestrator.container import render_container
 from orchestrator import secret_files
 from orchestrator.sizes import parse_size
+from orchestrator.sleep_api import DEV_MODE_ENV, sleep_mode_wanted
 from orchestrator.spec import CacheMount, GpuRequest, HealthProbe, InstanceSpec, Mount, PortBinding, Workload
 from orchestrator.value import Value, field
 from orchestrator.vllm_options import OptionTable
@@ -307,6 +308,10 @@ def _workload(
     for key, value in user_env.items():
         if key not in secret_names:
             env[key] = str(value)
+    if sleep_mode_wanted(docker.get("on_demand") is True, spec.server) and DEV_MODE_ENV not in user_env:
+        # vLLM serves /sleep, /wake_up and /is_sleeping only in its dev mode; the gateway keeps
+        # refusing them from outside, and only vllm-orch calls them (sleep_api.py).
+        env[DEV_MODE_ENV] = "1"
     secret_env: dict[str, str | None] = dict(spec.secrets)
     for key in secret_names:
         secret_env[key] = str(user_env[key]) if key in user_env else host_env.get(key)

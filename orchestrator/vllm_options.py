@@ -58,6 +58,12 @@ class OptionTable:
     def __init__(self, data: dict[str, Any], source: str):
         self.source = source
         self.vllm_version: str = str(data.get("vllm_version", "unknown"))
+        platform = data.get("platform")
+        platform = platform if isinstance(platform, dict) else {}
+        # The build's platform ("cpu", "cuda", ...) and whether it has a sleep mode; None where the
+        # table does not say (recorded before the dump asked, or no platform found when asked).
+        self.device_type: str | None = platform.get("device_type") if isinstance(platform.get("device_type"), str) else None
+        self.sleep_mode: bool | None = platform.get("sleep_mode") if isinstance(platform.get("sleep_mode"), bool) else None
         self.options: list[VllmOption] = []
         self._by_flag: dict[str, VllmOption] = {}
         self._by_dest: dict[str, VllmOption] = {}

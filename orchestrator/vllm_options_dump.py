@@ -453,9 +453,29 @@ def _make_parser():
     return parser, info
 
 
+def _platform():
+    """The platform this vLLM build runs on and whether it has a sleep mode, or None when vLLM
+    found none (a CUDA build asked in a container without GPUs: its answer would say nothing).
+    A CPU build says "cpu" and no sleep mode wherever it runs: it refuses --enable-sleep-mode."""
+    try:
+        with _stdout_to_stderr(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from vllm.platforms import current_platform
+
+            kind = str(getattr(current_platform, "device_type", "") or "")
+            if not kind:
+                return None
+            return {"device_type": kind, "sleep_mode": bool(current_platform.is_sleep_mode_available())}
+    except Exception:
+        return None
+
+
 def build():
     """Import vLLM, build the api_server parser, return the JSON document."""
     parser, doc = _make_parser()
+    platform = _platform()
+    if platform is not None:
+        doc["platform"] = platform
     titles = _group_titles(parser)
     options = []
     for action in parser._actions:

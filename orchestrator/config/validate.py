@@ -16,6 +16,7 @@ from typing import Any, Iterable
 from orchestrator.addresses import bind_refused, ip_address, is_loopback
 from orchestrator.argv import DEFAULT_MODULE
 from orchestrator.config.schema import SCHEMA
+from orchestrator.config.on_demand_check import on_demand_problems
 from orchestrator.config.settings_check import container_setting_problems, mount_target_problems
 from orchestrator.config.server_check import reserved_dest, server_problems
 from orchestrator.errors import Problem, show_value
@@ -183,6 +184,7 @@ def semantic_problems(resolved: Resolved, data: dict, source: str, target: str, 
             _docker_checks(spec, source, out)
             out += host_problems(spec, source, on_host=on_host)
         _log_collisions(instances, source, out)
+    out += on_demand_problems(resolved, data, source, target)
     if shares_one_host(target):  # on Kubernetes the gateway is a Service of its own: no host port to share
         from orchestrator.gateway.checks import gateway_problems
 

@@ -14,7 +14,7 @@ LAYERS: list[set[str]] = [
     {"orchestrator", "value", "errors", "labels", "targets", "sizes", "addresses", "vllm_options", "vllm_options_dump", "diagnose",
      "run_lock", "log_files", "secret_files", "exporters.kubernetes_settings", "ulimits", "backends",
      "backends.docker_context", "config", "exporters", "gateway", "gateway.routes", "gateway.files",
-     "vllm_metrics", "restart_log"},
+     "vllm_metrics", "restart_log", "sleep_api"},
     # the target-neutral spec and the tables it is built with
     {"spec", "options", "argv", "start_order", "logs", "gateway.settings"},
     # reading the document; the Docker rendering of a spec; the option tables' cache; generated files
@@ -23,7 +23,7 @@ LAYERS: list[set[str]] = [
     # the contract's merge rules: document -> specs
     {"resolve"},
     # meaning of the resolved config
-    {"config.validate", "gateway.checks"},
+    {"config.validate", "gateway.checks", "config.on_demand_check"},
     # a project opened and checked; the pure plan; GPU facts
     {"project", "plan", "gpus", "gpu_readers", "gateway.haproxy", "supervise"},
     # engine clients, renderers, exporters, status and waiting

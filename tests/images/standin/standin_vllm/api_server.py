@@ -7,8 +7,9 @@ reports exactly how it was launched.
 
     python3 -m standin_vllm.api_server [--host H] [--port P] [--model M]
         [--served-model-name NAME...] [--max-model-len N] [--api-key KEY]
-        [--standin-exit-code N] [--standin-health-delay SECONDS] [--standin-ignore-sigterm]
-        [any other vLLM arguments, accepted and ignored]
+        [--enable-sleep-mode] [--standin-exit-code N] [--standin-health-delay SECONDS]
+        [--standin-listen-delay SECONDS] [--standin-sleep-delay SECONDS] [--standin-wake-delay SECONDS]
+        [--standin-ignore-sigterm] [any other vLLM arguments, accepted and ignored]
 
 At start it prints one line to stdout::
 
@@ -20,6 +21,10 @@ Test knobs:
   --standin-exit-code N          print "standin: error: refused to start (exit N)" to stderr, exit N
                                  (right after the STANDIN-START line, before listening)
   --standin-health-delay SECONDS /health answers 503 until SECONDS after start
+  --standin-listen-delay SECONDS the port is bound only SECONDS after start (stands for vLLM's
+                                 model loading, before which nothing listens: connections are refused)
+  --standin-sleep-delay SECONDS  a POST /sleep takes this long (vLLM copies the weights to CPU memory)
+  --standin-wake-delay SECONDS   a POST /wake_up takes this long (and the weights back)
   --standin-ignore-sigterm       ignore SIGTERM (to exercise stop timeouts / SIGKILL)
   --standin-old-metric-names     export the KV cache gauge under vLLM's older name
                                  (vllm:gpu_cache_usage_perc instead of vllm:kv_cache_usage_perc)
@@ -29,6 +34,21 @@ process stays up, /health fails):
   POST /standin/fail-health      /health answers 500 until this process ends (a restart heals it)
   file /tmp/standin-unhealthy    /health answers 500 while it exists (it survives a restart of the
                                  container: a crash loop)
+
+Sleep mode, as vLLM 0.32 serves it (vllm/entrypoints/serve/dev/sleep/api_router.py): only with
+VLLM_SERVER_DEV_MODE=1 in the environment are the routes there (else 404), and only with
+--enable-sleep-mode do they work (else POST /sleep answers 500, as the stand-in's choice for vLLM's
+engine error):
+  POST /sleep?level=1[&mode=abort]  level 0-2 (else 422) -> {"status": "sleeping", "level": N};
+                                 requests in flight are aborted (a stream ends with finish_reason
+                                 "abort"); completions that arrive while asleep wait until a wake
+                                 (vLLM queues them), /health and /v1/models still answer
+  POST /wake_up[?tags=weights&tags=kv_cache]  -> {"status": "awake"|"sleeping", "tags": [...]|null};
+                                 with tags only those parts wake (all of them: awake)
+  GET /is_sleeping               -> {"is_sleeping": bool} (true from the start of a sleep to the
+                                 end of the wake)
+  /metrics has vLLM's vllm:engine_sleep_state gauge (sleep_state awake / weights_offloaded /
+  discard_all) and, after a first sleep or wake, vllm:sleep_mode_operation_duration_seconds.
 
 Endpoints: GET /health, GET /metrics (a few of vLLM's metrics, in its names: requests running and
 waiting, KV cache use, prompt and generation tokens, time to first token), GET /v1/models,
@@ -71,10 +91,21 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--max-model-len", type=int, default=None)
     parser.add_argument("--api-key", default=None)
     parser.add_argument("--standin-exit-code", type=int, default=None)
+    parser.add_argument("--enable-sleep-mode", action=argparse.BooleanOptionalAction, default=False)
     parser.add_argument("--standin-health-delay", type=float, default=0.0)
+    parser.add_argument("--standin-listen-delay", type=float, default=0.0)
+    parser.add_argument("--standin-sleep-delay", type=float, default=0.0)
+    parser.add_argument("--standin-wake-delay", type=float, default=0.0)
     parser.add_argument("--standin-ignore-sigterm", action="store_true")
     parser.add_argument("--standin-old-metric-names", action="store_true")
     return parser.parse_known_args(argv)
+
+
+def _int_env(name: str) -> int:
+    try:
+        return int(os.environ.get(name, "0") or "0")
+    except ValueError:
+        return 0
 
 
 def emit(stream, line: str) -> None:
@@ -94,6 +125,16 @@ class State:
         self.health_failed = False
         self.tokens = {"prompt": 0, "generation": 0}
         self.ttft: list[float] = []
+        # Sleep mode. `asleep` holds the parts still offloaded/discarded ("weights", "kv_cache");
+        # `awake` is set while it is empty, and completions wait on it; `epoch` counts sleeps, so
+        # a stream started before one ends (vLLM's default pause mode aborts what is in flight).
+        self.dev_mode = _int_env("VLLM_SERVER_DEV_MODE") != 0
+        self.asleep: set[str] = set()
+        self.level = 0
+        self.awake = threading.Event()
+        self.awake.set()
+        self.epoch = 0
+        self.operations: dict[str, list[float]] = {}  # "sleep" / "wake" -> durations
 
     def next_id(self) -> int:
         with self.lock:
@@ -177,6 +218,8 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
         elif path == "/standin/info":
             self.send(200, self.state.info())
+        elif path == "/is_sleeping" and self.state.dev_mode:
+            self.send(200, {"is_sleeping": bool(self.state.asleep)})
         elif path == "/v1/models":
             if self.authorized():
                 self.send(200, {"object": "list", "data": [{
@@ -207,10 +250,81 @@ class Handler(BaseHTTPRequestHandler):
             lines.append(f'vllm:time_to_first_token_seconds_bucket{{le="{bound}",{label}}} {float(count)}')
         lines += [f"vllm:time_to_first_token_seconds_count{{{label}}} {float(len(ttft))}",
                   f"vllm:time_to_first_token_seconds_sum{{{label}}} {sum(ttft)}"]
+        lines += self.sleep_metrics(label)
         return "\n".join(lines) + "\n"
+
+    def sleep_metrics(self, label: str) -> list[str]:
+        state = self.state
+        with state.lock:
+            asleep, level, operations = bool(state.asleep), state.level, {k: list(v) for k, v in state.operations.items()}
+        values = {"awake": 0 if asleep else 1, "weights_offloaded": int(asleep and level == 1),
+                  "discard_all": int(asleep and level == 2)}
+        lines = ["# TYPE vllm:engine_sleep_state gauge"]
+        lines += [f'vllm:engine_sleep_state{{engine="0",{label},sleep_state="{name}"}} {float(value)}'
+                  for name, value in values.items()]
+        if operations:
+            lines.append("# TYPE vllm:sleep_mode_operation_duration_seconds histogram")
+            for operation, durations in sorted(operations.items()):
+                op = f'operation="{operation}"'
+                for bound in ("0.01", "0.1", "1.0", "10.0", "+Inf"):
+                    count = sum(1 for d in durations if bound == "+Inf" or d <= float(bound))
+                    lines.append(f'vllm:sleep_mode_operation_duration_seconds_bucket{{le="{bound}",{op}}} {float(count)}')
+                lines += [f"vllm:sleep_mode_operation_duration_seconds_count{{{op}}} {float(len(durations))}",
+                          f"vllm:sleep_mode_operation_duration_seconds_sum{{{op}}} {sum(durations)}"]
+        return lines
+
+    def query(self) -> dict[str, list[str]]:
+        from urllib.parse import parse_qs
+
+        return parse_qs(self.path.split("?", 1)[1]) if "?" in self.path else {}
+
+    def do_sleep(self) -> None:
+        state, query = self.state, self.query()
+        try:
+            level = int((query.get("level") or ["1"])[-1])
+        except ValueError:
+            level = -1
+        mode = (query.get("mode") or ["abort"])[-1]
+        if not 0 <= level <= 2 or mode not in ("abort", "wait", "keep"):
+            # FastAPI's validation answer for a bad query parameter.
+            self.send(422, {"detail": [{"type": "value_error", "loc": ["query", "level" if not 0 <= level <= 2 else "mode"],
+                                        "msg": "level must be 0, 1 or 2; mode abort, wait or keep"}]})
+            return
+        if not state.args.enable_sleep_mode:
+            self.error(500, "Sleep mode is not enabled: start the server with --enable-sleep-mode", "InternalServerError")
+            return
+        started = time.monotonic()
+        with state.lock:
+            state.awake.clear()
+            state.epoch += 1
+            state.level = max(state.level, level) if state.asleep else level
+            state.asleep |= {"weights", "kv_cache"} if level else {"kv_cache"}
+        time.sleep(max(0.0, state.args.standin_sleep_delay))
+        with state.lock:
+            state.operations.setdefault("sleep", []).append(time.monotonic() - started)
+        emit(sys.stderr, f"standin: sleeping (level {level})")
+        self.send(200, {"status": "sleeping", "level": level})
+
+    def do_wake_up(self) -> None:
+        state = self.state
+        tags = self.query().get("tags") or None
+        started = time.monotonic()
+        time.sleep(max(0.0, state.args.standin_wake_delay))
+        with state.lock:
+            state.asleep -= set(tags) if tags else set(state.asleep)
+            fully_awake = not state.asleep
+            if fully_awake:
+                state.level = 0
+                state.awake.set()
+            state.operations.setdefault("wake", []).append(time.monotonic() - started)
+        emit(sys.stderr, f"standin: wake_up tags={tags} -> {'awake' if fully_awake else 'still sleeping'}")
+        self.send(200, {"status": "awake" if fully_awake else "sleeping", "tags": tags})
 
     def do_POST(self) -> None:
         path = self.path.split("?", 1)[0]
+        if self.state.dev_mode and path in ("/sleep", "/wake_up"):
+            (self.do_sleep if path == "/sleep" else self.do_wake_up)()
+            return
         if path == "/standin/fail-health":
             self.state.health_failed = True
             emit(sys.stderr, "standin: /health fails from now on (POST /standin/fail-health)")
@@ -227,13 +341,17 @@ class Handler(BaseHTTPRequestHandler):
         model = self.model_for(body)
         if model is None:
             return
+        # Asleep: vLLM queues the request until a wake (its scheduler is paused), then serves it.
+        while not self.state.awake.wait(0.5):
+            pass
+        epoch = self.state.epoch
         n, now = self.state.next_id(), int(time.time())
         with self.state.lock:
             self.state.tokens["prompt"] += 1
             self.state.tokens["generation"] += 1
             self.state.ttft.append(0.005)
         if body.get("stream") is True:
-            self.stream(path, body, model, n, now)
+            self.stream(path, body, model, n, now, epoch)
             return
         usage = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
         if path == "/v1/completions":
@@ -246,7 +364,7 @@ class Handler(BaseHTTPRequestHandler):
                                 {"index": 0, "message": {"role": "assistant", "content": "standin reply"},
                                  "finish_reason": "stop"}]})
 
-    def stream(self, path: str, body: dict, model: str, n: int, now: int) -> None:
+    def stream(self, path: str, body: dict, model: str, n: int, now: int, epoch: int = 0) -> None:
         """Server-sent events as vLLM sends them: one chunk per token, each written and flushed
         at once (chunked transfer encoding), then `data: [DONE]`."""
         chunks = body.get("max_tokens") if isinstance(body.get("max_tokens"), int) else 4
@@ -265,17 +383,21 @@ class Handler(BaseHTTPRequestHandler):
         for i in range(max(0, min(chunks, 100000))):
             if i and delay:
                 time.sleep(min(float(delay), 60.0))
+            aborted = self.state.epoch != epoch  # put to sleep meanwhile: vLLM aborts the request
+            finish = "abort" if aborted else None
             if chat:
                 event = {"id": f"chatcmpl-standin-{n}", "object": "chat.completion.chunk", "created": now,
                          "model": model, "choices": [{"index": 0, "delta": {"content": f" t{i}"},
-                                                      "finish_reason": None}]}
+                                                      "finish_reason": finish}]}
             else:
                 event = {"id": f"cmpl-standin-{n}", "object": "text_completion", "created": now, "model": model,
-                         "choices": [{"index": 0, "text": f" t{i}", "logprobs": None, "finish_reason": None}]}
+                         "choices": [{"index": 0, "text": f" t{i}", "logprobs": None, "finish_reason": finish}]}
             try:
                 write(b"data: " + json.dumps(event).encode() + b"\n\n")
             except OSError:  # the client went away mid-stream, as vLLM sees it: stop generating
                 return
+            if aborted:
+                break
         try:
             write(b"data: [DONE]\n\n")
             write(b"")
@@ -304,6 +426,14 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
 
     Handler.state = state
+    if args.standin_listen_delay > 0:  # vLLM loads its model before anything listens
+        emit(sys.stderr, f"INFO: standin loading for {args.standin_listen_delay:g} s (--standin-listen-delay)")
+        end = time.monotonic() + args.standin_listen_delay
+        while time.monotonic() < end and not received:
+            time.sleep(min(0.1, max(0.0, end - time.monotonic())))
+        if received:
+            emit(sys.stdout, f"STANDIN-SHUTDOWN signal={received[0]}")
+            return 0
 
     class Server(ThreadingHTTPServer):
         daemon_threads = True  # open connections must not hold up the exit

@@ -47,6 +47,9 @@ TEMPLATES_ENV = "VLLM_ORCH_COMPOSE_TEMPLATES"
 # installed wheel carries them too (package data) and a checkout has one copy of them.
 TEMPLATES_DIR = Path(__file__).resolve().parent / "compose_templates"
 DISABLED_PROFILE = "disabled"
+# Compose cannot start a service on its first request: an on-demand instance is in this profile,
+# so a plain `docker compose up` leaves it alone and `--profile on-demand` starts it.
+ON_DEMAND_PROFILE = "on-demand"
 
 # Mapping settings shared key by key: setting -> anchor of its shared part inside x-vllm-common.
 MERGED_MAPPINGS = {"environment": "vllm-environment", "labels": "vllm-labels", "healthcheck": "vllm-healthcheck"}
@@ -253,6 +256,8 @@ def service_settings(spec: InstanceSpec, *, enabled: bool = True) -> dict[str, A
         settings["secrets"] = [{"source": key, "target": secret_files.file_name(key)} for key, _ in c.secret_env]
     if not enabled:
         settings["profiles"] = [DISABLED_PROFILE]
+    elif spec.workload.on_demand:
+        settings["profiles"] = [ON_DEMAND_PROFILE]
     return settings
 
 
@@ -319,6 +324,10 @@ def split_common(services: list[dict[str, Any]]) -> tuple[dict[str, Any], list[d
 
 
 # ----------------------------------------------------------------------------- the file
+def _on_demand(spec: InstanceSpec, master_on: bool) -> bool:
+    return master_on and spec.enabled and spec.workload.on_demand
+
+
 def _header(project: Any, enabled_all: bool) -> str:
     resolved = project.resolved
     overrides = project.loaded.layers[1:]
@@ -364,6 +373,14 @@ def _header(project: Any, enabled_all: bool) -> str:
             f"`docker compose up` skips them; `docker compose --profile {DISABLED_PROFILE} up` starts them too.",
             "",
         ]
+    on_demand = [spec.name for spec in instances if _on_demand(spec, resolved.master.enable)]
+    if on_demand:
+        lines += [
+            f"On demand in the config: {', '.join(on_demand)}. Compose cannot start a service on its first request",
+            f"(`vllm-orch up` does, through its gateway) nor stop it when idle: they are in the profile {ON_DEMAND_PROFILE!r},",
+            f"so `docker compose up` leaves them alone; `docker compose --profile {ON_DEMAND_PROFILE} up -d` starts them too.",
+            "",
+        ]
     lines += [
         "With `vllm-orch up` on the same host: both publish the same host ports, so whichever starts second",
         "fails (\"port is already allocated\"). `vllm-orch down` never removes these containers, and",
@@ -384,7 +401,7 @@ def _made_for(user: str | None, make: str, path: str, shared_mode: str) -> list[
     return lines
 
 
-def _comment(spec: InstanceSpec) -> str:
+def _comment(spec: InstanceSpec, master_on: bool = True) -> str:
     c = rendered(spec)
     parts = [f"gpus={spec.gpu.describe()}"]
     labels = dict(c.labels)
@@ -395,7 +412,15 @@ def _comment(spec: InstanceSpec) -> str:
     parts.append(f"log {c.host_log_file}")
     if not spec.enabled:
         parts.append("disabled")
-    return "# " + comment_text(f"{spec.name}: " + ", ".join(parts))
+    lines = [f"{spec.name}: " + ", ".join(parts)]
+    if _on_demand(spec, master_on):
+        idle = (f"idle_stop_after = {spec.workload.idle_stop_after} s" if spec.workload.idle_stop_after
+                else "idle_stop_after = 0")
+        lines += [f"on_demand = true: Compose cannot start a service on its first request, so it is in the profile "
+                  f"{ON_DEMAND_PROFILE!r}:",
+                  f"`docker compose --profile {ON_DEMAND_PROFILE} up -d {spec.name}` starts it; nothing stops it when "
+                  f"idle ({idle} is vllm-orch's)."]
+    return "\n".join("# " + comment_text(line) for line in lines)
 
 
 def render_compose(project: Any, templates: Path | None = None) -> str:
@@ -427,7 +452,7 @@ def render_compose(project: Any, templates: Path | None = None) -> str:
         for spec, settings_block in zip(instances, settings_blocks):
             blocks.append(fill(
                 service_template,
-                blocks={"comment": _comment(spec) if comments else "", "settings": settings_block},
+                blocks={"comment": _comment(spec, master_on) if comments else "", "settings": settings_block},
                 inline={"service": _inline(spec.name)},
                 source=str(directory / "service.yml"),
             ))

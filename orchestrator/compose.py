@@ -256,7 +256,7 @@ def service_settings(spec: InstanceSpec, *, enabled: bool = True) -> dict[str, A
         settings["secrets"] = [{"source": key, "target": secret_files.file_name(key)} for key, _ in c.secret_env]
     if not enabled:
         settings["profiles"] = [DISABLED_PROFILE]
-    elif spec.workload.on_demand:
+    elif _on_demand(spec, True):
         settings["profiles"] = [ON_DEMAND_PROFILE]
     return settings
 
@@ -325,7 +325,7 @@ def split_common(services: list[dict[str, Any]]) -> tuple[dict[str, Any], list[d
 
 # ----------------------------------------------------------------------------- the file
 def _on_demand(spec: InstanceSpec, master_on: bool) -> bool:
-    return master_on and spec.enabled and spec.workload.on_demand
+    return master_on and spec.enabled and spec.workload is not None and spec.workload.on_demand
 
 
 def _header(project: Any, enabled_all: bool) -> str:
@@ -413,7 +413,7 @@ def _comment(spec: InstanceSpec, master_on: bool = True) -> str:
     if not spec.enabled:
         parts.append("disabled")
     lines = [f"{spec.name}: " + ", ".join(parts)]
-    if _on_demand(spec, master_on):
+    if _on_demand(spec, master_on) and spec.workload is not None:
         idle = (f"idle_stop_after = {spec.workload.idle_stop_after} s" if spec.workload.idle_stop_after
                 else "idle_stop_after = 0")
         lines += [f"on_demand = true: Compose cannot start a service on its first request, so it is in the profile "

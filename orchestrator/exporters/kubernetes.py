@@ -45,7 +45,7 @@ import yaml
 from orchestrator import __version__, options
 from orchestrator.config.validate import parallel_sizes
 from orchestrator.errors import ConfigError, OrchestratorError, Problem
-from orchestrator.exporters import comment_text, object_metadata, safe_loader
+from orchestrator.exporters import comment_text, keda, object_metadata, safe_loader
 from orchestrator.exporters.kubernetes_settings import DNS_LABEL_PATTERN, InstanceSettings, KubernetesInputs
 from orchestrator.spec import InstanceSpec, Mount, parse_size
 from orchestrator.value import Value, field
@@ -67,6 +67,7 @@ _USER_IDS = re.compile(r"^(\d+)(?::(\d+))?$")
 _WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 
 # [docker] keys with no Kubernetes counterpart (declared in the option table): a warning where the TOML sets them.
+# (on_demand and idle_stop_after are skipped where it is read: exporters/keda.py says what becomes of them.)
 _DOCKER_ONLY: dict[str, str] = options.DOCKER_ONLY
 
 
@@ -356,10 +357,29 @@ def _instance_manifests(ctx: _Context, spec: InstanceSpec, namespace: str | None
     deployment = _deployment(spec, settings, name, ns, selector, labels, pod, enabled)
     service = _service(spec, settings, name, ns, selector, labels)
     _docker_only_warnings(ctx, spec, inputs)
+    scaler = _on_demand(ctx, spec, settings, deployment, service, enabled) if spec.workload.on_demand else []
     for key in settings.get("volumes") or {}:
         ctx.volume_keys.setdefault(key, f"instance.{spec.name}.kubernetes.volumes" if key in inputs.own_volume_keys
                                    else "kubernetes.volumes")
-    return [deployment, service]
+    return [deployment, service, *scaler]
+
+
+def _on_demand(ctx: _Context, spec: InstanceSpec, settings: dict[str, Any], deployment: dict[str, Any],
+               service: dict[str, Any], enabled: bool) -> list[dict[str, Any]]:
+    """An on-demand instance: replicas 0 and its annotations; with keda_http its HTTPScaledObject,
+    else a warning that nothing scales it (exporters/keda.py). A disabled one stays at 0 unscaled."""
+    deployment["spec"]["replicas"] = 0
+    deployment["metadata"]["annotations"].update(keda.deployment_annotations(spec))
+    if not enabled:
+        return []
+    use_keda = settings.get("keda_http") is True
+    for path, message, hint in keda.warnings(spec, use_keda, ctx.project.resolved.gateway is not None):
+        ctx.warn(path, message, hint)
+    if not use_keda:
+        return []
+    meta = service["metadata"]
+    return [keda.http_scaled_object(spec, meta["name"], meta.get("namespace"), dict(meta.get("labels") or {}),
+                                    service["spec"]["ports"][0]["port"], settings["replicas"])]
 
 
 def _check_names(ctx: _Context, spec: InstanceSpec, name: str, settings: dict[str, Any], secret_name: str) -> None:
@@ -499,7 +519,7 @@ def _docker_only_warnings(ctx: _Context, spec: InstanceSpec, inputs: InstanceSet
     own = dict(inputs.docker_own)
     path = f"instance.{spec.name}.docker"
     for key, why in _DOCKER_ONLY.items():
-        if key in own:
+        if key in own and key not in keda.KEYS:
             ctx.warn(f"{path}.{key}", why)
     _value_warnings(ctx, path, own)
 
@@ -518,7 +538,7 @@ def _value_warnings(ctx: _Context, path: str, table: Mapping[str, Any]) -> None:
 def _global_warnings(ctx: _Context) -> None:
     table = dict(ctx.inputs.docker_global)
     for key, why in _DOCKER_ONLY.items():
-        if key in table:
+        if key in table and key not in keda.KEYS:
             ctx.warn(f"docker.{key}", why)
     _value_warnings(ctx, "docker", table)
 
@@ -570,6 +590,15 @@ def _header(project: Any, namespace: str | None, manifests: list[dict[str, Any]]
             lines.append(f"  kubectl {where}create secret generic {secret} --from-env-file={secret}.env   # keys: {' '.join(keys)}")
         lines.append("")
     stopped = [spec.name for spec in resolved.instances if not spec.enabled]
+    on_demand = [spec.name for spec in resolved.instances if spec.enabled and spec.workload.on_demand]
+    if on_demand and resolved.master.enable:
+        scaled = [doc["metadata"]["name"] for doc in manifests if doc["kind"] == keda.KEDA_KIND]
+        lines += [f"On demand, so replicas: 0 (annotated {keda.ANNOTATION_ON_DEMAND}): {', '.join(on_demand)}."]
+        lines += ([f"KEDA's HTTP add-on scales {', '.join(scaled)} from 0 (HTTPScaledObject): send requests to its "
+                   "interceptor with the Service's name as Host."] if scaled else
+                  ["Nothing in a plain cluster scales them from 0: set [kubernetes] keda_http = true (KEDA's HTTP "
+                   "add-on) or scale them yourself."])
+        lines.append("")
     if not resolved.master.enable:
         lines += ["master.enable = false: every Deployment has replicas: 0 (nothing runs until it is true).", ""]
     elif stopped:

@@ -91,6 +91,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("annotations", _STRING_MAP, None, "extra annotations (Deployment and pods)", "`metadata.annotations`"),
     Setting("service_annotations", _STRING_MAP, None, "annotations of the Service (load balancer settings)",
             "Service `metadata.annotations`"),
+    Setting("keda_http", {"type": "boolean"}, False,
+            "per on-demand instance (`[docker] on_demand`) a KEDA HTTP add-on `HTTPScaledObject`: the cluster's "
+            "KEDA scales its Deployment from 0 on the first request through KEDA's interceptor and back to 0 after "
+            "`idle_stop_after`; false: replicas 0 and a warning that nothing scales it",
+            "`HTTPScaledObject` (http.keda.sh/v1alpha1)"),
 )
 
 DEFAULTS: dict[str, Any] = {s.name: s.default for s in SETTINGS if s.default is not None}

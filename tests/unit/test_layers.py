@@ -28,7 +28,7 @@ LAYERS: list[set[str]] = [
     {"project", "plan", "gpus", "gpu_readers", "gateway.haproxy", "supervise"},
     # engine clients, renderers, exporters, status and waiting
     {"backends.engine", "backends.engine_errors", "backends.engine_socket", "backends.engine_sdk", "backends.engine_body",
-     "compose", "exporters.kubernetes", "status", "waiter", "gateway.service", "gateway.compose_service",
+     "compose", "exporters.kubernetes", "exporters.keda", "status", "waiter", "gateway.service", "gateway.compose_service",
      "gateway.kubernetes", "top"},
     # the backends
     {"backends.base", "backends.docker", "backends.docker_preflight", "backends.docker_apply", "backends.local",

@@ -485,3 +485,23 @@ def test_unknown_user_is_said_once_and_the_current_user_runs_it(launcher):
     assert result.returncode == 0, result.stderr
     assert result.stderr.count("no-such-user-xyz") == 1
     assert launcher.started("a")[0]["uid"] == os.getuid() == launcher.started("b")[0]["uid"]
+
+
+def test_an_on_demand_instance_is_launched_as_usual_with_a_warning(launcher):
+    """The launcher has no gateway to start an instance on its first request: `on_demand` in a
+    shared TOML starts it like any other, and says so once."""
+    port = free_port()
+    launcher.write(f"""
+        [instance.coder.server]
+        port = {port}
+        [instance.coder.docker]
+        on_demand = true
+        idle_stop_after = 60
+        """)
+    result = launcher.cli("launch")
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "instance.coder.docker.on_demand" in line]
+    assert len(warnings) == 1 and "`launch` starts it as usual" in warnings[0]
+    wait_healthy(port)
+    assert launcher.ps()["coder"]["state"] == "running"
+    assert launcher.cli("down", "--backend", "local").returncode == 0

@@ -59,11 +59,18 @@ def test_a_plain_compose_up_leaves_an_on_demand_service_alone(fleet):
 
     checked = compose(fleet, "config", "--quiet")
     assert checked.returncode == 0, checked.stderr
+    assert compose(fleet, "config", "--services").stdout.split() == ["chat"]
+    assert sorted(compose(fleet, "--profile", "on-demand", "config", "--services").stdout.split()) == ["chat", "coder"]
     try:
         done = compose(fleet, "up", "-d")
         assert done.returncode == 0, done.stderr
         assert running(fleet) == {"chat"}
         assert not [c for c in fleet.containers() if c.labels.get("io.vllm-orch.instance") == "coder"]
+        done = compose(fleet, "up", "-d", "coder")  # named on the command line: its profile is implied
+        assert done.returncode == 0, done.stderr
+        assert running(fleet) == {"chat", "coder"}
+        compose(fleet, "--profile", "on-demand", "stop", "coder")
+        assert running(fleet) == {"chat"}
         done = compose(fleet, "--profile", "on-demand", "up", "-d")
         assert done.returncode == 0, done.stderr
         assert running(fleet) == {"chat", "coder"}

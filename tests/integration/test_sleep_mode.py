@@ -133,3 +133,31 @@ def test_a_stopped_server_is_an_error_not_a_hang(fleet):
     with pytest.raises(SleepApiError):
         sleep_api.is_sleeping(f"127.0.0.1:{port}")
     assert time.monotonic() - started < 5
+
+
+def test_the_standins_listen_delay_stands_for_model_loading(fleet):
+    """Nothing listens until the delay has passed, as vLLM binds its port only after loading."""
+    port = free_port()
+    fleet.write(f"""
+        [instance.control]
+        gpu_ids = "none"
+        [instance.a.server]
+        model = "/m"
+        host = "0.0.0.0"
+        port = {port}
+        extra_args = ["--standin-listen-delay", "3"]
+        """)
+    code, _, err = fleet.cli("up", "--timeout", "120")
+    assert code == 0, err
+    returned = time.monotonic()
+    refused = 0
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as answer:
+                if answer.status == 200:
+                    break
+        except OSError:
+            refused += 1
+        assert time.monotonic() - returned < 30, "never healthy"
+        time.sleep(0.2)
+    assert refused >= 5 and time.monotonic() - returned >= 2

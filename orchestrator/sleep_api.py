@@ -74,7 +74,8 @@ def supports_sleep(spec: Any) -> bool:
     instead of stopping and starting it: on demand, and its server has sleep mode enabled.
     Whether the image's vLLM has a sleep mode at all is validate's question (a CPU build
     refuses to start with enable_sleep_mode: config/on_demand_check.py)."""
-    return sleep_mode_wanted(spec.workload.on_demand, spec.server)
+    workload = getattr(spec, "workload", None)
+    return workload is not None and sleep_mode_wanted(workload.on_demand, spec.server)
 
 
 def _call(address: str, method: str, path: str, timeout: float) -> dict[str, Any]:

@@ -364,6 +364,16 @@ def _instance_manifests(ctx: _Context, spec: InstanceSpec, namespace: str | None
     return [deployment, service, *scaler]
 
 
+def _keda_unused(ctx: _Context, manifests: list[dict[str, Any]]) -> None:
+    """keda_http written where no instance is on demand: it makes nothing, say so once."""
+    inputs = ctx.inputs.instances
+    if any(doc["kind"] == keda.KEDA_KIND for doc in manifests):
+        return
+    if any(inputs[spec.name].settings.get("keda_http") is True for spec in ctx.project.resolved.instances):
+        ctx.warn("kubernetes.keda_http", "no enabled instance is on demand, so there is nothing for KEDA to scale",
+                 hint="set [docker] on_demand = true where an instance should start on its first request")
+
+
 def _on_demand(ctx: _Context, spec: InstanceSpec, settings: dict[str, Any], deployment: dict[str, Any],
                service: dict[str, Any], enabled: bool) -> list[dict[str, Any]]:
     """An on-demand instance: replicas 0 and its annotations; with keda_http its HTTPScaledObject,
@@ -644,6 +654,7 @@ def render_kubernetes(project: Any, namespace: str | None = None) -> Rendering:
         names.setdefault(name, spec.name)
         manifests += _instance_manifests(ctx, spec, namespace)
     manifests += _gateway_manifests(ctx, namespace)
+    _keda_unused(ctx, manifests)
     for key, where in ctx.volume_keys.items():
         if key not in ctx.volume_targets:
             match = difflib.get_close_matches(key, sorted(ctx.volume_targets), n=1)

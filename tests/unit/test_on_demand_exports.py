@@ -176,3 +176,12 @@ def test_the_published_schema_refuses_what_it_should():
     both = {**good, "spec": {**good["spec"], "scaleTargetRef": {"service": "x", "port": 80, "portName": "http"}}}
     with pytest.raises(AssertionError):
         _validate_keda(both)
+
+
+def test_k8s_keda_http_without_an_on_demand_instance_says_it_makes_nothing(write_toml, capsys):
+    path = write_toml(textwrap.dedent(FLEET).format(docker="", coder="").replace("on_demand = true", "")
+                      + "[kubernetes]\nkeda_http = true\n")
+    docs, _, err = k8s(capsys, path)
+    assert not [d for d in docs if d["kind"] == "HTTPScaledObject"]
+    assert "kubernetes.keda_http: warning: no enabled instance is on demand" in err
+    assert all(d["spec"]["replicas"] == 1 for d in docs if d["kind"] == "Deployment")

@@ -23,4 +23,4 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q -r requirements-fleet.txt 2> >(grep -v '^WARNING: Location' >&2)
   echo "$want" > "$stamp"
 fi
-log "$(.venv/bin/ansible --version | head -n1), $(.venv/bin/ansible-lint --nocolor --version 2>/dev/null | head -n1 | cut -d' ' -f1-2)"
+log "$(.venv/bin/ansible --version | sed -n 1p), $(.venv/bin/ansible-lint --nocolor --version 2>/dev/null | head -n1 | cut -d' ' -f1-2)"

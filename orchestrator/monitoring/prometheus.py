@@ -57,9 +57,9 @@ def target_groups(project: str, instances: Iterable, addresses: Mapping[str, str
     """job -> its file_sd groups: one per enabled instance (labels project, model, instance),
     and the gateway's. An unpublished instance without a container yet has no address: left
     out until the `up` that starts it."""
-    vllm = [{"targets": [route.address], "labels": {"project": project, "model": route.model, "instance": route.instance}}
-            for route in routes_for(instances, addresses)]
-    vllm.sort(key=lambda g: g["labels"]["instance"])
+    vllm: list[dict] = [{"targets": [route.address], "labels": {"project": project, "model": route.model,
+                                                                 "instance": route.instance}}
+                        for route in sorted(routes_for(instances, addresses), key=lambda r: r.instance)]
     gateway = ([{"targets": [gateway_address], "labels": {"project": project, "model": "", "instance": JOB_GATEWAY}}]
                if gateway_address else [])
     return {JOB_VLLM: vllm, JOB_GATEWAY: gateway}

@@ -17,6 +17,8 @@ from orchestrator.monitoring.queries import FAMILIES, used_families
 from orchestrator.monitoring.settings import DEFAULTS, MONITORING_NAME
 
 DATA = Path(__file__).resolve().parents[1] / "data"
+COMPOSE_NOTE = ("the Compose export runs no Prometheus (only `up` does): scrape the services' /metrics with your own "
+                "(`vllm-orch dashboard --rules` prints the rules)")
 
 
 def recording_for(image: str) -> Path | None:
@@ -40,6 +42,8 @@ def monitoring_problems(resolved: Any, data: dict, source: str, target: str) -> 
     if target == "local":
         return [Problem("warning", MONITORING_NAME, "the in-container launcher runs no Prometheus (only `up` does)",
                         source=source)]
+    if target == "compose":
+        return [Problem("warning", MONITORING_NAME, COMPOSE_NOTE, source=source)]
     out: list[Problem] = []
     port = table.get("port", DEFAULTS["port"])
     gateway = data.get("gateway")

@@ -148,7 +148,7 @@ def apply(engine: Engine, step: MonitoringPlan) -> str:
         assert observed is not None
         container_id = observed["Id"]
         _call(lambda: engine.start(container_id))
-        return "started"
+        return f"started, ready in {wait_ready(spec, READY_WAIT_S):.1f} s"
     if step.kind == RECREATE:
         assert observed is not None
         _remove(engine, observed)
@@ -160,7 +160,9 @@ def apply(engine: Engine, step: MonitoringPlan) -> str:
             raise PreflightError(_missing_image(spec.image)) from None
         raise OrchestratorError(f"monitoring: create failed: {exc}") from None
     _call(lambda: engine.start(created))
-    return "recreated" if step.kind == RECREATE else "created"
+    # Ready before `up` goes on: a config Prometheus refuses is `up`'s failure, not a silent exit.
+    ready = wait_ready(spec, READY_WAIT_S)
+    return f"{'recreated' if step.kind == RECREATE else 'created'}, ready in {ready:.1f} s"
 
 
 def create_body(spec: MonitoringSpec) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from orchestrator.addresses import is_loopback
 from orchestrator.errors import Problem
 from orchestrator.monitoring import dashboard, rules
 from orchestrator.monitoring.queries import FAMILIES, used_families
@@ -63,6 +64,12 @@ def monitoring_problems(resolved: Any, data: dict, source: str, target: str) -> 
         out.append(Problem("error", f"instance.{MONITORING_NAME}",
                            "this name is Prometheus' (its container and `ps` row)", hint="rename the instance",
                            source=source))
+    address = str(table.get("publish_address", DEFAULTS["publish_address"]))
+    if not is_loopback(address):
+        out.append(Problem("warning", "monitoring.publish_address",
+                           f"Prometheus listens on {address}: anyone on the network can query it and reload or stop "
+                           "it (its lifecycle API is on, for `up`'s reloads)",
+                           hint="keep it on 127.0.0.1 behind a firewall or proxy", source=source))
     out += metric_problems(enabled, source)
     return out
 

@@ -68,7 +68,9 @@ def test_validate_refuses_a_port_shared_with_an_instance_or_the_gateway(write_to
     found = [p.format() for p in problems(write_toml, fleet_text("port = 9500", "[gateway]\nport = 9500\n"))
              if p.is_error]
     assert any("monitoring.port" in e and "gateway" in e for e in found), found
-    assert not [p for p in problems(write_toml, fleet_text()) if p.is_error and "monitoring" in p.path]
+    assert not [p for p in problems(write_toml, fleet_text()) if "monitoring" in p.path]
+    found = [p.format() for p in problems(write_toml, fleet_text('publish_address = "0.0.0.0"'))]
+    assert any("monitoring.publish_address" in w and "warning" in w for w in found), found
 
 
 def test_the_schema_and_readme_rows_know_every_setting():

@@ -6,6 +6,7 @@ turns the document into a MonitoringSpec, the value the renderers and the servic
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any, Mapping
 
@@ -55,7 +56,7 @@ def readme_rows() -> str:
     """The README's `[monitoring]` reference rows (orchestrator/generate.py writes them)."""
     lines = ["| key | default | meaning |", "| --- | --- | --- |"]
     for s in MONITORING_SETTINGS:
-        default = s.shown_default or f"`{s.default!r}`".replace("'", '"')
+        default = s.shown_default or f"`{json.dumps(s.default)}`"  # TOML's spelling: true, "15d"
         lines.append(f"| `{s.key}` | {default} | {s.doc} |")
     return "\n".join(lines) + "\n"
 

@@ -365,6 +365,7 @@ def up(inputs: Inputs, request: UpRequest, *, say: Say = _quiet, report: Callabl
     if request.wait and not outcome.failed and not outcome.wait_error:
         try:
             outcome.waited = healthy(wanted)
+            monitoring.after_wait(project, backend)  # what each image's vLLM exports: validate's metric check
             gateway_spec = gateway.spec_of(project)
             if gateway_spec is not None:
                 outcome.waited[gateway.GATEWAY_NAME] = round(

@@ -1,9 +1,10 @@
 """`validate`'s checks of `[monitoring]`: its port against the instances' and the gateway's, and
 every metric the dashboard and rules read against what each instance's image really exports.
 
-What an image exports is a real `/metrics` scrape recorded per image (scripts/record-vllm-metrics.py
-writes orchestrator/data/<image>-<tag>.metrics.json; vllm-cpu-0.32.0's ships). An image with no
-recording is not guessed at.
+What an image exports is a real `/metrics` scrape recorded per image: `up --wait` with
+`[monitoring]` records one of each image's servers (recordings.py, cached like the option tables),
+and vllm-cpu-0.32.0's ships (scripts/record-vllm-metrics.py writes orchestrator/data/). An image
+with no recording is not guessed at.
 """
 
 from __future__ import annotations
@@ -22,8 +23,20 @@ COMPOSE_NOTE = ("the Compose export runs no Prometheus (only `up` does): scrape 
                 "(`vllm-orch dashboard --rules` prints the rules)")
 
 
+def cached_recording(image: str) -> Path:
+    """Where `up --wait` keeps what `image`'s servers exported (recordings.py), beside the option tables."""
+    from orchestrator.option_cache import cache_dir
+
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in image)
+    return cache_dir().parent / "metrics" / f"{safe}.metrics.json"
+
+
 def recording_for(image: str) -> Path | None:
-    """The recorded scrape of `image` (`registry/vllm-orch/vllm-cpu:0.32.0` -> vllm-cpu-0.32.0), if any."""
+    """The recorded scrape of `image`: the last one `up --wait` made of a server of it, else the
+    one shipped for it (`registry/vllm-orch/vllm-cpu:0.32.0` -> vllm-cpu-0.32.0), if any."""
+    cached = cached_recording(image)
+    if cached.is_file():
+        return cached
     name, _, tag = image.rpartition(":") if ":" in image.rsplit("/", 1)[-1] else (image, "", "latest")
     path = DATA / f"{name.rsplit('/', 1)[-1]}-{tag}.metrics.json"
     return path if path.is_file() else None

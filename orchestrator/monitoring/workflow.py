@@ -106,3 +106,16 @@ def ps_row(project, backend) -> dict[str, Any] | None:
                 "exit_code": None, "health": "", "gpus": "", "url": spec.url, "model": "", "uptime": "",
                 "status": "", "configured": True, "cause": None, **service.NOT_WATCHED}
     return service.status_row(observed, configured=spec is not None)
+
+
+def after_wait(project, backend) -> None:
+    """`up --wait` saw every instance healthy: record what each image's servers export (validate's
+    metric check reads it). Only with `[monitoring]`; never fails `up`."""
+    if spec_of(project) is None:
+        return
+    from orchestrator.monitoring.recordings import record_exports
+
+    try:
+        record_exports(project.resolved.instances, _addresses(backend.last_rows))
+    except OSError:
+        pass  # an unwritable cache: the check falls back to the shipped recordings

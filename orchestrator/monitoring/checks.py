@@ -58,6 +58,12 @@ def monitoring_problems(resolved: Any, data: dict, source: str, target: str) -> 
                         source=source)]
     if target == "compose":
         return [Problem("warning", MONITORING_NAME, COMPOSE_NOTE, source=source)]
+    if target == "kubernetes":
+        if _operator_wanted(data):
+            return []
+        return [Problem("warning", MONITORING_NAME, "the Kubernetes export runs no Prometheus (only `up` does)",
+                        hint="set [kubernetes] prometheus_operator = true for the operator's ServiceMonitors and rules",
+                        source=source)]
     out: list[Problem] = []
     port = table.get("port", DEFAULTS["port"])
     gateway = data.get("gateway")
@@ -102,3 +108,9 @@ def metric_problems(instances: list, source: str) -> list[Problem]:
                                f"the dashboard's and rules' {quantity.replace('_', ' ')} will have no data",
                                source=source))
     return out
+
+
+def _operator_wanted(data: dict) -> bool:
+    tables = [data.get("kubernetes")] + [t.get("kubernetes") for t in (data.get("instance") or {}).values()
+                                         if isinstance(t, dict)]
+    return any(isinstance(t, dict) and t.get("prometheus_operator") is True for t in tables)

@@ -105,3 +105,12 @@ def test_the_export_text_reads_back(write_toml):
                            backend="kubernetes", strict=False)
     text = render_kubernetes(project).text
     assert [d["kind"] for d in yaml.safe_load_all(text)].count("ServiceMonitor") == 2
+
+
+def test_monitoring_without_the_operator_switch_is_a_warning_in_the_export(write_toml):
+    path = write_toml(CONFIG.format(kubernetes="", extra="[monitoring]\n"))
+    project = open_project(path, env={}, backend="kubernetes", strict=False)
+    assert any(p.path == "monitoring" and "prometheus_operator" in p.format() for p in project.problems)
+    project = open_project(write_toml(CONFIG.format(kubernetes="prometheus_operator = true", extra="[monitoring]\n")),
+                           env={}, backend="kubernetes", strict=False)
+    assert not [p for p in project.problems if p.path == "monitoring"]

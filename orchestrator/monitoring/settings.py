@@ -31,7 +31,7 @@ MONITORING_SETTINGS: tuple[Setting, ...] = (
             "how often every server's `/metrics` is read (and the rules evaluated); a change reloads Prometheus "
             "in place", default="15s"),
     Setting("image", {"type": "string", "minLength": 1}, "Prometheus' image", default=DEFAULT_IMAGE),
-    Setting("host_dir", {"type": "string", "minLength": 1},
+    Setting("host_dir", {"type": "string", "minLength": 1, "pattern": "^[^:\\x00]+$"},  # ':' would split the bind mount
             "host dir of Prometheus' config, targets and data (`<dir>/<project>/`, relative to this file); "
             "`down` keeps it, like the logs", default=".vllm-orch/monitoring"),
 )

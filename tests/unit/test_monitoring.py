@@ -60,6 +60,8 @@ def test_bad_settings_are_one_line_each_with_a_did_you_mean(write_toml):
     assert any("scrape_interval" in e and "did you mean" in e for e in found), found
     found = [p.format() for p in problems(write_toml, fleet_text("port = 0")) if p.is_error]
     assert any("monitoring.port" in e for e in found)
+    found = [p.format() for p in problems(write_toml, fleet_text('host_dir = "/srv/a:b"')) if p.is_error]
+    assert any("monitoring.host_dir" in e for e in found), found
 
 
 def test_validate_refuses_a_port_shared_with_an_instance_or_the_gateway(write_toml):

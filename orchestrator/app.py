@@ -287,9 +287,11 @@ def up(inputs: Inputs, request: UpRequest, *, say: Say = _quiet, report: Callabl
         `--wait` they say healthy): one call here instead of one more process for the caller."""
         found = backend.status(project.name, project.resolved.instances)
         side = gateway.ps_row(project.name, project, backend)  # the gateway's row, as `ps` shows it
-        return found + ([side] if side is not None else [])
+        watcher = monitoring.ps_row(project, backend)  # Prometheus' row
+        return found + [row for row in (side, watcher) if row is not None]
 
     from orchestrator.gateway import workflow as gateway
+    from orchestrator.monitoring import workflow as monitoring
 
     if request.dry_run:
         actions = plan()
@@ -299,8 +301,9 @@ def up(inputs: Inputs, request: UpRequest, *, say: Say = _quiet, report: Callabl
         if problems:  # the plan of a missing image would not say what a rebuilt one changes
             raise PreflightError(problems=problems)
         step = gateway.plan_for_up(project, backend)
-        return UpOutcome(project.name, actions + ([gateway.as_action(step)] if step else []), start_after(actions),
-                         instances=rows() if request.rows else [])
+        watch_step = monitoring.plan_for_up(project, backend)
+        sides = ([gateway.as_action(step)] if step else []) + ([monitoring.as_action(watch_step)] if watch_step else [])
+        return UpOutcome(project.name, actions + sides, start_after(actions), instances=rows() if request.rows else [])
 
     import time
 
@@ -330,6 +333,8 @@ def up(inputs: Inputs, request: UpRequest, *, say: Say = _quiet, report: Callabl
                 gateway.preflight(step)
         except PreflightError as exc:
             step, gateway_problems = None, exc.problems
+        watch_step, watch_problems = monitoring.check(project, backend)  # Prometheus' image and port likewise
+        gateway_problems = gateway_problems + watch_problems
         try:
             notes = backend.preflight(project, actions, run)
         except PreflightError as exc:
@@ -347,12 +352,20 @@ def up(inputs: Inputs, request: UpRequest, *, say: Say = _quiet, report: Callabl
             if result.action.kind != "noop" or not result.ok:
                 (report or _quiet)(result)
             actions, results = actions + [result.action], results + [result]
+        if watch_step is not None:  # planned again: its targets are the instances this run left
+            watch_step = monitoring.plan_for_up(project, backend, fresh=True)
+        if watch_step is not None:
+            result = monitoring.apply_for_up(watch_step, backend)
+            if result.action.kind != "noop" or not result.ok:
+                (report or _quiet)(result)
+            actions, results = actions + [result.action], results + [result]
         outcome = UpOutcome(project.name, actions, order, results)
     chain_errors = [r.health_error for r in results if r.health_error is not None]
     outcome.wait_error = chain_errors[0] if chain_errors else None
     if request.wait and not outcome.failed and not outcome.wait_error:
         try:
             outcome.waited = healthy(wanted)
+            monitoring.after_wait(project, backend)  # what each image's vLLM exports: validate's metric check
             gateway_spec = gateway.spec_of(project)
             if gateway_spec is not None:
                 outcome.waited[gateway.GATEWAY_NAME] = round(
@@ -423,6 +436,13 @@ def down(inputs: Inputs, names: tuple[str, ...] = (), *, backend: str | None = N
             (report or _quiet)(removed.line())
             results.append(removed)
             failure = failure or ("" if removed.ok else removed.detail)
+        from orchestrator.monitoring.workflow import remove_for_down as remove_monitoring
+
+        removed = remove_monitoring(chosen, names, project.resolved.config_file if project else None)
+        if removed is not None:
+            (report or _quiet)(removed.line())
+            results.append(removed)
+            failure = failure or ("" if removed.ok else removed.detail)
     return DownOutcome(name, results, removal.left, removal.json_key, failure)
 
 
@@ -442,9 +462,11 @@ def ps(inputs: Inputs, *, backend: str | None = None) -> StatusOutcome:
     if chosen.name == DOCKER:
         from orchestrator.gateway.workflow import ps_row
 
-        row = ps_row(name, project, chosen)
-        if row is not None:
-            rows.append(row)
+        from orchestrator.monitoring.workflow import ps_row as monitoring_row
+
+        for row in (ps_row(name, project, chosen), monitoring_row(project, chosen)):
+            if row is not None:
+                rows.append(row)
     return StatusOutcome(name, rows, chosen.status_columns)
 
 

@@ -162,6 +162,12 @@ def _no_args(p: argparse.ArgumentParser) -> None:
     pass
 
 
+def _dashboard_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-o", "--output", metavar="FILE", help="write here instead of standard output")
+    p.add_argument("--rules", action="store_true",
+                   help="write the Prometheus rules file (recording rules and alerts) instead")
+
+
 # name -> (help, its own arguments); `plan` takes validate's.
 SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
     "validate": ("check the config (and its vLLM options against the image); exit 2 on any error", _validate_args),
@@ -179,6 +185,7 @@ SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = 
     "gpus": ("list the GPU host's GPUs: memory, and the processes and containers using them", _gpus_args),
     "launch": ("in-container launcher: start the instances as processes (the boot hook)", _launch_args),
     "schema": ("print the JSON Schema of the config file", _no_args),
+    "dashboard": ("write the Grafana dashboard of the servers' metrics (per model and instance)", _dashboard_args),
 }
 _GLOBAL_VALUE_OPTIONS = ("--config", "--override", "--set", "--project")
 
@@ -662,6 +669,18 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from orchestrator.monitoring import dashboard, rules
+
+    text = rules.text() if args.rules else dashboard.text()
+    if args.output:
+        Path(args.output).write_text(text)
+        _stderr(f"wrote {args.output}")
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
 COMMANDS = {
     "validate": cmd_validate,
     "plan": cmd_plan,
@@ -677,6 +696,7 @@ COMMANDS = {
     "gpus": cmd_gpus,
     "launch": cmd_launch,
     "schema": cmd_schema,
+    "dashboard": cmd_dashboard,
 }
 
 

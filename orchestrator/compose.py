@@ -381,6 +381,9 @@ def _header(project: Any, enabled_all: bool) -> str:
             f"so `docker compose up` leaves them alone; `docker compose --profile {ON_DEMAND_PROFILE} up -d` starts them too.",
             "",
         ]
+    if resolved.monitoring is not None:
+        lines += ["[monitoring]: no Prometheus here (only `vllm-orch up` runs one); every service serves /metrics for",
+                  "your own (`vllm-orch dashboard --rules` prints the rules, `vllm-orch dashboard` the Grafana dashboard).", ""]
     lines += [
         "With `vllm-orch up` on the same host: both publish the same host ports, so whichever starts second",
         "fails (\"port is already allocated\"). `vllm-orch down` never removes these containers, and",

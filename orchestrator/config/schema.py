@@ -12,6 +12,7 @@ from typing import Any
 from orchestrator import options
 from orchestrator.exporters.kubernetes_settings import schema_fragment
 from orchestrator.gateway.settings import schema as gateway_schema
+from orchestrator.monitoring.settings import schema as monitoring_schema
 from orchestrator.options import MAX_NAME_LENGTH
 from orchestrator.spec import MAX_GPU_INDEX
 
@@ -149,5 +150,6 @@ SCHEMA: dict[str, Any] = {
         "docker": _DOCKER_GLOBAL,
         "kubernetes": _KUBERNETES_GLOBAL,
         "gateway": gateway_schema(),
+        "monitoring": monitoring_schema(),
     },
 }

@@ -189,6 +189,9 @@ def semantic_problems(resolved: Resolved, data: dict, source: str, target: str, 
         from orchestrator.gateway.checks import gateway_problems
 
         out += gateway_problems(resolved, data, source, target)
+    from orchestrator.monitoring.checks import monitoring_problems
+
+    out += monitoring_problems(resolved, data, source, target)
     return out
 
 

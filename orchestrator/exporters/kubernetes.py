@@ -358,6 +358,7 @@ def _instance_manifests(ctx: _Context, spec: InstanceSpec, namespace: str | None
     service = _service(spec, settings, name, ns, selector, labels)
     _docker_only_warnings(ctx, spec, inputs)
     scaler = _on_demand(ctx, spec, settings, deployment, service, enabled) if spec.workload.on_demand else []
+    scaler += _service_monitor(ctx, spec, settings, name, ns, selector, labels)
     for key in settings.get("volumes") or {}:
         ctx.volume_keys.setdefault(key, f"instance.{spec.name}.kubernetes.volumes" if key in inputs.own_volume_keys
                                    else "kubernetes.volumes")
@@ -500,6 +501,32 @@ def _service(spec: InstanceSpec, settings: dict[str, Any], name: str, ns: str | 
             "ports": [{"name": PORT_NAME, "port": service_port, "targetPort": PORT_NAME, "protocol": "TCP"}],
         },
     }
+
+
+def _service_monitor(ctx: _Context, spec: InstanceSpec, settings: dict[str, Any], name: str, ns: str | None,
+                     selector: dict[str, str], labels: dict[str, str]) -> list[dict[str, Any]]:
+    """`prometheus_operator = true`: the instance's ServiceMonitor (orchestrator/monitoring/kubernetes.py)."""
+    if settings.get("prometheus_operator") is not True:
+        return []
+    from orchestrator.monitoring.kubernetes import service_monitor
+
+    monitoring = ctx.project.resolved.monitoring
+    return [service_monitor(name, ns, selector, labels, project=ctx.project.resolved.project, instance=spec.name,
+                            model=str(spec.served_model or spec.server.get("model") or ""), port_name=PORT_NAME,
+                            interval=monitoring.scrape_interval if monitoring is not None else None)]
+
+
+def _prometheus_rule(ctx: _Context, namespace: str | None, manifests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rules as one PrometheusRule, where some instance has a ServiceMonitor."""
+    monitors = [doc for doc in manifests if doc["kind"] == "ServiceMonitor"]
+    if not monitors:
+        return []
+    from orchestrator.monitoring.kubernetes import prometheus_rule
+
+    project = ctx.project.resolved.project
+    settings = ctx.project.loaded.data.get("kubernetes") or {}
+    return [prometheus_rule(project, namespace or settings.get("namespace") or monitors[0]["metadata"].get("namespace"),
+                            {"app.kubernetes.io/part-of": project, "app.kubernetes.io/managed-by": "vllm-orch"})]
 
 
 def _gateway_manifests(ctx: _Context, namespace: str | None) -> list[dict[str, Any]]:
@@ -654,6 +681,7 @@ def render_kubernetes(project: Any, namespace: str | None = None) -> Rendering:
         names.setdefault(name, spec.name)
         manifests += _instance_manifests(ctx, spec, namespace)
     manifests += _gateway_manifests(ctx, namespace)
+    manifests += _prometheus_rule(ctx, namespace, manifests)
     _keda_unused(ctx, manifests)
     for key, where in ctx.volume_keys.items():
         if key not in ctx.volume_targets:

@@ -96,6 +96,10 @@ SETTINGS: tuple[Setting, ...] = (
             "KEDA scales its Deployment from 0 on the first request through KEDA's interceptor and back to 0 after "
             "`idle_stop_after`; false: replicas 0 and a warning that nothing scales it",
             "`HTTPScaledObject` (http.keda.sh/v1alpha1)"),
+    Setting("prometheus_operator", {"type": "boolean"}, False,
+            "for the Prometheus operator: a `ServiceMonitor` of the instance's `/metrics` (labelled `project`, `model`, "
+            "`instance` like `[monitoring]`'s targets) and, once, vllm-orch's rules as a `PrometheusRule`",
+            "`ServiceMonitor`, `PrometheusRule` (monitoring.coreos.com/v1)"),
 )
 
 DEFAULTS: dict[str, Any] = {s.name: s.default for s in SETTINGS if s.default is not None}

@@ -27,7 +27,8 @@ class Demo:
     def args(self) -> list[str]:
         args = ["-c", str(DEMO), "--set", f"docker.project={self.project}",
                 "--set", f'docker.log_host_dir="{self.logs}"',
-                "--set", f'docker.volumes=["{MODEL_DIR}:/llm-models:ro"]']
+                "--set", f'docker.volumes=["{MODEL_DIR}:/llm-models:ro"]',
+                "--set", "monitoring.enabled=false"]  # tests/e2e/test_monitoring_real_vllm.py runs it
         for name, port in self.ports.items():
             args += ["--set", f"instance.{name}.server.port={port}"]
         return args + self.extra

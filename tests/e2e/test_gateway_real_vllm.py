@@ -36,7 +36,7 @@ class Deployment:
                 "--set", f'docker.volumes=["{MODEL_DIR}:/llm-models:ro"]',
                 "--set", 'instance.tiny_a2.server.served_model_name="tiny-a"',
                 "--set", f"gateway.port={self.gateway}", "--set", f'gateway.api_key="{KEY}"',
-                "--set", 'gateway.policy="round_robin"']
+                "--set", 'gateway.policy="round_robin"', "--set", "monitoring.enabled=false"]
         for name, port in self.ports.items():
             args += ["--set", f"instance.{name}.server.port={port}"]
         return args

@@ -58,7 +58,8 @@ def test_top_reads_real_vllm_and_watch_restarts_a_wedged_engine(vllm_image, tmp_
                            "cache_host_dir": str(tmp_path / "cache"), "volumes": [f"{MODEL_DIR}:/llm-models:ro"],
                            "health_cmd": one_token_health(port), "health_interval": 2,
                            "health_start_period": 300, "restart_unhealthy_after": 4},
-                "instance": {"tiny_a": {"server": {"port": port}}, "tiny_b": {"control": {"enabled": False}}}}
+                "instance": {"tiny_a": {"server": {"port": port}}, "tiny_b": {"control": {"enabled": False}}},
+                "monitoring": {"enabled": False}}
     args = ["-c", str(DEMO), "--override", json.dumps(override)]
     client = docker.from_env(version="auto")
     watcher = None

@@ -28,7 +28,7 @@ def test_real_vllm_requires_the_key_it_read_from_its_file(vllm_image, tmp_path, 
             "--set", f'docker.cache_host_dir="{tmp_path / "cache"}"',
             "--set", f'docker.volumes=["{MODEL_DIR}:/llm-models:ro"]', "--set", 'docker.secret_env=["HF_TOKEN"]',
             "--set", f'instance.server.api_key="{API_KEY}"', "--set", f"instance.tiny_a.server.port={port}",
-            "--set", "instance.tiny_b.control.enabled=false"]
+            "--set", "instance.tiny_b.control.enabled=false", "--set", "monitoring.enabled=false"]
     client = docker.from_env(version="auto")
     try:
         assert main([*args, "up", "--wait", "--timeout", "300"]) == 0, capsys.readouterr().err

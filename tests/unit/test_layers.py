@@ -14,27 +14,28 @@ LAYERS: list[set[str]] = [
     {"orchestrator", "value", "errors", "labels", "targets", "sizes", "addresses", "vllm_options", "vllm_options_dump", "diagnose",
      "run_lock", "log_files", "secret_files", "exporters.kubernetes_settings", "ulimits", "backends",
      "backends.docker_context", "config", "exporters", "gateway", "gateway.routes", "gateway.files",
-     "vllm_metrics", "restart_log", "sleep_api"},
+     "vllm_metrics", "restart_log", "sleep_api", "monitoring", "monitoring.files"},
     # the target-neutral spec and the tables it is built with
-    {"spec", "options", "argv", "start_order", "logs", "gateway.settings"},
+    {"spec", "options", "argv", "start_order", "logs", "gateway.settings", "monitoring.settings", "monitoring.queries"},
     # reading the document; the Docker rendering of a spec; the option tables' cache; generated files
     {"config.loader", "config.schema", "container", "option_cache", "generate", "config.server_check",
-     "config.settings_check"},
+     "config.settings_check", "monitoring.rules", "monitoring.dashboard"},
     # the contract's merge rules: document -> specs
     {"resolve"},
     # meaning of the resolved config
-    {"config.validate", "gateway.checks", "config.on_demand_check"},
+    {"config.validate", "gateway.checks", "config.on_demand_check", "monitoring.checks"},
     # a project opened and checked; the pure plan; GPU facts
     {"project", "plan", "gpus", "gpu_readers", "gateway.haproxy", "supervise"},
     # engine clients, renderers, exporters, status and waiting
     {"backends.engine", "backends.engine_errors", "backends.engine_socket", "backends.engine_sdk", "backends.engine_body",
      "compose", "exporters.kubernetes", "exporters.keda", "status", "waiter", "gateway.service", "gateway.compose_service",
-     "gateway.kubernetes", "top"},
+     "gateway.kubernetes", "top", "monitoring.prometheus", "monitoring.service", "monitoring.kubernetes",
+     "monitoring.recordings"},
     # the backends
     {"backends.base", "backends.docker", "backends.docker_preflight", "backends.docker_apply", "backends.local",
      "backends.local_state", "backends.local_process", "backends.local_plan", "backends.local_stop"},
     # checks that need a backend
-    {"gpu_check", "gateway.workflow"},
+    {"gpu_check", "gateway.workflow", "monitoring.workflow"},
     # the workflows
     {"app", "watch"},
     # the command line

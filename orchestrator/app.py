@@ -287,8 +287,10 @@ def up(inputs: Inputs, request: UpRequest, *, say: Say = _quiet, report: Callabl
         `--wait` they say healthy): one call here instead of one more process for the caller."""
         found = backend.status(project.name, project.resolved.instances)
         side = gateway.ps_row(project.name, project, backend)  # the gateway's row, as `ps` shows it
+        activator.decorate_rows(found, project, backend)  # on-demand states, the activator's row
         return found + ([side] if side is not None else [])
 
+    from orchestrator.activator import workflow as activator
     from orchestrator.gateway import workflow as gateway
 
     if request.dry_run:
@@ -299,6 +301,8 @@ def up(inputs: Inputs, request: UpRequest, *, say: Say = _quiet, report: Callabl
         if problems:  # the plan of a missing image would not say what a rebuilt one changes
             raise PreflightError(problems=problems)
         step = gateway.plan_for_up(project, backend)
+        side = activator.plan_for_up(project, backend)
+        actions = actions + ([activator.as_action(side)] if side else [])
         return UpOutcome(project.name, actions + ([gateway.as_action(step)] if step else []), start_after(actions),
                          instances=rows() if request.rows else [])
 
@@ -330,6 +334,7 @@ def up(inputs: Inputs, request: UpRequest, *, say: Say = _quiet, report: Callabl
                 gateway.preflight(step)
         except PreflightError as exc:
             step, gateway_problems = None, exc.problems
+        gateway_problems += activator.preflight(project, backend)
         try:
             notes = backend.preflight(project, actions, run)
         except PreflightError as exc:
@@ -340,6 +345,12 @@ def up(inputs: Inputs, request: UpRequest, *, say: Say = _quiet, report: Callabl
             say(note)
         order = start_after(actions)
         results = backend.apply(project, actions, run)
+        side = activator.plan_for_up(project, backend)  # before the gateway, which routes to it
+        if side is not None:
+            done = activator.apply_for_up(project, backend, side)
+            if done.action.kind != "noop" or not done.ok:
+                (report or _quiet)(done)
+            actions, results = actions + [done.action], results + [done]
         if step is not None:  # planned again: the routes follow what this run started or removed
             step = gateway.plan_for_up(project, backend, fresh=True)
         if step is not None:
@@ -352,7 +363,7 @@ def up(inputs: Inputs, request: UpRequest, *, say: Say = _quiet, report: Callabl
     outcome.wait_error = chain_errors[0] if chain_errors else None
     if request.wait and not outcome.failed and not outcome.wait_error:
         try:
-            outcome.waited = healthy(wanted)
+            outcome.waited = healthy([s for s in wanted if not (s.workload and s.workload.on_demand)])  # those start on a request
             gateway_spec = gateway.spec_of(project)
             if gateway_spec is not None:
                 outcome.waited[gateway.GATEWAY_NAME] = round(
@@ -418,8 +429,12 @@ def down(inputs: Inputs, names: tuple[str, ...] = (), *, backend: str | None = N
     if chosen.name == DOCKER:
         from orchestrator.gateway.workflow import remove_for_down
 
-        removed = remove_for_down(name, chosen, names, project.resolved.config_file if project else None)
-        if removed is not None:
+        from orchestrator.activator.workflow import remove_for_down as remove_activator
+
+        config_file = project.resolved.config_file if project else None
+        for removed in (remove_activator(chosen, names, config_file), remove_for_down(name, chosen, names, config_file)):
+            if removed is None:
+                continue
             (report or _quiet)(removed.line())
             results.append(removed)
             failure = failure or ("" if removed.ok else removed.detail)
@@ -440,8 +455,10 @@ def ps(inputs: Inputs, *, backend: str | None = None) -> StatusOutcome:
     chosen = backend_for(backend or DOCKER)
     rows = chosen.status(name, project.resolved.instances if project else [])
     if chosen.name == DOCKER:
+        from orchestrator.activator.workflow import decorate_rows
         from orchestrator.gateway.workflow import ps_row
 
+        decorate_rows(rows, project, chosen)
         row = ps_row(name, project, chosen)
         if row is not None:
             rows.append(row)

@@ -118,3 +118,117 @@ def test_up_creates_them_stopped_and_a_first_request_starts_one_and_is_answered(
     assert code == 0, err
     assert "activator: stopped and removed" in out + err
     assert fleet.containers() == []
+
+
+def activator_metrics(fleet) -> str:
+    url = ps(fleet)["activator"]["url"]
+    host, port = url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=5)
+    connection.request("GET", "/metrics")
+    text = connection.getresponse().read().decode()
+    connection.close()
+    return text
+
+
+def test_concurrent_first_requests_share_one_start_and_a_stream_streams(fleet):
+    write(fleet, a_args="standin_listen_delay = 2")
+    assert fleet.cli("up", "--wait", "--timeout", "60")[0] == 0
+    results: list[int] = []
+
+    def one() -> None:
+        results.append(ask(fleet, "m1")[0])
+
+    threads = [threading.Thread(target=one) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert results == [200] * 6
+    assert 'vllm_orch_activator_starts_total{model="m1"} 1' in activator_metrics(fleet)
+    assert fleet.container("a").attrs["RestartCount"] == 0
+    status, headers, text = ask(fleet, "m1", stream=True)
+    assert status == 200 and "data: [DONE]" in text
+
+
+def test_a_failing_start_gives_every_waiting_client_the_reason(fleet):
+    write(fleet, a_args="standin_exit_code = 3")
+    assert fleet.cli("up", "--wait", "--timeout", "60")[0] == 0
+    results: list[tuple[int, str]] = []
+
+    def one() -> None:
+        status, _, text = ask(fleet, "m1")
+        results.append((status, text))
+
+    threads = [threading.Thread(target=one) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert [s for s, _ in results] == [503] * 3
+    assert all("a (m1) did not start" in text and "Exited (3)" in text for _, text in results), results
+
+
+def test_idle_instances_stop_and_the_next_request_starts_them_again(fleet):
+    write(fleet, idle=2)
+    assert fleet.cli("up", "--wait", "--timeout", "60")[0] == 0
+    assert ask(fleet, "m1")[0] == 200
+    until(lambda: state(fleet, "a") == "exited", timeout=20)
+    assert ps(fleet)["a"]["state"] == "stopped (on demand)"
+    assert ask(fleet, "m1")[0] == 200
+    assert state(fleet, "a") == "running"
+
+
+def test_a_request_during_a_stop_waits_and_is_answered(fleet):
+    # The stand-in ignores SIGTERM: its stop takes the whole stop timeout (3 s here).
+    write(fleet, idle=1, a_args="standin_ignore_sigterm = true", extra="[instance.a.docker]\n") if False else None
+    fleet.gateway_port = free_port()
+    fleet.write(f"""
+        [instance.control]
+        gpu_ids = "none"
+        [instance.server]
+        model = "/m"
+        [gateway]
+        port = {fleet.gateway_port}
+        [instance.a.docker]
+        on_demand = true
+        idle_stop_after = 1
+        stop_timeout = 3
+        [instance.a.server]
+        served_model_name = "m1"
+        port = {free_port()}
+        standin_ignore_sigterm = true
+        """)
+    assert fleet.cli("up", "--wait", "--timeout", "60")[0] == 0
+    assert ask(fleet, "m1")[0] == 200
+    until(lambda: "stopping" in json.dumps(ps(fleet)["a"]) or state(fleet, "a") != "running", timeout=20, every=0.1)
+    status, _, text = ask(fleet, "m1")
+    assert status == 200, text
+    until(lambda: state(fleet, "a") == "running", timeout=20)
+
+
+def test_a_budget_swaps_the_least_recently_used_out(fleet):
+    write(fleet, extra="""
+        [instance.a.server.x]
+        [instance.b.server.x]
+        """.replace("[instance.a.server.x]\n", "").replace("[instance.b.server.x]\n", ""))
+    text = fleet.path.read_text().replace('served_model_name = "m1"', 'served_model_name = "m1"\ngpu_memory_utilization = 0.6')
+    text = text.replace('served_model_name = "m2"', 'served_model_name = "m2"\ngpu_memory_utilization = 0.6')
+    fleet.path.write_text(text)
+    assert fleet.cli("up", "--wait", "--timeout", "60")[0] == 0
+    assert ask(fleet, "m1")[0] == 200
+    assert state(fleet, "a") == "running"
+    assert ask(fleet, "m2")[0] == 200
+    assert state(fleet, "b") == "running" and state(fleet, "a") == "exited"
+    assert ask(fleet, "m1")[0] == 200
+    assert state(fleet, "a") == "running" and state(fleet, "b") == "exited"
+
+
+def test_sleep_mode_instances_sleep_when_idle_and_wake_on_a_request(fleet):
+    write(fleet, idle=2, a_args="enable_sleep_mode = true\nstandin_wake_delay = 0.5")
+    assert fleet.cli("up", "--wait", "--timeout", "60")[0] == 0
+    assert ask(fleet, "m1")[0] == 200
+    until(lambda: ps(fleet)["a"]["state"] == "sleeping", timeout=20)
+    assert state(fleet, "a") == "running"  # asleep, not stopped
+    status, _, text = ask(fleet, "m1")
+    assert status == 200, text
+    assert 'vllm_orch_activator_wake_seconds{model="m1"}' in activator_metrics(fleet)

@@ -16,6 +16,9 @@ from orchestrator.activator.state import OnDemand, State
 
 STOPPED, STARTING, RUNNING, SLEEPING, STOPPING, FAILED = "stopped", "starting", "running", "sleeping", "stopping", "failed"
 RETRY_AFTER_S = 10
+# Before a stop or sleep the agent says `maint` this long first, so HAProxy (agent-inter 0.5 s)
+# sends nothing new to it; requests that reached it meanwhile keep it running.
+DRAIN_S = 1.2
 
 
 class Control(Protocol):
@@ -78,10 +81,11 @@ class Stats:
 
 class Activator:
     def __init__(self, state: State, control: Control, *, clock: Callable[[], float] = time.monotonic,
-                 poll_s: float = 0.25):
+                 poll_s: float = 0.25, drain_s: float = DRAIN_S):
         self.control = control
         self.clock = clock
         self.poll_s = poll_s
+        self.drain_s = drain_s
         self.stats = Stats()
         self._lock = threading.RLock()
         self.state = state
@@ -230,6 +234,12 @@ class Activator:
         now = self.clock()
         with self._lock:
             running = [t for t in self.tracked.values() if t.phase == RUNNING]
+            asleep = [t for t in self.tracked.values() if t.phase == SLEEPING]
+        for tracked in asleep:  # a request that reached it just before it slept waits there: wake it
+            if (self.control.busy(tracked.spec) or 0) > 0:
+                with self._lock:
+                    if tracked.phase == SLEEPING:
+                        self._begin(tracked)
         for tracked in running:
             busy = self.control.busy(tracked.spec)
             with self._lock:
@@ -251,6 +261,16 @@ class Activator:
             tracked.phase = STOPPING
             tracked.stopped = threading.Event()
         spec, phase = tracked.spec, STOPPED
+        if self.drain_s > 0:
+            time.sleep(self.drain_s)  # the agent answers `maint` now: HAProxy stops sending to it
+            if tracked.in_flight > 0 or (self.control.busy(spec) or 0) > 0:
+                with self._lock:  # requests arrived meanwhile: it stays
+                    tracked.phase = RUNNING
+                    assert tracked.stopped is not None
+                    tracked.stopped.set()
+                    tracked.stopped = None
+                    self._used(tracked)
+                return
         try:
             if spec.sleep:
                 try:

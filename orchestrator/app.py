@@ -481,7 +481,14 @@ def top(inputs: Inputs, *, timeout: float = 2.0) -> TopView:
     name, project = project_for_status(inputs)
     backend = backend_for(DOCKER)
     instances = project.resolved.instances if project else []
-    view = Top(lambda: backend.status(name, instances), timeout)
+    from orchestrator.activator.workflow import decorate_rows
+
+    def status() -> list[dict[str, Any]]:
+        rows = backend.status(name, instances)
+        decorate_rows(rows, project, backend, own_row=False)  # on-demand states and LAST START
+        return rows
+
+    view = Top(status, timeout)
     return TopView(name, view.snapshot)
 
 

@@ -292,8 +292,13 @@ class Activator:
     def agent_answer(self, name: str) -> str:
         """`ready up` while the instance serves; `maint` while it sleeps, starts or stops, so
         HAProxy sends its model's requests to the activator (its backup server) meanwhile."""
+        import re
+
         with self._lock:
-            tracked = self.tracked.get(name)
+            # HAProxy sends the server's name: the instance's, with characters outside
+            # [A-Za-z0-9_.-] as `_` (gateway/haproxy.server_name).
+            tracked = self.tracked.get(name) or next(
+                (t for n, t in self.tracked.items() if re.sub(r"[^A-Za-z0-9_.-]", "_", n) == name), None)
             return "ready up\n" if tracked is not None and tracked.phase == RUNNING else "maint\n"
 
     def snapshot(self) -> list[dict]:

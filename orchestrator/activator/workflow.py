@@ -168,7 +168,7 @@ def remove_for_down(backend, names: tuple[str, ...], config_file: str | None):
     return ActionResult(action, True, "stopped and removed")
 
 
-def decorate_rows(rows: list[dict[str, Any]], project, backend) -> None:
+def decorate_rows(rows: list[dict[str, Any]], project, backend, *, own_row: bool = True) -> None:
     """`ps`: the on-demand instances' states in words, `last_request`, and the activator's row."""
     observed = service.find(backend.last_rows)
     seen = {s["name"]: s for s in service.snapshot(observed)}
@@ -188,5 +188,5 @@ def decorate_rows(rows: list[dict[str, Any]], project, backend) -> None:
         elif row.get("state") in ("created", "exited") and phase in (None, "stopped", "failed"):
             row["state"] = "stopped (on demand)"
             row["cause"] = None
-    if observed is not None:
+    if observed is not None and own_row:
         rows.append(service.status_row(observed, configured=project is not None and wanted_here(project)))

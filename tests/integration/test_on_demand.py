@@ -180,7 +180,6 @@ def test_idle_instances_stop_and_the_next_request_starts_them_again(fleet):
 
 def test_a_request_during_a_stop_waits_and_is_answered(fleet):
     # The stand-in ignores SIGTERM: its stop takes the whole stop timeout (3 s here).
-    write(fleet, idle=1, a_args="standin_ignore_sigterm = true", extra="[instance.a.docker]\n") if False else None
     fleet.gateway_port = free_port()
     fleet.write(f"""
         [instance.control]
@@ -200,7 +199,8 @@ def test_a_request_during_a_stop_waits_and_is_answered(fleet):
         """)
     assert fleet.cli("up", "--wait", "--timeout", "60")[0] == 0
     assert ask(fleet, "m1")[0] == 200
-    until(lambda: "stopping" in json.dumps(ps(fleet)["a"]) or state(fleet, "a") != "running", timeout=20, every=0.1)
+    # Idle after 1 s: the activator drains it (1.2 s), then stops it (3 s). Ask in the middle of it.
+    time.sleep(3.5)
     status, _, text = ask(fleet, "m1")
     assert status == 200, text
     until(lambda: state(fleet, "a") == "running", timeout=20)
@@ -232,3 +232,18 @@ def test_sleep_mode_instances_sleep_when_idle_and_wake_on_a_request(fleet):
     status, _, text = ask(fleet, "m1")
     assert status == 200, text
     assert 'vllm_orch_activator_wake_seconds{model="m1"}' in activator_metrics(fleet)
+
+
+def test_the_activator_checks_the_gateways_api_key_too(fleet):
+    write(fleet, gateway_extra='api_key = "od-key-1"')
+    assert fleet.cli("up", "--wait", "--timeout", "60")[0] == 0
+    url = ps(fleet)["activator"]["url"]
+    host, port = url.removeprefix("http://").split(":")
+    body = json.dumps({"model": "m1", "prompt": "hi"})
+    for headers, wanted in (({}, 401), ({"Authorization": "Bearer wrong"}, 401),
+                            ({"Authorization": "Bearer od-key-1"}, 200)):
+        connection = http.client.HTTPConnection(host, int(port), timeout=60)
+        connection.request("POST", "/v1/completions", body=body, headers={"Content-Type": "application/json", **headers})
+        assert connection.getresponse().status == wanted, headers
+        connection.close()
+    assert state(fleet, "a") == "running"  # only the request with the key started it

@@ -302,8 +302,8 @@ def up(inputs: Inputs, request: UpRequest, *, say: Say = _quiet, report: Callabl
             raise PreflightError(problems=problems)
         step = gateway.plan_for_up(project, backend)
         side = activator.plan_for_up(project, backend)
-        actions = actions + ([activator.as_action(side)] if side else [])
-        return UpOutcome(project.name, actions + ([gateway.as_action(step)] if step else []), start_after(actions),
+        extra = ([activator.as_action(side)] if side else []) + ([gateway.as_action(step)] if step else [])
+        return UpOutcome(project.name, actions + extra, start_after(actions),
                          instances=rows() if request.rows else [])
 
     import time

@@ -86,6 +86,10 @@ def until(check, timeout: float = 30.0, every: float = 0.2):
 
 def test_up_creates_them_stopped_and_a_first_request_starts_one_and_is_answered(fleet):
     write(fleet)
+    code, out, err = fleet.cli("up", "--dry-run")
+    assert code == 0, err
+    assert "create a: not created yet; created, started on first request" in out + err
+    assert "create activator: not created yet" in out + err
     code, out, err = fleet.cli("up", "--wait", "--timeout", "60")
     assert code == 0, err
     assert "created (on demand: started on first request)" in out + err

@@ -123,11 +123,24 @@ class Activator:
                 if not mine:
                     raise KeyError(model)
                 ready = [t for t in mine if t.phase == RUNNING]
-                if ready:
-                    chosen = min(ready, key=lambda t: t.in_flight)
+                chosen = min(ready, key=lambda t: t.in_flight) if ready else None
+                if chosen is not None:
                     chosen.in_flight += 1
                     self._used(chosen)
+            if chosen is not None:
+                # HAProxy sends a request here only when it has no server up for the model: one
+                # we think runs may have been stopped or recreated behind our back (`up`, by hand).
+                if self.control.healthy(chosen.spec):
                     return chosen
+                self.resync()
+                if chosen.phase == RUNNING:  # the engine says it runs: loaded, slow to answer
+                    return chosen
+                self.release(chosen)
+                continue
+            with self._lock:
+                mine = [t for t in self.tracked.values() if t.spec.model == model]
+                if any(t.phase == RUNNING for t in mine):
+                    continue  # started meanwhile (another request's start just ended)
                 starting = next((t for t in mine if t.phase == STARTING and t.start), None)
                 stopping = next((t for t in mine if t.phase == STOPPING and t.stopped), None)
                 if starting is None and stopping is None:

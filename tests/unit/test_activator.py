@@ -190,3 +190,13 @@ def test_haproxy_gives_on_demand_models_the_activator_as_backup_and_an_agent_che
     assert "server a 127.0.0.1:8001 agent-check agent-addr 127.0.0.1 agent-port 9002" in m1
     assert "server vllm-orch-activator 127.0.0.1:9001 backup" in m1
     assert "agent-check" not in m2 and "activator" not in m2
+
+
+def test_an_instance_stopped_behind_its_back_is_started_again_not_forwarded_to():
+    control = FakeControl(delay=0)
+    act = activator(inst("a", "m1"), control=control)
+    act.release(act.acquire("m1"))
+    control.phase["a"] = "stopped"  # `docker stop`, or `up` recreating it
+    tracked = act.acquire("m1")
+    act.release(tracked)
+    assert control.calls == [("start", "a"), ("start", "a")] and tracked.phase == "running"

@@ -178,6 +178,14 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        error = sys.exc_info()[1]
+        if isinstance(error, (ConnectionResetError, BrokenPipeError)):
+            return  # HAProxy's health check closes at once (and a client may go away): not news
+        super().handle_error(request, client_address)
+
 
 class _AgentServer(socketserver.ThreadingTCPServer):
     daemon_threads = True

@@ -81,7 +81,7 @@ class Stats:
 
 class Activator:
     def __init__(self, state: State, control: Control, *, clock: Callable[[], float] = time.monotonic,
-                 poll_s: float = 0.25, drain_s: float = DRAIN_S):
+                 poll_s: float = 0.1, drain_s: float = DRAIN_S):
         self.control = control
         self.clock = clock
         self.poll_s = poll_s

@@ -363,7 +363,8 @@ def up(inputs: Inputs, request: UpRequest, *, say: Say = _quiet, report: Callabl
     outcome.wait_error = chain_errors[0] if chain_errors else None
     if request.wait and not outcome.failed and not outcome.wait_error:
         try:
-            outcome.waited = healthy([s for s in wanted if not (s.workload and s.workload.on_demand)])  # those start on a request
+            # On-demand instances start on a request, not here.
+            outcome.waited = healthy([s for s in wanted if not (s.workload and s.workload.on_demand)])
             gateway_spec = gateway.spec_of(project)
             if gateway_spec is not None:
                 outcome.waited[gateway.GATEWAY_NAME] = round(
@@ -427,9 +428,8 @@ def down(inputs: Inputs, names: tuple[str, ...] = (), *, backend: str | None = N
                             timeout=timeout, report=report or _quiet, say=say)
     results, failure = list(removal.results), removal.failure
     if chosen.name == DOCKER:
-        from orchestrator.gateway.workflow import remove_for_down
-
         from orchestrator.activator.workflow import remove_for_down as remove_activator
+        from orchestrator.gateway.workflow import remove_for_down
 
         config_file = project.resolved.config_file if project else None
         for removed in (remove_activator(chosen, names, config_file), remove_for_down(name, chosen, names, config_file)):

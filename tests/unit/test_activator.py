@@ -200,3 +200,64 @@ def test_an_instance_stopped_behind_its_back_is_started_again_not_forwarded_to()
     tracked = act.acquire("m1")
     act.release(tracked)
     assert control.calls == [("start", "a"), ("start", "a")] and tracked.phase == "running"
+
+
+CONFIG = """
+[docker]
+image = "img"
+project = "p"
+[instance.control]
+gpu_ids = "none"
+[instance.server]
+model = "/models/m"
+[gateway]
+port = 9000
+api_key = "k-1"
+[instance.chat.docker]
+on_demand = true
+idle_stop_after = 60
+[instance.chat.server]
+served_model_name = "chat"
+port = 8001
+gpu_memory_utilization = 0.6
+[instance.embed.docker]
+on_demand = true
+[instance.embed.server]
+served_model_name = "embed"
+port = 8002
+enable_sleep_mode = true
+[instance.always.server]
+served_model_name = "always"
+port = 8003
+gpu_memory_utilization = 0.3
+"""
+
+
+def test_the_state_up_writes_names_the_on_demand_instances_their_budget_and_the_residents(write_toml):
+    from orchestrator.activator.workflow import build_state
+    from orchestrator.project import open_project
+
+    project = open_project(write_toml(CONFIG), env={}, strict=False, on_host=False)
+    state = build_state(project, "unix:///var/run/docker.sock")
+    by_name = {i.name: i for i in state.instances}
+    assert set(by_name) == {"chat", "embed"}
+    assert by_name["chat"].address == "127.0.0.1:8001" and by_name["chat"].idle_stop_after == 60
+    assert by_name["chat"].gpus == ("host",) and by_name["chat"].share == 0.6
+    assert by_name["embed"].share is None and by_name["embed"].sleep is True  # no share set: not counted
+    assert state.residents == (Resident("always", ("host",), 0.3),)
+    assert state.keys_file.endswith("/secret/keys") and "k-1" not in str(state.to_json())
+
+
+def test_ps_says_stopped_on_demand_starting_and_sleeping_from_the_activators_view(write_toml, monkeypatch):
+    from orchestrator.activator import service, workflow
+    from orchestrator.project import open_project
+
+    project = open_project(write_toml(CONFIG), env={}, strict=False, on_host=False)
+    monkeypatch.setattr(service, "snapshot", lambda observed: [
+        {"name": "embed", "phase": "sleeping", "last_request": 1.5, "last_start_s": 2.0}])
+    backend = type("B", (), {"last_rows": []})()
+    rows = [{"name": "chat", "state": "exited", "cause": "x"}, {"name": "embed", "state": "running"},
+            {"name": "always", "state": "exited"}]
+    workflow.decorate_rows(rows, project, backend)
+    assert [r["state"] for r in rows] == ["stopped (on demand)", "sleeping", "exited"]
+    assert rows[0]["cause"] is None and rows[1]["last_request"] == 1.5 and "on_demand" not in rows[2]

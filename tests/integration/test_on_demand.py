@@ -251,3 +251,32 @@ def test_the_activator_checks_the_gateways_api_key_too(fleet):
         assert connection.getresponse().status == wanted, headers
         connection.close()
     assert state(fleet, "a") == "running"  # only the request with the key started it
+
+
+def test_a_long_stream_counts_as_running_and_keeps_its_instance_from_idling_out(fleet):
+    write(fleet, idle=1)
+    assert fleet.cli("up", "--wait", "--timeout", "60")[0] == 0
+    assert ask(fleet, "m1")[0] == 200
+    url = ps(fleet)["a"]["url"]
+    host, port = url.removeprefix("http://").split(":")
+    result: list[str] = []
+
+    def stream() -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", fleet.gateway_port, timeout=60)
+        body = {"model": "m1", "prompt": "hi", "max_tokens": 8, "stream": True, "standin_chunk_delay": 0.5}
+        connection.request("POST", "/v1/completions", body=json.dumps(body), headers={"Content-Type": "application/json"})
+        result.append(connection.getresponse().read().decode())
+        connection.close()
+
+    thread = threading.Thread(target=stream)
+    thread.start()
+    time.sleep(1.0)
+    connection = http.client.HTTPConnection(host, int(port), timeout=5)
+    connection.request("GET", "/metrics")
+    metrics = connection.getresponse().read().decode()
+    connection.close()
+    assert 'vllm:num_requests_running{model_name="m1"} 1.0' in metrics
+    thread.join(30)
+    assert result and "data: [DONE]" in result[0] and '"finish_reason": "abort"' not in result[0]
+    assert state(fleet, "a") == "running"  # 3.5 s of stream, idle_stop_after = 1: kept
+    until(lambda: state(fleet, "a") == "exited", timeout=20)  # then idle, it leaves

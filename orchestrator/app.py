@@ -287,9 +287,11 @@ def up(inputs: Inputs, request: UpRequest, *, say: Say = _quiet, report: Callabl
         `--wait` they say healthy): one call here instead of one more process for the caller."""
         found = backend.status(project.name, project.resolved.instances)
         side = gateway.ps_row(project.name, project, backend)  # the gateway's row, as `ps` shows it
+        activator.decorate_rows(found, project, backend)  # on-demand states, the activator's row
         watcher = monitoring.ps_row(project, backend)  # Prometheus' row
         return found + [row for row in (side, watcher) if row is not None]
 
+    from orchestrator.activator import workflow as activator
     from orchestrator.gateway import workflow as gateway
     from orchestrator.monitoring import workflow as monitoring
 
@@ -302,8 +304,11 @@ def up(inputs: Inputs, request: UpRequest, *, say: Say = _quiet, report: Callabl
             raise PreflightError(problems=problems)
         step = gateway.plan_for_up(project, backend)
         watch_step = monitoring.plan_for_up(project, backend)
-        sides = ([gateway.as_action(step)] if step else []) + ([monitoring.as_action(watch_step)] if watch_step else [])
-        return UpOutcome(project.name, actions + sides, start_after(actions), instances=rows() if request.rows else [])
+        side = activator.plan_for_up(project, backend)
+        extra = ([activator.as_action(side)] if side else []) + ([gateway.as_action(step)] if step else []) \
+            + ([monitoring.as_action(watch_step)] if watch_step else [])
+        return UpOutcome(project.name, actions + extra, start_after(actions),
+                         instances=rows() if request.rows else [])
 
     import time
 
@@ -334,7 +339,7 @@ def up(inputs: Inputs, request: UpRequest, *, say: Say = _quiet, report: Callabl
         except PreflightError as exc:
             step, gateway_problems = None, exc.problems
         watch_step, watch_problems = monitoring.check(project, backend)  # Prometheus' image and port likewise
-        gateway_problems = gateway_problems + watch_problems
+        gateway_problems = gateway_problems + watch_problems + activator.preflight(project, backend)
         try:
             notes = backend.preflight(project, actions, run)
         except PreflightError as exc:
@@ -345,6 +350,12 @@ def up(inputs: Inputs, request: UpRequest, *, say: Say = _quiet, report: Callabl
             say(note)
         order = start_after(actions)
         results = backend.apply(project, actions, run)
+        side = activator.plan_for_up(project, backend)  # before the gateway, which routes to it
+        if side is not None:
+            done = activator.apply_for_up(project, backend, side)
+            if done.action.kind != "noop" or not done.ok:
+                (report or _quiet)(done)
+            actions, results = actions + [done.action], results + [done]
         if step is not None:  # planned again: the routes follow what this run started or removed
             step = gateway.plan_for_up(project, backend, fresh=True)
         if step is not None:
@@ -364,7 +375,8 @@ def up(inputs: Inputs, request: UpRequest, *, say: Say = _quiet, report: Callabl
     outcome.wait_error = chain_errors[0] if chain_errors else None
     if request.wait and not outcome.failed and not outcome.wait_error:
         try:
-            outcome.waited = healthy(wanted)
+            # On-demand instances start on a request, not here.
+            outcome.waited = healthy([s for s in wanted if not (s.workload and s.workload.on_demand)])
             monitoring.after_wait(project, backend)  # what each image's vLLM exports: validate's metric check
             gateway_spec = gateway.spec_of(project)
             if gateway_spec is not None:
@@ -429,10 +441,13 @@ def down(inputs: Inputs, names: tuple[str, ...] = (), *, backend: str | None = N
                             timeout=timeout, report=report or _quiet, say=say)
     results, failure = list(removal.results), removal.failure
     if chosen.name == DOCKER:
+        from orchestrator.activator.workflow import remove_for_down as remove_activator
         from orchestrator.gateway.workflow import remove_for_down
 
-        removed = remove_for_down(name, chosen, names, project.resolved.config_file if project else None)
-        if removed is not None:
+        config_file = project.resolved.config_file if project else None
+        for removed in (remove_activator(chosen, names, config_file), remove_for_down(name, chosen, names, config_file)):
+            if removed is None:
+                continue
             (report or _quiet)(removed.line())
             results.append(removed)
             failure = failure or ("" if removed.ok else removed.detail)
@@ -460,10 +475,12 @@ def ps(inputs: Inputs, *, backend: str | None = None) -> StatusOutcome:
     chosen = backend_for(backend or DOCKER)
     rows = chosen.status(name, project.resolved.instances if project else [])
     if chosen.name == DOCKER:
+        from orchestrator.activator.workflow import decorate_rows
         from orchestrator.gateway.workflow import ps_row
 
         from orchestrator.monitoring.workflow import ps_row as monitoring_row
 
+        decorate_rows(rows, project, chosen)  # on-demand states, the activator's row
         for row in (ps_row(name, project, chosen), monitoring_row(project, chosen)):
             if row is not None:
                 rows.append(row)
@@ -486,7 +503,14 @@ def top(inputs: Inputs, *, timeout: float = 2.0) -> TopView:
     name, project = project_for_status(inputs)
     backend = backend_for(DOCKER)
     instances = project.resolved.instances if project else []
-    view = Top(lambda: backend.status(name, instances), timeout)
+    from orchestrator.activator.workflow import decorate_rows
+
+    def status() -> list[dict[str, Any]]:
+        rows = backend.status(name, instances)
+        decorate_rows(rows, project, backend, own_row=False)  # on-demand states and LAST START
+        return rows
+
+    view = Top(status, timeout)
     return TopView(name, view.snapshot)
 
 

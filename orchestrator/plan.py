@@ -19,6 +19,10 @@ from orchestrator.value import Value, field
 
 CREATE, RECREATE, START, NOOP, REMOVE, ORPHAN = "create", "recreate", "start", "noop", "remove", "orphan"
 CHANGES = (CREATE, RECREATE, START, REMOVE)
+# An on-demand instance (`[docker] on_demand`): `up` creates its container and never starts it;
+# the activator starts it on the first request for its model.
+ON_DEMAND_NOTE = "created, started on first request"
+ON_DEMAND_LEFT = "left stopped: on demand, started on first request"
 
 
 class Observed(Value):
@@ -132,12 +136,19 @@ def plan_up(
             if current is not None:
                 actions.append(Action(REMOVE, spec.name, (f"disabled ({spec.disabled_by})",), spec, current))
             continue
+        on_demand = spec.workload is not None and spec.workload.on_demand
         if current is None:
-            actions.append(Action(CREATE, spec.name, ("not created yet",), spec))
+            actions.append(Action(CREATE, spec.name, ("not created yet",) + ((ON_DEMAND_NOTE,) if on_demand else ()),
+                                  spec))
             continue
         reasons = explain_change(current, spec, image_ids)
         if reasons:
-            actions.append(Action(RECREATE, spec.name, tuple(reasons), spec, current))
+            actions.append(Action(RECREATE, spec.name, tuple(reasons) + ((ON_DEMAND_LEFT,) if on_demand else ()),
+                                  spec, current))
+        elif on_demand:
+            # Stopped, running or asleep: the activator's to decide (orchestrator/activator/), not `up`'s.
+            actions.append(Action(NOOP, spec.name, (f"on demand ({'running' if current.running else 'stopped'}): "
+                                                    "left as it is",), spec, current))
         elif not current.running:
             actions.append(Action(START, spec.name, (f"was {current.state}",), spec, current))
         else:
@@ -161,10 +172,17 @@ def start_after(actions: Iterable[Action]) -> list[StartAfter]:
     started in this run, one still loading since an earlier run, or a container this run removes
     (until it is gone, its memory free)."""
     actions = list(actions)
-    return start_order(((a.instance, a.desired.gpu) for a in actions if a.kind in (CREATE, RECREATE, START)),
+    return start_order(((a.instance, a.desired.gpu) for a in actions
+                        if a.kind in (CREATE, RECREATE, START) and not starts_on_demand(a)),
                        loading=((a.instance, a.spec.gpu) for a in actions if is_loading(a) and a.spec),
                        removing=((a.instance, gpu) for a in actions if a.kind == REMOVE
                                  for gpu in [removed_gpus(a)] if gpu is not None))
+
+
+def starts_on_demand(action: Action) -> bool:
+    """A create / recreate `up` leaves stopped: the instance is on demand (the activator starts it)."""
+    workload = action.spec.workload if action.spec is not None else None
+    return action.kind in (CREATE, RECREATE) and workload is not None and workload.on_demand
 
 
 def removed_gpus(action: Action) -> GpuRequest | None:

@@ -28,7 +28,7 @@ from orchestrator.vllm_metrics import Sample
 SCRAPE_TIMEOUT_S = 2.0
 MAX_ANSWER_BYTES = 16 * 1024 * 1024  # a /metrics answer larger than this is not a vLLM server's
 COLUMNS = ("name", "state", "health", "model", "requests_running", "requests_waiting", "kv_cache_usage",
-           "tokens_per_s", "ttft_p50_s")
+           "tokens_per_s", "ttft_p50_s", "last_start_s")
 
 
 class Scrape:
@@ -110,6 +110,8 @@ def top_row(status: dict[str, Any], now: Scrape, before: Scrape | None) -> dict[
         "ttft_p50_s": None,
         "ttft_window": None,
         "error": now.error if status["state"] == "running" else None,
+        # On-demand instances: seconds from the activator's start (or wake) to /health, the last time.
+        "last_start_s": status.get("last_start_s"),
     }
     if sample is None:
         return row
@@ -163,13 +165,16 @@ def format_cell(key: str, value: Any) -> str:
         return f"{100 * value:.1f}%"
     if key == "tokens_per_s":
         return f"{value:.1f}"
+    if key == "last_start_s":
+        return f"{value:.1f}s"
     if key == "ttft_p50_s":
         return f"{value * 1000:.0f}ms" if value < 10 else f"{value:.1f}s"
     return str(value)
 
 
 HEADERS = {"name": "NAME", "state": "STATE", "health": "HEALTH", "model": "MODEL", "requests_running": "RUN",
-           "requests_waiting": "WAIT", "kv_cache_usage": "KV", "tokens_per_s": "TOK/S", "ttft_p50_s": "TTFT P50"}
+           "requests_waiting": "WAIT", "kv_cache_usage": "KV", "tokens_per_s": "TOK/S", "ttft_p50_s": "TTFT P50",
+           "last_start_s": "LAST START"}
 
 
 def table_lines(rows: list[dict[str, Any]]) -> list[str]:

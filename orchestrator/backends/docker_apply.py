@@ -13,7 +13,7 @@ from orchestrator.backends.docker_preflight import GPU_DRIVER_ERROR, gpu_message
 from orchestrator.container import ContainerSpec
 from orchestrator.errors import DockerUnavailable, OrchestratorError, PreflightError
 from orchestrator.labels import LABEL_SECRETS
-from orchestrator.plan import CREATE, RECREATE, REMOVE, START, Action, Observed, is_loading
+from orchestrator.plan import CREATE, RECREATE, REMOVE, START, Action, Observed, is_loading, starts_on_demand
 from orchestrator.start_order import StartAfter, waits_for
 from orchestrator.value import Value
 
@@ -174,6 +174,9 @@ def apply_one(backend: DockerBackend, action: Action, steps: list[str]) -> Actio
     container = action.container
     container_id = _create(backend, action.desired.name, container)
     steps.append("created")
+    if starts_on_demand(action):  # the activator starts it on the first request for its model
+        return ActionResult(action, True, ("recreated" if action.kind == RECREATE else "created")
+                            + " (on demand: started on first request)")
     _start(backend, container_id, action.instance, container)
     return ActionResult(action, True, "recreated" if action.kind == RECREATE else "created")
 

@@ -10,6 +10,8 @@ wrong about that is said here, one line each:
   nothing would ever start it (errors, where `up` runs it: the Docker backend);
 * an on-demand instance under the in-container launcher, which has no gateway: it starts as
   usual and is never stopped when idle (a warning);
+* an on-demand instance kept off the host (`publish = false`): the activator reaches it on its
+  host port (an error);
 * `enable_sleep_mode` with an image whose vLLM has no sleep mode (the CPU build): that vLLM
   refuses to start with it (an error, known only from the image's own option table).
 """
@@ -56,6 +58,12 @@ def on_demand_problems(resolved: Any, data: dict, source: str, target: str) -> l
                                "request for its model through the gateway, so nothing would ever start it",
                                hint="add a [gateway] table (e.g. port = 8000), or set on_demand = false", source=source))
     for spec in on_demand:
+        container = spec.container
+        if container is not None and container.port is None and container.network_mode != "host":
+            out.append(Problem("error", f"instance.{spec.name}.docker.publish",
+                               "on demand, but not published: the activator starts it and forwards the first "
+                               "requests to it on its host port (127.0.0.1)",
+                               hint="remove publish = false (the default publishes on 127.0.0.1 only)", source=source))
         model = spec.served_model or spec.server.get("model")
         if not isinstance(model, str) or not model:
             out.append(Problem("error", f"instance.{spec.name}.server.served_model_name",

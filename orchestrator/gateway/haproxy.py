@@ -202,8 +202,25 @@ def _config(gateway: GatewaySpec, routes: tuple[Route, ...], names: list[str], v
             f"    http-request return status 503 content-type application/json file {answers}/no-replica.json "
             "if { nbsrv() eq 0 }",
         ]
-        lines += [f"    server {server_name(r.instance)} {r.address}" for r in by_model[model]]
+        lines += [f"    server {server_name(r.instance)} {r.address}" + _on_demand(gateway, r) for r in by_model[model]]
+        if gateway.activator and any(r.instance in gateway.on_demand for r in by_model[model]):
+            # Every instance of the model stopped or asleep: its requests go to the activator,
+            # which starts one and holds them meanwhile (orchestrator/activator/).
+            lines.append(f"    server {ACTIVATOR_SERVER} {gateway.activator} backup")
     return "\n".join(lines) + "\n"
+
+
+ACTIVATOR_SERVER = "vllm-orch-activator"
+
+
+def _on_demand(gateway: GatewaySpec, route: Route) -> str:
+    """An on-demand server's agent check: the activator answers `maint` while it is stopped,
+    asleep, starting or stopping (so no request reaches a sleeping vLLM, which would hold it),
+    `ready up` while it serves; a failed request marks it down at once."""
+    if not gateway.activator or route.instance not in gateway.on_demand:
+        return ""
+    return (f" agent-check agent-addr 127.0.0.1 agent-port {gateway.agent_port} "
+            f"agent-send \"{server_name(route.instance)}\\n\" agent-inter 500 on-error mark-down")
 
 
 def keys_file(gateway: GatewaySpec) -> bytes | None:

@@ -237,8 +237,10 @@ def wait_healthy(gateway: GatewaySpec, timeout: float) -> float:
     found a replica up for every model it routes (so the first request after `up --wait` is
     served); OrchestratorError past timeout."""
     started = time.monotonic()
-    wanted = {haproxy.backend_name(m) for m in models(
-        Route(**r) for r in files.read_current(gateway.host_dir, "routes.json") or [] if isinstance(r, dict))}
+    routes = [Route(**r) for r in files.read_current(gateway.host_dir, "routes.json") or [] if isinstance(r, dict)]
+    # A model served by on-demand instances only has no replica up until its first request.
+    always = [r for r in routes if r.instance not in gateway.on_demand]
+    wanted = {haproxy.backend_name(m) for m in models(always)}
     while True:
         waiting = wanted - _backends_up(gateway) if _health(gateway.url, timeout=1.0) is not None else {"/health"}
         if not waiting:

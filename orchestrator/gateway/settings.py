@@ -49,6 +49,9 @@ GATEWAY_SETTINGS: tuple[Setting, ...] = (
             "more replicas outside this project, `{ model = \"m1\", url = \"http://10.0.0.2:8001\" }`: other hosts' "
             "servers for a gateway over a fleet; health-checked like the instances, so a host that goes down "
             "drops out", shown_default="`[]`"),
+    Setting("on_demand_wait", {"type": "integer", "minimum": 1, "maximum": 86400},
+            "seconds a request for a model whose on-demand instances are all stopped is held while one starts "
+            "(the activator); past it the client gets a 503 with `Retry-After`", default=300),
     Setting("config_host_dir", {"type": "string"},
             "host dir for the rendered router config and its key (`<dir>/<project>/`, relative to this file)",
             default=".vllm-orch/gateway"),
@@ -95,6 +98,12 @@ class GatewaySpec(Value):
     api_key: str | None = field(default=None, repr=False)
     remote: tuple[tuple[str, str], ...] = ()  # (model, "host:port") of `routes`
     retry_unanswered: bool = True
+    on_demand_wait: int = 300
+    # Set by `up` where on-demand instances have an activator (orchestrator/activator/): its
+    # address (each on-demand model's backup server), its agent port, the on-demand instances.
+    activator: str = ""
+    agent_port: int = 0
+    on_demand: tuple[str, ...] = ()
 
     @property
     def container_name(self) -> str:
@@ -139,7 +148,7 @@ def read(data: Mapping[str, Any], *, project: str, config_file: str) -> GatewayS
         log_file=os.path.join(host_path(str(docker.get("log_host_dir", "logs"))), f"{GATEWAY_NAME}.log"),
         restart=str(docker.get("restart", "no")), api_key=settings.get("api_key"),
         remote=tuple((str(r["model"]), _host_port(str(r["url"]))) for r in settings.get("routes") or []),
-        retry_unanswered=bool(settings["retry_unanswered"]))
+        retry_unanswered=bool(settings["retry_unanswered"]), on_demand_wait=int(settings["on_demand_wait"]))
 
 
 def _host_port(url: str) -> str:

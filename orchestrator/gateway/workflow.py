@@ -16,7 +16,13 @@ from orchestrator.plan import Action
 
 
 def spec_of(project) -> GatewaySpec | None:
-    return project.resolved.gateway
+    gateway = project.resolved.gateway
+    if gateway is None:
+        return None
+    from orchestrator.activator.workflow import on_demand
+
+    names = tuple(sorted(s.name for s in on_demand(project)))
+    return gateway.replace(on_demand=names) if names else gateway
 
 
 def plan_for_up(project, backend, *, fresh: bool = False) -> service.GatewayPlan | None:
@@ -35,6 +41,10 @@ def plan_for_up(project, backend, *, fresh: bool = False) -> service.GatewayPlan
         observed, addresses = service.observe(backend.engine, project.name)
     else:
         observed, addresses = service.from_rows(backend.last_rows)
+    if gateway is not None and gateway.on_demand:  # the activator: each on-demand model's backup server
+        from orchestrator.activator.workflow import gateway_extras
+
+        gateway = gateway.replace(**gateway_extras(project, backend))
     return service.plan(gateway, observed, image_id=image_id, instances=project.resolved.instances,
                         addresses=addresses)
 

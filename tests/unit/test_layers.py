@@ -14,7 +14,8 @@ LAYERS: list[set[str]] = [
     {"orchestrator", "value", "errors", "labels", "targets", "sizes", "addresses", "vllm_options", "vllm_options_dump", "diagnose",
      "run_lock", "log_files", "secret_files", "exporters.kubernetes_settings", "ulimits", "backends",
      "backends.docker_context", "config", "exporters", "gateway", "gateway.routes", "gateway.files",
-     "vllm_metrics", "restart_log", "sleep_api", "monitoring", "monitoring.files"},
+     "vllm_metrics", "restart_log", "sleep_api", "monitoring", "monitoring.files",
+     "activator", "activator.state", "activator.budget", "activator.core"},
     # the target-neutral spec and the tables it is built with
     {"spec", "options", "argv", "start_order", "logs", "gateway.settings", "monitoring.settings", "monitoring.queries"},
     # reading the document; the Docker rendering of a spec; the option tables' cache; generated files
@@ -30,12 +31,12 @@ LAYERS: list[set[str]] = [
     {"backends.engine", "backends.engine_errors", "backends.engine_socket", "backends.engine_sdk", "backends.engine_body",
      "compose", "exporters.kubernetes", "exporters.keda", "status", "waiter", "gateway.service", "gateway.compose_service",
      "gateway.kubernetes", "top", "monitoring.prometheus", "monitoring.service", "monitoring.kubernetes",
-     "monitoring.recordings"},
+     "monitoring.recordings", "activator.control", "activator.server", "activator.service"},
     # the backends
     {"backends.base", "backends.docker", "backends.docker_preflight", "backends.docker_apply", "backends.local",
      "backends.local_state", "backends.local_process", "backends.local_plan", "backends.local_stop"},
     # checks that need a backend
-    {"gpu_check", "gateway.workflow", "monitoring.workflow"},
+    {"gpu_check", "gateway.workflow", "monitoring.workflow", "activator.workflow", "activator.__main__"},
     # the workflows
     {"app", "watch"},
     # the command line

@@ -193,3 +193,15 @@ def test_the_option_table_reads_the_platform_the_dump_records():
     assert (_table(False).device_type, _table(False).sleep_mode) == ("cpu", False)
     assert (_table(None).device_type, _table(None).sleep_mode) == (None, None)
     assert OptionTable.bundled().sleep_mode is None  # recorded before the dump asked
+
+
+def test_an_unpublished_on_demand_instance_is_an_error(write_toml):
+    found = problems(write_toml, GATEWAY + """
+        [instance.a.docker]
+        on_demand = true
+        publish = false
+        [instance.a.server]
+        served_model_name = "m1"
+        port = 8001
+        """)
+    assert "not published" in by_path(found, "error")["instance.a.docker.publish"]

@@ -77,3 +77,26 @@ def test_disabled_instance_with_a_container_is_removed(tmp_path):
     observed = [observed_for(s) for s in desired]
     now = instances(CONFIG.format(mml=4096) + "[instance.b.control]\nenabled = false\n", tmp_path)
     assert kinds(plan_up(now, observed, image_ids={})) == {"a": NOOP, "b": REMOVE}
+
+
+ON_DEMAND = CONFIG + """
+[instance.a.docker]
+on_demand = true
+"""
+
+
+def test_an_on_demand_instance_is_created_not_started_and_then_left_as_it_is(tmp_path):
+    from orchestrator.plan import ON_DEMAND_NOTE, start_after, starts_on_demand
+
+    desired = instances(ON_DEMAND.format(mml=4096), tmp_path)
+    actions = plan_up(desired, [], image_ids={})
+    created = [a for a in actions if a.instance == "a"][0]
+    assert created.kind == CREATE and ON_DEMAND_NOTE in created.reasons and starts_on_demand(created)
+    assert all(edge.instance != "a" for edge in start_after(actions))
+    for state in ("created", "exited", "running"):  # stopped, stopped by the activator, running
+        again = plan_up(desired, [observed_for(s, state=state) for s in desired], image_ids={})
+        assert kinds(again)["a"] == NOOP, state
+    changed = instances(ON_DEMAND.format(mml=8192), tmp_path)
+    recreated = plan_up(changed, [observed_for(s, state="running") for s in desired], image_ids={})
+    action = [a for a in recreated if a.instance == "a"][0]
+    assert action.kind == RECREATE and starts_on_demand(action)

@@ -135,6 +135,10 @@ class State:
         self.awake.set()
         self.epoch = 0
         self.operations: dict[str, list[float]] = {}  # "sleep" / "wake" -> durations
+        # Requests in flight, as vLLM's gauges count them: waiting (queued while asleep) and
+        # running (a completion until its answer, a stream until its last chunk is written).
+        self.running = 0
+        self.waiting = 0
 
     def next_id(self) -> int:
         with self.lock:
@@ -237,8 +241,8 @@ class Handler(BaseHTTPRequestHandler):
         with state.lock:
             ttft, tokens = list(state.ttft), dict(state.tokens)
         lines = [
-            "# TYPE vllm:num_requests_running gauge", f"vllm:num_requests_running{{{label}}} 0.0",
-            "# TYPE vllm:num_requests_waiting gauge", f"vllm:num_requests_waiting{{{label}}} 0.0",
+            "# TYPE vllm:num_requests_running gauge", f"vllm:num_requests_running{{{label}}} {float(state.running)}",
+            "# TYPE vllm:num_requests_waiting gauge", f"vllm:num_requests_waiting{{{label}}} {float(state.waiting)}",
             f"# TYPE {kv} gauge", f"{kv}{{{label}}} {min(1.0, 0.01 * len(ttft)):.4f}",
             "# TYPE vllm:prompt_tokens counter", f"vllm:prompt_tokens_total{{{label}}} {float(tokens['prompt'])}",
             "# TYPE vllm:generation_tokens counter",
@@ -342,8 +346,22 @@ class Handler(BaseHTTPRequestHandler):
         if model is None:
             return
         # Asleep: vLLM queues the request until a wake (its scheduler is paused), then serves it.
-        while not self.state.awake.wait(0.5):
-            pass
+        with self.state.lock:
+            self.state.waiting += 1
+        try:
+            while not self.state.awake.wait(0.5):
+                pass
+        finally:
+            with self.state.lock:
+                self.state.waiting -= 1
+                self.state.running += 1
+        try:
+            self.complete(path, body, model)
+        finally:
+            with self.state.lock:
+                self.state.running -= 1
+
+    def complete(self, path: str, body: dict, model: str) -> None:
         epoch = self.state.epoch
         n, now = self.state.next_id(), int(time.time())
         with self.state.lock:

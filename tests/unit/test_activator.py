@@ -1,0 +1,263 @@
+"""The activator's decisions with a fake Control: budget (LRU), the state file, agent answers,
+one shared start per instance, a failing start for every waiter, idle stops."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+
+import pytest
+
+from orchestrator.activator import state as state_file
+from orchestrator.activator.budget import Holder, NoRoom, to_free
+from orchestrator.activator.core import SLEEPING, STOPPED, Activator, HoldTimeout, StartFailed
+from orchestrator.activator.state import OnDemand, Resident, State
+
+
+class FakeControl:
+    """Instances as dicts of phases; starts take `delay` seconds to answer /health."""
+
+    def __init__(self, delay: float = 0.2, fail: str | None = None):
+        self.phase: dict[str, str] = {}
+        self.calls: list[tuple[str, str]] = []
+        self.delay = delay
+        self.fail = fail
+        self.up_at: dict[str, float] = {}
+        self.load: dict[str, float] = {}
+
+    def observe(self):
+        return dict(self.phase)
+
+    def start(self, inst):
+        self.calls.append(("start", inst.name))
+        self.phase[inst.name] = "running"
+        self.up_at[inst.name] = time.monotonic() + self.delay
+
+    def stop(self, inst):
+        self.calls.append(("stop", inst.name))
+        self.phase[inst.name] = "stopped"
+
+    def sleep(self, inst):
+        self.calls.append(("sleep", inst.name))
+        self.phase[inst.name] = "sleeping"
+
+    def wake(self, inst):
+        self.calls.append(("wake", inst.name))
+        self.phase[inst.name] = "running"
+        self.up_at[inst.name] = time.monotonic()
+
+    def healthy(self, inst):
+        return self.fail is None and self.phase.get(inst.name) == "running" and time.monotonic() >= self.up_at[inst.name]
+
+    def exited(self, inst):
+        return f"Exited (1); last log line: {self.fail}" if self.fail else None
+
+    def busy(self, inst):
+        return self.load.get(inst.name, 0.0)
+
+    def lock(self):
+        return contextlib.nullcontext()
+
+
+def inst(name: str, model: str, **kw) -> OnDemand:
+    return OnDemand(name=name, model=model, address="127.0.0.1:1", container=f"p-{name}", **kw)
+
+
+def activator(*instances: OnDemand, control: FakeControl | None = None, residents=(), hold_s: float = 10) -> Activator:
+    return Activator(State(project="p", instances=instances, residents=residents, hold_s=hold_s),
+                     control or FakeControl(), poll_s=0.01, drain_s=0)
+
+
+def test_budget_frees_the_least_recently_used_first_and_only_what_is_needed():
+    holders = [Holder("old", ("0",), 0.5, 1.0), Holder("new", ("0",), 0.4, 5.0)]
+    assert to_free(("0",), 0.5, holders) == ["old"]
+    assert to_free(("0",), 0.1, holders) == []
+    assert to_free(("0",), 0.9, holders) == ["old", "new"]
+    assert to_free(("1",), 0.9, holders) == []
+
+
+def test_budget_never_moves_a_resident_or_a_busy_instance():
+    with pytest.raises(NoRoom, match="resident_x \\(not on demand\\)"):
+        to_free(("0",), 0.5, [Holder("resident_x", ("0",), 0.6, 0.0, movable=False)])
+    with pytest.raises(NoRoom, match="requests in flight"):
+        to_free(("0",), 0.5, [Holder("busy", ("0",), 0.6, 0.0, busy=True)])
+
+
+def test_the_state_file_round_trips_and_is_written_only_when_it_changes(tmp_path):
+    state = State(project="p", engine_address="unix:///x", instances=(inst("a", "m1", gpus=("0",), share=0.5),),
+                  residents=(Resident("r", ("0",), 0.3),))
+    path = str(tmp_path / "activator" / "state.json")
+    assert state_file.write(path, state) is True
+    assert state_file.write(path, state) is False
+    assert state_file.read(path) == state
+
+
+def test_concurrent_requests_share_one_start_and_the_agent_follows_the_phase():
+    control = FakeControl(delay=0.3)
+    act = activator(inst("a", "m1"), control=control)
+    assert act.agent_answer("a") == "maint\n"
+    got: list[str] = []
+
+    def one():
+        tracked = act.acquire("m1")
+        got.append(tracked.spec.name)
+        act.release(tracked)
+
+    threads = [threading.Thread(target=one) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(5)
+    assert got == ["a"] * 8
+    assert control.calls == [("start", "a")]
+    assert act.agent_answer("a") == "ready up\n"
+    assert act.stats.starts == {"m1": 1} and "m1" in act.stats.cold_s
+
+
+def test_a_failing_start_reaches_every_waiter_with_the_last_log_line():
+    act = activator(inst("a", "m1"), control=FakeControl(fail="CUDA out of memory"))
+    errors: list[str] = []
+
+    def one():
+        try:
+            act.acquire("m1")
+        except StartFailed as exc:
+            errors.append(str(exc))
+
+    threads = [threading.Thread(target=one) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(5)
+    assert len(errors) == 3 and all("a (m1) did not start" in e and "CUDA out of memory" in e for e in errors)
+
+
+def test_a_hold_past_its_limit_is_a_timeout_not_a_hang():
+    act = activator(inst("a", "m1"), control=FakeControl(delay=5))
+    started = time.monotonic()
+    with pytest.raises(HoldTimeout):
+        act.acquire("m1", hold_s=0.2)
+    assert time.monotonic() - started < 1
+
+
+def test_idle_instances_stop_or_sleep_but_never_with_requests_in_flight():
+    now = [0.0]
+    control = FakeControl(delay=0)
+    act = Activator(State(project="p", instances=(inst("a", "m1", idle_stop_after=10),
+                                                   inst("b", "m2", idle_stop_after=10, sleep=True))),
+                    control, clock=lambda: now[0], poll_s=0.01, drain_s=0)
+    for model in ("m1", "m2"):
+        act.release(act.acquire(model))
+    control.load["a"] = 1.0
+    now[0] = 20.0
+    act.tick()
+    assert ("stop", "a") not in control.calls  # busy per its /metrics
+    assert act.tracked["b"].phase == SLEEPING and act.agent_answer("b") == "maint\n"
+    control.load["a"] = 0.0
+    now[0] = 40.0
+    act.tick()
+    assert act.tracked["a"].phase == STOPPED
+
+
+def test_a_start_makes_room_by_stopping_the_least_recently_used_on_its_gpu():
+    control = FakeControl(delay=0)
+    act = activator(inst("a", "m1", gpus=("0",), share=0.6), inst("b", "m2", gpus=("0",), share=0.6),
+                    inst("c", "m3", gpus=("0",), share=0.3), control=control)
+    act.release(act.acquire("m1"))
+    act.release(act.acquire("m3"))
+    act.release(act.acquire("m2"))
+    assert ("stop", "a") in control.calls and ("stop", "c") not in control.calls
+    assert act.tracked["c"].phase == "running" and act.tracked["b"].phase == "running"
+
+
+def test_a_resident_on_the_gpu_is_never_stopped_for_room():
+    act = activator(inst("a", "m1", gpus=("0",), share=0.6), residents=(Resident("r", ("0",), 0.6),))
+    with pytest.raises(StartFailed, match="not on demand"):
+        act.acquire("m1")
+
+
+def test_haproxy_gives_on_demand_models_the_activator_as_backup_and_an_agent_check():
+    from orchestrator.gateway.haproxy import render
+    from orchestrator.gateway.routes import Route
+    from orchestrator.gateway.settings import GatewaySpec
+
+    gateway = GatewaySpec(project="p", config_file="/c.toml", port=8000, publish_address="127.0.0.1", policy="prefix",
+                          image="gw", max_body_kib=256, host_dir="/d", log_file="/l", restart="no",
+                          activator="127.0.0.1:9001", agent_port=9002, on_demand=("a",))
+    cfg = render(gateway, [Route("m1", "a", "127.0.0.1:8001"), Route("m2", "b", "127.0.0.1:8002")])["haproxy.cfg"].decode()
+    m1, m2 = cfg.split("backend model_m1")[1].split("backend model_m2")
+    assert "server a 127.0.0.1:8001 agent-check agent-addr 127.0.0.1 agent-port 9002" in m1
+    assert "server vllm-orch-activator 127.0.0.1:9001 backup" in m1
+    assert "agent-check" not in m2 and "activator" not in m2
+
+
+def test_an_instance_stopped_behind_its_back_is_started_again_not_forwarded_to():
+    control = FakeControl(delay=0)
+    act = activator(inst("a", "m1"), control=control)
+    act.release(act.acquire("m1"))
+    control.phase["a"] = "stopped"  # `docker stop`, or `up` recreating it
+    tracked = act.acquire("m1")
+    act.release(tracked)
+    assert control.calls == [("start", "a"), ("start", "a")] and tracked.phase == "running"
+
+
+CONFIG = """
+[docker]
+image = "img"
+project = "p"
+[instance.control]
+gpu_ids = "none"
+[instance.server]
+model = "/models/m"
+[gateway]
+port = 9000
+api_key = "k-1"
+[instance.chat.docker]
+on_demand = true
+idle_stop_after = 60
+[instance.chat.server]
+served_model_name = "chat"
+port = 8001
+gpu_memory_utilization = 0.6
+[instance.embed.docker]
+on_demand = true
+[instance.embed.server]
+served_model_name = "embed"
+port = 8002
+enable_sleep_mode = true
+[instance.always.server]
+served_model_name = "always"
+port = 8003
+gpu_memory_utilization = 0.3
+"""
+
+
+def test_the_state_up_writes_names_the_on_demand_instances_their_budget_and_the_residents(write_toml):
+    from orchestrator.activator.workflow import build_state
+    from orchestrator.project import open_project
+
+    project = open_project(write_toml(CONFIG), env={}, strict=False, on_host=False)
+    state = build_state(project, "unix:///var/run/docker.sock")
+    by_name = {i.name: i for i in state.instances}
+    assert set(by_name) == {"chat", "embed"}
+    assert by_name["chat"].address == "127.0.0.1:8001" and by_name["chat"].idle_stop_after == 60
+    assert by_name["chat"].gpus == ("host",) and by_name["chat"].share == 0.6
+    assert by_name["embed"].share is None and by_name["embed"].sleep is True  # no share set: not counted
+    assert state.residents == (Resident("always", ("host",), 0.3),)
+    assert state.keys_file.endswith("/secret/keys") and "k-1" not in str(state.to_json())
+
+
+def test_ps_says_stopped_on_demand_starting_and_sleeping_from_the_activators_view(write_toml, monkeypatch):
+    from orchestrator.activator import service, workflow
+    from orchestrator.project import open_project
+
+    project = open_project(write_toml(CONFIG), env={}, strict=False, on_host=False)
+    monkeypatch.setattr(service, "snapshot", lambda observed: [
+        {"name": "embed", "phase": "sleeping", "last_request": 1.5, "last_start_s": 2.0}])
+    backend = type("B", (), {"last_rows": []})()
+    rows = [{"name": "chat", "state": "exited", "cause": "x"}, {"name": "embed", "state": "running"},
+            {"name": "always", "state": "exited"}]
+    workflow.decorate_rows(rows, project, backend)
+    assert [r["state"] for r in rows] == ["stopped (on demand)", "sleeping", "exited"]
+    assert rows[0]["cause"] is None and rows[1]["last_request"] == 1.5 and "on_demand" not in rows[2]

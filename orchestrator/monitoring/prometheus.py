@@ -1,6 +1,6 @@
 """Prometheus' configuration and its file-based targets, rendered from the plan.
 
-    <host_dir>/config/prometheus.yml     scrape jobs `vllm` and `gateway`; a change reloads in place
+    <host_dir>/config/prometheus.yml     scrape jobs `vllm`, `gateway` and `activator`; a change reloads in place
     <host_dir>/config/rules.yml          rules.py's text; likewise
     <host_dir>/config/targets/*.json     file_sd targets: Prometheus re-reads them by itself, so
                                          adding or removing an instance changes nothing else
@@ -21,14 +21,15 @@ import yaml
 
 from orchestrator.gateway.routes import routes_for
 from orchestrator.monitoring import rules
-from orchestrator.monitoring.queries import JOB_GATEWAY, JOB_VLLM
+from orchestrator.monitoring.queries import JOB_ACTIVATOR, JOB_GATEWAY, JOB_VLLM
 from orchestrator.monitoring.settings import MonitoringSpec
 
 CONFIG_DIR = "/etc/vllm-orch"  # the config dir, read-only in the container
 SECRET_DIR = "/etc/vllm-orch-secret"
 DATA_DIR = "/prometheus"
 KEY_FILE = "gateway-key"
-TARGET_FILES = {JOB_VLLM: "targets/vllm.json", JOB_GATEWAY: "targets/gateway.json"}
+TARGET_FILES = {JOB_VLLM: "targets/vllm.json", JOB_GATEWAY: "targets/gateway.json",
+                JOB_ACTIVATOR: "targets/activator.json"}
 FILE_SD_REFRESH = "30s"  # a backstop: Prometheus also watches the files (inotify) and reads a change at once
 
 
@@ -53,16 +54,19 @@ def config_files(spec: MonitoringSpec, *, gateway_key: bool) -> dict[str, bytes]
 
 
 def target_groups(project: str, instances: Iterable, addresses: Mapping[str, str],
-                  gateway_address: str | None) -> dict[str, list[dict]]:
+                  gateway_address: str | None, activator_address: str | None = None) -> dict[str, list[dict]]:
     """job -> its file_sd groups: one per enabled instance (labels project, model, instance),
-    and the gateway's. An unpublished instance without a container yet has no address: left
+    the gateway's, and the activator's (on-demand instances' starts, per model). An unpublished instance without a container yet has no address: left
     out until the `up` that starts it."""
     vllm: list[dict] = [{"targets": [route.address], "labels": {"project": project, "model": route.model,
                                                                  "instance": route.instance}}
                         for route in sorted(routes_for(instances, addresses), key=lambda r: r.instance)]
     gateway = ([{"targets": [gateway_address], "labels": {"project": project, "model": "", "instance": JOB_GATEWAY}}]
                if gateway_address else [])
-    return {JOB_VLLM: vllm, JOB_GATEWAY: gateway}
+    activator = ([{"targets": [activator_address], "labels": {"project": project, "model": "",
+                                                              "instance": JOB_ACTIVATOR}}]
+                 if activator_address else [])
+    return {JOB_VLLM: vllm, JOB_GATEWAY: gateway, JOB_ACTIVATOR: activator}
 
 
 def target_files(groups: Mapping[str, list[dict]]) -> dict[str, bytes]:

@@ -16,6 +16,7 @@ from orchestrator.vllm_metrics import COUNTERS, GAUGES, HISTOGRAMS
 
 JOB_VLLM = "vllm"  # the scrape job of the instances (prometheus.py); the gateway's is "gateway"
 JOB_GATEWAY = "gateway"
+JOB_ACTIVATOR = "activator"  # on-demand starts: vllm_orch_activator_* (cold-start and wake seconds per model)
 BY = "project, model, instance"  # the target labels every target carries (targets.py)
 
 # quantity -> every family name vLLM has exported it under, newest first.

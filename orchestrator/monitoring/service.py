@@ -62,9 +62,10 @@ def record(spec: MonitoringSpec) -> dict[str, Any]:
 
 
 def plan(spec: MonitoringSpec | None, observed: dict | None, *, image_id: str | None, instances: list,
-         addresses: Mapping[str, str], gateway: Any = None) -> MonitoringPlan | None:
+         addresses: Mapping[str, str], gateway: Any = None, activator: str | None = None) -> MonitoringPlan | None:
     """What `up` does to Prometheus; None when there is none and none is wanted. `gateway`: the
-    project's GatewaySpec (its /metrics is scraped too) or None."""
+    project's GatewaySpec (its /metrics is scraped too) or None; `activator`: the on-demand
+    activator's host:port, or None."""
     if spec is None:
         if observed is None:
             return None
@@ -72,7 +73,7 @@ def plan(spec: MonitoringSpec | None, observed: dict | None, *, image_id: str | 
     key = gateway.api_key.encode() if gateway is not None and gateway.api_key else None
     config = prometheus.config_files(spec, gateway_key=key is not None)
     gateway_address = urlsplit(gateway.url).netloc if gateway is not None else None
-    groups = prometheus.target_groups(spec.project, instances, addresses, gateway_address)
+    groups = prometheus.target_groups(spec.project, instances, addresses, gateway_address, activator)
     targets = prometheus.target_files(groups)
 
     def step(kind: str, reasons: tuple[str, ...]) -> MonitoringPlan:

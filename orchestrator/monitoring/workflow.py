@@ -26,6 +26,14 @@ def _addresses(rows: list[dict]) -> dict[str, str]:
     return from_rows(rows)[1]
 
 
+def _activator(rows: list[dict]) -> str | None:
+    """The on-demand activator's HTTP address (host network, 127.0.0.1), when the project has one."""
+    from orchestrator.activator.service import find, ports_of
+
+    ports = ports_of(find(rows))
+    return f"127.0.0.1:{ports[0]}" if ports else None
+
+
 def plan_for_up(project, backend, *, fresh: bool = False) -> service.MonitoringPlan | None:
     """Prometheus' step for this `up` (None: none wanted, none running); PreflightError when its
     image is missing. `fresh`: list the project's containers again (after the instances changed)."""
@@ -41,7 +49,8 @@ def plan_for_up(project, backend, *, fresh: bool = False) -> service.MonitoringP
         labels = [f"{LABEL_PROJECT}={project.name}", f"{LABEL_OWNER}={OWNER_UP}"]
         rows = backend.read(lambda engine: engine.containers(labels=labels))
     return service.plan(spec, service.from_rows(rows), image_id=image_id, instances=project.resolved.instances,
-                        addresses=_addresses(rows), gateway=project.resolved.gateway)
+                        addresses=_addresses(rows), gateway=project.resolved.gateway,
+                        activator=_activator(rows))
 
 
 def preflight(step: service.MonitoringPlan | None) -> None:

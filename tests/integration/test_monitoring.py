@@ -142,6 +142,44 @@ def test_up_runs_prometheus_over_every_instance_and_the_gateway_and_a_second_up_
     assert prometheus_container(fleet).id == container.id
 
 
+def test_the_activator_is_scraped_and_counts_a_first_request_start_per_model(fleet):
+    """With an on-demand instance, Prometheus also scrapes the activator: the cold start a first
+    request caused is a per-model series there."""
+    fleet.prom_port, fleet.gw_port = free_port(), free_port()
+    fleet.write(f"""
+        [instance.control]
+        gpu_ids = "none"
+        [instance.server]
+        model = "/m"
+        [monitoring]
+        port = {fleet.prom_port}
+        scrape_interval = "1s"
+        image = "{MONITORING_IMAGE}"
+        [gateway]
+        port = {fleet.gw_port}
+        image = "{GATEWAY_IMAGE}"
+        [instance.a.docker]
+        on_demand = true
+        [instance.a.server]
+        served_model_name = "m-a"
+        port = {free_port()}
+        """)
+    up(fleet)
+    wait_targets(fleet, {("vllm", "a"): "down", ("gateway", "gateway"): "up", ("activator", "activator"): "up"})
+    body = json.dumps({"model": "m-a", "prompt": "hi", "max_tokens": 2}).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{fleet.gw_port}/v1/completions", data=body,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as answer:
+        assert answer.status == 200
+    deadline, found = time.monotonic() + 30, []
+    while time.monotonic() < deadline and not found:
+        found = prom(fleet, "/api/v1/query?query=vllm_orch_activator_cold_start_seconds")["data"]["result"]
+        time.sleep(0.5)
+    assert [(r["metric"]["model"], r["metric"]["job"]) for r in found] == [("m-a", "activator")], found
+    assert float(found[0]["value"][1]) > 0
+    wait_targets(fleet, {("vllm", "a"): "up", ("gateway", "gateway"): "up", ("activator", "activator"): "up"})
+
+
 def test_adding_and_removing_an_instance_changes_only_the_targets_file(fleet):
     write(fleet, gateway=False)
     up(fleet)

@@ -87,13 +87,14 @@ def test_the_schema_and_readme_rows_know_every_setting():
 
 
 # ----------------------------------------------------------------------------- rendering
-def test_prometheus_config_scrapes_both_jobs_from_files_and_reads_the_gateway_key_from_a_file(tmp_path):
+def test_prometheus_config_scrapes_each_job_from_files_and_reads_the_gateway_key_from_a_file(tmp_path):
     spec, _ = spec_of(tmp_path, fleet_text('scrape_interval = "5s"'))
     rendered = prometheus.config_files(spec, gateway_key=True)
     config_doc = yaml.safe_load(rendered["prometheus.yml"])
     assert config_doc["global"]["scrape_interval"] == "5s" and config_doc["global"]["evaluation_interval"] == "5s"
     jobs = {job["job_name"]: job for job in config_doc["scrape_configs"]}
-    assert set(jobs) == {"vllm", "gateway"}
+    assert set(jobs) == {"vllm", "gateway", "activator"}
+    assert "authorization" not in jobs["activator"]  # its /metrics is open, on 127.0.0.1 only
     assert jobs["vllm"]["file_sd_configs"][0]["files"] == ["/etc/vllm-orch/targets/vllm.json"]
     assert jobs["gateway"]["authorization"] == {"type": "Bearer",
                                                 "credentials_file": "/etc/vllm-orch-secret/gateway-key"}
@@ -113,8 +114,11 @@ def test_targets_are_the_enabled_instances_with_project_model_and_instance_label
     assert groups["gateway"] == [{"targets": ["127.0.0.1:8000"],
                                   "labels": {"project": "fleet", "model": "", "instance": "gateway"}}]
     assert prometheus.target_groups("fleet", instances, {}, None)["gateway"] == []
+    assert groups["activator"] == []  # no on-demand instance, no activator to scrape
+    assert prometheus.target_groups("fleet", instances, {}, None, "127.0.0.1:41000")["activator"] == [
+        {"targets": ["127.0.0.1:41000"], "labels": {"project": "fleet", "model": "", "instance": "activator"}}]
     written = prometheus.target_files(groups)
-    assert set(written) == {"targets/vllm.json", "targets/gateway.json"}
+    assert set(written) == {"targets/vllm.json", "targets/gateway.json", "targets/activator.json"}
     assert prometheus.describe_targets({"targets/vllm.json": written["targets/vllm.json"]},
                                        prometheus.target_files({"vllm": groups["vllm"][:1]})) == ["- b"]
 

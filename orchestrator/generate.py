@@ -46,7 +46,14 @@ def _monitoring_rows() -> str:
     return readme_rows()
 
 
+def _gateway_rows() -> str:
+    from orchestrator.gateway.settings import readme_rows
+
+    return readme_rows()
+
+
 README_BLOCKS: dict[str, Callable[[], str]] = {"docker settings": _docker_rows, "kubernetes settings": _kubernetes_rows,
+                                               "gateway settings": _gateway_rows,
                                                "monitoring settings": _monitoring_rows}
 END_MARKER = "<!-- end of generated rows -->"
 

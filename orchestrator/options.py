@@ -24,7 +24,8 @@ configs/vllm-orch.schema.json follow by `python -m orchestrator.generate`.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+import json
+from typing import Any, Callable, Iterable, Mapping
 
 from orchestrator import ulimits
 from orchestrator.sizes import parse_size
@@ -172,12 +173,30 @@ def schema_properties(*, global_table: bool) -> dict[str, Any]:
 
 def markdown_rows() -> str:
     """The README's reference table of the `[docker]` keys."""
+    return table_rows(SETTINGS)
+
+
+def table_rows(settings: Iterable[Setting]) -> str:
+    """A settings table's README reference rows (orchestrator/generate.py writes them): defaults
+    in TOML's spelling (`true`, `"15d"`), as a user would write them."""
     lines = ["| key | default | meaning |", "| --- | --- | --- |"]
-    for s in SETTINGS:
-        default = s.shown_default or ("unset" if s.default is None else f"`{s.default!r}`".replace("'", '"'))
+    for s in settings:
+        default = s.shown_default or ("unset" if s.default is None else f"`{json.dumps(s.default)}`")
         doc = s.doc.replace("|", "\\|") + ("; global only" if s.global_only else "")
         lines.append(f"| `{s.key}` | {default} | {doc} |")
     return "\n".join(lines) + "\n"
+
+
+def table_schema(settings: Iterable[Setting], description: str) -> dict[str, Any]:
+    """A settings table's JSON Schema (a closed object: an unknown key is refused, with a did-you-mean)."""
+    properties: dict[str, Any] = {}
+    for setting in settings:
+        entry = dict(setting.schema)
+        entry["description"] = setting.doc.replace("`", "")
+        if setting.default is not None:
+            entry["default"] = setting.default
+        properties[setting.key] = entry
+    return {"type": "object", "additionalProperties": False, "properties": properties, "description": description}
 
 
 # ----------------------------------------------------------------------------- container options

@@ -17,6 +17,8 @@ from typing import Any
 from orchestrator.backends.engine import Engine, EngineError, EngineTimeout, EngineUnreachable
 from orchestrator.errors import DockerUnavailable, OrchestratorError
 from orchestrator.labels import LABEL_CONFIG, LABEL_OWNER, LABEL_PROJECT, LABEL_ROLE, LABEL_SPEC, LABEL_URL, OWNER_UP
+from orchestrator import side_container
+from orchestrator.side_container import remove
 from orchestrator.value import Value, field
 
 ACTIVATOR_NAME = "activator"
@@ -128,7 +130,7 @@ def apply(engine: Engine, step: Step) -> str:
     try:
         if step.kind == REMOVE or step.kind == RECREATE:
             assert step.observed is not None
-            _remove(engine, step.observed)
+            remove(engine, step.observed, what="activator", stop_timeout_s=STOP_TIMEOUT_S, wait_s=30)
             if step.kind == REMOVE:
                 return "stopped and removed"
         if step.kind == NOOP:
@@ -153,31 +155,10 @@ def apply(engine: Engine, step: Step) -> str:
         raise OrchestratorError(f"activator: {exc}") from None
 
 
-def _remove(engine: Engine, observed: dict) -> None:
-    try:
-        if observed.get("State") in ("running", "restarting", "paused"):
-            engine.stop(observed["Id"], grace_s=STOP_TIMEOUT_S)
-        engine.wait(observed["Id"], 30)
-        engine.remove(observed["Id"])
-    except EngineError as exc:
-        if not exc.not_found:
-            raise
-
-
 def status_row(observed: dict, *, configured: bool) -> dict[str, Any]:
     """Its `ps` row, in the instances' shape; health from its own /health."""
-    from orchestrator.status import exit_code, uptime
-
-    labels = observed.get("Labels") or {}
-    url = labels.get(LABEL_URL, "")
-    health = ""
-    if observed.get("State") == "running" and url:
-        health = "healthy" if _get(url, "/health") is not None else "unhealthy"
-    status = observed.get("Status", "")
-    return {"name": ACTIVATOR_NAME, "container": ((observed.get("Names") or [""])[0]).lstrip("/"),
-            "owner": labels.get(LABEL_OWNER, ""), "state": observed.get("State", ""), "exit_code": exit_code(status),
-            "health": health, "gpus": "", "url": url, "model": "", "uptime": uptime(status), "status": status,
-            "configured": configured, "cause": None, "restarts": 0, "last_restart": None}
+    return side_container.status_row(observed, name=ACTIVATOR_NAME, configured=configured,
+                                     healthy=lambda url: _get(url, "/health") is not None)
 
 
 def snapshot(observed: dict | None) -> list[dict[str, Any]]:

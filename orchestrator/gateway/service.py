@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import socket
 import time
 from typing import Any
@@ -28,6 +27,8 @@ from orchestrator.gateway.routes import Route, describe_change, models, routes_f
 from orchestrator.gateway.settings import GATEWAY_NAME, GatewaySpec
 from orchestrator.labels import (LABEL_CONFIG, LABEL_INSTANCE, LABEL_MODEL, LABEL_OWNER, LABEL_PROJECT, LABEL_ROLE,
                                  LABEL_SPEC, LABEL_URL, OWNER_UP)
+from orchestrator import side_container
+from orchestrator.side_container import host_user, remove
 from orchestrator.value import Value, field
 
 CREATE, RECREATE, START, RELOAD, NOOP, REMOVE = "create", "recreate", "start", "reload", "noop", "remove"
@@ -74,7 +75,7 @@ def from_rows(rows: list[dict]) -> tuple[dict | None, dict[str, str]]:
 def record(gateway: GatewaySpec) -> dict[str, Any]:
     """What the container is made with and a reload cannot change (its `.spec` label)."""
     return {"image": gateway.image, "host_dir": gateway.host_dir, "log_file": gateway.log_file,
-            "restart": gateway.restart, "user": _user()}
+            "restart": gateway.restart, "user": host_user()}
 
 
 def plan(gateway: GatewaySpec | None, observed: dict | None, *, image_id: str | None, instances: list,
@@ -128,7 +129,7 @@ def apply(engine: Engine, step: GatewayPlan) -> str:
     observed = step.observed
     if step.kind == REMOVE:
         assert observed is not None  # a removal is planned for an observed container only
-        _remove(engine, observed)
+        remove(engine, observed, what="gateway", stop_timeout_s=STOP_TIMEOUT_S, wait_s=30)
         return "stopped and removed"
     gateway = step.gateway
     assert gateway is not None
@@ -146,7 +147,7 @@ def apply(engine: Engine, step: GatewayPlan) -> str:
         return "started"
     if step.kind == RECREATE:
         assert observed is not None
-        _remove(engine, observed)
+        remove(engine, observed, what="gateway", stop_timeout_s=STOP_TIMEOUT_S, wait_s=30)
     check_port_free(gateway)
     _prepare_log(gateway.log_file)
     try:
@@ -169,7 +170,7 @@ def create_body(gateway: GatewaySpec, routes: tuple[Route, ...]) -> dict[str, An
     return {
         "Image": gateway.image,
         "Labels": labels,
-        "User": _user(),
+        "User": host_user(),
         "StopTimeout": STOP_TIMEOUT_S,
         "HostConfig": {
             "NetworkMode": "host",
@@ -185,51 +186,19 @@ def create_body(gateway: GatewaySpec, routes: tuple[Route, ...]) -> dict[str, An
     }
 
 
-def _user() -> str:
-    return f"{os.getuid()}:{os.getgid()}"
-
-
 def remove_observed(engine: Engine, observed: dict) -> None:
     """`down`: stop and remove the gateway's container (its rendered files stay, as logs do)."""
-    _remove(engine, observed)
-
-
-def _remove(engine: Engine, observed: dict) -> None:
-    try:
-        if observed.get("State") in ("running", "restarting", "paused"):
-            engine.stop(observed["Id"], grace_s=STOP_TIMEOUT_S)
-        engine.wait(observed["Id"], 30)
-        engine.remove(observed["Id"])
-    except EngineError as exc:
-        if not exc.not_found:
-            raise OrchestratorError(f"gateway: {exc}") from None
-    except EngineTimeout as exc:
-        raise OrchestratorError(f"gateway: {exc}") from None
-    except EngineUnreachable as exc:
-        raise DockerUnavailable(f"cannot reach the Docker engine: {exc}") from None
+    remove(engine, observed, what="gateway", stop_timeout_s=STOP_TIMEOUT_S, wait_s=30)
 
 
 def status_row(observed: dict, *, configured: bool) -> dict[str, Any]:
     """The gateway's `ps` row, in the instances' shape; health from its own /health."""
-    from orchestrator.status import exit_code, uptime
-
-    labels = observed.get("Labels") or {}
-    url = labels.get(LABEL_URL, "")
-    running = observed.get("State") == "running"
-    health = ""
-    if running and url:
-        health = "healthy" if _health(url, timeout=1.0) is not None else "unhealthy"
-    status = observed.get("Status", "")
-    return {"name": GATEWAY_NAME, "container": ((observed.get("Names") or [""])[0]).lstrip("/"),
-            "owner": labels.get(LABEL_OWNER, ""), "state": observed.get("State", ""), "exit_code": exit_code(status),
-            "health": health, "gpus": "", "url": url, "model": labels.get(LABEL_MODEL, ""),
-            "uptime": uptime(status), "status": status, "configured": configured, "cause": None,
-            **NOT_WATCHED}
+    return side_container.status_row(observed, name=GATEWAY_NAME, configured=configured,
+                                     healthy=lambda url: _health(url, timeout=1.0) is not None,
+                                     model=(observed.get("Labels") or {}).get(LABEL_MODEL, ""))
 
 
-# `watch` supervises the instances, not the gateway (Docker's restart policy is its own): its
-# row has the instances' keys with no restarts.
-NOT_WATCHED: dict[str, Any] = {"restarts": 0, "last_restart": None}
+NOT_WATCHED = side_container.NOT_WATCHED
 
 
 def wait_healthy(gateway: GatewaySpec, timeout: float) -> float:

@@ -10,7 +10,7 @@ import hashlib
 import os
 from typing import Any, Mapping
 
-from orchestrator.options import Setting
+from orchestrator.options import Setting, table_rows, table_schema
 from orchestrator.value import Value, field
 
 GATEWAY_NAME = "gateway"  # its row in `ps`, its `logs` name, its container's `<project>-gateway`
@@ -62,24 +62,12 @@ DEFAULTS: dict[str, Any] = {s.key: s.default for s in GATEWAY_SETTINGS if s.defa
 
 def schema() -> dict[str, Any]:
     """The `[gateway]` table's JSON Schema."""
-    properties: dict[str, Any] = {}
-    for setting in GATEWAY_SETTINGS:
-        entry = dict(setting.schema)
-        entry["description"] = setting.doc.replace("`", "")
-        if setting.default is not None:
-            entry["default"] = setting.default
-        properties[setting.key] = entry
-    return {"type": "object", "additionalProperties": False, "properties": properties,
-            "description": "One OpenAI endpoint for the project's instances, routed by model (present = on)."}
+    return table_schema(GATEWAY_SETTINGS, "One OpenAI endpoint for the project's instances, routed by model (present = on).")
 
 
 def readme_rows() -> str:
-    """The README's `[gateway]` reference rows (printed by `python -m orchestrator.gateway.settings`)."""
-    lines = ["| key | default | meaning |", "| --- | --- | --- |"]
-    for s in GATEWAY_SETTINGS:
-        default = s.shown_default or f"`{s.default!r}`".replace("'", '"')
-        lines.append(f"| `{s.key}` | {default} | {s.doc} |")
-    return "\n".join(lines)
+    """The README's reference rows (orchestrator/generate.py writes them)."""
+    return table_rows(GATEWAY_SETTINGS)
 
 
 class GatewaySpec(Value):
@@ -157,4 +145,4 @@ def _host_port(url: str) -> str:
 
 
 if __name__ == "__main__":
-    print(readme_rows())
+    print(readme_rows(), end="")

@@ -24,13 +24,15 @@ from orchestrator.errors import DockerUnavailable, OrchestratorError, PreflightE
 from orchestrator.labels import LABEL_CONFIG, LABEL_OWNER, LABEL_PROJECT, LABEL_ROLE, LABEL_SPEC, LABEL_URL, OWNER_UP
 from orchestrator.monitoring import files, prometheus
 from orchestrator.monitoring.settings import MONITORING_NAME, MonitoringSpec
+from orchestrator import side_container
+from orchestrator.side_container import host_user, remove
 from orchestrator.value import Value, field
 
 CREATE, RECREATE, START, RELOAD, RETARGET, NOOP, REMOVE = (
     "create", "recreate", "start", "reload", "retarget", "noop", "remove")
 STOP_TIMEOUT_S = 30  # Prometheus flushes its head block on SIGTERM
 READY_WAIT_S = 30.0
-NOT_WATCHED: dict[str, Any] = {"restarts": 0, "last_restart": None}
+NOT_WATCHED = side_container.NOT_WATCHED
 
 
 def _missing_image(image: str) -> str:
@@ -58,7 +60,7 @@ def from_rows(rows: list[dict]) -> dict | None:
 def record(spec: MonitoringSpec) -> dict[str, Any]:
     """What the container is made with and a reload cannot change (its `.spec` label)."""
     return {"image": spec.image, "host_dir": spec.host_dir, "argv": prometheus.argv(spec),
-            "restart": spec.restart, "user": _user()}
+            "restart": spec.restart, "user": host_user()}
 
 
 def plan(spec: MonitoringSpec | None, observed: dict | None, *, image_id: str | None, instances: list,
@@ -130,7 +132,7 @@ def apply(engine: Engine, step: MonitoringPlan) -> str:
     observed = step.observed
     if step.kind == REMOVE:
         assert observed is not None
-        _remove(engine, observed)
+        remove(engine, observed, what="monitoring", stop_timeout_s=STOP_TIMEOUT_S)
         return "stopped and removed"
     spec = step.spec
     assert spec is not None
@@ -152,7 +154,7 @@ def apply(engine: Engine, step: MonitoringPlan) -> str:
         return f"started, ready in {wait_ready(spec, READY_WAIT_S):.1f} s"
     if step.kind == RECREATE:
         assert observed is not None
-        _remove(engine, observed)
+        remove(engine, observed, what="monitoring", stop_timeout_s=STOP_TIMEOUT_S)
     check_port_free(spec)
     try:
         created = _call(lambda: engine.create(spec.container_name, create_body(spec)))
@@ -175,7 +177,7 @@ def create_body(spec: MonitoringSpec) -> dict[str, Any]:
         "Image": spec.image,
         "Cmd": prometheus.argv(spec),
         "Labels": labels,
-        "User": _user(),
+        "User": host_user(),
         "StopTimeout": STOP_TIMEOUT_S,
         "HostConfig": {
             "NetworkMode": "host",
@@ -188,10 +190,6 @@ def create_body(spec: MonitoringSpec) -> dict[str, Any]:
             "RestartPolicy": {"Name": spec.restart},
         },
     }
-
-
-def _user() -> str:
-    return f"{os.getuid()}:{os.getgid()}"
 
 
 def reload(spec: MonitoringSpec) -> float:
@@ -232,38 +230,13 @@ def _request(url: str, method: str, path: str, timeout: float) -> tuple[int, str
 
 def remove_observed(engine: Engine, observed: dict) -> None:
     """`down`: stop and remove the container (config and data stay, as logs do)."""
-    _remove(engine, observed)
-
-
-def _remove(engine: Engine, observed: dict) -> None:
-    try:
-        if observed.get("State") in ("running", "restarting", "paused"):
-            engine.stop(observed["Id"], grace_s=STOP_TIMEOUT_S)
-        engine.wait(observed["Id"], 60)
-        engine.remove(observed["Id"])
-    except EngineError as exc:
-        if not exc.not_found:
-            raise OrchestratorError(f"monitoring: {exc}") from None
-    except EngineTimeout as exc:
-        raise OrchestratorError(f"monitoring: {exc}") from None
-    except EngineUnreachable as exc:
-        raise DockerUnavailable(f"cannot reach the Docker engine: {exc}") from None
+    remove(engine, observed, what="monitoring", stop_timeout_s=STOP_TIMEOUT_S)
 
 
 def status_row(observed: dict, *, configured: bool) -> dict[str, Any]:
     """Prometheus' `ps` row, in the instances' shape; health from its own /-/healthy."""
-    from orchestrator.status import exit_code, uptime
-
-    labels = observed.get("Labels") or {}
-    url = labels.get(LABEL_URL, "")
-    health = ""
-    if observed.get("State") == "running" and url:
-        health = "healthy" if _request(url, "GET", "/-/healthy", timeout=1.0)[0] == 200 else "unhealthy"
-    status = observed.get("Status", "")
-    return {"name": MONITORING_NAME, "container": ((observed.get("Names") or [""])[0]).lstrip("/"),
-            "owner": labels.get(LABEL_OWNER, ""), "state": observed.get("State", ""), "exit_code": exit_code(status),
-            "health": health, "gpus": "", "url": url, "model": "", "uptime": uptime(status), "status": status,
-            "configured": configured, "cause": None, **NOT_WATCHED}
+    return side_container.status_row(observed, name=MONITORING_NAME, configured=configured,
+                                     healthy=lambda url: _request(url, "GET", "/-/healthy", timeout=1.0)[0] == 200)
 
 
 def check_port_free(spec: MonitoringSpec) -> None:

@@ -6,11 +6,10 @@ turns the document into a MonitoringSpec, the value the renderers and the servic
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Mapping
 
-from orchestrator.options import Setting
+from orchestrator.options import Setting, table_rows, table_schema
 from orchestrator.value import Value
 
 MONITORING_NAME = "monitoring"  # its row in `ps`, its `logs` name, its container's `<project>-monitoring`
@@ -41,24 +40,12 @@ DEFAULTS: dict[str, Any] = {s.key: s.default for s in MONITORING_SETTINGS if s.d
 
 def schema() -> dict[str, Any]:
     """The `[monitoring]` table's JSON Schema."""
-    properties: dict[str, Any] = {}
-    for setting in MONITORING_SETTINGS:
-        entry = dict(setting.schema)
-        entry["description"] = setting.doc.replace("`", "")
-        if setting.default is not None:
-            entry["default"] = setting.default
-        properties[setting.key] = entry
-    return {"type": "object", "additionalProperties": False, "properties": properties,
-            "description": "Prometheus over the project's servers, run by `up` (present = on)."}
+    return table_schema(MONITORING_SETTINGS, "Prometheus over the project's servers, run by `up` (present = on).")
 
 
 def readme_rows() -> str:
-    """The README's `[monitoring]` reference rows (orchestrator/generate.py writes them)."""
-    lines = ["| key | default | meaning |", "| --- | --- | --- |"]
-    for s in MONITORING_SETTINGS:
-        default = s.shown_default or f"`{json.dumps(s.default)}`"  # TOML's spelling: true, "15d"
-        lines.append(f"| `{s.key}` | {default} | {s.doc} |")
-    return "\n".join(lines) + "\n"
+    """The README's reference rows (orchestrator/generate.py writes them)."""
+    return table_rows(MONITORING_SETTINGS)
 
 
 class MonitoringSpec(Value):

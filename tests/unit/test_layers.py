@@ -29,7 +29,7 @@ LAYERS: list[set[str]] = [
     {"project", "plan", "gpus", "gpu_readers", "gateway.haproxy", "supervise"},
     # engine clients, renderers, exporters, status and waiting
     {"backends.engine", "backends.engine_errors", "backends.engine_socket", "backends.engine_sdk", "backends.engine_body",
-     "compose", "exporters.kubernetes", "exporters.keda", "status", "waiter", "gateway.service", "gateway.compose_service",
+     "compose", "exporters.kubernetes", "exporters.keda", "status", "waiter", "side_container", "gateway.service", "gateway.compose_service",
      "gateway.kubernetes", "top", "monitoring.prometheus", "monitoring.service", "monitoring.kubernetes",
      "monitoring.recordings", "activator.control", "activator.server", "activator.service"},
     # the backends

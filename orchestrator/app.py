@@ -437,27 +437,27 @@ def down(inputs: Inputs, names: tuple[str, ...] = (), *, backend: str | None = N
     from it. `backend`: the one `--backend` names (None: Docker)."""
     name, project = project_for_status(inputs)
     chosen = backend_for(backend or DOCKER)
-    removal = chosen.remove(name, set(names) or None, config_file=project.resolved.config_file if project else None,
+    config_file = project.resolved.config_file if project else None
+    sides: list = []  # the project's own service containers' removals
+    if chosen.name == DOCKER:
+        from orchestrator.activator.workflow import remove_for_down as remove_activator
+
+        # The activator first: left running, it could start an on-demand instance this run removed.
+        sides.append(remove_activator(chosen, names, config_file))
+    removal = chosen.remove(name, set(names) or None, config_file=config_file,
                             timeout=timeout, report=report or _quiet, say=say)
     results, failure = list(removal.results), removal.failure
     if chosen.name == DOCKER:
-        from orchestrator.activator.workflow import remove_for_down as remove_activator
-        from orchestrator.gateway.workflow import remove_for_down
-
-        config_file = project.resolved.config_file if project else None
-        for removed in (remove_activator(chosen, names, config_file), remove_for_down(name, chosen, names, config_file)):
-            if removed is None:
-                continue
-            (report or _quiet)(removed.line())
-            results.append(removed)
-            failure = failure or ("" if removed.ok else removed.detail)
+        from orchestrator.gateway.workflow import remove_for_down as remove_gateway
         from orchestrator.monitoring.workflow import remove_for_down as remove_monitoring
 
-        removed = remove_monitoring(chosen, names, project.resolved.config_file if project else None)
-        if removed is not None:
-            (report or _quiet)(removed.line())
-            results.append(removed)
-            failure = failure or ("" if removed.ok else removed.detail)
+        sides += [remove_gateway(name, chosen, names, config_file), remove_monitoring(chosen, names, config_file)]
+    for removed in sides:
+        if removed is None:
+            continue
+        (report or _quiet)(removed.line())
+        results.append(removed)
+        failure = failure or ("" if removed.ok else removed.detail)
     return DownOutcome(name, results, removal.left, removal.json_key, failure)
 
 

@@ -438,20 +438,19 @@ def down(inputs: Inputs, names: tuple[str, ...] = (), *, backend: str | None = N
     name, project = project_for_status(inputs)
     chosen = backend_for(backend or DOCKER)
     config_file = project.resolved.config_file if project else None
-    sides: list = []  # the project's own service containers' removals
-    if chosen.name == DOCKER:
-        from orchestrator.activator.workflow import remove_for_down as remove_activator
-
-        # The activator first: left running, it could start an on-demand instance this run removed.
-        sides.append(remove_activator(chosen, names, config_file))
     removal = chosen.remove(name, set(names) or None, config_file=config_file,
                             timeout=timeout, report=report or _quiet, say=say)
     results, failure = list(removal.results), removal.failure
+    sides: list = []  # the project's own service containers, found in the removal's own list call
     if chosen.name == DOCKER:
+        from orchestrator.activator.workflow import remove_for_down as remove_activator
         from orchestrator.gateway.workflow import remove_for_down as remove_gateway
         from orchestrator.monitoring.workflow import remove_for_down as remove_monitoring
 
-        sides += [remove_gateway(name, chosen, names, config_file), remove_monitoring(chosen, names, config_file)]
+        # The activator's starts take the project's run lock, which the removal held: a start it
+        # begins after that finds its container gone, and it is removed next.
+        sides = [remove_activator(chosen, names, config_file), remove_gateway(name, chosen, names, config_file),
+                 remove_monitoring(chosen, names, config_file)]
     for removed in sides:
         if removed is None:
             continue

@@ -210,7 +210,8 @@ def _config(gateway: GatewaySpec, routes: tuple[Route, ...], names: list[str], v
     return "\n".join(lines) + "\n"
 
 
-ACTIVATOR_SERVER = "vllm-orch-activator"
+# A colon, which server_name() never leaves in an instance's name: no instance can clash with it.
+ACTIVATOR_SERVER = "vllm-orch:activator"
 
 
 def _on_demand(gateway: GatewaySpec, route: Route) -> str:

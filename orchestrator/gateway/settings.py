@@ -49,7 +49,8 @@ GATEWAY_SETTINGS: tuple[Setting, ...] = (
             "more replicas outside this project, `{ model = \"m1\", url = \"http://10.0.0.2:8001\" }`: other hosts' "
             "servers for a gateway over a fleet; health-checked like the instances, so a host that goes down "
             "drops out", shown_default="`[]`"),
-    Setting("on_demand_wait", {"type": "integer", "minimum": 1, "maximum": 86400},
+    # At most the router's `timeout server` (1 h, haproxy.py), which would cut a longer hold.
+    Setting("on_demand_wait", {"type": "integer", "minimum": 1, "maximum": 3600},
             "seconds a request for a model whose on-demand instances are all stopped is held while one starts "
             "(the activator); past it the client gets a 503 with `Retry-After`", default=300),
     Setting("config_host_dir", {"type": "string"},

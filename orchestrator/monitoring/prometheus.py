@@ -58,8 +58,16 @@ def target_groups(project: str, instances: Iterable, addresses: Mapping[str, str
     """job -> its file_sd groups: one per enabled instance (labels project, model, instance),
     the gateway's, and the activator's (on-demand instances' starts, per model). An unpublished instance without a container yet has no address: left
     out until the `up` that starts it."""
-    vllm: list[dict] = [{"targets": [route.address], "labels": {"project": project, "model": route.model,
-                                                                 "instance": route.instance}}
+    instances = list(instances)
+    on_demand = {s.name for s in instances if getattr(s.workload, "on_demand", False)}
+
+    def labels(route) -> dict[str, str]:
+        found = {"project": project, "model": route.model, "instance": route.instance}
+        if route.instance in on_demand:  # down while stopped on demand: the alerts leave it out (rules.py)
+            found["on_demand"] = "true"
+        return found
+
+    vllm: list[dict] = [{"targets": [route.address], "labels": labels(route)}
                         for route in sorted(routes_for(instances, addresses), key=lambda r: r.instance)]
     gateway = ([{"targets": [gateway_address], "labels": {"project": project, "model": "", "instance": JOB_GATEWAY}}]
                if gateway_address else [])

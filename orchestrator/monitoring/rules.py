@@ -17,6 +17,9 @@ from orchestrator.monitoring.queries import BY, JOB_GATEWAY, JOB_VLLM, PROCESS_S
 from orchestrator.value import Value
 
 SEL = f'{{job="{JOB_VLLM}"}}'
+# An on-demand instance is down whenever it is stopped on demand and its starts are restarts: its
+# target carries on_demand="true" (prometheus.py) and these two alerts leave it out.
+ALWAYS_ON = f'{{job="{JOB_VLLM}",on_demand!="true"}}'
 RECORDING_GROUP = "vllm-orch.recording"
 ALERT_GROUP = "vllm-orch.alerts"
 KV_CACHE_FULL = 0.9  # above this a server soon preempts requests (recomputes them): latency jumps
@@ -52,14 +55,14 @@ RECORDINGS: tuple[Recording, ...] = (
 )
 
 ALERTS: tuple[Alert, ...] = (
-    Alert("VllmInstanceDown", f'up{SEL}', "== 0", "1m", "critical",
+    Alert("VllmInstanceDown", f'up{ALWAYS_ON}', "== 0", "1m", "critical",
           "{{ $labels.instance }} ({{ $labels.model }}) has not answered /metrics for a minute"),
     Alert("VllmKvCacheNearlyFull", "vllm_orch:kv_cache_usage:max", f"> {KV_CACHE_FULL:g}", "5m", "warning",
           "{{ $labels.instance }}: KV cache {{ $value | humanizePercentage }} full for 5 minutes "
           "(requests get preempted; add a replica or lower max_num_seqs)"),
     Alert("VllmRequestsQueueing", "vllm_orch:requests_waiting:sum", "> 0", "5m", "warning",
           "{{ $labels.instance }}: {{ $value }} requests waiting for 5 minutes (the server is saturated)"),
-    Alert("VllmRestartLoop", f"changes({PROCESS_START}{SEL}[30m])", f">= {RESTARTS_IN_WINDOW}", "0m", "critical",
+    Alert("VllmRestartLoop", f"changes({PROCESS_START}{ALWAYS_ON}[30m])", f">= {RESTARTS_IN_WINDOW}", "0m", "critical",
           "{{ $labels.instance }} restarted {{ $value }} times in 30 minutes"),
     Alert("VllmGatewayDown", f'up{{job="{JOB_GATEWAY}"}}', "== 0", "1m", "critical",
           "the gateway of {{ $labels.project }} has not answered /metrics for a minute"),

@@ -188,7 +188,7 @@ def test_haproxy_gives_on_demand_models_the_activator_as_backup_and_an_agent_che
     cfg = render(gateway, [Route("m1", "a", "127.0.0.1:8001"), Route("m2", "b", "127.0.0.1:8002")])["haproxy.cfg"].decode()
     m1, m2 = cfg.split("backend model_m1")[1].split("backend model_m2")
     assert "server a 127.0.0.1:8001 agent-check agent-addr 127.0.0.1 agent-port 9002" in m1
-    assert "server vllm-orch-activator 127.0.0.1:9001 backup" in m1
+    assert "server vllm-orch:activator 127.0.0.1:9001 backup" in m1
     assert "agent-check" not in m2 and "activator" not in m2
 
 

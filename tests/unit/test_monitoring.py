@@ -86,6 +86,15 @@ def test_the_schema_and_readme_rows_know_every_setting():
     assert all(f"`{s.key}`" in rows for s in MONITORING_SETTINGS)
 
 
+def test_an_on_demand_instance_is_labelled_so_its_stops_and_starts_raise_no_alert(tmp_path):
+    text = fleet_text(extra="\n[instance.b.docker]\non_demand = true\n")
+    spec, instances = spec_of(tmp_path, text)
+    labels = {g["labels"]["instance"]: g["labels"] for g in prometheus.target_groups("fleet", instances, {}, None)["vllm"]}
+    assert "on_demand" not in labels["a"] and labels["b"]["on_demand"] == "true"
+    down = {a.name: a.data for a in rules.ALERTS}
+    assert 'on_demand!="true"' in down["VllmInstanceDown"] and 'on_demand!="true"' in down["VllmRestartLoop"]
+
+
 # ----------------------------------------------------------------------------- rendering
 def test_prometheus_config_scrapes_each_job_from_files_and_reads_the_gateway_key_from_a_file(tmp_path):
     spec, _ = spec_of(tmp_path, fleet_text('scrape_interval = "5s"'))

@@ -75,6 +75,9 @@ def state_path(project) -> str:
     return os.path.join(gateway.host_dir, CONTAINER_STATE_DIR, STATE_FILE)
 
 
+REMOTE_ENGINE = "on-demand instances need a local Docker engine (the activator runs next to it), not {address}"
+
+
 def _wanted(project, backend, observed: dict | None) -> service.Wanted:
     from orchestrator.run_lock import default_state_dir
 
@@ -84,8 +87,7 @@ def _wanted(project, backend, observed: dict | None) -> service.Wanted:
     binds = [f"{os.path.dirname(path)}:{os.path.dirname(path)}:ro"]
     sock = service.socket_path(address)
     if sock is None:
-        raise OrchestratorError("on-demand instances need a local Docker engine (the activator runs next to it), "
-                                f"not {address}")
+        raise OrchestratorError(REMOTE_ENGINE.format(address=address))
     binds.append(f"{sock}:{sock}")
     lock_dir = str(default_state_dir() / "docker-runs")
     os.makedirs(lock_dir, exist_ok=True)
@@ -110,10 +112,16 @@ def plan_for_up(project, backend) -> service.Step | None:
 
 
 def preflight(project, backend) -> list[str]:
-    if wanted_here(project) and not backend.image_ids([service.IMAGE], missing_ok=True):
-        return [f"activator: image {service.IMAGE!r} not found on this Docker host "
-                "(build it: scripts/build-images.sh activator)"]
-    return []
+    """Before anything changes: the activator's image, and an engine it can run next to."""
+    if not wanted_here(project):
+        return []
+    found = []
+    if not backend.image_ids([service.IMAGE], missing_ok=True):
+        found.append(f"activator: image {service.IMAGE!r} not found on this Docker host "
+                     "(build it: scripts/build-images.sh activator)")
+    if service.socket_path(backend.engine.address) is None:
+        found.append(REMOTE_ENGINE.format(address=backend.engine.address))
+    return found
 
 
 def as_action(step: service.Step) -> Action:

@@ -1,0 +1,26 @@
+"""The activator's part of `up`'s preflight: what stops `up` before anything changes."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from orchestrator.activator import workflow
+from orchestrator.project import open_project
+from tests.unit.test_activator import CONFIG
+
+
+class Backend(SimpleNamespace):
+    def image_ids(self, images, missing_ok=False):
+        return {image: "sha256:1" for image in images} if self.has_image else {}
+
+
+def test_a_remote_engine_and_a_missing_image_are_both_reported_before_any_change(write_toml):
+    project = open_project(write_toml(CONFIG), env={}, strict=False, on_host=False)
+    remote = Backend(engine=SimpleNamespace(address="tcp://10.0.0.7:2375"), has_image=False)
+    problems = workflow.preflight(project, remote)
+    assert len(problems) == 2
+    assert "image 'vllm-orch/activator:latest' not found" in problems[0]
+    assert problems[1] == ("on-demand instances need a local Docker engine (the activator runs next to it), "
+                           "not tcp://10.0.0.7:2375")
+    local = Backend(engine=SimpleNamespace(address="unix:///var/run/docker.sock"), has_image=True)
+    assert workflow.preflight(project, local) == []

@@ -7,7 +7,6 @@ import argparse
 import signal
 import sys
 import threading
-import time
 
 from orchestrator.activator import state as state_file
 from orchestrator.activator.control import DockerControl
@@ -30,7 +29,13 @@ def main(argv: list[str] | None = None) -> int:
     current = state_file.read(args.state)
     control = DockerControl(engine_for_environment(), current)
     activator = Activator(current, control)
-    http_server, agent_server = serve(activator, args.host, args.port, args.agent_port)
+    try:
+        http_server, agent_server = serve(activator, args.host, args.port, args.agent_port)
+    except OSError as exc:  # the next `up` makes it again on free ports (workflow._wanted)
+        print(f"activator: cannot listen on {args.host}:{args.port}/{args.agent_port}: {exc.strerror}; "
+              "run `vllm-orch up` again", file=sys.stderr, flush=True)
+        return 75
+
     for server in (http_server, agent_server):
         threading.Thread(target=server.serve_forever, daemon=True).start()
     stopping = threading.Event()

@@ -24,7 +24,7 @@ from orchestrator.value import Value, field
 ACTIVATOR_NAME = "activator"
 IMAGE = "vllm-orch/activator:latest"  # scripts/build-images.sh activator
 LABEL_PORTS = "io.vllm-orch.activator-ports"  # "HTTP,AGENT"
-CREATE, RECREATE, START, NOOP, REMOVE = "create", "recreate", "start", "noop", "remove"
+CREATE, RECREATE, NOOP, REMOVE = "create", "recreate", "noop", "remove"
 STOP_TIMEOUT_S = 5
 
 
@@ -94,13 +94,13 @@ def plan(wanted: Wanted | None, observed: dict | None, image_id: str | None) -> 
     except ValueError:
         old = {}
     new = record(wanted)
+    if observed.get("State") != "running":  # see workflow._wanted: made again on ports free now
+        return Step(RECREATE, (f"was {observed.get('State')}: made again on free ports",), wanted, observed)
     reasons = [f"{key} changed" for key, value in new.items() if old.get(key) != value]
     if not reasons and image_id and observed.get("ImageID") and observed["ImageID"] != image_id:
         reasons.append(f"image {wanted.image} was rebuilt")
     if reasons:
         return Step(RECREATE, tuple(reasons), wanted, observed)
-    if observed.get("State") not in ("running", "restarting"):
-        return Step(START, (f"was {observed.get('State')}",), wanted, observed)
     return Step(NOOP, ("up to date",), wanted, observed)
 
 
@@ -135,10 +135,6 @@ def apply(engine: Engine, step: Step) -> str:
                 return "stopped and removed"
         if step.kind == NOOP:
             return "up to date"
-        if step.kind == START:
-            assert step.observed is not None
-            engine.start(step.observed["Id"])
-            return "started"
         assert step.wanted is not None
         try:
             created = engine.create(step.wanted.container_name, body(step.wanted))

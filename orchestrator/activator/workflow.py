@@ -98,7 +98,9 @@ def _wanted(project, backend, observed: dict | None) -> service.Wanted:
     for directory in service.log_dirs([i.log_file for i in state.instances]):
         binds.append(f"{directory}:{directory}:ro")
     env = (("VLLM_ORCH_STATE_DIR", str(default_state_dir())), ("DOCKER_HOST", address))
-    ports = service.ports_of(observed) or service.free_ports()
+    # A running activator keeps its ports; one that is not running (its port taken after a reboot,
+    # say, so it exits and Docker restarts it in a loop) is made again on ports free now.
+    ports = (service.ports_of(observed) if (observed or {}).get("State") == "running" else None) or service.free_ports()
     return service.Wanted(project.name, project.resolved.config_file, path, tuple(binds), env, ports=ports)
 
 

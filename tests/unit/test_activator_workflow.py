@@ -24,3 +24,17 @@ def test_a_remote_engine_and_a_missing_image_are_both_reported_before_any_change
                            "not tcp://10.0.0.7:2375")
     local = Backend(engine=SimpleNamespace(address="unix:///var/run/docker.sock"), has_image=True)
     assert workflow.preflight(project, local) == []
+
+
+def test_an_activator_that_is_not_running_is_made_again_and_a_running_one_is_left():
+    import json
+
+    from orchestrator.activator import service
+    from orchestrator.labels import LABEL_SPEC
+
+    wanted = service.Wanted("p", "/c.toml", "/s/state.json", ("/s:/s:ro",), ports=(41001, 41002))
+    observed = {"Id": "x", "ImageID": "sha256:1", "Labels": {LABEL_SPEC: json.dumps(service.record(wanted))}}
+    assert service.plan(wanted, {**observed, "State": "running"}, "sha256:1").kind == service.NOOP
+    # Its port taken after a reboot: it exits at once and Docker restarts it, in a loop.
+    step = service.plan(wanted, {**observed, "State": "restarting"}, "sha256:1")
+    assert step.kind == service.RECREATE and step.reasons == ("was restarting: made again on free ports",)

@@ -38,3 +38,18 @@ def test_an_activator_that_is_not_running_is_made_again_and_a_running_one_is_lef
     # Its port taken after a reboot: it exits at once and Docker restarts it, in a loop.
     step = service.plan(wanted, {**observed, "State": "restarting"}, "sha256:1")
     assert step.kind == service.RECREATE and step.reasons == ("was restarting: made again on free ports",)
+
+
+def test_gpu_ids_all_shares_the_budget_with_an_instance_on_one_named_gpu(write_toml):
+    from orchestrator.activator.budget import Holder, to_free
+    from orchestrator.activator.workflow import build_state
+
+    text = CONFIG.replace('[instance.chat.server]', '[instance.chat.control]\ngpu_ids = "all"\n[instance.chat.server]')
+    text = text.replace('[instance.embed.server]', '[instance.embed.control]\ngpu_ids = "0"\n[instance.embed.server]')
+    text = text.replace('enable_sleep_mode = true', 'gpu_memory_utilization = 0.6')
+    state = build_state(open_project(write_toml(text), env={}, strict=False, on_host=False), "unix:///x.sock")
+    chat, embed = sorted(state.instances, key=lambda i: i.name)
+    assert chat.gpus == ("all", "0") and embed.gpus == ("0",)
+    # Starting chat (all GPUs, 0.6) must move embed (0.6 of GPU 0) out of the way.
+    holder = Holder("embed", embed.gpus, embed.share, last_used=1.0, busy=False, movable=True)
+    assert to_free(chat.gpus, chat.share, [holder]) == ["embed"]

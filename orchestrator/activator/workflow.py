@@ -64,7 +64,8 @@ def build_state(project, engine_address: str) -> State:
     residents = tuple(Resident(s.name, _gpus(s), _share(s)) for s in project.resolved.instances
                       if s.enabled and not s.workload.on_demand and s.container is not None)
     # `gpu_ids = "all"` shares a GPU with every instance that names one: its key set holds them all.
-    named = {g for holder in (*instances, *residents) for g in holder.gpus if g not in ("all", "host")}
+    held = [i.gpus for i in instances] + [r.gpus for r in residents]
+    named = {g for gpus in held for g in gpus if g not in ("all", "host")}
     instances = [i.replace(gpus=i.gpus + tuple(sorted(named))) if i.gpus == ("all",) else i for i in instances]
     residents = tuple(r.replace(gpus=r.gpus + tuple(sorted(named))) if r.gpus == ("all",) else r for r in residents)
     keys = os.path.join(gateway.secret_dir, "keys") if gateway is not None and gateway.api_key else ""

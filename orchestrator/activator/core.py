@@ -222,14 +222,19 @@ class Activator:
     def _make_room(self, tracked: Tracked) -> None:
         spec = tracked.spec
         with self._lock:
+            # One starting (or stopping) now holds its share and cannot be put down: it counts
+            # as unmovable, so two concurrent starts never both run past the budget.
             holders = [Holder(t.spec.name, t.spec.gpus, t.spec.share, t.last_request,
-                              busy=t.in_flight > 0 or t.busy > 0)
+                              busy=t.in_flight > 0 or t.busy > 0, movable=t.phase == RUNNING,
+                              why="" if t.phase == RUNNING else t.phase)
                        for t in self.tracked.values()
-                       if t is not tracked and t.spec.share is not None and t.phase in (RUNNING, STARTING)]
+                       if t is not tracked and t.spec.share is not None and t.phase in (RUNNING, STARTING, STOPPING)]
             holders += [Holder(r.name, r.gpus, r.share, 0.0, movable=False)
                         for r in self.state.residents if r.share is not None]
         for name in to_free(spec.gpus, spec.share, holders):
-            self._put_down(self.tracked[name], "room")
+            if not self._put_down(self.tracked[name], "room"):
+                raise NoRoom(f"no room on {', '.join(spec.gpus)} for a share of {spec.share:g}: "
+                             f"held by {name} (requests arrived while it was being put down)")
 
     # ------------------------------------------------------------------ idle
     def resync(self) -> None:
@@ -266,11 +271,12 @@ class Activator:
                 with self.control.lock():  # type: ignore[attr-defined]
                     self._put_down(tracked, "idle")
 
-    def _put_down(self, tracked: Tracked, why: str) -> None:
-        """Sleep (where it has sleep mode) or stop one instance; never one with requests in flight."""
+    def _put_down(self, tracked: Tracked, why: str) -> bool:
+        """Sleep (where it has sleep mode) or stop one instance; never one with requests in flight.
+        True when it went down (its share is free), False when it stays as it was."""
         with self._lock:
             if tracked.phase != RUNNING or tracked.in_flight > 0:
-                return
+                return False
             tracked.phase = STOPPING
             tracked.stopped = threading.Event()
         spec, phase = tracked.spec, STOPPED
@@ -283,7 +289,7 @@ class Activator:
                     tracked.stopped.set()
                     tracked.stopped = None
                     self._used(tracked)
-                return
+                return False
         try:
             if spec.sleep:
                 try:
@@ -300,6 +306,7 @@ class Activator:
                 assert tracked.stopped is not None
                 tracked.stopped.set()
                 tracked.stopped = None
+        return True
 
     # ------------------------------------------------------------------ HAProxy's agent check
     def agent_answer(self, name: str) -> str:

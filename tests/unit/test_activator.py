@@ -261,3 +261,28 @@ def test_ps_says_stopped_on_demand_starting_and_sleeping_from_the_activators_vie
     workflow.decorate_rows(rows, project, backend)
     assert [r["state"] for r in rows] == ["stopped (on demand)", "sleeping", "exited"]
     assert rows[0]["cause"] is None and rows[1]["last_request"] == 1.5 and "on_demand" not in rows[2]
+
+
+def test_concurrent_starts_never_run_past_the_budget_the_second_fails_naming_the_holder():
+    control = FakeControl(delay=0.5)
+    act = activator(inst("chat", "chat", gpus=("0",), share=0.6), inst("coder", "coder", gpus=("0",), share=0.6),
+                    control=control)
+    first = threading.Thread(target=lambda: act.release(act.acquire("chat")))
+    first.start()
+    time.sleep(0.1)  # chat is starting (not yet answering /health)
+    with pytest.raises(StartFailed, match=r"no room .* chat \(starting\)"):
+        act.acquire("coder")
+    first.join(5)
+    assert control.calls == [("start", "chat")] and act.tracked["chat"].phase == "running"
+
+
+def test_a_holder_that_a_drain_keeps_running_fails_the_start_instead_of_overcommitting():
+    control = FakeControl(delay=0)
+    act = Activator(State(project="p", instances=(inst("a", "m1", gpus=("0",), share=0.6),
+                                                   inst("b", "m2", gpus=("0",), share=0.6))),
+                    control, poll_s=0.01, drain_s=0.05)
+    act.release(act.acquire("m1"))
+    control.load["a"] = 1.0  # a request reached it during the drain
+    with pytest.raises(StartFailed, match="no room .* held by a"):
+        act.acquire("m2")
+    assert ("start", "b") not in control.calls and act.tracked["a"].phase == "running"

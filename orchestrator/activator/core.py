@@ -191,6 +191,13 @@ class Activator:
             self._await_health(spec, began)
         except Exception as exc:  # the engine, a sleep call, no room: every waiter must hear, never hang
             error: str | None = f"{spec.name} ({spec.model}) did not start: {exc}"
+            if not isinstance(exc, NoRoom):
+                # A start that timed out may still be loading: stop it, so it neither holds its
+                # share nor comes up later unasked (and unannounced).
+                try:
+                    self.control.stop(spec)
+                except Exception:  # already gone, or the engine fails: the error above says enough
+                    pass
         else:
             error = None
         with self._lock:
@@ -242,9 +249,16 @@ class Activator:
         or started by hand, or by `up` recreating it)."""
         seen = self.control.observe()
         with self._lock:
+            failed = [t for n, t in self.tracked.items() if t.phase == FAILED and seen.get(n) == RUNNING]
+        # A failed one the engine says runs is RUNNING only once it answers /health (running is
+        # not serving: it may be the start that timed out, still loading or wedged).
+        answering = {t.spec.name for t in failed if self.control.healthy(t.spec)}
+        with self._lock:
             for name, tracked in self.tracked.items():
                 if tracked.phase in (RUNNING, STOPPED, SLEEPING, FAILED) and name in seen:
-                    if seen[name] != tracked.phase and not (tracked.phase == FAILED and seen[name] == STOPPED):
+                    if tracked.phase == FAILED and (seen[name] != RUNNING or name not in answering):
+                        continue
+                    if seen[name] != tracked.phase:
                         tracked.phase = seen[name]
 
     def tick(self) -> None:

@@ -286,3 +286,17 @@ def test_a_holder_that_a_drain_keeps_running_fails_the_start_instead_of_overcomm
     with pytest.raises(StartFailed, match="no room .* held by a"):
         act.acquire("m2")
     assert ("start", "b") not in control.calls and act.tracked["a"].phase == "running"
+
+
+def test_a_start_that_times_out_is_stopped_and_never_announced_up_later():
+    control = FakeControl(delay=30)  # never answers /health in time
+    act = activator(inst("a", "m1", start_timeout_s=0.1), control=control)
+    with pytest.raises(StartFailed, match="no answer on /health"):
+        act.acquire("m1")
+    assert ("stop", "a") in control.calls and control.phase["a"] == "stopped"
+    control.phase["a"] = "running"  # say the stop failed, or it was started by hand, still loading
+    act.resync()
+    assert act.tracked["a"].phase == "failed" and act.agent_answer("a") == "maint\n"
+    control.up_at["a"] = 0  # now it answers /health
+    act.resync()
+    assert act.tracked["a"].phase == "running"

@@ -61,6 +61,7 @@ class Tracked:
         self.busy = 0.0  # requests running + waiting, from its /metrics at the last tick
         self.start: Start | None = None
         self.stopped: threading.Event | None = None  # set when a stop / sleep under way ends
+        self.draining = False  # STOPPING, but still in the drain before the stop: a request cancels it
         self.last_start_s: float | None = None
         self.last_start_kind = ""  # "cold" | "wake"
 
@@ -141,6 +142,14 @@ class Activator:
                 mine = [t for t in self.tracked.values() if t.spec.model == model]
                 if any(t.phase == RUNNING for t in mine):
                     continue  # started meanwhile (another request's start just ended)
+                draining = next((t for t in mine if t.phase == STOPPING and t.draining), None)
+                if draining is not None:
+                    # A request during the drain: the stop is called off (it still runs and has
+                    # its model loaded), and this request is forwarded to it.
+                    draining.phase = RUNNING
+                    draining.in_flight += 1
+                    self._used(draining)
+                    return draining
                 starting = next((t for t in mine if t.phase == STARTING and t.start), None)
                 stopping = next((t for t in mine if t.phase == STOPPING and t.stopped), None)
                 if starting is None and stopping is None:
@@ -292,17 +301,21 @@ class Activator:
             if tracked.phase != RUNNING or tracked.in_flight > 0:
                 return False
             tracked.phase = STOPPING
+            tracked.draining = True
             tracked.stopped = threading.Event()
         spec, phase = tracked.spec, STOPPED
         if self.drain_s > 0:
             time.sleep(self.drain_s)  # the agent answers `maint` now: HAProxy stops sending to it
-            if tracked.in_flight > 0 or (self.control.busy(spec) or 0) > 0:
-                with self._lock:  # requests arrived meanwhile: it stays
-                    tracked.phase = RUNNING
-                    assert tracked.stopped is not None
-                    tracked.stopped.set()
-                    tracked.stopped = None
-                    self._used(tracked)
+        load = self.control.busy(spec) if self.drain_s > 0 else 0.0
+        with self._lock:
+            tracked.draining = False
+            # Requests arrived meanwhile (to it, or held here: acquire set it RUNNING): it stays.
+            if tracked.phase != STOPPING or tracked.in_flight > 0 or (load or 0) > 0:
+                tracked.phase = RUNNING
+                assert tracked.stopped is not None
+                tracked.stopped.set()
+                tracked.stopped = None
+                self._used(tracked)
                 return False
         try:
             if spec.sleep:

@@ -300,3 +300,22 @@ def test_a_start_that_times_out_is_stopped_and_never_announced_up_later():
     control.up_at["a"] = 0  # now it answers /health
     act.resync()
     assert act.tracked["a"].phase == "running"
+
+
+def test_a_request_during_the_drain_calls_the_stop_off_and_is_forwarded_at_once():
+    now = [0.0]
+    control = FakeControl(delay=0)
+    act = Activator(State(project="p", instances=(inst("a", "m1", idle_stop_after=10),), hold_s=5),
+                    control, clock=lambda: now[0], poll_s=0.01, drain_s=0.5)
+    act.release(act.acquire("m1"))
+    now[0] = 20.0
+    ticking = threading.Thread(target=act.tick)
+    ticking.start()
+    time.sleep(0.2)  # in the drain: the agent says maint, HAProxy sent this request to the activator
+    assert act.tracked["a"].phase == "stopping" and act.agent_answer("a") == "maint\n"
+    began = time.monotonic()
+    tracked = act.acquire("m1")
+    assert time.monotonic() - began < 0.2 and tracked.phase == "running"
+    act.release(tracked)
+    ticking.join(5)
+    assert control.calls == [("start", "a")] and act.tracked["a"].phase == "running"

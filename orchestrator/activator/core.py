@@ -32,6 +32,7 @@ class Control(Protocol):
     def healthy(self, inst: OnDemand) -> bool: ...
     def exited(self, inst: OnDemand) -> str | None: ...  # why it is not running any more, or None
     def busy(self, inst: OnDemand) -> float | None: ...  # requests running + waiting (None: unknown)
+    def finished(self, inst: OnDemand) -> float | None: ...  # requests finished so far (None: not exported)
     def lock(self) -> object: ...  # the project's run lock (a context manager)
 
 
@@ -59,6 +60,7 @@ class Tracked:
         self.last_request_wall: float | None = None  # time.time() of the last request seen
         self.in_flight = 0  # requests this activator forwards now
         self.busy = 0.0  # requests running + waiting, from its /metrics at the last tick
+        self.finished: float | None = None  # its request counter at the last tick
         self.start: Start | None = None
         self.stopped: threading.Event | None = None  # set when a stop / sleep under way ends
         self.draining = False  # STOPPING, but still in the drain before the stop: a request cancels it
@@ -283,9 +285,14 @@ class Activator:
                         self._begin(tracked)
         for tracked in running:
             busy = self.control.busy(tracked.spec)
+            finished = self.control.finished(tracked.spec)
             with self._lock:
-                tracked.busy = busy or 0.0
-                if tracked.in_flight > 0 or tracked.busy > 0:
+                # No answer from /metrics (None) is no proof of idleness: it counts as busy.
+                tracked.busy = 1.0 if busy is None else busy
+                # Requests that came and went between two ticks move the counter, not the gauges.
+                moved = finished is not None and tracked.finished is not None and finished != tracked.finished
+                tracked.finished = finished
+                if tracked.in_flight > 0 or tracked.busy > 0 or moved:
                     self._used(tracked)
                     continue
                 limit = tracked.spec.idle_stop_after
@@ -310,7 +317,7 @@ class Activator:
         with self._lock:
             tracked.draining = False
             # Requests arrived meanwhile (to it, or held here: acquire set it RUNNING): it stays.
-            if tracked.phase != STOPPING or tracked.in_flight > 0 or (load or 0) > 0:
+            if tracked.phase != STOPPING or tracked.in_flight > 0 or load is None or load > 0:
                 tracked.phase = RUNNING
                 assert tracked.stopped is not None
                 tracked.stopped.set()

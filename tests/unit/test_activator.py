@@ -24,7 +24,8 @@ class FakeControl:
         self.delay = delay
         self.fail = fail
         self.up_at: dict[str, float] = {}
-        self.load: dict[str, float] = {}
+        self.load: dict[str, float | None] = {}
+        self.done: dict[str, float] = {}  # vllm:request_success_total; absent: not exported
 
     def observe(self):
         return dict(self.phase)
@@ -55,6 +56,9 @@ class FakeControl:
 
     def busy(self, inst):
         return self.load.get(inst.name, 0.0)
+
+    def finished(self, inst):
+        return self.done.get(inst.name)
 
     def lock(self):
         return contextlib.nullcontext()
@@ -319,3 +323,49 @@ def test_a_request_during_the_drain_calls_the_stop_off_and_is_forwarded_at_once(
     act.release(tracked)
     ticking.join(5)
     assert control.calls == [("start", "a")] and act.tracked["a"].phase == "running"
+
+
+def test_an_unanswered_metrics_scrape_is_not_idleness_neither_at_the_tick_nor_in_the_drain():
+    now = [0.0]
+    control = FakeControl(delay=0)
+    act = Activator(State(project="p", instances=(inst("a", "m1", idle_stop_after=10),)),
+                    control, clock=lambda: now[0], poll_s=0.01, drain_s=0.05)
+    act.release(act.acquire("m1"))
+    control.load["a"] = None  # /metrics timed out
+    now[0] = 20.0
+    act.tick()
+    assert ("stop", "a") not in control.calls and act.tracked["a"].phase == "running"
+    act.tracked["a"].last_request = 0.0
+    assert act._put_down(act.tracked["a"], "room") is False  # the drain's check sees no answer either
+    assert ("stop", "a") not in control.calls
+
+
+def test_requests_between_two_ticks_reset_the_idle_clock_through_the_success_counter():
+    now = [0.0]
+    control = FakeControl(delay=0)
+    act = Activator(State(project="p", instances=(inst("a", "m1", idle_stop_after=10),)),
+                    control, clock=lambda: now[0], poll_s=0.01, drain_s=0)
+    act.release(act.acquire("m1"))
+    control.done["a"] = 3.0
+    now[0] = 5.0
+    act.tick()
+    control.done["a"] = 4.0  # one request came and went between the ticks: the gauges said 0 both times
+    now[0] = 12.0
+    act.tick()
+    now[0] = 20.0
+    act.tick()
+    assert ("stop", "a") not in control.calls
+    now[0] = 30.0
+    act.tick()
+    assert ("stop", "a") in control.calls
+
+
+def test_the_success_counter_is_summed_over_its_series_and_absent_from_the_stand_in():
+    from orchestrator.activator.control import success_total
+
+    text = ('# TYPE vllm:request_success counter\n'
+            'vllm:request_success_total{finished_reason="stop",model_name="m"} 3.0\n'
+            'vllm:request_success_total{finished_reason="length",model_name="m"} 2.0\n'
+            'vllm:request_success_created{finished_reason="stop",model_name="m"} 1.7e9\n')
+    assert success_total(text) == 5.0
+    assert success_total('vllm:num_requests_running{model_name="m"} 0.0\n') is None

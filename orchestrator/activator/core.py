@@ -16,6 +16,9 @@ from orchestrator.activator.state import OnDemand, State
 
 STOPPED, STARTING, RUNNING, SLEEPING, STOPPING, FAILED = "stopped", "starting", "running", "sleeping", "stopping", "failed"
 RETRY_AFTER_S = 10
+# After a failed start, the same instance is not started again for this long: requests meanwhile
+# get the failure at once (a 503 with Retry-After), not a fresh doomed cold start each.
+BACKOFF_S = 10.0
 # Before a stop or sleep the agent says `maint` this long first, so HAProxy (agent-inter 0.5 s)
 # sends nothing new to it; requests that reached it meanwhile keep it running.
 DRAIN_S = 1.2
@@ -38,6 +41,10 @@ class Control(Protocol):
 
 class StartFailed(Exception):
     """The instance did not come up: every request waiting for it gets this message."""
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after  # seconds until a new start is tried (None: at once)
 
 
 class HoldTimeout(Exception):
@@ -66,6 +73,8 @@ class Tracked:
         self.draining = False  # STOPPING, but still in the drain before the stop: a request cancels it
         self.last_start_s: float | None = None
         self.last_start_kind = ""  # "cold" | "wake"
+        self.failed_at: float | None = None  # monotonic; the last failed start's end
+        self.last_error: str | None = None  # the last failed start's message
 
 
 class Stats:
@@ -155,8 +164,17 @@ class Activator:
                 starting = next((t for t in mine if t.phase == STARTING and t.start), None)
                 stopping = next((t for t in mine if t.phase == STOPPING and t.stopped), None)
                 if starting is None and stopping is None:
-                    # A sleeping one wakes in seconds; else any stopped (or failed: try again).
-                    chosen = next((t for t in mine if t.phase == SLEEPING), None) or mine[0]
+                    # A sleeping one wakes in seconds; else a stopped one; a failed one only once
+                    # its backoff is over (another replica of the model is preferred meanwhile).
+                    now = self.clock()
+                    fresh = [t for t in mine if t.phase != FAILED or t.failed_at is None
+                             or now - t.failed_at >= BACKOFF_S]
+                    if not fresh:
+                        last = max(mine, key=lambda t: t.failed_at if t.failed_at is not None else now)
+                        left = BACKOFF_S - (now - (last.failed_at if last.failed_at is not None else now))
+                        raise StartFailed(f"{last.last_error} (not tried again for {left:.0f}s)", retry_after=left)
+                    chosen = (next((t for t in fresh if t.phase == SLEEPING), None)
+                              or next((t for t in fresh if t.phase != FAILED), None) or fresh[0])
                     starting = self._begin(chosen)
             if starting is None:
                 assert stopping is not None and stopping.stopped is not None
@@ -169,7 +187,7 @@ class Activator:
             if not start.done.wait(max(0.0, deadline - self.clock())):
                 raise HoldTimeout(model)
             if start.error is not None:
-                raise StartFailed(start.error)
+                raise StartFailed(start.error, retry_after=BACKOFF_S)
 
     def release(self, tracked: Tracked) -> None:
         with self._lock:
@@ -221,6 +239,7 @@ class Activator:
                 self._used(tracked)
             else:
                 tracked.phase = FAILED
+                tracked.failed_at, tracked.last_error = self.clock(), error
                 self.stats.bump(self.stats.failures, spec.model)
             start.error = error
             tracked.start = None

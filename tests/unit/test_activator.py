@@ -18,7 +18,8 @@ from orchestrator.activator.state import OnDemand, Resident, State
 class FakeControl:
     """Instances as dicts of phases; starts take `delay` seconds to answer /health."""
 
-    def __init__(self, delay: float = 0.2, fail: str | None = None):
+    def __init__(self, delay: float = 0.2, fail: str | None = None, failing: set[str] | None = None):
+        self.failing = failing  # the instances `fail` applies to (None: all)
         self.phase: dict[str, str] = {}
         self.calls: list[tuple[str, str]] = []
         self.delay = delay
@@ -48,11 +49,14 @@ class FakeControl:
         self.phase[inst.name] = "running"
         self.up_at[inst.name] = time.monotonic()
 
+    def _fails(self, name):
+        return self.fail is not None and (self.failing is None or name in self.failing)
+
     def healthy(self, inst):
-        return self.fail is None and self.phase.get(inst.name) == "running" and time.monotonic() >= self.up_at[inst.name]
+        return not self._fails(inst.name) and self.phase.get(inst.name) == "running" and time.monotonic() >= self.up_at[inst.name]
 
     def exited(self, inst):
-        return f"Exited (1); last log line: {self.fail}" if self.fail else None
+        return f"Exited (1); last log line: {self.fail}" if self._fails(inst.name) else None
 
     def busy(self, inst):
         return self.load.get(inst.name, 0.0)
@@ -369,3 +373,55 @@ def test_the_success_counter_is_summed_over_its_series_and_absent_from_the_stand
             'vllm:request_success_created{finished_reason="stop",model_name="m"} 1.7e9\n')
     assert success_total(text) == 5.0
     assert success_total('vllm:num_requests_running{model_name="m"} 0.0\n') is None
+
+
+def test_after_a_failed_start_requests_get_the_failure_at_once_until_the_backoff_ends():
+    now = [0.0]
+    control = FakeControl(delay=0, fail="CUDA out of memory")
+    act = Activator(State(project="p", instances=(inst("a", "m1"),)), control, clock=lambda: now[0],
+                    poll_s=0.01, drain_s=0)
+    with pytest.raises(StartFailed):
+        act.acquire("m1")
+    now[0] = 3.0
+    with pytest.raises(StartFailed, match="CUDA out of memory.*not tried again for 7s") as failed:
+        act.acquire("m1")
+    assert failed.value.retry_after == pytest.approx(7.0)
+    assert [c for c in control.calls if c[0] == "start"] == [("start", "a")]
+    now[0] = 11.0
+    with pytest.raises(StartFailed):
+        act.acquire("m1")
+    assert [c for c in control.calls if c[0] == "start"] == [("start", "a")] * 2
+
+
+def test_a_replica_that_has_not_failed_is_started_instead_of_the_one_that_did():
+    control = FakeControl(delay=0, fail="bad weights", failing={"a"})
+    act = activator(inst("a", "m1"), inst("b", "m1"), control=control)
+    with pytest.raises(StartFailed, match="bad weights"):
+        act.acquire("m1")
+    tracked = act.acquire("m1")
+    act.release(tracked)
+    assert tracked.spec.name == "b" and [c for c in control.calls if c[0] == "start"] == [("start", "a"), ("start", "b")]
+
+
+def test_the_server_answers_a_failed_start_with_a_503_and_retry_after():
+    import http.client
+    import json
+
+    from orchestrator.activator.server import serve
+
+    act = activator(inst("a", "m1"), control=FakeControl(fail="CUDA out of memory"))
+    http_server, agent = serve(act, "127.0.0.1", 0, 0)
+    threading.Thread(target=http_server.serve_forever, daemon=True).start()
+    try:
+        for _ in range(2):  # the failing start, then the backoff
+            connection = http.client.HTTPConnection("127.0.0.1", http_server.server_address[1], timeout=5)
+            connection.request("POST", "/v1/completions", body=json.dumps({"model": "m1"}))
+            answer = connection.getresponse()
+            body = json.loads(answer.read())
+            assert answer.status == 503 and "CUDA out of memory" in body["error"]["message"]
+            assert 1 <= int(answer.getheader("Retry-After")) <= 10
+            connection.close()
+    finally:
+        http_server.shutdown()
+        http_server.server_close()
+        agent.server_close()

@@ -314,17 +314,24 @@ class Activator:
                 if tracked.in_flight > 0 or tracked.busy > 0 or moved:
                     self._used(tracked)
                     continue
-                limit = tracked.spec.idle_stop_after
-                idle = limit > 0 and now - tracked.last_request > limit
+                idle = self._idle(tracked, now)
             if idle:
                 with self.control.lock():  # type: ignore[attr-defined]
                     self._put_down(tracked, "idle")
+
+    def _idle(self, tracked: Tracked, now: float) -> bool:
+        """Under the lock: no request for its idle_stop_after (0: never idle)."""
+        limit = tracked.spec.idle_stop_after
+        return limit > 0 and tracked.in_flight == 0 and now - tracked.last_request > limit
 
     def _put_down(self, tracked: Tracked, why: str) -> bool:
         """Sleep (where it has sleep mode) or stop one instance; never one with requests in flight.
         True when it went down (its share is free), False when it stays as it was."""
         with self._lock:
             if tracked.phase != RUNNING or tracked.in_flight > 0:
+                return False
+            # The tick decided before it waited for the run lock: a request since then keeps it.
+            if why == "idle" and not self._idle(tracked, self.clock()):
                 return False
             tracked.phase = STOPPING
             tracked.draining = True

@@ -425,3 +425,24 @@ def test_the_server_answers_a_failed_start_with_a_503_and_retry_after():
         http_server.shutdown()
         http_server.server_close()
         agent.server_close()
+
+
+def test_a_request_while_the_idle_stop_waits_for_the_run_lock_keeps_the_instance():
+    now = [0.0]
+
+    class LateRequest(FakeControl):
+        hook = None
+
+        def lock(self):
+            if self.hook is not None:
+                self.hook()
+            return contextlib.nullcontext()
+
+    control = LateRequest(delay=0)
+    act = Activator(State(project="p", instances=(inst("a", "m1", idle_stop_after=10),)),
+                    control, clock=lambda: now[0], poll_s=0.01, drain_s=0)
+    act.release(act.acquire("m1"))
+    now[0] = 20.0
+    control.hook = lambda: act.release(act.acquire("m1"))  # answered while `up` held the lock
+    act.tick()
+    assert ("stop", "a") not in control.calls and act.tracked["a"].phase == "running"

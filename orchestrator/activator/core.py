@@ -385,4 +385,4 @@ class Activator:
         with self._lock:
             return [{"name": t.spec.name, "model": t.spec.model, "phase": t.phase, "in_flight": t.in_flight,
                      "last_request": t.last_request_wall, "last_start_s": t.last_start_s,
-                     "last_start_kind": t.last_start_kind} for t in self.tracked.values()]
+                     "last_start_kind": t.last_start_kind, "last_error": t.last_error} for t in self.tracked.values()]

@@ -446,3 +446,19 @@ def test_a_request_while_the_idle_stop_waits_for_the_run_lock_keeps_the_instance
     control.hook = lambda: act.release(act.acquire("m1"))  # answered while `up` held the lock
     act.tick()
     assert ("stop", "a") not in control.calls and act.tracked["a"].phase == "running"
+
+
+def test_ps_says_failed_on_demand_with_the_reason_and_status_has_the_last_error(write_toml, monkeypatch):
+    from orchestrator.activator import service, workflow
+    from orchestrator.project import open_project
+
+    act = activator(inst("chat", "chat"), control=FakeControl(fail="CUDA out of memory"))
+    with pytest.raises(StartFailed):
+        act.acquire("chat")
+    status = act.snapshot()
+    assert status[0]["phase"] == "failed" and "CUDA out of memory" in status[0]["last_error"]
+    project = open_project(write_toml(CONFIG), env={}, strict=False, on_host=False)
+    monkeypatch.setattr(service, "snapshot", lambda observed: status)
+    rows = [{"name": "chat", "state": "exited", "cause": "exited (1)"}]
+    workflow.decorate_rows(rows, project, type("B", (), {"last_rows": []})())
+    assert rows[0]["state"] == "failed (on demand)" and "CUDA out of memory" in rows[0]["cause"]

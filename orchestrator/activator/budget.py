@@ -25,6 +25,7 @@ class Holder(Value):
     last_used: float  # monotonic seconds of its last request (or start)
     busy: bool = False  # requests in flight: never stopped for room
     movable: bool = True  # on demand (a resident is not)
+    why: str = ""  # why it cannot be moved, when not for the reasons above (e.g. "starting")
 
 
 class NoRoom(Exception):
@@ -56,7 +57,8 @@ def to_free(gpus: Iterable[str], share: float | None, holders: Iterable[Holder])
     short = [g for g in wanted if used[g] + share > 1.0 + EPSILON]
     if short:
         left = [h for h in holders if h.name not in chosen and set(h.gpus) & set(short)]
-        why = ", ".join(f"{h.name} ({'not on demand' if not h.movable else 'requests in flight'})" for h in left)
+        why = ", ".join(f"{h.name} ({h.why or ('not on demand' if not h.movable else 'requests in flight')})"
+                        for h in left)
         raise NoRoom(f"no room on {', '.join(short)} for a share of {share:g}: held by {why or 'nothing known'}")
     return chosen
 

@@ -95,17 +95,30 @@ class DockerControl:
             return None
         return f"{row.get('Status', 'exited')}; last log line: {last_line(inst.log_file) or '(none)'}"
 
+    def _metrics(self, inst: OnDemand) -> str | None:
+        try:
+            status, body = get(inst.address, "/metrics", timeout=1.0)
+        except (OSError, http.client.HTTPException, ValueError):
+            return None
+        return body.decode(errors="replace") if status == 200 else None
+
     def busy(self, inst: OnDemand) -> float | None:
         from orchestrator.vllm_metrics import parse
 
+        text = self._metrics(inst)
+        if text is None:
+            return None
         try:
-            status, body = get(inst.address, "/metrics", timeout=1.0)
-            if status != 200:
-                return None
-            sample = parse(body.decode(errors="replace"))
-        except (OSError, http.client.HTTPException, ValueError):
+            sample = parse(text)
+        except ValueError:
             return None
         return sample.gauges.get("requests_running", 0.0) + sample.gauges.get("requests_waiting", 0.0)
+
+    def finished(self, inst: OnDemand) -> float | None:
+        """vLLM's `vllm:request_success_total` (all its finished_reason series summed): a request
+        that came and went between two looks at the gauges still moves it. None without it."""
+        text = self._metrics(inst)
+        return None if text is None else success_total(text)
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
@@ -114,6 +127,23 @@ class DockerControl:
 
         with run_lock(self.state.project, self.state.engine_address, waiting=lambda _: None):
             yield
+
+
+def success_total(text: str) -> float | None:
+    """The sum of the `vllm:request_success_total` samples in a /metrics text; None when absent
+    (a server without the counter: the gauges alone tell its load)."""
+    total, seen = 0.0, False
+    for line in text.splitlines():
+        if line.startswith(SUCCESS) and line[len(SUCCESS):len(SUCCESS) + 1] in ("{", " "):
+            try:
+                total += float(line.rsplit(None, 1)[-1])
+                seen = True
+            except ValueError:
+                continue
+    return total if seen else None
+
+
+SUCCESS = "vllm:request_success_total"
 
 
 def last_line(path: str) -> str:

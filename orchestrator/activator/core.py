@@ -16,6 +16,9 @@ from orchestrator.activator.state import OnDemand, State
 
 STOPPED, STARTING, RUNNING, SLEEPING, STOPPING, FAILED = "stopped", "starting", "running", "sleeping", "stopping", "failed"
 RETRY_AFTER_S = 10
+# After a failed start, the same instance is not started again for this long: requests meanwhile
+# get the failure at once (a 503 with Retry-After), not a fresh doomed cold start each.
+BACKOFF_S = 10.0
 # Before a stop or sleep the agent says `maint` this long first, so HAProxy (agent-inter 0.5 s)
 # sends nothing new to it; requests that reached it meanwhile keep it running.
 DRAIN_S = 1.2
@@ -32,11 +35,16 @@ class Control(Protocol):
     def healthy(self, inst: OnDemand) -> bool: ...
     def exited(self, inst: OnDemand) -> str | None: ...  # why it is not running any more, or None
     def busy(self, inst: OnDemand) -> float | None: ...  # requests running + waiting (None: unknown)
+    def finished(self, inst: OnDemand) -> float | None: ...  # requests finished so far (None: not exported)
     def lock(self) -> object: ...  # the project's run lock (a context manager)
 
 
 class StartFailed(Exception):
     """The instance did not come up: every request waiting for it gets this message."""
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after  # seconds until a new start is tried (None: at once)
 
 
 class HoldTimeout(Exception):
@@ -59,10 +67,14 @@ class Tracked:
         self.last_request_wall: float | None = None  # time.time() of the last request seen
         self.in_flight = 0  # requests this activator forwards now
         self.busy = 0.0  # requests running + waiting, from its /metrics at the last tick
+        self.finished: float | None = None  # its request counter at the last tick
         self.start: Start | None = None
         self.stopped: threading.Event | None = None  # set when a stop / sleep under way ends
+        self.draining = False  # STOPPING, but still in the drain before the stop: a request cancels it
         self.last_start_s: float | None = None
         self.last_start_kind = ""  # "cold" | "wake"
+        self.failed_at: float | None = None  # monotonic; the last failed start's end
+        self.last_error: str | None = None  # the last failed start's message
 
 
 class Stats:
@@ -141,11 +153,28 @@ class Activator:
                 mine = [t for t in self.tracked.values() if t.spec.model == model]
                 if any(t.phase == RUNNING for t in mine):
                     continue  # started meanwhile (another request's start just ended)
+                draining = next((t for t in mine if t.phase == STOPPING and t.draining), None)
+                if draining is not None:
+                    # A request during the drain: the stop is called off (it still runs and has
+                    # its model loaded), and this request is forwarded to it.
+                    draining.phase = RUNNING
+                    draining.in_flight += 1
+                    self._used(draining)
+                    return draining
                 starting = next((t for t in mine if t.phase == STARTING and t.start), None)
                 stopping = next((t for t in mine if t.phase == STOPPING and t.stopped), None)
                 if starting is None and stopping is None:
-                    # A sleeping one wakes in seconds; else any stopped (or failed: try again).
-                    chosen = next((t for t in mine if t.phase == SLEEPING), None) or mine[0]
+                    # A sleeping one wakes in seconds; else a stopped one; a failed one only once
+                    # its backoff is over (another replica of the model is preferred meanwhile).
+                    now = self.clock()
+                    fresh = [t for t in mine if t.phase != FAILED or t.failed_at is None
+                             or now - t.failed_at >= BACKOFF_S]
+                    if not fresh:
+                        last = max(mine, key=lambda t: t.failed_at if t.failed_at is not None else now)
+                        left = BACKOFF_S - (now - (last.failed_at if last.failed_at is not None else now))
+                        raise StartFailed(f"{last.last_error} (not tried again for {left:.0f}s)", retry_after=left)
+                    chosen = (next((t for t in fresh if t.phase == SLEEPING), None)
+                              or next((t for t in fresh if t.phase != FAILED), None) or fresh[0])
                     starting = self._begin(chosen)
             if starting is None:
                 assert stopping is not None and stopping.stopped is not None
@@ -158,7 +187,7 @@ class Activator:
             if not start.done.wait(max(0.0, deadline - self.clock())):
                 raise HoldTimeout(model)
             if start.error is not None:
-                raise StartFailed(start.error)
+                raise StartFailed(start.error, retry_after=BACKOFF_S)
 
     def release(self, tracked: Tracked) -> None:
         with self._lock:
@@ -191,6 +220,13 @@ class Activator:
             self._await_health(spec, began)
         except Exception as exc:  # the engine, a sleep call, no room: every waiter must hear, never hang
             error: str | None = f"{spec.name} ({spec.model}) did not start: {exc}"
+            if not isinstance(exc, NoRoom):
+                # A start that timed out may still be loading: stop it, so it neither holds its
+                # share nor comes up later unasked (and unannounced).
+                try:
+                    self.control.stop(spec)
+                except Exception:  # already gone, or the engine fails: the error above says enough
+                    pass
         else:
             error = None
         with self._lock:
@@ -203,6 +239,7 @@ class Activator:
                 self._used(tracked)
             else:
                 tracked.phase = FAILED
+                tracked.failed_at, tracked.last_error = self.clock(), error
                 self.stats.bump(self.stats.failures, spec.model)
             start.error = error
             tracked.start = None
@@ -222,14 +259,19 @@ class Activator:
     def _make_room(self, tracked: Tracked) -> None:
         spec = tracked.spec
         with self._lock:
+            # One starting (or stopping) now holds its share and cannot be put down: it counts
+            # as unmovable, so two concurrent starts never both run past the budget.
             holders = [Holder(t.spec.name, t.spec.gpus, t.spec.share, t.last_request,
-                              busy=t.in_flight > 0 or t.busy > 0)
+                              busy=t.in_flight > 0 or t.busy > 0, movable=t.phase == RUNNING,
+                              why="" if t.phase == RUNNING else t.phase)
                        for t in self.tracked.values()
-                       if t is not tracked and t.spec.share is not None and t.phase in (RUNNING, STARTING)]
+                       if t is not tracked and t.spec.share is not None and t.phase in (RUNNING, STARTING, STOPPING)]
             holders += [Holder(r.name, r.gpus, r.share, 0.0, movable=False)
                         for r in self.state.residents if r.share is not None]
         for name in to_free(spec.gpus, spec.share, holders):
-            self._put_down(self.tracked[name], "room")
+            if not self._put_down(self.tracked[name], "room"):
+                raise NoRoom(f"no room on {', '.join(spec.gpus)} for a share of {spec.share:g}: "
+                             f"held by {name} (requests arrived while it was being put down)")
 
     # ------------------------------------------------------------------ idle
     def resync(self) -> None:
@@ -237,9 +279,16 @@ class Activator:
         or started by hand, or by `up` recreating it)."""
         seen = self.control.observe()
         with self._lock:
+            failed = [t for n, t in self.tracked.items() if t.phase == FAILED and seen.get(n) == RUNNING]
+        # A failed one the engine says runs is RUNNING only once it answers /health (running is
+        # not serving: it may be the start that timed out, still loading or wedged).
+        answering = {t.spec.name for t in failed if self.control.healthy(t.spec)}
+        with self._lock:
             for name, tracked in self.tracked.items():
                 if tracked.phase in (RUNNING, STOPPED, SLEEPING, FAILED) and name in seen:
-                    if seen[name] != tracked.phase and not (tracked.phase == FAILED and seen[name] == STOPPED):
+                    if tracked.phase == FAILED and (seen[name] != RUNNING or name not in answering):
+                        continue
+                    if seen[name] != tracked.phase:
                         tracked.phase = seen[name]
 
     def tick(self) -> None:
@@ -255,35 +304,52 @@ class Activator:
                         self._begin(tracked)
         for tracked in running:
             busy = self.control.busy(tracked.spec)
+            finished = self.control.finished(tracked.spec)
             with self._lock:
-                tracked.busy = busy or 0.0
-                if tracked.in_flight > 0 or tracked.busy > 0:
+                # No answer from /metrics (None) is no proof of idleness: it counts as busy.
+                tracked.busy = 1.0 if busy is None else busy
+                # Requests that came and went between two ticks move the counter, not the gauges.
+                moved = finished is not None and tracked.finished is not None and finished != tracked.finished
+                tracked.finished = finished
+                if tracked.in_flight > 0 or tracked.busy > 0 or moved:
                     self._used(tracked)
                     continue
-                limit = tracked.spec.idle_stop_after
-                idle = limit > 0 and now - tracked.last_request > limit
+                idle = self._idle(tracked, now)
             if idle:
                 with self.control.lock():  # type: ignore[attr-defined]
                     self._put_down(tracked, "idle")
 
-    def _put_down(self, tracked: Tracked, why: str) -> None:
-        """Sleep (where it has sleep mode) or stop one instance; never one with requests in flight."""
+    def _idle(self, tracked: Tracked, now: float) -> bool:
+        """Under the lock: no request for its idle_stop_after (0: never idle)."""
+        limit = tracked.spec.idle_stop_after
+        return limit > 0 and tracked.in_flight == 0 and now - tracked.last_request > limit
+
+    def _put_down(self, tracked: Tracked, why: str) -> bool:
+        """Sleep (where it has sleep mode) or stop one instance; never one with requests in flight.
+        True when it went down (its share is free), False when it stays as it was."""
         with self._lock:
             if tracked.phase != RUNNING or tracked.in_flight > 0:
-                return
+                return False
+            # The tick decided before it waited for the run lock: a request since then keeps it.
+            if why == "idle" and not self._idle(tracked, self.clock()):
+                return False
             tracked.phase = STOPPING
+            tracked.draining = True
             tracked.stopped = threading.Event()
         spec, phase = tracked.spec, STOPPED
         if self.drain_s > 0:
             time.sleep(self.drain_s)  # the agent answers `maint` now: HAProxy stops sending to it
-            if tracked.in_flight > 0 or (self.control.busy(spec) or 0) > 0:
-                with self._lock:  # requests arrived meanwhile: it stays
-                    tracked.phase = RUNNING
-                    assert tracked.stopped is not None
-                    tracked.stopped.set()
-                    tracked.stopped = None
-                    self._used(tracked)
-                return
+        load = self.control.busy(spec) if self.drain_s > 0 else 0.0
+        with self._lock:
+            tracked.draining = False
+            # Requests arrived meanwhile (to it, or held here: acquire set it RUNNING): it stays.
+            if tracked.phase != STOPPING or tracked.in_flight > 0 or load is None or load > 0:
+                tracked.phase = RUNNING
+                assert tracked.stopped is not None
+                tracked.stopped.set()
+                tracked.stopped = None
+                self._used(tracked)
+                return False
         try:
             if spec.sleep:
                 try:
@@ -300,6 +366,7 @@ class Activator:
                 assert tracked.stopped is not None
                 tracked.stopped.set()
                 tracked.stopped = None
+        return True
 
     # ------------------------------------------------------------------ HAProxy's agent check
     def agent_answer(self, name: str) -> str:
@@ -318,4 +385,4 @@ class Activator:
         with self._lock:
             return [{"name": t.spec.name, "model": t.spec.model, "phase": t.phase, "in_flight": t.in_flight,
                      "last_request": t.last_request_wall, "last_start_s": t.last_start_s,
-                     "last_start_kind": t.last_start_kind} for t in self.tracked.values()]
+                     "last_start_kind": t.last_start_kind, "last_error": t.last_error} for t in self.tracked.values()]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import math
 import os
 import socketserver
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -107,7 +108,8 @@ class Handler(BaseHTTPRequestHandler):
                 503, f"{model} is still starting after {self.activator.state.hold_s:g}s; try again shortly",
                 "ServiceUnavailableError"), extra={"Retry-After": str(RETRY_AFTER_S)})
         except StartFailed as exc:
-            return self._answer(503, error_body(503, str(exc), "ServiceUnavailableError"))
+            retry = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))} if exc.retry_after else None
+            return self._answer(503, error_body(503, str(exc), "ServiceUnavailableError"), extra=retry)
         try:
             self._forward(tracked.spec.address, body)
         finally:

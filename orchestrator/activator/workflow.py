@@ -184,7 +184,8 @@ def remove_for_down(backend, names: tuple[str, ...], config_file: str | None):
 
 
 def decorate_rows(rows: list[dict[str, Any]], project, backend, *, own_row: bool = True) -> None:
-    """`ps`: the on-demand instances' states in words, `last_request`, and the activator's row."""
+    """`ps`: the on-demand instances' states in words (`failed (on demand)` with its error as the
+    cause), `last_request`, and the activator's row."""
     observed = service.find(backend.last_rows)
     seen = {s["name"]: s for s in service.snapshot(observed)}
     names = {s.name for s in on_demand(project)} if project is not None else set(seen)
@@ -200,7 +201,11 @@ def decorate_rows(rows: list[dict[str, Any]], project, backend, *, own_row: bool
             row["state"] = "starting (request)"
         elif phase == "sleeping":
             row["state"] = "sleeping"
-        elif row.get("state") in ("created", "exited") and phase in (None, "stopped", "failed"):
+        elif row.get("state") in ("created", "exited") and phase == "failed":
+            # Its last start failed: say so, and why (the activator's error names the log's last line).
+            row["state"] = "failed (on demand)"
+            row["cause"] = found.get("last_error") or row.get("cause")
+        elif row.get("state") in ("created", "exited") and phase in (None, "stopped"):
             row["state"] = "stopped (on demand)"
             row["cause"] = None
     if observed is not None and own_row:

@@ -170,6 +170,14 @@ def test_a_failing_start_gives_every_waiting_client_the_reason(fleet):
         thread.join(60)
     assert [s for s, _ in results] == [503] * 3
     assert all("a (m1) did not start" in text and "Exited (3)" in text for _, text in results), results
+    # ps says it failed, and why; the next request gets the failure at once (no new start) with Retry-After.
+    row = ps(fleet)["a"]
+    assert row["state"] == "failed (on demand)" and "Exited (3)" in (row["cause"] or ""), row
+    began = time.monotonic()
+    status, headers, text = ask(fleet, "m1")
+    assert status == 503 and "Exited (3)" in text and "retry-after" in headers, (status, headers, text)
+    assert time.monotonic() - began < 2
+    assert 'vllm_orch_activator_start_failures_total{model="m1"} 1' in activator_metrics(fleet)
 
 
 def test_idle_instances_stop_and_the_next_request_starts_them_again(fleet):

@@ -18,13 +18,15 @@ from orchestrator.activator.state import OnDemand, Resident, State
 class FakeControl:
     """Instances as dicts of phases; starts take `delay` seconds to answer /health."""
 
-    def __init__(self, delay: float = 0.2, fail: str | None = None):
+    def __init__(self, delay: float = 0.2, fail: str | None = None, failing: set[str] | None = None):
+        self.failing = failing  # the instances `fail` applies to (None: all)
         self.phase: dict[str, str] = {}
         self.calls: list[tuple[str, str]] = []
         self.delay = delay
         self.fail = fail
         self.up_at: dict[str, float] = {}
-        self.load: dict[str, float] = {}
+        self.load: dict[str, float | None] = {}
+        self.done: dict[str, float] = {}  # vllm:request_success_total; absent: not exported
 
     def observe(self):
         return dict(self.phase)
@@ -47,14 +49,20 @@ class FakeControl:
         self.phase[inst.name] = "running"
         self.up_at[inst.name] = time.monotonic()
 
+    def _fails(self, name):
+        return self.fail is not None and (self.failing is None or name in self.failing)
+
     def healthy(self, inst):
-        return self.fail is None and self.phase.get(inst.name) == "running" and time.monotonic() >= self.up_at[inst.name]
+        return not self._fails(inst.name) and self.phase.get(inst.name) == "running" and time.monotonic() >= self.up_at[inst.name]
 
     def exited(self, inst):
-        return f"Exited (1); last log line: {self.fail}" if self.fail else None
+        return f"Exited (1); last log line: {self.fail}" if self._fails(inst.name) else None
 
     def busy(self, inst):
         return self.load.get(inst.name, 0.0)
+
+    def finished(self, inst):
+        return self.done.get(inst.name)
 
     def lock(self):
         return contextlib.nullcontext()
@@ -261,3 +269,196 @@ def test_ps_says_stopped_on_demand_starting_and_sleeping_from_the_activators_vie
     workflow.decorate_rows(rows, project, backend)
     assert [r["state"] for r in rows] == ["stopped (on demand)", "sleeping", "exited"]
     assert rows[0]["cause"] is None and rows[1]["last_request"] == 1.5 and "on_demand" not in rows[2]
+
+
+def test_concurrent_starts_never_run_past_the_budget_the_second_fails_naming_the_holder():
+    control = FakeControl(delay=0.5)
+    act = activator(inst("chat", "chat", gpus=("0",), share=0.6), inst("coder", "coder", gpus=("0",), share=0.6),
+                    control=control)
+    first = threading.Thread(target=lambda: act.release(act.acquire("chat")))
+    first.start()
+    time.sleep(0.1)  # chat is starting (not yet answering /health)
+    with pytest.raises(StartFailed, match=r"no room .* chat \(starting\)"):
+        act.acquire("coder")
+    first.join(5)
+    assert control.calls == [("start", "chat")] and act.tracked["chat"].phase == "running"
+
+
+def test_a_holder_that_a_drain_keeps_running_fails_the_start_instead_of_overcommitting():
+    control = FakeControl(delay=0)
+    act = Activator(State(project="p", instances=(inst("a", "m1", gpus=("0",), share=0.6),
+                                                   inst("b", "m2", gpus=("0",), share=0.6))),
+                    control, poll_s=0.01, drain_s=0.05)
+    act.release(act.acquire("m1"))
+    control.load["a"] = 1.0  # a request reached it during the drain
+    with pytest.raises(StartFailed, match="no room .* held by a"):
+        act.acquire("m2")
+    assert ("start", "b") not in control.calls and act.tracked["a"].phase == "running"
+
+
+def test_a_start_that_times_out_is_stopped_and_never_announced_up_later():
+    control = FakeControl(delay=30)  # never answers /health in time
+    act = activator(inst("a", "m1", start_timeout_s=0.1), control=control)
+    with pytest.raises(StartFailed, match="no answer on /health"):
+        act.acquire("m1")
+    assert ("stop", "a") in control.calls and control.phase["a"] == "stopped"
+    control.phase["a"] = "running"  # say the stop failed, or it was started by hand, still loading
+    act.resync()
+    assert act.tracked["a"].phase == "failed" and act.agent_answer("a") == "maint\n"
+    control.up_at["a"] = 0  # now it answers /health
+    act.resync()
+    assert act.tracked["a"].phase == "running"
+
+
+def test_a_request_during_the_drain_calls_the_stop_off_and_is_forwarded_at_once():
+    now = [0.0]
+    control = FakeControl(delay=0)
+    act = Activator(State(project="p", instances=(inst("a", "m1", idle_stop_after=10),), hold_s=5),
+                    control, clock=lambda: now[0], poll_s=0.01, drain_s=0.5)
+    act.release(act.acquire("m1"))
+    now[0] = 20.0
+    ticking = threading.Thread(target=act.tick)
+    ticking.start()
+    time.sleep(0.2)  # in the drain: the agent says maint, HAProxy sent this request to the activator
+    assert act.tracked["a"].phase == "stopping" and act.agent_answer("a") == "maint\n"
+    began = time.monotonic()
+    tracked = act.acquire("m1")
+    assert time.monotonic() - began < 0.2 and tracked.phase == "running"
+    act.release(tracked)
+    ticking.join(5)
+    assert control.calls == [("start", "a")] and act.tracked["a"].phase == "running"
+
+
+def test_an_unanswered_metrics_scrape_is_not_idleness_neither_at_the_tick_nor_in_the_drain():
+    now = [0.0]
+    control = FakeControl(delay=0)
+    act = Activator(State(project="p", instances=(inst("a", "m1", idle_stop_after=10),)),
+                    control, clock=lambda: now[0], poll_s=0.01, drain_s=0.05)
+    act.release(act.acquire("m1"))
+    control.load["a"] = None  # /metrics timed out
+    now[0] = 20.0
+    act.tick()
+    assert ("stop", "a") not in control.calls and act.tracked["a"].phase == "running"
+    act.tracked["a"].last_request = 0.0
+    assert act._put_down(act.tracked["a"], "room") is False  # the drain's check sees no answer either
+    assert ("stop", "a") not in control.calls
+
+
+def test_requests_between_two_ticks_reset_the_idle_clock_through_the_success_counter():
+    now = [0.0]
+    control = FakeControl(delay=0)
+    act = Activator(State(project="p", instances=(inst("a", "m1", idle_stop_after=10),)),
+                    control, clock=lambda: now[0], poll_s=0.01, drain_s=0)
+    act.release(act.acquire("m1"))
+    control.done["a"] = 3.0
+    now[0] = 5.0
+    act.tick()
+    control.done["a"] = 4.0  # one request came and went between the ticks: the gauges said 0 both times
+    now[0] = 12.0
+    act.tick()
+    now[0] = 20.0
+    act.tick()
+    assert ("stop", "a") not in control.calls
+    now[0] = 30.0
+    act.tick()
+    assert ("stop", "a") in control.calls
+
+
+def test_the_success_counter_is_summed_over_its_series_and_absent_from_the_stand_in():
+    from orchestrator.activator.control import success_total
+
+    text = ('# TYPE vllm:request_success counter\n'
+            'vllm:request_success_total{finished_reason="stop",model_name="m"} 3.0\n'
+            'vllm:request_success_total{finished_reason="length",model_name="m"} 2.0\n'
+            'vllm:request_success_created{finished_reason="stop",model_name="m"} 1.7e9\n')
+    assert success_total(text) == 5.0
+    assert success_total('vllm:num_requests_running{model_name="m"} 0.0\n') is None
+
+
+def test_after_a_failed_start_requests_get_the_failure_at_once_until_the_backoff_ends():
+    now = [0.0]
+    control = FakeControl(delay=0, fail="CUDA out of memory")
+    act = Activator(State(project="p", instances=(inst("a", "m1"),)), control, clock=lambda: now[0],
+                    poll_s=0.01, drain_s=0)
+    with pytest.raises(StartFailed):
+        act.acquire("m1")
+    now[0] = 3.0
+    with pytest.raises(StartFailed, match="CUDA out of memory.*not tried again for 7s") as failed:
+        act.acquire("m1")
+    assert failed.value.retry_after == pytest.approx(7.0)
+    assert [c for c in control.calls if c[0] == "start"] == [("start", "a")]
+    now[0] = 11.0
+    with pytest.raises(StartFailed):
+        act.acquire("m1")
+    assert [c for c in control.calls if c[0] == "start"] == [("start", "a")] * 2
+
+
+def test_a_replica_that_has_not_failed_is_started_instead_of_the_one_that_did():
+    control = FakeControl(delay=0, fail="bad weights", failing={"a"})
+    act = activator(inst("a", "m1"), inst("b", "m1"), control=control)
+    with pytest.raises(StartFailed, match="bad weights"):
+        act.acquire("m1")
+    tracked = act.acquire("m1")
+    act.release(tracked)
+    assert tracked.spec.name == "b" and [c for c in control.calls if c[0] == "start"] == [("start", "a"), ("start", "b")]
+
+
+def test_the_server_answers_a_failed_start_with_a_503_and_retry_after():
+    import http.client
+    import json
+
+    from orchestrator.activator.server import serve
+
+    act = activator(inst("a", "m1"), control=FakeControl(fail="CUDA out of memory"))
+    http_server, agent = serve(act, "127.0.0.1", 0, 0)
+    threading.Thread(target=http_server.serve_forever, daemon=True).start()
+    try:
+        for _ in range(2):  # the failing start, then the backoff
+            connection = http.client.HTTPConnection("127.0.0.1", http_server.server_address[1], timeout=5)
+            connection.request("POST", "/v1/completions", body=json.dumps({"model": "m1"}))
+            answer = connection.getresponse()
+            body = json.loads(answer.read())
+            assert answer.status == 503 and "CUDA out of memory" in body["error"]["message"]
+            assert 1 <= int(answer.getheader("Retry-After")) <= 10
+            connection.close()
+    finally:
+        http_server.shutdown()
+        http_server.server_close()
+        agent.server_close()
+
+
+def test_a_request_while_the_idle_stop_waits_for_the_run_lock_keeps_the_instance():
+    now = [0.0]
+
+    class LateRequest(FakeControl):
+        hook = None
+
+        def lock(self):
+            if self.hook is not None:
+                self.hook()
+            return contextlib.nullcontext()
+
+    control = LateRequest(delay=0)
+    act = Activator(State(project="p", instances=(inst("a", "m1", idle_stop_after=10),)),
+                    control, clock=lambda: now[0], poll_s=0.01, drain_s=0)
+    act.release(act.acquire("m1"))
+    now[0] = 20.0
+    control.hook = lambda: act.release(act.acquire("m1"))  # answered while `up` held the lock
+    act.tick()
+    assert ("stop", "a") not in control.calls and act.tracked["a"].phase == "running"
+
+
+def test_ps_says_failed_on_demand_with_the_reason_and_status_has_the_last_error(write_toml, monkeypatch):
+    from orchestrator.activator import service, workflow
+    from orchestrator.project import open_project
+
+    act = activator(inst("chat", "chat"), control=FakeControl(fail="CUDA out of memory"))
+    with pytest.raises(StartFailed):
+        act.acquire("chat")
+    status = act.snapshot()
+    assert status[0]["phase"] == "failed" and "CUDA out of memory" in status[0]["last_error"]
+    project = open_project(write_toml(CONFIG), env={}, strict=False, on_host=False)
+    monkeypatch.setattr(service, "snapshot", lambda observed: status)
+    rows = [{"name": "chat", "state": "exited", "cause": "exited (1)"}]
+    workflow.decorate_rows(rows, project, type("B", (), {"last_rows": []})())
+    assert rows[0]["state"] == "failed (on demand)" and "CUDA out of memory" in rows[0]["cause"]

@@ -198,9 +198,11 @@ def _config(gateway: GatewaySpec, routes: tuple[Route, ...], names: list[str], v
             # reload; the request itself is retried on another replica either way.
             f"    default-server check inter {CHECK_INTER_MS} fall 3 rise 1 observe layer4 error-limit 1 on-error fail-check"
             + (" init-addr last,libc,none resolvers cluster" if dns else ""),
-            # No replica up: a clear 503 rather than HAProxy's own page.
+            # No replica up: a clear 503 rather than HAProxy's own page. Not in a worker that is
+            # stopping after a reload: its backends count no server then (nbsrv 0), yet a request
+            # it accepted just before still goes to one; the rule answered those with a 503.
             f"    http-request return status 503 content-type application/json file {answers}/no-replica.json "
-            "if { nbsrv() eq 0 }",
+            "if { nbsrv() eq 0 } !{ stopping }",
         ]
         lines += [f"    server {server_name(r.instance)} {r.address}" + _on_demand(gateway, r) for r in by_model[model]]
         if gateway.activator and any(r.instance in gateway.on_demand for r in by_model[model]):

@@ -112,6 +112,8 @@ def test_the_rendered_files_route_by_model_and_answer_in_openai_shapes(tmp_path)
     assert "bind 127.0.0.1:9000" in cfg and "balance leastconn" in cfg and "ok v-1" in cfg
     assert cfg.count("server a 127.0.0.1:8001") == 1 and "server c 127.0.0.1:8003" in cfg
     assert "retry-on conn-failure" in cfg and "option httpchk GET /health" in cfg
+    # The no-replica 503 is not given by a worker stopping after a reload (it forwards what it accepted).
+    assert "if { nbsrv() eq 0 } !{ stopping }" in cfg
     assert "k-1" not in cfg  # the key is only in the secret file
     assert haproxy.keys_file(gateway) == b"k-1\n"
     assert json.loads(rendered["models.json"])["data"][1]["id"] == "m2"

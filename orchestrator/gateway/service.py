@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
 import time
 from typing import Any
 
@@ -28,6 +27,7 @@ from orchestrator.gateway.settings import GATEWAY_NAME, GatewaySpec
 from orchestrator.labels import (LABEL_CONFIG, LABEL_INSTANCE, LABEL_MODEL, LABEL_OWNER, LABEL_PROJECT, LABEL_ROLE,
                                  LABEL_SPEC, LABEL_URL, OWNER_UP)
 from orchestrator import side_container
+from orchestrator.addresses import bind_refused
 from orchestrator.side_container import host_user, remove
 from orchestrator.value import Value, field
 
@@ -272,14 +272,10 @@ def _health(url: str, timeout: float) -> str | None:
 
 def check_port_free(gateway: GatewaySpec) -> None:
     address = gateway.publish_address or "0.0.0.0"
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((address, gateway.port))
-        except OSError as exc:
-            raise PreflightError(f"gateway: host port {address}:{gateway.port} is not free ({exc.strerror}); "
-                                 "set [gateway] port") from None
+    refused = bind_refused(address, gateway.port)  # the one port probe validate and up's preflight use too
+    if refused:
+        raise PreflightError(f"gateway: host port {address}:{gateway.port} is not free ({refused}); "
+                             "set [gateway] port")
 
 
 def _prepare_log(path: str) -> None:

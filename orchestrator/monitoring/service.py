@@ -14,7 +14,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import socket
 import time
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
@@ -25,6 +24,7 @@ from orchestrator.labels import LABEL_CONFIG, LABEL_OWNER, LABEL_PROJECT, LABEL_
 from orchestrator.monitoring import files, prometheus
 from orchestrator.monitoring.settings import MONITORING_NAME, MonitoringSpec
 from orchestrator import side_container
+from orchestrator.addresses import bind_refused
 from orchestrator.side_container import host_user, remove
 from orchestrator.value import Value, field
 
@@ -241,14 +241,10 @@ def status_row(observed: dict, *, configured: bool) -> dict[str, Any]:
 
 def check_port_free(spec: MonitoringSpec) -> None:
     address = spec.publish_address or "0.0.0.0"
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((address, spec.port))
-        except OSError as exc:
-            raise PreflightError(f"monitoring: host port {address}:{spec.port} is not free ({exc.strerror}); "
-                                 "set [monitoring] port") from None
+    refused = bind_refused(address, spec.port)  # the one port probe validate and up's preflight use too
+    if refused:
+        raise PreflightError(f"monitoring: host port {address}:{spec.port} is not free ({refused}); "
+                             "set [monitoring] port")
 
 
 def _call(fn: Callable[[], Any]) -> Any:

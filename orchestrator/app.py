@@ -350,26 +350,22 @@ def up(inputs: Inputs, request: UpRequest, *, say: Say = _quiet, report: Callabl
             say(note)
         order = start_after(actions)
         results = backend.apply(project, actions, run)
+        sides = []  # the project's own service containers, each applied after what it depends on
         side = activator.plan_for_up(project, backend)  # before the gateway, which routes to it
         if side is not None:
-            done = activator.apply_for_up(project, backend, side)
-            if done.action.kind != "noop" or not done.ok:
-                (report or _quiet)(done)
-            actions, results = actions + [done.action], results + [done]
+            sides.append(activator.apply_for_up(project, backend, side))
         if step is not None:  # planned again: the routes follow what this run started or removed
             step = gateway.plan_for_up(project, backend, fresh=True)
         if step is not None:
-            result = gateway.apply_for_up(step, backend)
-            if result.action.kind != "noop" or not result.ok:
-                (report or _quiet)(result)
-            actions, results = actions + [result.action], results + [result]
+            sides.append(gateway.apply_for_up(step, backend))
         if watch_step is not None:  # planned again: its targets are the instances this run left
             watch_step = monitoring.plan_for_up(project, backend, fresh=True)
         if watch_step is not None:
-            result = monitoring.apply_for_up(watch_step, backend)
+            sides.append(monitoring.apply_for_up(watch_step, backend))
+        for result in sides:
             if result.action.kind != "noop" or not result.ok:
                 (report or _quiet)(result)
-            actions, results = actions + [result.action], results + [result]
+        actions, results = actions + [r.action for r in sides], results + sides
         outcome = UpOutcome(project.name, actions, order, results)
     chain_errors = [r.health_error for r in results if r.health_error is not None]
     outcome.wait_error = chain_errors[0] if chain_errors else None
@@ -476,7 +472,6 @@ def ps(inputs: Inputs, *, backend: str | None = None) -> StatusOutcome:
     if chosen.name == DOCKER:
         from orchestrator.activator.workflow import decorate_rows
         from orchestrator.gateway.workflow import ps_row
-
         from orchestrator.monitoring.workflow import ps_row as monitoring_row
 
         decorate_rows(rows, project, chosen)  # on-demand states, the activator's row

@@ -377,7 +377,7 @@ def up(inputs: Inputs, request: UpRequest, *, say: Say = _quiet, report: Callabl
             gateway_spec = gateway.spec_of(project)
             if gateway_spec is not None:
                 outcome.waited[gateway.GATEWAY_NAME] = round(
-                    gateway.wait_healthy(gateway_spec, max(1.0, deadline - time.monotonic())), 1)
+                    gateway.wait_healthy(gateway_spec, max(1.0, deadline - time.monotonic()), outcome.waited), 1)
         except OrchestratorError as exc:
             outcome.wait_error = exc
     if request.rows:

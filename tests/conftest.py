@@ -32,3 +32,28 @@ def _secret_files_of_the_session(tmp_path_factory):
         os.environ.pop("VLLM_ORCH_SECRETS_DIR", None)
     else:
         os.environ["VLLM_ORCH_SECRETS_DIR"] = before
+
+
+_exit_status: list[int] = []
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    _exit_status.append(int(exitstatus))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config) -> None:
+    """A thread a failed test left running (a client loop whose stop was never set) would keep
+    the interpreter alive after the summary and hang CI until its time limit: name it and end
+    the run with pytest's own exit status instead."""
+    import sys
+    import threading
+
+    left = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon and t.is_alive()]
+    for thread in left:
+        thread.join(5)
+    left = [t for t in left if t.is_alive()]
+    if left and _exit_status:
+        print(f"pytest: threads left running by the tests: {', '.join(t.name for t in left)}; exiting",
+              file=sys.stderr, flush=True)
+        os._exit(_exit_status[-1])

@@ -17,7 +17,7 @@ from __future__ import annotations
 import http.client
 import json
 import time
-from typing import Any
+from typing import Any, Collection
 
 from orchestrator.backends.engine import Engine, EngineError, EngineTimeout, EngineUnreachable
 from orchestrator.errors import DockerUnavailable, OrchestratorError, PreflightError
@@ -201,28 +201,35 @@ def status_row(observed: dict, *, configured: bool) -> dict[str, Any]:
 NOT_WATCHED = side_container.NOT_WATCHED
 
 
-def wait_healthy(gateway: GatewaySpec, timeout: float) -> float:
+def wait_healthy(gateway: GatewaySpec, timeout: float, healthy: Collection[str] = ()) -> float:
     """`up --wait`: seconds until the gateway answers /health and its own health checks have
-    found a replica up for every model it routes (so the first request after `up --wait` is
-    served); OrchestratorError past timeout."""
+    put in rotation every replica `up` just found healthy (at least one per model: a model
+    served only from outside the project), so requests after `up --wait` spread over all of
+    them; OrchestratorError past timeout."""
     started = time.monotonic()
     routes = [Route(**r) for r in files.read_current(gateway.host_dir, "routes.json") or [] if isinstance(r, dict)]
     # A model served by on-demand instances only has no replica up until its first request.
     always = [r for r in routes if r.instance not in gateway.on_demand]
-    wanted = {haproxy.backend_name(m) for m in models(always)}
+    wanted = {haproxy.backend_name(m): max(1, sum(1 for r in always if r.model == m and r.instance in healthy))
+              for m in models(always)}
     while True:
-        waiting = wanted - _backends_up(gateway) if _health(gateway.url, timeout=1.0) is not None else {"/health"}
+        if _health(gateway.url, timeout=1.0) is None:
+            waiting = {"/health"}
+        else:
+            up = _replicas_up(gateway)
+            waiting = {name for name, count in wanted.items() if up.get(name, 0) < count}
         if not waiting:
             return time.monotonic() - started
         if time.monotonic() - started > timeout:
-            what = "no answer on /health" if "/health" in waiting else "no replica up for " + ", ".join(sorted(waiting))
+            what = "no answer on /health" if "/health" in waiting else "replicas not in rotation for " + ", ".join(
+                sorted(waiting))
             raise OrchestratorError(f"gateway at {gateway.url}: {what} within {timeout:g}s "
                                     f"(see `vllm-orch logs {GATEWAY_NAME}`)")
         time.sleep(0.2)
 
 
-def _backends_up(gateway: GatewaySpec) -> set[str]:
-    """The gateway's backends with at least one replica up, from its Prometheus metrics."""
+def _replicas_up(gateway: GatewaySpec) -> dict[str, int]:
+    """Replicas in rotation per backend, from the gateway's Prometheus metrics."""
     from urllib.parse import urlsplit
 
     parts = urlsplit(gateway.url)
@@ -232,15 +239,18 @@ def _backends_up(gateway: GatewaySpec) -> set[str]:
                            if gateway.api_key else {})
         text = connection.getresponse().read().decode(errors="replace")
     except (OSError, http.client.HTTPException):
-        return set()
+        return {}
     finally:
         connection.close()
-    up: set[str] = set()
+    up: dict[str, int] = {}
+    prefix = 'haproxy_backend_active_servers{proxy="'
     for line in text.splitlines():
-        if line.startswith('haproxy_backend_active_servers{proxy="'):
-            name, _, value = line[len('haproxy_backend_active_servers{proxy="'):].partition('"}')
-            if value.strip() not in ("0", ""):
-                up.add(name)
+        if line.startswith(prefix):
+            name, _, value = line[len(prefix):].partition('"}')
+            try:
+                up[name] = int(float(value))
+            except ValueError:
+                continue
     return up
 
 

@@ -6,7 +6,7 @@ the instances' (routes follow what the instances' run made), so app.py only call
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Collection
 
 from orchestrator.errors import OrchestratorError, PreflightError
 from orchestrator.gateway import service
@@ -109,5 +109,5 @@ def preflight(step: service.GatewayPlan) -> None:
         service.check_port_free(step.gateway)
 
 
-def wait_healthy(gateway: GatewaySpec, timeout: float) -> float:
-    return service.wait_healthy(gateway, timeout)
+def wait_healthy(gateway: GatewaySpec, timeout: float, healthy: Collection[str] = ()) -> float:
+    return service.wait_healthy(gateway, timeout, healthy)

@@ -149,20 +149,24 @@ def test_a_killed_replica_fails_only_requests_in_flight_and_rejoins_after_up(gw,
             except OSError:
                 outcomes.append(-1)
 
-    worker = threading.Thread(target=client)
+    worker = threading.Thread(target=client, daemon=True)
     worker.start()
-    time.sleep(2)
-    deadline = time.monotonic() + 60
-    while gw.container("tiny_a2").status == "running":
-        assert time.monotonic() < deadline, "the replica did not die"
-        try:  # again while it runs: a loaded engine can give up on a kill (an error) and leave it running
-            gw.container("tiny_a2").kill()
-        except docker.errors.APIError:
-            pass
-        time.sleep(0.5)
-    time.sleep(4)
-    stop.set()
-    worker.join(120)
+    try:
+        time.sleep(2)
+        deadline = time.monotonic() + 60
+        refusals: list[str] = []
+        while gw.container("tiny_a2").status == "running":
+            state = gw.container("tiny_a2").attrs["State"]
+            assert time.monotonic() < deadline, f"the replica did not die: {state} {refusals[-3:]}"
+            try:  # again while it runs: a loaded engine can give up on a kill (an error) and leave it running
+                gw.container("tiny_a2").kill()
+            except docker.errors.APIError as refused:
+                refusals.append(str(refused))
+            time.sleep(0.5)
+        time.sleep(4)
+    finally:
+        stop.set()
+        worker.join(120)
     failures = [o for o in outcomes if o != 200]
     assert len(outcomes) >= 5 and len(failures) <= 1, outcomes  # one client: at most the one in flight
 

@@ -239,7 +239,7 @@ port = {free_port()}
             except OSError as exc:
                 statuses.append(repr(exc))
 
-    worker = threading.Thread(target=client)
+    worker = threading.Thread(target=client, daemon=True)
     worker.start()
     try:
         output = up(fleet)

@@ -13,10 +13,13 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from orchestrator import __version__
 from orchestrator.errors import ConfigError, OrchestratorError, PreflightError, Problem, printable
+
+if TYPE_CHECKING:
+    from orchestrator.project import Project
 
 EXIT_OK, EXIT_FAILED = 0, 1
 
@@ -324,6 +327,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 2 if errors else EXIT_OK
 
 
+def _plan_instances(project: "Project") -> list[dict[str, Any]]:
+    """Each instance as `plan --json` shows it: with its Docker rendering where containers run it."""
+    if not project.runs_containers:
+        return [spec.to_json() for spec in project.resolved.instances]
+    from orchestrator.container import instance_json
+
+    return [instance_json(spec, project.resolved.container_of(spec.name)) for spec in project.resolved.instances]
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     project = _open_checked(args, target=args.backend)
     doc = {
@@ -332,7 +344,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         "layers": project.loaded.layers,
         "backend": project.backend,
         "master": project.resolved.master.to_json(),
-        "instances": [i.to_json(container=project.runs_containers) for i in project.resolved.instances],
+        "instances": _plan_instances(project),
         "problems": [p.to_json() for p in project.problems],
         "option_check": project.option_check,
     }

@@ -272,6 +272,17 @@ def render_container(spec: InstanceSpec, *, project: str, config_file: str, host
     )
 
 
+def instance_json(spec: InstanceSpec, container: ContainerSpec) -> dict[str, Any]:
+    """`plan --json`'s instance run as a Docker container: the neutral spec's document with the
+    container's environment (in place of the launcher's), host log file, record and hash."""
+    doc = spec.to_json()
+    doc["env"] = container.environment()  # keeps its place after "command"
+    doc["log_file_host"] = container.host_log_file
+    doc["container"] = container.to_json()
+    doc["config_hash"] = container.config_hash()
+    return doc
+
+
 def rendered(spec: InstanceSpec) -> ContainerSpec:
     """The Docker rendering `resolve` gave the spec: every spec of a config opened for Docker or
     Compose has one; the neutral consumers (Kubernetes, the launcher) never ask."""

@@ -17,10 +17,10 @@ from orchestrator.argv import DEFAULT_MODULE, launch_command, render_server_args
 from orchestrator.config.loader import deep_merge
 from orchestrator import options
 from orchestrator.options import MAX_NAME_LENGTH
-from orchestrator.errors import ConfigError, Problem, show_value
+from orchestrator.errors import ConfigError, OrchestratorError, Problem, show_value
 from orchestrator.gateway.settings import GatewaySpec, read as read_gateway
 from orchestrator.monitoring.settings import MonitoringSpec, read as read_monitoring
-from orchestrator.container import render_container
+from orchestrator.container import ContainerSpec, render_container
 from orchestrator import secret_files
 from orchestrator.sizes import parse_size
 from orchestrator.sleep_api import DEV_MODE_ENV, sleep_mode_wanted
@@ -72,9 +72,19 @@ class Resolved(Value, frozen=False):
     gateway: GatewaySpec | None = None
     # `[monitoring]` resolved (monitoring/settings.MonitoringSpec); None when there is none or it is off.
     monitoring: MonitoringSpec | None = None
+    # The Docker target's rendering of each instance (container.py), by instance name: beside
+    # the neutral specs, not in them, so the Kubernetes export and the launcher never see it.
+    containers: dict[str, ContainerSpec] = field(factory=dict)
 
     def instance(self, name: str) -> InstanceSpec | None:
         return next((i for i in self.instances if i.name == name), None)
+
+    def container_of(self, name: str) -> ContainerSpec:
+        """The Docker rendering of instance `name` (every instance of a resolved config has one)."""
+        container = self.containers.get(name)
+        if container is None:
+            raise OrchestratorError(f"instance {name!r}: internal error: no Docker rendering")
+        return container
 
 
 def default_project(config_path: Path) -> str:
@@ -134,10 +144,10 @@ def resolve(
         )
         own = table_.get("docker")
         docker = deep_merge(docker_global, own) if own else dict(docker_global)
-        resolved.instances.append(
-            _resolve_instance(name, control, server, docker, master, project, config_path, host_env,
-                              resolved.problems, own_docker=own or {})
-        )
+        spec = _resolve_instance(name, control, server, docker, master, project, config_path, host_env,
+                                 resolved.problems, own_docker=own or {})
+        container = resolved.containers[name] = _render(spec, docker, project, config_path)
+        resolved.instances.append(spec.replace(container=container))  # TRANSITION
     if kubernetes:
         resolved.kubernetes = resolve_kubernetes(data, master)
     resolved.gateway = read_gateway(data, project=project, config_file=str(config_path))
@@ -225,12 +235,16 @@ def _resolve_instance(
         host=host if isinstance(host, str) else None,
     )
     workload = _workload(spec, docker, master, config_path, host_env, problems, own_docker=own_docker)
-    spec = spec.replace(workload=workload)
+    return spec.replace(workload=workload)
+
+
+def _render(spec: InstanceSpec, docker: dict[str, Any], project: str, config_path: Path) -> ContainerSpec:
+    """The instance's Docker container, with the two [docker] settings only that target reads
+    (the host directory of its log file, the GPU driver)."""
     base_dir = os.path.dirname(config_path)
     host_log = os.path.join(_host_path(docker["log_host_dir"], base_dir), os.path.basename(spec.log_file))
-    return spec.replace(container=render_container(spec, project=project, config_file=str(config_path),
-                                                   host_log_file=host_log, gpu_driver=docker["gpu_driver"],
-                                                   secret_dir=secret_files.instance_dir(project, name)))
+    return render_container(spec, project=project, config_file=str(config_path), host_log_file=host_log,
+                            gpu_driver=docker["gpu_driver"], secret_dir=secret_files.instance_dir(project, spec.name))
 
 
 def _launch_command(server_args: list[str], master: MasterSettings) -> list[str]:
@@ -242,15 +256,19 @@ def apply_tables(resolved: Resolved, tables: Mapping[str, OptionTable]) -> Resol
     """The resolution with the server flags of each instance whose image has a vLLM option table
     rendered by that table (vLLM's real option kinds); nothing else of it depends on the table."""
     instances = []
+    containers = dict(resolved.containers)
     for spec in resolved.instances:
-        table = tables.get(spec.container.image if spec.container else "")
+        container = containers.get(spec.name)
+        table = tables.get(container.image if container else "")
         if table is not None:
             server_args = render_server_args(spec.server, spec.extra_args, table)
             command = tuple(_launch_command(server_args, resolved.master))
-            container = spec.container.replace(command=command) if spec.container else None
-            spec = spec.replace(server_args=tuple(server_args), command=command, container=container)
+            if container is not None:  # the container runs the same argv
+                containers[spec.name] = container.replace(command=command)
+            spec = spec.replace(server_args=tuple(server_args), command=command,
+                                container=containers.get(spec.name))  # TRANSITION
         instances.append(spec)
-    return resolved.replace(instances=instances, problems=list(resolved.problems))
+    return resolved.replace(instances=instances, problems=list(resolved.problems), containers=containers)
 
 
 @functools.lru_cache(maxsize=512)  # every instance resolves the same few host dirs

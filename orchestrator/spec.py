@@ -288,10 +288,10 @@ class InstanceSpec(Value):
         env.update({key: SECRET_MASK for key, _ in self.secrets})
         return env
 
-    def to_json(self, *, container: bool = True) -> dict[str, Any]:
-        """`plan --json`'s instance; `container`: with the Docker rendering (the record, the
-        container's environment and host log file), else the launcher's process environment."""
-        doc: dict[str, Any] = {
+    def to_json(self) -> dict[str, Any]:
+        """`plan --json`'s instance as the launcher runs it (its process environment); the Docker
+        target adds its rendering (container.instance_json)."""
+        return {
             "name": self.name,
             "enabled": self.enabled,
             "disabled_by": self.disabled_by,
@@ -303,12 +303,5 @@ class InstanceSpec(Value):
             "model": self.served_model,
             "server_args": list(self.server_args),
             "command": list(self.command),
+            "env": self.process_env(),
         }
-        if container and self.container is not None:
-            doc["env"] = self.container.environment()
-            doc["log_file_host"] = self.container.host_log_file
-            doc["container"] = self.container.to_json()
-            doc["config_hash"] = self.container.config_hash()
-        else:
-            doc["env"] = self.process_env()
-        return doc

@@ -202,15 +202,15 @@ class Engine:
         return len(rows)
 
     # -- the floor: the same containers, created and started by a bare SDK loop ----------------
-    def create_body(self, spec: Any) -> dict[str, Any]:
-        """What docker_apply._create sends: the same function on the same spec objects."""
+    def create_body(self, container: Any) -> dict[str, Any]:
+        """What docker_apply._create sends: the same function on the same container specs."""
         from orchestrator.backends.engine_body import create_body
 
-        return create_body(spec.container)
+        return create_body(container)
 
-    def floor_up(self, specs: list[Any]) -> float:
+    def floor_up(self, containers: list[Any]) -> float:
         # building the request bodies is not the engine's time
-        bodies = [(s.container.name, self.create_body(s)) for s in specs]
+        bodies = [(c.name, self.create_body(c)) for c in containers]
 
         def one(named: tuple[str, dict[str, Any]]) -> None:
             container_id = self.api.create_container_from_config(named[1], name=named[0])["Id"]
@@ -289,11 +289,12 @@ class Fleet:
             for cache in ("vllm", "huggingface"):
                 (self.dir / "cache" / name / cache).mkdir(parents=True)
 
-    def specs(self) -> list[Any]:
+    def containers(self) -> list[Any]:
+        """The Docker renderings of the enabled instances, as `up` makes them."""
         from orchestrator.project import open_project
 
         project = open_project(self.config, overrides=[], sets=[], backend="docker")
-        return [s for s in project.resolved.instances if s.enabled]
+        return [project.resolved.container_of(s.name) for s in project.resolved.instances if s.enabled]
 
     def missed_sigterm(self) -> int:
         """Servers of the last stop that never logged STANDIN-SHUTDOWN after their last
@@ -364,15 +365,15 @@ class Bench:
 
     # -- variants ----------------------------------------------------------------------------
     def variant_floor(self, fleet: Fleet, first: bool) -> None:
-        specs = fleet.specs()
-        self.add(fleet.n, "floor_up", self.engine.floor_up(specs))
+        containers = fleet.containers()
+        self.add(fleet.n, "floor_up", self.engine.floor_up(containers))
         if first:
             # The floor made exactly the containers vllm-orch makes: vllm-orch sees nothing to do.
             plan = json.loads(run_checked(self.orch(fleet, "up", "--dry-run", "--json"), what="up --dry-run"))
             kinds = collections.Counter(a["action"] for a in plan["actions"])
             if kinds != {"noop": fleet.n}:
                 raise BenchError(f"floor containers differ from vllm-orch's: up --dry-run plans {dict(kinds)}")
-            self.floor_params = self.engine.parameters(specs[0].container.name)
+            self.floor_params = self.engine.parameters(containers[0].name)
         self.settle(fleet)
         self.add(fleet.n, "floor_down", self.engine.floor_down(fleet.project))
         self.add(fleet.n, "floor_down_killed", fleet.missed_sigterm())
@@ -381,7 +382,7 @@ class Bench:
         n = fleet.n
         self.add(n, "orch_up", run_timed(self.orch(fleet, "up"), what="vllm-orch up"))
         if first and hasattr(self, "floor_params"):
-            name = fleet.specs()[0].container.name
+            name = fleet.containers()[0].name
             same = self.engine.parameters(name) == self.floor_params
             self.same_parameters[n] = same
             if not same:

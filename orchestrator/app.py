@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from orchestrator.backends.local import LaunchStep
     from orchestrator.plan import Action
     from orchestrator.project import Project
+    from orchestrator.resolve import Resolved
     from orchestrator.spec import InstanceSpec
     from orchestrator.start_order import StartAfter
 
@@ -68,18 +69,18 @@ def check_with_tables(project: Project, backend: DockerBackend, image_ids: dict[
                       selected: set[str] | None = None, options_block: bool = True, say: Say = _quiet) -> Project:
     """Ask each image (cached per image id) for its vLLM option table, then check the project
     against them: the argv follows vLLM's real options and unknown options become errors."""
-    from orchestrator.container import rendered
     from orchestrator.option_cache import image_table
     from orchestrator.project import check_project
 
     master = project.resolved.master
+    containers = project.resolved.containers
     tables, notes = {}, []
     for image, image_id in sorted(image_ids.items()):
-        users = [i for i in project.resolved.instances
-                 if i.container and i.container.image == image and (selected is None or i.name in selected)]
+        users = [containers[i.name] for i in project.resolved.instances
+                 if i.name in containers and containers[i.name].image == image and (selected is None or i.name in selected)]
         if not users:
             continue
-        pixi = [m for m in rendered(users[0]).mounts
+        pixi = [m for m in users[0].mounts
                 if master.pixi_project_dir and m.target == master.pixi_project_dir.rstrip("/")]
         answer = image_table(backend, image, image_id, pixi_project_dir=master.pixi_project_dir,
                              pixi_environment=master.pixi_environment, mounts=pixi, progress=say)
@@ -125,7 +126,7 @@ def open_checked(inputs: Inputs, *, target: Target | None = DOCKER, strict: bool
     from orchestrator.backends.docker_preflight import image_missing
     from orchestrator.errors import DockerUnavailable
 
-    images = askable_images(i.container.image for i in first.resolved.instances if i.container)
+    images = askable_images(c.image for c in first.resolved.containers.values())
     try:
         engine = backend_for(DOCKER)
         image_ids = engine.image_ids(images, missing_ok=True)
@@ -134,8 +135,9 @@ def open_checked(inputs: Inputs, *, target: Target | None = DOCKER, strict: bool
     # An image this engine lacks is a host fact: each one named, at the first instance that runs it.
     users: dict[str, str] = {}
     for spec in first.resolved.instances:
-        if spec.enabled and spec.container and spec.container.image in images:
-            users.setdefault(spec.container.image, spec.name)
+        container = first.resolved.containers.get(spec.name)
+        if spec.enabled and container and container.image in images:
+            users.setdefault(container.image, spec.name)
     missing = tuple(Problem("error" if on_host else "warning", f"instance.{name}.docker.image", image_missing(image),
                             source=str(first.loaded.path), host_fact=True)
                     for image, name in users.items() if image not in image_ids)
@@ -242,7 +244,6 @@ def up(inputs: Inputs, request: UpRequest, *, say: Say = _quiet, report: Callabl
     anything found before a change; failures of single instances are in the outcome
     (`raise_for_failures` turns them into the error)."""
     from orchestrator.backends.docker import ContainerRun
-    from orchestrator.container import rendered
     from orchestrator.errors import OwnedElsewhere, PreflightError
     from orchestrator.plan import CREATE, RECREATE, Action, owned_elsewhere, ownership_message, start_after
 
@@ -253,7 +254,7 @@ def up(inputs: Inputs, request: UpRequest, *, say: Say = _quiet, report: Callabl
     backend = backend_for(DOCKER)  # a DockerBackend: its images and its engine's run lock are its own
     wanted = [i for i in project.resolved.instances if i.enabled and (selected is None or i.name in selected)]
     # A missing image is one of the preflight's problems, reported with the others.
-    image_ids = backend.image_ids(askable_images(rendered(i).image for i in wanted), missing_ok=True)
+    image_ids = backend.image_ids(askable_images(project.resolved.container_of(i.name).image for i in wanted), missing_ok=True)
     # The argv always follows the image's option table (so --no-preflight cannot change it and
     # recreate a loaded model); --no-preflight only stops option problems from blocking.
     project = check_with_tables(project, backend, image_ids, selected=selected, strict=False,
@@ -285,7 +286,7 @@ def up(inputs: Inputs, request: UpRequest, *, say: Say = _quiet, report: Callabl
     def rows() -> list[dict[str, Any]]:
         """`ps --json`'s rows, /health asked where Docker still says "starting" (so right after
         `--wait` they say healthy): one call here instead of one more process for the caller."""
-        found = backend.status(project.name, project.resolved.instances)
+        found = backend.status(project.name, project.resolved)
         side = gateway.ps_row(project.name, project, backend)  # the gateway's row, as `ps` shows it
         activator.decorate_rows(found, project, backend)  # on-demand states, the activator's row
         watcher = monitoring.ps_row(project, backend)  # Prometheus' row
@@ -324,7 +325,7 @@ def up(inputs: Inputs, request: UpRequest, *, say: Say = _quiet, report: Callabl
 
     def healthy(specs: list) -> dict[str, float]:
         return wait_healthy(specs, observe, timeout=max(0.0, deadline - time.monotonic()), progress=progress,
-                            log_tail=lambda spec: log_tail_for(spec, backend, 200),
+                            log_tail=lambda spec: log_tail_for(project.resolved, spec, backend, 200),
                             probe_http=is_local_address(backend.engine.address))
 
     # Observe, plan and change under the lock, so a concurrent up/down plans against what this one did.
@@ -407,13 +408,12 @@ def raise_for_failures(command: str, results: Sequence[Removed] | Sequence[Actio
     raise error
 
 
-def log_tail_for(spec: InstanceSpec, backend: DockerBackend, lines: int) -> str:
+def log_tail_for(resolved: Resolved, spec: InstanceSpec, backend: DockerBackend, lines: int) -> str:
     """The instance's last log lines, then what the engine captured (the entrypoint's own errors)."""
-    from orchestrator.container import rendered
     from orchestrator.logs import tail_lines
 
-    text = "\n".join(tail_lines(backend.log_file(spec), lines))
-    engine = backend.engine_log_tail(rendered(spec).name, lines)
+    text = "\n".join(tail_lines(backend.log_file(resolved, spec), lines))
+    engine = backend.engine_log_tail(resolved.container_of(spec.name).name, lines)
     return text + ("\n" + engine if engine.strip() else "")
 
 
@@ -468,7 +468,7 @@ def ps(inputs: Inputs, *, backend: str | None = None) -> StatusOutcome:
     the launcher's processes) joined with the config, `/health` asked where it is not known yet."""
     name, project = project_for_status(inputs)
     chosen = backend_for(backend or DOCKER)
-    rows = chosen.status(name, project.resolved.instances if project else [])
+    rows = chosen.status(name, project.resolved if project else None)
     if chosen.name == DOCKER:
         from orchestrator.activator.workflow import decorate_rows
         from orchestrator.gateway.workflow import ps_row
@@ -496,11 +496,11 @@ def top(inputs: Inputs, *, timeout: float = 2.0) -> TopView:
 
     name, project = project_for_status(inputs)
     backend = backend_for(DOCKER)
-    instances = project.resolved.instances if project else []
+    resolved = project.resolved if project else None
     from orchestrator.activator.workflow import decorate_rows
 
     def status() -> list[dict[str, Any]]:
-        rows = backend.status(name, instances)
+        rows = backend.status(name, resolved)
         decorate_rows(rows, project, backend, own_row=False)  # on-demand states and LAST START
         return rows
 
@@ -526,7 +526,7 @@ def log_path(inputs: Inputs, name: str, *, backend: Target | None, follow: bool)
     if spec is None:  # select() refused it already
         raise OrchestratorError(f"no instance {name!r}")
     chosen = backend_for(project.backend)
-    path = chosen.log_file(spec)
+    path = chosen.log_file(project.resolved, spec)
     if not os.path.lexists(path) and not follow:
         raise OrchestratorError(chosen.missing_log(spec, path))
     return path

@@ -327,7 +327,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 2 if errors else EXIT_OK
 
 
-def _plan_instances(project: "Project") -> list[dict[str, Any]]:
+def _plan_instances(project: Project) -> list[dict[str, Any]]:
     """Each instance as `plan --json` shows it: with its Docker rendering where containers run it."""
     if not project.runs_containers:
         return [spec.to_json() for spec in project.resolved.instances]
@@ -588,7 +588,7 @@ def cmd_flags(args: argparse.Namespace) -> int:
     if not image:
         project = _open(args, strict=False)
         master = project.resolved.master
-        image = next((i.container.image for i in project.resolved.instances if i.container and i.container.image), "")
+        image = next((c.image for c in project.resolved.containers.values() if c.image), "")
         if not image:
             raise OrchestratorError("no image: pass --image or set [docker] image in the config")
     backend = backend_for(DOCKER)
@@ -623,7 +623,7 @@ def cmd_gpus(args: argparse.Namespace) -> int:
         if _config_path(args, required=False) is None:
             return None
         project = _open(args, strict=False, checks=False)
-        return next((i.container.image for i in project.resolved.instances if i.container and i.container.image), None)
+        return next((c.image for c in project.resolved.containers.values() if c.image), None)
 
     inventory, containers = host_gpus(args.image, config_image)
     if args.json:

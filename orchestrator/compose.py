@@ -37,7 +37,7 @@ from orchestrator import __version__, options, secret_files
 from orchestrator.errors import OrchestratorError
 from orchestrator.exporters import comment_text, safe_loader
 from orchestrator.labels import LABEL_GPUS, LABEL_INSTANCE, LABEL_LOG, LABEL_MODEL, LABEL_OWNER, LABEL_URL
-from orchestrator.container import ContainerSpec, rendered
+from orchestrator.container import ContainerSpec
 from orchestrator.spec import GpuRequest, InstanceSpec, Mount
 
 GATEWAY_NAME = "gateway"  # the gateway's service (orchestrator/gateway/settings.py)
@@ -218,9 +218,9 @@ def gpu_devices(gpu: GpuRequest, driver: str = "nvidia") -> list[dict[str, Any]]
     return [device]
 
 
-def service_settings(spec: InstanceSpec, *, enabled: bool = True) -> dict[str, Any]:
-    """The Compose settings of one instance, in the order they are written; values unescaped."""
-    c: ContainerSpec = rendered(spec)
+def service_settings(spec: InstanceSpec, c: ContainerSpec, *, enabled: bool = True) -> dict[str, Any]:
+    """The Compose settings of one instance run as container `c` (its Docker rendering), in the
+    order they are written; values unescaped."""
     settings: dict[str, Any] = {"image": c.image, "entrypoint": list(c.entrypoint), "command": list(c.command)}
     # As `up` creates it: secrets only by name (VLLM_ORCH_SECRET_ENV, HF_TOKEN_PATH); their values
     # are Compose `secrets:` (below), files the log wrapper reads.
@@ -261,11 +261,11 @@ def service_settings(spec: InstanceSpec, *, enabled: bool = True) -> dict[str, A
     return settings
 
 
-def secret_names(instances: list[InstanceSpec]) -> list[str]:
-    """Every secret of the project, in the order first met."""
+def secret_names(containers: list[ContainerSpec]) -> list[str]:
+    """Every secret of the project's containers, in the order first met."""
     names: list[str] = []
-    for spec in instances:
-        for key, _ in rendered(spec).secret_env:
+    for container in containers:
+        for key, _ in container.secret_env:
             if key not in names:
                 names.append(key)
     return names
@@ -332,7 +332,8 @@ def _header(project: Any, enabled_all: bool) -> str:
     resolved = project.resolved
     overrides = project.loaded.layers[1:]
     instances = resolved.instances
-    secrets = secret_names(instances)
+    containers = [resolved.container_of(spec.name) for spec in instances]
+    secrets = secret_names(containers)
     lines = [
         f"docker-compose.yml for the vLLM project {resolved.project!r}, written by `vllm-orch compose` (vllm-orch {__version__}).",
         "It runs the containers `vllm-orch up` runs for the same inputs. Regenerate it instead of editing it:",
@@ -351,7 +352,7 @@ def _header(project: Any, enabled_all: bool) -> str:
             "  " + " ".join(secrets),
             "",
         ]
-    log_files = [spec.container.host_log_file for spec in instances]
+    log_files = [c.host_log_file for c in containers]
     if log_files:
         lines += [
             "Bind-mount sources must exist: nothing is created for them (create_host_path: false), so a missing",
@@ -359,9 +360,9 @@ def _header(project: Any, enabled_all: bool) -> str:
         ]
         for directory in sorted({str(Path(f).parent) for f in log_files}):
             lines.append(f"  mkdir -p {shlex.quote(directory)}")
-        for spec in instances:
-            lines += _made_for(spec.container.user, "touch", spec.container.host_log_file, "666")
-        caches = [(spec.container, cache) for spec in instances for cache in spec.container.cache_mounts]
+        for c in containers:
+            lines += _made_for(c.user, "touch", c.host_log_file, "666")
+        caches = [(c, cache) for c in containers for cache in c.cache_mounts]
         if caches:
             lines.append("and the cache directories (vLLM's compiled graphs, the Hugging Face cache; kept across restarts):")
         for c, cache in caches:
@@ -404,8 +405,7 @@ def _made_for(user: str | None, make: str, path: str, shared_mode: str) -> list[
     return lines
 
 
-def _comment(spec: InstanceSpec, master_on: bool = True) -> str:
-    c = rendered(spec)
+def _comment(spec: InstanceSpec, c: ContainerSpec, master_on: bool = True) -> str:
     parts = [f"gpus={spec.gpu.describe()}"]
     labels = dict(c.labels)
     if labels.get(LABEL_URL):
@@ -440,7 +440,9 @@ def render_compose(project: Any, templates: Path | None = None) -> str:
 
     master_on = resolved.master.enable
     instances = resolved.instances
-    services = [_escape(service_settings(spec, enabled=master_on and spec.enabled)) for spec in instances]
+    containers = [resolved.container_of(spec.name) for spec in instances]
+    services = [_escape(service_settings(spec, c, enabled=master_on and spec.enabled))
+                for spec, c in zip(instances, containers)]
     common, own = split_common(services)
     anchors = {key: anchor for key, anchor in MERGED_MAPPINGS.items() if key in common}
     gateway = _gateway_parts(project)  # (service, configs, secrets) or None: orchestrator/gateway/compose_service.py
@@ -452,10 +454,10 @@ def render_compose(project: Any, templates: Path | None = None) -> str:
 
     def assemble(comments: bool) -> str:
         blocks: list[str] = []
-        for spec, settings_block in zip(instances, settings_blocks):
+        for spec, c, settings_block in zip(instances, containers, settings_blocks):
             blocks.append(fill(
                 service_template,
-                blocks={"comment": _comment(spec, master_on) if comments else "", "settings": settings_block},
+                blocks={"comment": _comment(spec, c, master_on) if comments else "", "settings": settings_block},
                 inline={"service": _inline(spec.name)},
                 source=str(directory / "service.yml"),
             ))
@@ -475,7 +477,7 @@ def render_compose(project: Any, templates: Path | None = None) -> str:
         if gateway is not None:
             text += "\n" + _dump({"configs": gateway[1]})
         # After the template: any copy of it works.
-        return text + secrets_block(secret_names(instances), gateway[2] if gateway is not None else {},
+        return text + secrets_block(secret_names(containers), gateway[2] if gateway is not None else {},
                                     comments=comments)
 
     text = assemble(comments=True)

@@ -15,7 +15,6 @@ import json
 from typing import Any, Callable
 
 from orchestrator import options, secret_files
-from orchestrator.errors import OrchestratorError
 from orchestrator.labels import (LABEL_CONFIG, LABEL_GPUS, LABEL_INSTANCE, LABEL_LOG, LABEL_MODEL, LABEL_OWNER,
                                  LABEL_PREFIX, LABEL_PROJECT, LABEL_URL, OWNER_UP)
 from orchestrator.spec import SECRET_MASK, CacheMount, GpuRequest, HealthProbe, InstanceSpec, Mount, OptionValues, PortBinding
@@ -281,11 +280,3 @@ def instance_json(spec: InstanceSpec, container: ContainerSpec) -> dict[str, Any
     doc["container"] = container.to_json()
     doc["config_hash"] = container.config_hash()
     return doc
-
-
-def rendered(spec: InstanceSpec) -> ContainerSpec:
-    """The Docker rendering `resolve` gave the spec: every spec of a config opened for Docker or
-    Compose has one; the neutral consumers (Kubernetes, the launcher) never ask."""
-    if spec.container is None:
-        raise OrchestratorError(f"instance {spec.name!r}: internal error: no Docker rendering")
-    return spec.container

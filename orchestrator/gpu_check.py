@@ -36,8 +36,9 @@ def validate_gpus(project: Any, engine: Any | None, *, offline: bool, engine_not
 
         local = is_local_address(engine.engine.address)
         first = next(i for i in project.resolved.instances if i.enabled and i.gpu.mode != "none")
-        if first.container and first.container.image:
-            image, driver = first.container.image, first.container.gpu_driver
+        container = project.resolved.containers.get(first.name)
+        if container and container.image:
+            image, driver = container.image, container.gpu_driver
             probe = lambda: engine.probe_gpus(image, driver)  # noqa: E731
         running = {o.id for o in engine.observe(project.name) if o.running}
     # Without an engine (the process backend, or one that did not answer), NVML or nvidia-smi

@@ -8,7 +8,7 @@ decisions without an engine.
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from orchestrator.labels import LABEL_CONFIG, LABEL_GPUS
 from orchestrator.container import ADDED_RECORD_KEYS, ContainerSpec, config_digest
@@ -80,6 +80,7 @@ class Action(Value):
     reasons: tuple[str, ...] = ()
     spec: InstanceSpec | None = None
     observed: Observed | None = None
+    rendering: ContainerSpec | None = None  # the spec's Docker container (Resolved.containers)
 
     @property
     def desired(self) -> InstanceSpec:
@@ -91,7 +92,7 @@ class Action(Value):
     @property
     def container(self) -> ContainerSpec:
         """The Docker rendering of `desired` (every spec `up` plans has one)."""
-        container = self.desired.container
+        container = self.rendering
         if container is None:
             raise OrchestratorError(f"instance {self.instance!r}: internal error: {self.kind} without a container")
         return container
@@ -115,11 +116,13 @@ def plan_up(
     desired: Iterable[InstanceSpec],
     observed: Iterable[Observed],
     *,
+    containers: Mapping[str, ContainerSpec],
     image_ids: dict[str, str],
     selected: set[str] | None = None,
     remove_orphans: bool = False,
 ) -> list[Action]:
-    """What `up` must do. `image_ids` maps image names to their current ids on the host.
+    """What `up` must do. `containers`: each desired instance's Docker rendering, by name
+    (Resolved.containers); `image_ids` maps image names to their current ids on the host.
     Containers of another config file are the caller's to refuse (`owned_elsewhere`); any
     left in `observed` are adopted: recreated with this config's identity."""
     desired = list(desired)
@@ -132,27 +135,31 @@ def plan_up(
         if selected is not None and spec.name not in selected:
             continue
         current = observed_by_name.get(spec.name)
+        rendering = containers.get(spec.name)
         if not spec.enabled:
             if current is not None:
-                actions.append(Action(REMOVE, spec.name, (f"disabled ({spec.disabled_by})",), spec, current))
+                actions.append(Action(REMOVE, spec.name, (f"disabled ({spec.disabled_by})",), spec, current,
+                                      rendering))
             continue
+        if rendering is None:
+            raise OrchestratorError(f"instance {spec.name!r}: internal error: no Docker rendering")
         on_demand = spec.workload is not None and spec.workload.on_demand
         if current is None:
             actions.append(Action(CREATE, spec.name, ("not created yet",) + ((ON_DEMAND_NOTE,) if on_demand else ()),
-                                  spec))
+                                  spec, None, rendering))
             continue
-        reasons = explain_change(current, spec, image_ids)
+        reasons = explain_change(current, rendering, image_ids)
         if reasons:
             actions.append(Action(RECREATE, spec.name, tuple(reasons) + ((ON_DEMAND_LEFT,) if on_demand else ()),
-                                  spec, current))
+                                  spec, current, rendering))
         elif on_demand:
             # Stopped, running or asleep: the activator's to decide (orchestrator/activator/), not `up`'s.
             actions.append(Action(NOOP, spec.name, (f"on demand ({'running' if current.running else 'stopped'}): "
-                                                    "left as it is",), spec, current))
+                                                    "left as it is",), spec, current, rendering))
         elif not current.running:
-            actions.append(Action(START, spec.name, (f"was {current.state}",), spec, current))
+            actions.append(Action(START, spec.name, (f"was {current.state}",), spec, current, rendering))
         else:
-            actions.append(Action(NOOP, spec.name, ("up to date",), spec, current))
+            actions.append(Action(NOOP, spec.name, ("up to date",), spec, current, rendering))
     if selected is None:
         for name, current in observed_by_name.items():
             if name not in configured:
@@ -202,12 +209,11 @@ def removed_gpus(action: Action) -> GpuRequest | None:
 _OWN_LABEL_PREFIX = "io.vllm-orch."
 
 
-def explain_change(current: Observed, spec: InstanceSpec, image_ids: dict[str, str]) -> list[str]:
-    """Why the running container no longer matches the spec ([] when it does), one reason per
-    setting whose effect differs. Settings the container's record lacks count as their old
-    default; settings this release does not know are ignored."""
-    container = spec.container
-    assert container is not None
+def explain_change(current: Observed, container: ContainerSpec, image_ids: dict[str, str]) -> list[str]:
+    """Why the running container no longer matches the desired one (an instance's Docker
+    rendering; [] when it does), one reason per setting whose effect differs. Settings the
+    container's record lacks count as their old default; settings this release does not know
+    are ignored."""
     reasons: list[str] = []
     old = current.spec_json
     if old is None:  # no record to compare with (made by hand, or a damaged label)

@@ -128,7 +128,8 @@ def check_project(
     unchecked = []
     by_table: dict[int, tuple[OptionTable | None, set[str]]] = {}
     for spec in resolved.instances:
-        exact = tables.get(spec.container.image if spec.container else "")
+        container = resolved.containers.get(spec.name)
+        exact = tables.get(container.image if container else "")
         if exact is None:
             unchecked.append(spec.name)
         by_table.setdefault(id(exact), (exact, set()))[1].add(spec.name)
@@ -138,7 +139,7 @@ def check_project(
         new += option_problems(resolved, exact or OptionTable.bundled(), source,
                                exact=exact is not None and options_block, only=names)
     if first.runs_containers:  # the launcher's processes take their secrets in the environment
-        new += secret_files.problems(resolved.instances, tables, source)
+        new += secret_files.problems(resolved.instances, resolved.containers, tables, source)
         new += sleep_mode_problems(resolved, tables, source)
     problems += attributed(new, first.loaded)
     problems += extra

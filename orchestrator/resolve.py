@@ -146,8 +146,8 @@ def resolve(
         docker = deep_merge(docker_global, own) if own else dict(docker_global)
         spec = _resolve_instance(name, control, server, docker, master, project, config_path, host_env,
                                  resolved.problems, own_docker=own or {})
-        container = resolved.containers[name] = _render(spec, docker, project, config_path)
-        resolved.instances.append(spec.replace(container=container))  # TRANSITION
+        resolved.containers[name] = _render(spec, docker, project, config_path)
+        resolved.instances.append(spec)
     if kubernetes:
         resolved.kubernetes = resolve_kubernetes(data, master)
     resolved.gateway = read_gateway(data, project=project, config_file=str(config_path))
@@ -265,8 +265,7 @@ def apply_tables(resolved: Resolved, tables: Mapping[str, OptionTable]) -> Resol
             command = tuple(_launch_command(server_args, resolved.master))
             if container is not None:  # the container runs the same argv
                 containers[spec.name] = container.replace(command=command)
-            spec = spec.replace(server_args=tuple(server_args), command=command,
-                                container=containers.get(spec.name))  # TRANSITION
+            spec = spec.replace(server_args=tuple(server_args), command=command)
         instances.append(spec)
     return resolved.replace(instances=instances, problems=list(resolved.problems), containers=containers)
 

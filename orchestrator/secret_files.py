@@ -150,16 +150,18 @@ def _version(text: str) -> tuple[int, ...] | None:
     return tuple(int(part or 0) for part in match.groups()) if match else None
 
 
-def problems(instances: Iterable[Any], tables: Mapping[str, Any], source: str) -> list[Problem]:
+def problems(instances: Iterable[Any], containers: Mapping[str, Any], tables: Mapping[str, Any],
+             source: str) -> list[Problem]:
     """What the file form means for a config: a secret whose name no shell can export is a file
     only (a warning: releases before the files gave it as a variable); and an API key next to a compile cache kept on the host, under a vLLM
     known (from its image's option table) to predate the fix above, is a warning. Where the
-    version cannot be known, nothing is said."""
+    version cannot be known, nothing is said. `containers`: the instances' Docker renderings
+    by name (Resolved.containers)."""
     out: list[Problem] = []
     holders: dict[str, list[str]] = {}
     keyed = []
     for spec in instances:
-        container = getattr(spec, "container", None)
+        container = containers.get(spec.name)
         if container is None or not spec.enabled:
             continue
         names = [key for key, _ in container.secret_env]

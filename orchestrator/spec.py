@@ -9,13 +9,10 @@ container, which the Docker backend and the Compose export share), `exporters/ku
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from orchestrator.sizes import MAX_SIZE, parse_size  # noqa: F401  (the renderers read them here too)
 from orchestrator.value import Value, field
-
-if TYPE_CHECKING:
-    from orchestrator.container import ContainerSpec
 
 SECRET_MASK = "<secret>"
 MAX_GPU_INDEX = 1023
@@ -268,7 +265,6 @@ class InstanceSpec(Value):
     port: int = 8000
     host: str | None = None
     workload: Workload | None = None  # None only for specs built by hand (the local launcher's tests)
-    container: "ContainerSpec | None" = None  # the Docker rendering of `workload` (container.py)
     disabled_by: str | None = None  # the setting that disables it, when it is disabled
 
     @property

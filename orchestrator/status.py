@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
+from orchestrator.container import ContainerSpec
 from orchestrator.plan import Observed
 from orchestrator.labels import LABEL_GPUS, LABEL_LOG, LABEL_MODEL, LABEL_URL
 from orchestrator.spec import InstanceSpec
@@ -25,7 +26,9 @@ def exit_code(status: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def ps_rows(observed: list[Observed], configured: list[InstanceSpec]) -> list[dict[str, Any]]:
+def ps_rows(observed: list[Observed], configured: list[InstanceSpec],
+            containers: Mapping[str, ContainerSpec]) -> list[dict[str, Any]]:
+    """The rows; `containers`: the configured instances' Docker renderings (Resolved.containers)."""
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
     for container in sorted(observed, key=lambda o: (o.instance, o.owner)):
@@ -49,7 +52,7 @@ def ps_rows(observed: list[Observed], configured: list[InstanceSpec]) -> list[di
     for spec in configured:
         if spec.name in seen:
             continue
-        rendering = spec.container
+        rendering = containers.get(spec.name)
         rows.append({
             "name": spec.name,
             "container": rendering.name if rendering else "",

@@ -115,7 +115,8 @@ def wait_healthy(
             problem = _failure(current)
             if problem:
                 raise _failed(f"instance {name!r} {problem}", log_tail(spec))
-            url = spec.container.port.connect_url if probe_http and spec.container and spec.container.port else None
+            publish = spec.workload.publish if spec.workload else None  # the container's published port
+            url = publish.connect_url if probe_http and publish else None
             if url and probe_health(url):
                 how = "answers /health"
             elif current is not None and current.health == "healthy":

@@ -4,6 +4,7 @@ by the loader and resolved. One place for that call, so a test says only what ma
     spec = instance(config(docker='shm_size = "1g"'), tmp_path)       # one InstanceSpec
     resolved = resolve_toml(TEXT, tmp_path, env={"HF_TOKEN": "x"})     # the whole Resolved
     row = observed_for(spec, state="exited")                           # what `up` would observe
+    c = container_of(spec)                                             # its Docker rendering
 
 The host environment is empty unless a test passes one (`env`), so the machine running the
 tests never leaks into a spec.
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from orchestrator.config.loader import load_config
+from orchestrator.container import ContainerSpec
 from orchestrator.plan import Observed
 from orchestrator.labels import LABEL_HASH, LABEL_OWNER, LABEL_SPEC
 from orchestrator.resolve import Resolved, resolve
@@ -53,10 +55,36 @@ def load_data(path: Path) -> dict[str, Any]:
     return load_config(Path(path), env={}).data
 
 
+# The Docker rendering `resolve` made beside each spec resolved here (Resolved.containers), by
+# the spec's identity (the spec is kept too, so its id is never reused): a test holding a spec
+# asks for its container as the commands ask the Resolved (`Resolved.container_of`).
+_RENDERED: dict[int, tuple[InstanceSpec, ContainerSpec]] = {}
+
+
+def remember(resolved: Resolved) -> Resolved:
+    """Note each spec's container, for `container_of` and `containers_of`."""
+    for spec in resolved.instances:
+        _RENDERED[id(spec)] = (spec, resolved.container_of(spec.name))
+    return resolved
+
+
+def container_of(spec: InstanceSpec) -> ContainerSpec:
+    """The Docker rendering of a spec resolved here (or by a Resolved passed to `remember`)."""
+    found = _RENDERED.get(id(spec))
+    if found is None or found[0] is not spec:
+        raise LookupError(f"instance {spec.name!r}: not resolved by tests/builders.py (no container noted)")
+    return found[1]
+
+
+def containers_of(specs: Sequence[InstanceSpec]) -> dict[str, ContainerSpec]:
+    """The specs' containers by instance name, as Resolved.containers holds them (plan_up's `containers`)."""
+    return {spec.name: container_of(spec) for spec in specs}
+
+
 def resolve_data(data: Mapping[str, Any], config_path: Path, *, env: Mapping[str, str] | None = None,
                  project: str | None = None) -> Resolved:
     """A loaded (perhaps edited) document resolved as if read from `config_path`."""
-    return resolve(data, config_path=Path(config_path), project=project, host_env=dict(env or {}))
+    return remember(resolve(data, config_path=Path(config_path), project=project, host_env=dict(env or {})))
 
 
 def resolve_file(path: Path, *, env: Mapping[str, str] | None = None, overrides: Sequence[str] = (),
@@ -92,11 +120,10 @@ def instance(text: str, tmp_path: Path, name: str | None = None, **kwargs: Any) 
 def container_labels(spec: InstanceSpec) -> dict[str, str]:
     """The labels a container made from the spec carries, as engine_body.create_body writes
     them: ours and the user's, the config hash and the settings record."""
-    container = spec.container
-    assert container is not None, f"instance {spec.name!r} has no container spec"
-    labels = dict(container.labels)
-    labels[LABEL_HASH] = container.config_hash()
-    labels[LABEL_SPEC] = json.dumps(container.to_json(), sort_keys=True, separators=(",", ":"))
+    rendering = container_of(spec)
+    labels = dict(rendering.labels)
+    labels[LABEL_HASH] = rendering.config_hash()
+    labels[LABEL_SPEC] = json.dumps(rendering.to_json(), sort_keys=True, separators=(",", ":"))
     return labels
 
 
@@ -104,13 +131,12 @@ def observed_for(spec: InstanceSpec, state: str = "running", image_id: str = DEF
                  status: str | None = None, container_id: str | None = None) -> Observed:
     """What `up` observes of a container made from the spec: its labels and hash as the create
     body wrote them, in `state`, from the image `image_id`."""
-    container = spec.container
-    assert container is not None, f"instance {spec.name!r} has no container spec"
+    rendering = container_of(spec)
     if status is None:
         status = "Up 1 minute" if state == "running" else "Exited (0) 1 minute ago"
     labels = container_labels(spec)
     return Observed(
-        id=container_id or f"id-{spec.name}", name=container.name, instance=spec.name,
+        id=container_id or f"id-{spec.name}", name=rendering.name, instance=spec.name,
         owner=labels.get(LABEL_OWNER, ""), state=state, status=status, image_id=image_id,
         config_hash=labels[LABEL_HASH], labels=labels,
     )

@@ -19,7 +19,7 @@ CONTAINER_STATE_DIR = "activator"
 
 
 def on_demand(project) -> list:
-    return [s for s in project.resolved.instances if s.enabled and s.workload.on_demand and s.container is not None]
+    return [s for s in project.resolved.instances if s.enabled and s.workload.on_demand and s.name in project.resolved.containers]
 
 
 def wanted_here(project) -> bool:
@@ -55,14 +55,14 @@ def build_state(project, engine_address: str) -> State:
         model = spec.served_model or spec.server.get("model")
         if not address or not isinstance(model, str):
             continue
-        container = spec.container
+        container = project.resolved.container_of(spec.name)
         instances.append(OnDemand(
             name=spec.name, model=model, address=address, container=container.name, sleep=supports_sleep(spec),
             idle_stop_after=spec.workload.idle_stop_after, gpus=_gpus(spec), share=_share(spec),
             log_file=container.host_log_file, start_timeout_s=float(spec.workload.health.start_period_s) + 60,
             stop_timeout_s=int(spec.workload.stop_timeout or 30)))
     residents = tuple(Resident(s.name, _gpus(s), _share(s)) for s in project.resolved.instances
-                      if s.enabled and not s.workload.on_demand and s.container is not None)
+                      if s.enabled and not s.workload.on_demand and s.name in project.resolved.containers)
     # `gpu_ids = "all"` shares a GPU with every instance that names one: its key set holds them all.
     held = [i.gpus for i in instances] + [r.gpus for r in residents]
     named = {g for gpus in held for g in gpus if g not in ("all", "host")}

@@ -37,6 +37,7 @@ if TYPE_CHECKING:  # annotations only: importing them here would load the config
     from orchestrator.backends.docker import DockerBackend
     from orchestrator.backends.local import LocalBackend
     from orchestrator.project import Project
+    from orchestrator.resolve import Resolved
     from orchestrator.spec import InstanceSpec
 
 __all__ = ["BACKENDS", "DOCKER", "LOCAL", "Backend", "Removal", "Removed", "Say", "Step", "backend_for", "quiet"]
@@ -135,12 +136,12 @@ class Backend(Protocol[ObservedT, StepT, RequestT, ResultT]):
         after `timeout` seconds (None: 60), whatever config launched it."""
         ...
 
-    def status(self, project: str, instances: list[InstanceSpec]) -> list[dict[str, Any]]:
-        """`ps`'s rows: one per configured instance (`instances`, may be empty when no config is
-        at hand), then one per instance that runs but is no longer configured."""
+    def status(self, project: str, resolved: Resolved | None) -> list[dict[str, Any]]:
+        """`ps`'s rows: one per configured instance (of `resolved`, None when no config is at
+        hand), then one per instance that runs but is no longer configured."""
         ...
 
-    def log_file(self, spec: InstanceSpec) -> Path:
+    def log_file(self, resolved: Resolved, spec: InstanceSpec) -> Path:
         """Where the instance's log file is on this machine (it may not exist yet)."""
         ...
 

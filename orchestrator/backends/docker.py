@@ -41,6 +41,7 @@ from orchestrator.value import Value, field
 if TYPE_CHECKING:  # gpus is imported where the probe runs
     from orchestrator.gpus import Inventory
     from orchestrator.project import Project
+    from orchestrator.resolve import Resolved
 
 __all__ = ["ActionResult", "ContainerRun", "DockerBackend"]
 
@@ -148,7 +149,8 @@ class DockerBackend:
         """base.Backend.plan: what `up` must do (plan.plan_up): the request's `image_ids` (image ->
         its id here, from image_ids()) tells a rebuilt image apart. Containers another config made
         are the caller's to refuse first (plan.owned_elsewhere)."""
-        return plan_up(project.resolved.instances, observed, image_ids=request.image_ids, selected=selected,
+        return plan_up(project.resolved.instances, observed, containers=project.resolved.containers,
+                       image_ids=request.image_ids, selected=selected,
                        remove_orphans=request.remove_orphans)
 
     # ------------------------------------------------------------------ preflight
@@ -222,13 +224,14 @@ class DockerBackend:
         return self.run_actions(actions, on_done), left
 
     # ------------------------------------------------------------------ status
-    def status(self, project: str, instances: list[InstanceSpec]) -> list[dict[str, Any]]:
+    def status(self, project: str, resolved: Resolved | None) -> list[dict[str, Any]]:
         """base.Backend.status: the project's containers (ours and Compose-export ones) joined
         with the config; /health asked where Docker still says "starting" (status.ask_health)."""
         from orchestrator.status import ask_health, ps_rows
         from orchestrator.waiter import probe_many
 
-        rows = ps_rows(self.observe(project, owner=None), list(instances))
+        rows = ps_rows(self.observe(project, owner=None), list(resolved.instances) if resolved else [],
+                       resolved.containers if resolved else {})
         ask_health(rows, probe_many, local=is_local_address(self.engine.address))
         return rows
 
@@ -276,11 +279,9 @@ class DockerBackend:
             pass
 
     # ------------------------------------------------------------------ logs
-    def log_file(self, spec: InstanceSpec) -> Path:
+    def log_file(self, resolved: Resolved, spec: InstanceSpec) -> Path:
         """base.Backend.log_file: the host side of the container's log bind mount."""
-        if spec.container is None:
-            raise OrchestratorError(f"instance {spec.name!r}: internal error: no Docker rendering")
-        return Path(spec.container.host_log_file)
+        return Path(resolved.container_of(spec.name).host_log_file)
 
     def missing_log(self, spec: InstanceSpec, path: Path) -> str:
         """base.Backend.missing_log: a remote engine writes the file on its own machine. Asks the

@@ -52,7 +52,7 @@ def preflight(backend: DockerBackend, project: Project, actions: list[Action], i
         if container.secrets_as_files and not secret_files.writable(container.secret_dir):
             problems.append(f"instance {action.instance!r}: cannot write its secret files in {container.secret_dir} "
                             f"(set {secret_files.SECRETS_DIR_ENV} to a directory this user may write)")
-        missing_model = missing_model_dir(action.spec)
+        missing_model = missing_model_dir(action.spec, container)
         if missing_model:
             problems.append(f"instance {action.instance!r}: {missing_model}")
     held = _check_other_containers(backend, [a for a in actions if a.kind == CREATE], creating, problems)

@@ -67,6 +67,7 @@ from orchestrator.waiter import probe_many
 
 if TYPE_CHECKING:
     from orchestrator.project import Project
+    from orchestrator.resolve import Resolved
 
 # What other modules and tests reach through this one (the backend's own parts).
 __all__ = ["DISABLED", "RUNNING", "START", "USER_ENV", "LaunchRun", "LaunchStep", "LocalBackend", "ProcessHandle", "Record",
@@ -183,14 +184,14 @@ class LocalBackend:
                    + ", ".join(str(r.doc.get("name")) for r in failed)) if failed else ""
         return Removal(results, "stopped", failure)
 
-    def status(self, project: str, instances: list[InstanceSpec]) -> list[dict[str, Any]]:
+    def status(self, project: str, resolved: Resolved | None) -> list[dict[str, Any]]:
         """base.Backend.status: one row per configured instance (config order), then one per
         record whose instance is no longer in the config. state: running | exited (launched, now
         gone) | not started | disabled."""
         records = {r.instance: r for r in self.store.records(project)}
         rows: list[dict[str, Any]] = []
         alive: dict[str, bool] = {name: r.is_alive() for name, r in records.items()}
-        for spec in instances:
+        for spec in resolved.instances if resolved else []:
             record = records.pop(spec.name, None)
             rows.append(self._row(spec.name, record, alive.get(spec.name, False), spec))
         for name, record in records.items():
@@ -200,7 +201,7 @@ class LocalBackend:
             row["health"] = "healthy" if healthy else "starting"
         return rows
 
-    def log_file(self, spec: InstanceSpec) -> Path:
+    def log_file(self, resolved: Resolved, spec: InstanceSpec) -> Path:
         """base.Backend.log_file: the file the process's output is appended to."""
         return Path(spec.log_file)
 
@@ -351,7 +352,7 @@ class LocalBackend:
     # ------------------------------------------------------------------ ps
     def ps(self, project) -> list[dict[str, Any]]:
         """status() of a project object."""
-        return self.status(project.name, project.resolved.instances)
+        return self.status(project.name, project.resolved)
 
     def _row(self, name: str, record: Record | None, alive: bool, spec: InstanceSpec | None) -> dict[str, Any]:
         if record is not None and alive:

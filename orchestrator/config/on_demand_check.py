@@ -58,8 +58,8 @@ def on_demand_problems(resolved: Any, data: dict, source: str, target: str) -> l
                                "request for its model through the gateway, so nothing would ever start it",
                                hint="add a [gateway] table (e.g. port = 8000), or set on_demand = false", source=source))
     for spec in on_demand:
-        container = spec.container
-        if container is not None and container.port is None and container.network_mode != "host":
+        work = spec.workload
+        if work is not None and work.publish is None and work.network_mode != "host":
             out.append(Problem("error", f"instance.{spec.name}.docker.publish",
                                "on demand, but not published: the activator starts it and forwards the first "
                                "requests to it on its host port (127.0.0.1)",
@@ -79,15 +79,15 @@ def sleep_mode_problems(resolved: Any, tables: Mapping[str, OptionTable], source
     not name (a CUDA build asked without a GPU) says nothing either."""
     out: list[Problem] = []
     for spec in resolved.instances:
-        if not spec.enabled or spec.server.get("enable_sleep_mode") is not True or spec.container is None:
+        if not spec.enabled or spec.server.get("enable_sleep_mode") is not True or spec.workload is None:
             continue
-        table = tables.get(spec.container.image)
+        table = tables.get(spec.workload.image)
         if table is None or table.sleep_mode is not False:
             continue
         fallback = ("; on this image an on-demand instance is stopped and started instead of put to sleep"
                     if spec.workload.on_demand else "")
         out.append(Problem("error", f"instance.{spec.name}.server.enable_sleep_mode",
-                           f"the vLLM {table.vllm_version} of {spec.container.image} ({table.device_type} build) has no "
+                           f"the vLLM {table.vllm_version} of {spec.workload.image} ({table.device_type} build) has no "
                            f"sleep mode: it refuses to start with it (\"Sleep mode is not supported on current platform\")"
                            + fallback,
                            hint="remove enable_sleep_mode, or use an image built for CUDA or ROCm", source=source))

@@ -75,7 +75,7 @@ def container_setting_problems(spec: Any, source: str, backend: str) -> list[Pro
     return out
 
 
-def mount_target_problems(spec: Any, source: str, backend: str) -> list[Problem]:
+def mount_target_problems(spec: Any, container: Any, source: str, backend: str) -> list[Problem]:
     """Paths inside the container that the engine or the API server refuse: the root, a path
     with `..`, and one path mounted twice (Docker: with the log file and the caches; Kubernetes:
     with the /dev/shm volume the export adds)."""
@@ -88,8 +88,8 @@ def mount_target_problems(spec: Any, source: str, backend: str) -> list[Problem]
         elif ".." in target.split("/"):
             out.append(Problem("error", path, f"{show_value(target)} holds '..': a mount path must name its "
                                "directory directly", source=source))
-    if backend == "docker" and spec.container is not None:
-        targets = [m.target for m in spec.container.mounts]
+    if backend == "docker" and container is not None:  # its Docker rendering (container.py)
+        targets = [m.target for m in container.mounts]
     else:
         targets = [m.target for m in spec.workload.mounts] + [SHM_TARGET]
     seen: set[str] = set()

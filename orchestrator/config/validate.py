@@ -15,6 +15,7 @@ from typing import Any, Iterable
 
 from orchestrator.addresses import bind_refused, ip_address, is_loopback
 from orchestrator.argv import DEFAULT_MODULE
+from orchestrator.container import ContainerSpec
 from orchestrator.config.schema import SCHEMA
 from orchestrator.config.on_demand_check import on_demand_problems
 from orchestrator.config.settings_check import container_setting_problems, mount_target_problems
@@ -177,13 +178,14 @@ def semantic_problems(resolved: Resolved, data: dict, source: str, target: str, 
     if runs_containers(target):  # what the engine, or the API server, would refuse
         rendering = "kubernetes" if target == KUBERNETES else "docker"  # Compose: the Docker rendering
         for spec in instances:
-            out += mount_target_problems(spec, source, rendering)
+            out += mount_target_problems(spec, resolved.containers.get(spec.name), source, rendering)
             out += container_setting_problems(spec, source, rendering)
     if renders_docker(target):
         for spec in instances:
-            _docker_checks(spec, source, out)
-            out += host_problems(spec, source, on_host=on_host)
-        _log_collisions(instances, source, out)
+            container = resolved.container_of(spec.name)
+            _docker_checks(spec, container, source, out)
+            out += host_problems(spec, container, source, on_host=on_host)
+        _log_collisions([(spec.name, resolved.container_of(spec.name)) for spec in instances], source, out)
     out += on_demand_problems(resolved, data, source, target)
     if shares_one_host(target):  # on Kubernetes the gateway is a Service of its own: no host port to share
         from orchestrator.gateway.checks import gateway_problems
@@ -230,7 +232,7 @@ def _port_conflicts(resolved: Resolved, target: str, source: str, out: list[Prob
         if not spec.enabled:
             continue
         keys: list[tuple[str, int]] = []
-        container = spec.container
+        container = resolved.containers.get(spec.name)
         if renders_docker(target) and container and container.network_mode != "host":
             if container.port:
                 keys.append(("published", container.port.host_port))
@@ -315,7 +317,7 @@ _ip_address = ip_address
 _is_loopback = is_loopback
 
 
-def missing_model_dir(spec: Any) -> str | None:
+def missing_model_dir(spec: Any, container: ContainerSpec) -> str | None:
     """server.model is a path inside a mounted volume whose host directory exists but holds no
     such model: vLLM would take the path for a Hugging Face Hub name and fail (or download)
     after a long start. Known before anything starts, so said here. (A volume whose host
@@ -325,7 +327,7 @@ def missing_model_dir(spec: Any) -> str | None:
     model = spec.server.get("model")
     if not isinstance(model, str) or not model.startswith("/"):
         return None
-    covering = [m for m in spec.container.mounts
+    covering = [m for m in container.mounts
                 if m.target != "/" and (model == m.target or model.startswith(m.target + "/"))]
     if not covering:
         return None
@@ -337,8 +339,7 @@ def missing_model_dir(spec: Any) -> str | None:
             "vLLM would take it for a Hugging Face Hub name")
 
 
-def _docker_checks(spec: Any, source: str, out: list[Problem]) -> None:
-    container = spec.container
+def _docker_checks(spec: Any, container: ContainerSpec, source: str, out: list[Problem]) -> None:
     path = f"instance.{spec.name}"
     if not container.image:
         out.append(Problem("error", f"{path}.docker.image", "no image: set [docker] image (or per instance)", source=source))
@@ -379,12 +380,11 @@ def _docker_checks(spec: Any, source: str, out: list[Problem]) -> None:
 _ELSEWHERE_HINT = "a fact of this machine: `up` and `validate` (without --offline) on the host that runs the config refuse it"
 
 
-def host_problems(spec: Any, source: str, *, on_host: bool = True) -> list[Problem]:
+def host_problems(spec: Any, container: ContainerSpec, source: str, *, on_host: bool = True) -> list[Problem]:
     """The host facts of one enabled Docker instance: its volumes' and pixi project's host
     paths exist, and a model path under a volume names a directory there. Errors `on_host`,
     else warnings saying so (the log file and caches are made by `up`, so never checked).
     Marked `host_fact`: `up` leaves them to its preflight, which reports them with the engine's."""
-    container = spec.container
     path = f"instance.{spec.name}"
     severity = "error" if on_host else "warning"
     out: list[Problem] = []
@@ -392,7 +392,7 @@ def host_problems(spec: Any, source: str, *, on_host: bool = True) -> list[Probl
         if mount.source != container.host_log_file and not os.path.exists(mount.source):
             out.append(Problem(severity, f"{path}.docker", f"host path {mount.source} does not exist",
                                hint="" if on_host else _ELSEWHERE_HINT, source=source, host_fact=True))
-    missing = missing_model_dir(spec)
+    missing = missing_model_dir(spec, container)
     if missing:
         out.append(Problem(severity, f"{path}.server.model", missing,
                            hint="check [docker] volumes and server.model" if on_host else _ELSEWHERE_HINT,
@@ -406,7 +406,8 @@ def busy_port_problems(resolved: Resolved, held: set[int] | frozenset[int], sour
     publish, which `up` keeps or releases itself. Only where this machine is the engine's host."""
     out: list[Problem] = []
     for spec in resolved.instances:
-        port = spec.container.port if spec.enabled and spec.container else None
+        container = resolved.containers.get(spec.name)
+        port = container.port if spec.enabled and container else None
         if port is None or port.host_port in held or _ip_address(port.host_address) is None:
             continue
         why = bind_refused(port.host_address, port.host_port)
@@ -418,14 +419,14 @@ def busy_port_problems(resolved: Resolved, held: set[int] | frozenset[int], sour
     return out
 
 
-def _log_collisions(instances: list, source: str, out: list[Problem]) -> None:
+def _log_collisions(containers: list[tuple[str, ContainerSpec]], source: str, out: list[Problem]) -> None:
     owners: dict[str, str] = {}
-    for spec in instances:
-        log = spec.container.host_log_file
+    for name, container in containers:
+        log = container.host_log_file
         if log in owners:
-            out.append(Problem("error", f"instance.{spec.name}.control.log_file",
+            out.append(Problem("error", f"instance.{name}.control.log_file",
                                f"writes to the same host log file as {owners[log]!r} ({log})", source=source))
-        owners[log] = spec.name
+        owners[log] = name
 
 
 def option_problems(resolved: Resolved, table: OptionTable, source: str, *, exact: bool,

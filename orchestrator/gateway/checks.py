@@ -24,10 +24,10 @@ def gateway_problems(resolved: Any, data: dict, source: str, target: str) -> lis
                            hint="e.g. port = 8000 (or enabled = false)", source=source))
     enabled = [i for i in resolved.instances if i.enabled]
     for spec in enabled:
-        container = spec.container
-        if container is None:
+        work = spec.workload
+        if work is None:
             continue
-        taken = spec.port if container.network_mode == "host" else (container.port.host_port if container.port else None)
+        taken = spec.port if work.network_mode == "host" else (work.publish.host_port if work.publish else None)
         if isinstance(port, int) and taken == port:
             out.append(Problem("error", "gateway.port", f"host port {port} is also used by instance {spec.name!r}",
                                hint="give the gateway a port of its own", source=source))

@@ -33,7 +33,7 @@ def routes_for(instances: Iterable, container_addresses: Mapping[str, str] | Non
     found: list[Route] = [Route(model, "remote-" + address.replace(":", "-").strip("[]"), address)
                           for model, address in remote]
     for spec in instances:
-        if not spec.enabled or spec.container is None:
+        if not spec.enabled or spec.workload is None:
             continue
         model = spec.served_model or spec.server.get("model")
         if not model:
@@ -45,13 +45,13 @@ def routes_for(instances: Iterable, container_addresses: Mapping[str, str] | Non
 
 
 def _address(spec, container_addresses: Mapping[str, str]) -> str | None:
-    container = spec.container
-    if container.network_mode == "host":
+    work = spec.workload  # the published port, as the container publishes it
+    if work.network_mode == "host":
         return f"127.0.0.1:{spec.port}"
-    if container.port is not None:
-        host = container.port.host_address
+    if work.publish is not None:
+        host = work.publish.host_address
         host = "127.0.0.1" if host in _WILDCARDS else host
-        return f"{'[' + host + ']' if ':' in host else host}:{container.port.host_port}"
+        return f"{'[' + host + ']' if ':' in host else host}:{work.publish.host_port}"
     ip = container_addresses.get(spec.name)
     return f"{ip}:{spec.port}" if ip else None
 

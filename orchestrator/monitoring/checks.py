@@ -72,10 +72,10 @@ def monitoring_problems(resolved: Any, data: dict, source: str, target: str) -> 
                            hint="give Prometheus a port of its own", source=source))
     enabled = [i for i in resolved.instances if i.enabled]
     for spec in enabled:
-        container = spec.container
-        if container is None:
+        work = spec.workload
+        if work is None:
             continue
-        taken = spec.port if container.network_mode == "host" else (container.port.host_port if container.port else None)
+        taken = spec.port if work.network_mode == "host" else (work.publish.host_port if work.publish else None)
         if taken == port:
             out.append(Problem("error", "monitoring.port", f"host port {port} is also used by instance {spec.name!r}",
                                hint="give Prometheus a port of its own", source=source))
@@ -97,7 +97,7 @@ def metric_problems(instances: list, source: str) -> list[Problem]:
     import json
 
     out: list[Problem] = []
-    for image in sorted({str(getattr(spec.container, "image", "") or "") for spec in instances} - {""}):
+    for image in sorted({str(getattr(spec.workload, "image", "") or "") for spec in instances} - {""}):
         path = recording_for(image)
         if path is None:
             continue

@@ -20,7 +20,7 @@ def record_exports(instances: list, addresses: dict[str, str]) -> list[str]:
     from orchestrator.top import fetch_metrics
     from orchestrator.vllm_metrics import families_of
 
-    images = {spec.name: spec.container.image for spec in instances if spec.enabled and spec.container is not None}
+    images = {spec.name: spec.workload.image for spec in instances if spec.enabled and spec.workload is not None}
     done: list[str] = []
     for route in routes_for(instances, addresses):
         image = images.get(route.instance)

@@ -20,7 +20,7 @@ from orchestrator.backends.local import DISABLED, RUNNING, START, LaunchRun, Loc
 from orchestrator.errors import OrchestratorError
 from orchestrator.plan import CREATE, NOOP
 from orchestrator.spec import GpuRequest, InstanceSpec
-from tests.builders import config, instances
+from tests.builders import config, container_of, resolve_toml
 from tests.unit.fake_engine import FakeEngine
 
 SERVER = ("import signal, sys, time\n"
@@ -91,16 +91,16 @@ def test_local_plan_apply_status_remove_through_the_interface(local: Backend, tm
     assert local.observe("unit") == []
     steps = local.plan(p, None, local.observe("unit"), LaunchRun())
     assert [(s.instance, s.kind) for s in steps] == [("off", DISABLED), ("server", START)]
-    assert not local.log_file(server).exists()  # deciding started nothing
-    assert local.missing_log(server, local.log_file(server)).startswith("no log yet for 'server'")
+    assert not local.log_file(p.resolved, server).exists()  # deciding started nothing
+    assert local.missing_log(server, local.log_file(p.resolved, server)).startswith("no log yet for 'server'")
 
     said: list[str] = []
     assert local.preflight(p, steps, LaunchRun(said.append)) == []
     assert local.apply(p, steps, LaunchRun(said.append)) == 0
-    wait_for_line(local.log_file(server), "\nready")  # the process runs and writes to its log
+    wait_for_line(local.log_file(p.resolved, server), "\nready")  # the process runs and writes to its log
     [record] = local.observe("unit")
     assert record.instance == "server" and proc_stat(record.pid) is not None
-    rows = {row["name"]: row for row in local.status("unit", p.resolved.instances)}
+    rows = {row["name"]: row for row in local.status("unit", p.resolved)}
     assert (rows["server"]["state"], rows["server"]["pid"]) == ("running", record.pid)
     assert rows["off"]["state"] == "disabled"
     # Planned again, it is left running rather than started twice.
@@ -114,7 +114,7 @@ def test_local_plan_apply_status_remove_through_the_interface(local: Backend, tm
         (True, "server", "stopped")]
     assert lines[0].startswith(f"server: stopped (pid {record.pid}, SIGTERM")
     assert proc_stat(record.pid) is None and local.observe("unit") == []
-    assert [r["state"] for r in local.status("unit", p.resolved.instances)] == ["not started", "disabled"]
+    assert [r["state"] for r in local.status("unit", p.resolved)] == ["not started", "disabled"]
     assert local.remove("unit", None).results == []  # nothing left: the caller says "nothing to stop"
 
 
@@ -123,17 +123,18 @@ def test_docker_plan_apply_status_remove_through_the_interface(tmp_path, monkeyp
     monkeypatch.setenv("VLLM_ORCH_STATE_DIR", str(tmp_path / "state"))  # remove takes the run lock there
     images = {"img:1": "sha256:" + "a" * 64}
     docker: Backend = backend_for(DOCKER, engine=FakeEngine(images))
-    specs = instances(config("a", control='gpu_ids = "none"'), tmp_path)
-    p = SimpleNamespace(name="fleet", resolved=SimpleNamespace(instances=specs, config_file=str(tmp_path / "fleet.toml")))
+    resolved = resolve_toml(config("a", control='gpu_ids = "none"'), tmp_path)
+    specs = resolved.instances
+    p = SimpleNamespace(name="fleet", resolved=resolved)
 
     actions = docker.plan(p, None, docker.observe("fleet"), ContainerRun(images))
     assert [(a.kind, a.instance) for a in actions] == [(CREATE, "a")]
-    assert docker.log_file(specs[0]) == Path(specs[0].container.host_log_file)
+    assert docker.log_file(p.resolved, specs[0]) == Path(container_of(specs[0]).host_log_file)
     [result] = docker.apply(p, actions, ContainerRun(images))
     assert result.ok and result.line() == "a: created"
     assert [(a.kind, a.instance) for a in docker.plan(p, None, docker.observe("fleet"), ContainerRun(images))] == [
         (NOOP, "a")]
-    [row] = docker.status("fleet", specs)
+    [row] = docker.status("fleet", p.resolved)
     assert (row["name"], row["state"]) == ("a", "running")
 
     lines: list[str] = []

@@ -135,7 +135,7 @@ def test_shared_settings_are_written_once_and_merged_into_each_service(fleet):
     project = project_of(fleet)
     for spec in project.resolved.instances:
         # What the service would be written out in full, with `$` escaped, as a reader loads it.
-        full = yaml.safe_load(compose._dump(compose._escape(service_settings(spec))))
+        full = yaml.safe_load(compose._dump(compose._escape(service_settings(spec, project.resolved.container_of(spec.name)))))
         assert doc["services"][spec.name] == full
 
 

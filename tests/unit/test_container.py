@@ -7,7 +7,7 @@ from orchestrator.compose import gpu_devices
 from orchestrator.container import ENTRYPOINT, HEALTH_PROBE, device_requests, render_container
 from orchestrator.labels import LABEL_LOG, LABEL_OWNER, LABEL_PROJECT, LABEL_URL
 from orchestrator.spec import GpuRequest
-from tests.builders import config, instance
+from tests.builders import config, container_of, instance
 
 A100_GPU = "GPU-513536b6-7d19-9063-b049-1e69664bb298"
 A100_MIG = "MIG-ce861fb0-a248-58ce-a9a8-f9adbc22a66a"
@@ -44,7 +44,7 @@ def test_the_neutral_spec_holds_no_docker_spelling(tmp_path):
 
 def test_the_container_adds_the_log_wrapper_its_mount_and_the_cmd_health_test(tmp_path):
     spec = instance(config(), tmp_path)
-    c = spec.container
+    c = container_of(spec)
     assert c.entrypoint == ENTRYPOINT and c.command == spec.command
     assert (c.mounts[0].source, c.mounts[0].target) == (c.host_log_file, spec.log_file)
     assert c.environment()["VLLM_ORCH_LOG_FILE"] == spec.log_file
@@ -57,7 +57,7 @@ def test_the_container_adds_the_log_wrapper_its_mount_and_the_cmd_health_test(tm
 def test_a_health_command_is_exec_form_and_user_labels_cannot_claim_ours(tmp_path):
     spec = instance(config(docker='health_cmd = ["curl", "-f", "http://localhost:8000/health"]\n'
                                   'labels = { "io.vllm-orch.project" = "theirs", team = "a" }'), tmp_path)
-    c = spec.container
+    c = container_of(spec)
     assert c.healthcheck.test == ("CMD", "curl", "-f", "http://localhost:8000/health")
     assert dict(c.labels)[LABEL_PROJECT] == "fleet" and dict(c.labels)["team"] == "a"
 
@@ -66,7 +66,7 @@ def test_the_environment_keeps_the_order_every_release_wrote(tmp_path):
     """The order shows in `docker inspect`, the Compose export's bytes and the pod template,
     whose change alone would roll every Deployment."""
     spec = instance(config(docker='user = "1000"\nenv = { EXTRA = "1" }', control='gpu_ids = "none"'), tmp_path)
-    assert list(spec.container.environment(caches=False)) == [
+    assert list(container_of(spec).environment(caches=False)) == [
         "PYTHONUNBUFFERED", "CUDA_DEVICE_ORDER", "VLLM_ORCH_INSTANCE", "VLLM_ORCH_LOG_FILE",
         "NVIDIA_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES", "HOME", "EXTRA"]
     assert [key for key, _ in spec.workload.env] == [
@@ -76,13 +76,13 @@ def test_the_environment_keeps_the_order_every_release_wrote(tmp_path):
 
 def test_user_env_still_wins_over_ours(tmp_path):
     spec = instance(config(docker='env = { VLLM_ORCH_INSTANCE = "custom", PYTHONUNBUFFERED = "0" }'), tmp_path)
-    env = spec.container.environment()
+    env = container_of(spec).environment()
     assert env["VLLM_ORCH_INSTANCE"] == "custom" and env["PYTHONUNBUFFERED"] == "0"
 
 
 def test_rendering_again_gives_the_same_record(tmp_path):
     """The record is what upgrades compare: the same instance renders to the same record."""
     spec = instance(config(), tmp_path)
-    again = render_container(spec, project="fleet", config_file=dict(spec.container.labels)["io.vllm-orch.config-file"],
-                             host_log_file=spec.container.host_log_file, gpu_driver="nvidia")
-    assert again.to_json() == spec.container.to_json() and again.config_hash() == spec.container.config_hash()
+    again = render_container(spec, project="fleet", config_file=dict(container_of(spec).labels)["io.vllm-orch.config-file"],
+                             host_log_file=container_of(spec).host_log_file, gpu_driver="nvidia")
+    assert again.to_json() == container_of(spec).to_json() and again.config_hash() == container_of(spec).config_hash()

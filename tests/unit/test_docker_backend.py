@@ -21,7 +21,7 @@ from orchestrator.compose import OWNER_COMPOSE
 from orchestrator.errors import DockerUnavailable, OrchestratorError, PreflightError
 from orchestrator.plan import CREATE, NOOP, RECREATE, REMOVE, START, Action, plan_up
 from orchestrator.labels import LABEL_CONFIG, LABEL_INSTANCE, LABEL_OWNER, LABEL_PROJECT, OWNER_UP
-from tests.builders import config, container_labels, instances, observed_for
+from tests.builders import config, container_labels, container_of, containers_of, instances, observed_for
 from tests.unit.fake_engine import FakeEngine
 
 IMAGES = {"img:1": "sha256:" + "a" * 64}
@@ -46,14 +46,14 @@ def fleet(tmp_path, *names: str, env=None, **settings):
 
 def made_by_up(engine: FakeEngine, spec, *, state: str = "running", exit_code: int = 0) -> str:
     """A container of the spec as an earlier `up` left it on the engine."""
-    return engine.add(spec.container.name, body=create_body(spec.container), state=state, exit_code=exit_code)
+    return engine.add(container_of(spec).name, body=create_body(container_of(spec)), state=state, exit_code=exit_code)
 
 
 def up(backend: DockerBackend, specs, *, project: str = "fleet", remove_orphans: bool = False):
     """What `vllm-orch up` does with the backend: observe, plan, preflight, apply."""
     observed = backend.observe(project)
-    image_ids = backend.image_ids(s.container.image for s in specs)
-    actions = plan_up(specs, observed, image_ids=image_ids, remove_orphans=remove_orphans)
+    image_ids = backend.image_ids(container_of(s).image for s in specs)
+    actions = plan_up(specs, observed, containers=containers_of(specs), image_ids=image_ids, remove_orphans=remove_orphans)
     backend.preflight(None, actions, ContainerRun(image_ids))  # the project is asked only about GPUs
     return actions, {r.action.instance: r for r in backend.run_actions(actions)}
 
@@ -72,9 +72,9 @@ def test_observe_reads_what_up_wrote_from_one_list_call(tmp_path, engine, backen
     assert engine.calls == [("containers", None, OURS)]
     assert observed["a"].replace(id="id-a", status="Up 1 minute") == observed_for(a, image_id=IMAGES["img:1"])
     assert observed["a"].running and observed["a"].health == "starting"
-    assert observed["a"].spec_json == a.container.to_json()
+    assert observed["a"].spec_json == container_of(a).to_json()
     assert not observed["b"].running and observed["b"].status.startswith("Exited (137)")
-    assert observed["b"].config_hash == b.container.config_hash() and observed["b"].labels == container_labels(b)
+    assert observed["b"].config_hash == container_of(b).config_hash() and observed["b"].labels == container_labels(b)
 
 
 def test_observe_keeps_to_the_project_and_to_containers_up_made(tmp_path, engine, backend):
@@ -100,7 +100,7 @@ def test_a_lost_engine_is_exit_3_naming_the_address_and_an_engine_error_is_one_l
 # ---------------------------------------------------------------------- image_ids
 def test_image_ids_inspect_each_distinct_image_once(tmp_path, engine, backend):
     specs = fleet(tmp_path, "a", "b", "c")
-    assert backend.image_ids(s.container.image for s in specs) == {"img:1": IMAGES["img:1"]}
+    assert backend.image_ids(container_of(s).image for s in specs) == {"img:1": IMAGES["img:1"]}
     assert engine.calls == [("inspect_image", "img:1")]
 
 
@@ -219,9 +219,9 @@ def test_every_preflight_problem_is_reported_at_once_and_nothing_is_created(tmp_
     specs = instances(text, tmp_path)
     engine.add("someone-elses-server", ports=[("0.0.0.0", 8001)])
     engine.add("fleet-b")
-    image_ids = backend.image_ids((s.container.image for s in specs), missing_ok=True)
+    image_ids = backend.image_ids((container_of(s).image for s in specs), missing_ok=True)
     assert image_ids == {"img:1": IMAGES["img:1"]}  # the missing image is left to the preflight
-    actions = plan_up(specs, backend.observe("fleet"), image_ids=image_ids)
+    actions = plan_up(specs, backend.observe("fleet"), containers=containers_of(specs), image_ids=image_ids)
     with pytest.raises(PreflightError) as refused:
         backend.preflight(None, actions, ContainerRun(image_ids))
     assert refused.value.exit_code == 4
@@ -252,9 +252,9 @@ def test_a_fresh_up_creates_and_starts_each_instance_with_the_body_of_its_spec(t
     assert [a.kind for a in actions] == [CREATE] * 3
     assert all(r.ok and r.detail == "created" for r in results.values())
     for spec in specs:
-        container = engine.by_name(spec.container.name)
-        assert container.state == "running" and container.body == create_body(spec.container)
-        assert calls_on(engine, spec.container.name, container.id) == ["create", "start"]
+        container = engine.by_name(container_of(spec).name)
+        assert container.state == "running" and container.body == create_body(container_of(spec))
+        assert calls_on(engine, container_of(spec).name, container.id) == ["create", "start"]
     # One list call to observe, one inspect for the one image, one list call for names and ports.
     assert engine.count("containers") == 2 and engine.count("inspect_image") == 1 and len(engine.calls) == 9
 
@@ -311,7 +311,7 @@ def test_a_failed_create_fails_that_instance_only(tmp_path, engine, backend):
 def test_an_image_removed_after_preflight_fails_its_instances_with_the_fix(tmp_path, engine, backend):
     specs = fleet(tmp_path, "a")
     observed = backend.observe("fleet")
-    actions = plan_up(specs, observed, image_ids=backend.image_ids(["img:1"]))
+    actions = plan_up(specs, observed, containers=containers_of(specs), image_ids=backend.image_ids(["img:1"]))
     backend.preflight(None, actions, ContainerRun(backend.image_ids(["img:1"])))
     del engine.images["img:1"]  # `docker rmi` while `up` ran
     [result] = backend.run_actions(actions)

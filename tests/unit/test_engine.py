@@ -71,7 +71,7 @@ def test_an_engine_that_stops_answering_fails_the_instance_in_one_line(tmp_path)
 
     from orchestrator.backends.docker import DockerBackend
     from orchestrator.plan import CREATE, Action
-    from tests.builders import instance
+    from tests.builders import container_of, instance
 
     spec = instance("""
         [docker]
@@ -86,7 +86,7 @@ def test_an_engine_that_stops_answering_fails_the_instance_in_one_line(tmp_path)
     silent.listen(16)
     try:
         backend = DockerBackend(SocketEngine(str(tmp_path / "docker.sock"), timeout=0.3))
-        [result] = backend.run_actions([Action(CREATE, "a", ("new",), spec)])
+        [result] = backend.run_actions([Action(CREATE, "a", ("new",), spec, rendering=container_of(spec))])
         with pytest.raises(OrchestratorError, match="Docker engine error: no answer"):
             backend.observe("p")
     finally:

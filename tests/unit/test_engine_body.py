@@ -11,7 +11,7 @@ from orchestrator.backends.engine_body import PROBE_OWNER, create_body, probe_bo
 from orchestrator.labels import LABEL_OWNER
 from orchestrator.container import device_requests
 from orchestrator.spec import Mount
-from tests.builders import resolve_toml
+from tests.builders import container_of, resolve_toml
 
 API = docker.APIClient(version="1.41")  # a fixed version: no engine is contacted
 
@@ -118,7 +118,7 @@ def containers(tmp_path):
     models.mkdir()
     resolved = resolve_toml(FLEET.format(models=models), tmp_path, env={"VLLM_API_KEY": "sk-test"})
     assert not [p for p in resolved.problems if p.is_error], resolved.problems
-    return {i.name: i.container for i in resolved.instances}
+    return {i.name: container_of(i) for i in resolved.instances}
 
 
 @pytest.mark.parametrize("name", ["plain", "ids", "all"])

@@ -294,7 +294,7 @@ def test_the_gateway_row_of_ps_has_every_key_an_instance_row_has(tmp_path):
     from tests.builders import write_config
 
     project = open_project(write_config(fleet_text(), tmp_path), env={})
-    (instance_row, *_) = ps_rows([], project.resolved.instances)
+    (instance_row, *_) = ps_rows([], project.resolved.instances, project.resolved.containers)
     not_created = ps_row(project.name, project, Listed())
     running = service.status_row({"Names": ["/p-gateway"], "State": "exited", "Status": "Exited (0) 1 second ago",
                                   "Labels": {}}, configured=True)

@@ -20,7 +20,7 @@ from orchestrator.backends.engine_body import create_body
 from orchestrator.cli import main
 from orchestrator.config.schema import SCHEMA
 from orchestrator.plan import NOOP, plan_up
-from tests.builders import observed_for, resolve_file
+from tests.builders import container_of, containers_of, observed_for, resolve_file
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -113,7 +113,7 @@ def outputs(capsys, monkeypatch, configs: list[tuple[Path, list[str]]]) -> dict:
             assert code == 0, (config.name, command, err)
             seen[config.name, command] = (out, err)
         resolved = resolve_file(config, env={"UPGRADE_FIXTURE_TOKEN": "fixture-token-value"})
-        seen[config.name, "create bodies"] = [create_body(i.container) for i in resolved.instances]
+        seen[config.name, "create bodies"] = [create_body(container_of(i)) for i in resolved.instances]
     return seen
 
 
@@ -129,7 +129,7 @@ def test_a_new_unset_option_changes_no_record_hash_plan_or_export(capsys, monkey
         assert after[key] == before[key], f"{key}: adding an option changed what a config without it gives"
     for config, specs in made_before.items():  # containers made before it: nothing to do
         now = resolve_file(config, env={"UPGRADE_FIXTURE_TOKEN": "x"}).instances
-        actions = plan_up(now, [observed_for(s) for s in specs if s.enabled], image_ids={})
+        actions = plan_up(now, [observed_for(s) for s in specs if s.enabled], containers=containers_of(now), image_ids={})
         assert {a.kind for a in actions if a.spec is None or a.spec.enabled} == {NOOP}, config.name
 
 
@@ -140,9 +140,9 @@ def test_the_dummy_is_in_the_table_when_set(capsys, monkeypatch, tmp_path):
     add_dummy_option(monkeypatch)
     config.write_text(EVERY_SETTING.replace("[instance.b.docker]\n", "[instance.b.docker]\noom_score_adj = 500\n"))
     [a, b] = resolve_file(config).instances
-    assert "oom_score_adj" not in a.container.to_json() and b.container.to_json()["oom_score_adj"] == 500
-    assert create_body(b.container)["HostConfig"]["OomScoreAdj"] == 500
-    [action] = plan_up([b], [observed_for(made_before)], image_ids={})
+    assert "oom_score_adj" not in container_of(a).to_json() and container_of(b).to_json()["oom_score_adj"] == 500
+    assert create_body(container_of(b))["HostConfig"]["OomScoreAdj"] == 500
+    [action] = plan_up([b], [observed_for(made_before)], containers=containers_of([b]), image_ids={})
     assert action.reasons == ("oom_score_adj: (unset) -> 500",)
     assert main(["-c", str(config), "compose", "--offline"]) == 0
     assert "oom_score_adj: 500" in capsys.readouterr().out

@@ -18,7 +18,7 @@ from orchestrator.plan import RECREATE, Observed, plan_up
 from orchestrator.labels import LABEL_SPEC
 from orchestrator.resolve import DOCKER_DEFAULTS
 from orchestrator.container import config_digest
-from tests.builders import instance, observed_for
+from tests.builders import container_of, containers_of, instance, observed_for
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -40,7 +40,7 @@ def test_the_readme_reference_is_the_tables():
 
 
 def test_the_record_holds_the_first_releases_options_always_and_later_ones_only_when_set(tmp_path):
-    record = spec_of(tmp_path).container.to_json()
+    record = container_of(spec_of(tmp_path)).to_json()
     for option in options.CONTAINER_OPTIONS:
         if option.since in options.RECORDS_UNSET_OPTIONS:  # as 8a54adf and 4a4232d wrote them, null included
             assert option.record in record
@@ -48,30 +48,30 @@ def test_the_record_holds_the_first_releases_options_always_and_later_ones_only_
             assert option.record not in record, f"{option.record} is unset: it must leave the record alone"
             assert option.record in ADDED_KEYS
     assert record["cpuset"] is None and record["cpus"] is None  # release 4a4232d's bytes
-    assert {"pids_limit", "ulimits"} <= set(spec_of(tmp_path, "pids_limit = 64\nulimits = { nproc = 9 }")
-                                           .container.to_json())
+    assert {"pids_limit", "ulimits"} <= set(container_of(spec_of(tmp_path, "pids_limit = 64\nulimits = { nproc = 9 }"))
+                                           .to_json())
 
 
 def test_cpuset_and_cpus_reach_the_engine_and_compose(tmp_path):
     spec = spec_of(tmp_path, 'cpuset = "0-3,8"\ncpus = 2.5')
-    body = create_body(spec.container)
+    body = create_body(container_of(spec))
     assert body["HostConfig"]["CpusetCpus"] == "0-3,8" and body["HostConfig"]["NanoCpus"] == 2_500_000_000
-    service = service_settings(spec)
+    service = service_settings(spec, container_of(spec))
     assert service["cpuset"] == "0-3,8" and service["cpus"] == 2.5
-    plain = create_body(spec_of(tmp_path).container)
+    plain = create_body(container_of(spec_of(tmp_path)))
     assert "CpusetCpus" not in plain["HostConfig"] and "NanoCpus" not in plain["HostConfig"]
 
 
 def test_setting_cpuset_on_a_running_container_recreates_it_naming_the_option(tmp_path):
     before = spec_of(tmp_path)
-    old = json.loads(json.dumps({k: v for k, v in before.container.to_json().items() if k not in ("cpuset", "cpus")}))
-    observed = Observed("id", before.container.name, "a", "vllm-orch", "running", "Up", "", "",
+    old = json.loads(json.dumps({k: v for k, v in container_of(before).to_json().items() if k not in ("cpuset", "cpus")}))
+    observed = Observed("id", container_of(before).name, "a", "vllm-orch", "running", "Up", "", "",
                         {LABEL_SPEC: json.dumps(old)})
-    observed = observed.replace(config_hash=config_digest(old, before.container.secret_env))  # as the release did
-    unchanged = plan_up([before], [observed], image_ids={})
+    observed = observed.replace(config_hash=config_digest(old, container_of(before).secret_env))  # as the release did
+    unchanged = plan_up([before], [observed], containers=containers_of([before]), image_ids={})
     assert [a.kind for a in unchanged] == ["noop"]
     after = spec_of(tmp_path, 'cpuset = "0-3"')
-    [action] = plan_up([after], [observed], image_ids={})
+    [action] = plan_up([after], [observed], containers=containers_of([after]), image_ids={})
     assert action.kind == RECREATE and action.reasons == ("cpuset: (unset) -> 0-3",)
 
 
@@ -89,22 +89,23 @@ LIMITS = 'pids_limit = 4096\nulimits = { memlock = -1, nofile = { soft = 65536, 
 
 def test_pids_limit_and_ulimits_reach_the_engine_and_compose(tmp_path):
     spec = spec_of(tmp_path, LIMITS)
-    host = create_body(spec.container)["HostConfig"]
+    host = create_body(container_of(spec))["HostConfig"]
     assert host["PidsLimit"] == 4096
     assert host["Ulimits"] == [{"Name": "memlock", "Soft": -1, "Hard": -1},
                                {"Name": "nofile", "Soft": 65536, "Hard": 1048576},
                                {"Name": "nproc", "Soft": 512, "Hard": 512}]
-    service = service_settings(spec)
+    service = service_settings(spec, container_of(spec))
     assert service["pids_limit"] == 4096
     assert service["ulimits"] == {"memlock": -1, "nofile": {"soft": 65536, "hard": 1048576}, "nproc": 512}
-    plain = create_body(spec_of(tmp_path).container)["HostConfig"]
+    plain = create_body(container_of(spec_of(tmp_path)))["HostConfig"]
     assert "PidsLimit" not in plain and "Ulimits" not in plain
-    assert "pids_limit" not in service_settings(spec_of(tmp_path))
+    plain_spec = spec_of(tmp_path)
+    assert "pids_limit" not in service_settings(plain_spec, container_of(plain_spec))
 
 
 def test_docker_run_spelling_of_ulimits_is_the_same_container(tmp_path):
-    table = spec_of(tmp_path, 'ulimits = { nofile = { soft = 1024, hard = 2048 }, memlock = -1 }').container
-    docker_run = spec_of(tmp_path, 'ulimits = ["nofile=1024:2048", "memlock=-1"]').container
+    table = container_of(spec_of(tmp_path, 'ulimits = { nofile = { soft = 1024, hard = 2048 }, memlock = -1 }'))
+    docker_run = container_of(spec_of(tmp_path, 'ulimits = ["nofile=1024:2048", "memlock=-1"]'))
     assert table.to_json() == docker_run.to_json() and table.config_hash() == docker_run.config_hash()
     assert create_body(table) == create_body(docker_run)
 
@@ -112,7 +113,7 @@ def test_docker_run_spelling_of_ulimits_is_the_same_container(tmp_path):
 def test_instance_ulimits_merge_with_the_global_table(tmp_path):
     spec = instance('[docker]\nimage = "img:1"\nulimits = { memlock = -1, nproc = 100 }\n'
                     '[instance.a.server]\nmodel = "/m"\n[instance.a.docker]\nulimits = { nproc = 200 }\n', tmp_path)
-    assert spec.container.to_json()["ulimits"] == {"memlock": {"soft": -1, "hard": -1},
+    assert container_of(spec).to_json()["ulimits"] == {"memlock": {"soft": -1, "hard": -1},
                                                    "nproc": {"soft": 200, "hard": 200}}
 
 
@@ -124,14 +125,14 @@ def running(spec):
 def test_setting_and_then_removing_a_limit_recreates_naming_it(tmp_path):
     plain = spec_of(tmp_path)
     limited = spec_of(tmp_path, 'pids_limit = 100\nulimits = { memlock = -1 }')
-    assert [a.kind for a in plan_up([plain], [running(plain)], image_ids={})] == ["noop"]
-    [action] = plan_up([limited], [running(plain)], image_ids={})
+    assert [a.kind for a in plan_up([plain], [running(plain)], containers=containers_of([plain]), image_ids={})] == ["noop"]
+    [action] = plan_up([limited], [running(plain)], containers=containers_of([limited]), image_ids={})
     assert action.kind == RECREATE
     assert action.reasons == ("pids_limit: (unset) -> 100", 'ulimits: (unset) -> {"memlock": {"soft": -1, "hard": -1}}')
-    [back] = plan_up([plain], [running(limited)], image_ids={})
+    [back] = plan_up([plain], [running(limited)], containers=containers_of([plain]), image_ids={})
     assert back.kind == RECREATE
     assert back.reasons == ("pids_limit: 100 -> (unset)", 'ulimits: {"memlock": {"hard": -1, "soft": -1}} -> (unset)')
-    assert [a.kind for a in plan_up([limited], [running(limited)], image_ids={})] == ["noop"]
+    assert [a.kind for a in plan_up([limited], [running(limited)], containers=containers_of([limited]), image_ids={})] == ["noop"]
 
 
 @pytest.mark.parametrize("setting, message", [

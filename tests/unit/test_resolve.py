@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.container import ENTRYPOINT, device_requests
-from tests.builders import resolve_file, resolve_toml
+from tests.builders import container_of, remember, resolve_file, resolve_toml
 
 
 BASE = """
@@ -95,7 +95,7 @@ def test_api_key_goes_to_the_environment_not_argv(tmp_path):
     """, tmp_path).instances[0]
     assert "sk-very-secret" not in " ".join(spec.command)
     assert "--api-key" not in spec.command
-    container = spec.container
+    container = container_of(spec)
     assert dict(container.secret_env) == {"VLLM_API_KEY": "sk-very-secret"}  # a file at `up`, not in Env
     assert "sk-very-secret" not in repr(container.environment(reveal=True)) + repr(container.to_json())
     assert container.environment()["VLLM_ORCH_SECRET_ENV"] == "VLLM_API_KEY"  # the log wrapper exports it
@@ -110,8 +110,8 @@ def test_changed_secret_changes_the_hash_without_appearing_in_it(tmp_path):
         [instance.a.server]
         api_key = "{key}"
     """
-    first = resolve_toml(text.format(key="one"), tmp_path).instances[0].container
-    second = resolve_toml(text.format(key="two"), tmp_path).instances[0].container
+    first = resolve_toml(text.format(key="one"), tmp_path).container_of("a")
+    second = resolve_toml(text.format(key="two"), tmp_path).container_of("a")
     assert first.to_json() == second.to_json()
     assert first.config_hash() != second.config_hash()
 
@@ -128,7 +128,7 @@ def test_container_spec_defaults(tmp_path: Path):
         host = "0.0.0.0"
         port = 8001
     """, tmp_path).instances[0]
-    c = spec.container
+    c = container_of(spec)
     assert c.name == "fleet-a"  # project defaults to the file's stem
     assert c.image == "infer-dev:stage-2"
     assert c.entrypoint == ENTRYPOINT and c.command == spec.command
@@ -153,7 +153,7 @@ def test_gpu_none_hides_gpus_even_with_nvidia_as_default_runtime(tmp_path):
         image = "img"
         [instance.a.control]
         gpu_ids = "none"
-    """, tmp_path).instances[0].container
+    """, tmp_path).container_of("a")
     assert device_requests(c.gpu) == []
     assert c.environment()["NVIDIA_VISIBLE_DEVICES"] == "void"
     assert c.environment()["CUDA_VISIBLE_DEVICES"] == ""
@@ -172,7 +172,7 @@ def test_docker_tables_merge_per_instance_and_paths_are_relative_to_the_file(tmp
         publish_port = 9000
         [instance.a.server]
         port = 8000
-    """, tmp_path).instances[0].container
+    """, tmp_path).container_of("a")
     assert c.name == "prod-a"
     assert (c.port.host_address, c.port.host_port, c.port.container_port) == ("0.0.0.0", 9000, 8000)
     assert c.environment()["A"] == "1" and c.environment()["B"] == "3"
@@ -187,7 +187,7 @@ def test_secret_env_comes_from_the_host_environment(tmp_path):
         secret_env = ["HF_TOKEN"]
         [instance.a.server]
         model = "/m"
-    """, tmp_path, env={"HF_TOKEN": "hf_abc"}).instances[0].container
+    """, tmp_path, env={"HF_TOKEN": "hf_abc"}).container_of("a")
     assert dict(c.secret_env) == {"HF_TOKEN": "hf_abc"}
     assert c.environment(reveal=True)["HF_TOKEN_PATH"] == "/run/secrets/HF_TOKEN"  # huggingface_hub reads the file
     assert "hf_abc" not in repr(c.environment(reveal=True)) + repr(c.to_json())
@@ -235,7 +235,7 @@ served_model_name = ["x", "y"]
 enable_prefix_caching = false
 """
     plain = resolve_toml(text, tmp_path)
-    tabled = apply_tables(plain, {"with-table:1": TABLE})
+    tabled = remember(apply_tables(plain, {"with-table:1": TABLE}))
     a, b = tabled.instances
     # The table knows --served-model-name takes several values and --enable-prefix-caching has a
     # --no- form; the contract's literal rules (instance b) repeat the flag and drop a false flag.
@@ -243,8 +243,8 @@ enable_prefix_caching = false
                              "--seed", "7")
     assert b.server_args == ("--model", "/m", "--served-model-name", "x", "--served-model-name", "y")
     assert b == plain.instances[1]
-    assert a.command[-len(a.server_args):] == a.server_args and a.container.command == a.command
-    assert a.container.config_hash() != plain.instances[0].container.config_hash()
+    assert a.command[-len(a.server_args):] == a.server_args and container_of(a).command == a.command
+    assert container_of(a).config_hash() != container_of(plain.instances[0]).config_hash()
     # Everything else of the resolution stands, and the first one is not modified.
-    assert a.container.replace(command=()) == plain.instances[0].container.replace(command=())
+    assert container_of(a).replace(command=()) == container_of(plain.instances[0]).replace(command=())
     assert plain.instances[0].server_args[2:4] == ("--served-model-name", "x")

@@ -7,7 +7,7 @@ import pytest
 
 from orchestrator import options
 from orchestrator.config.validate import schema_problems
-from tests.builders import config, instance, instances, load_data, write_config
+from tests.builders import config, container_of, instance, instances, load_data, write_config
 
 
 def test_declared_once_with_a_default_of_a_few_minutes():
@@ -28,8 +28,8 @@ def test_global_and_per_instance(tmp_path):
 def test_changing_it_changes_nothing_of_the_container(tmp_path):
     plain = instance(config("a"), tmp_path)
     watched = instance(config("a", docker="restart_unhealthy_after = 30"), tmp_path)
-    assert plain.container.to_json() == watched.container.to_json()
-    assert plain.container.config_hash() == watched.container.config_hash()
+    assert container_of(plain).to_json() == container_of(watched).to_json()
+    assert container_of(plain).config_hash() == container_of(watched).config_hash()
 
 
 @pytest.mark.parametrize("value", ["-1", '"5m"', "true", "1.5"])

@@ -53,14 +53,9 @@ class _Container:
         self.host_log_file = log
 
 
-class _Spec:
-    def __init__(self, log: str):
-        self.container = _Container(log)
-
-
 def test_a_full_log_filesystem_is_refused_naming_the_directory(tmp_path, monkeypatch):
     log_dir = tmp_path / "logs" / "not-made-yet"
-    action = Action(START, "a", spec=_Spec(str(log_dir / "vllm-server-a.log")))  # type: ignore[arg-type]
+    action = Action(START, "a", rendering=_Container(str(log_dir / "vllm-server-a.log")))  # type: ignore[arg-type]
     real = os.statvfs(tmp_path)
 
     class Full:

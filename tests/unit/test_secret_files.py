@@ -16,7 +16,7 @@ from orchestrator.backends.docker import ContainerRun, DockerBackend
 from orchestrator.backends.engine_body import create_body
 from orchestrator.errors import PreflightError
 from orchestrator.plan import NOOP, RECREATE, REMOVE, START, plan_up
-from tests.builders import config, instances
+from tests.builders import config, container_of, containers_of, instances
 from tests.unit.fake_engine import FakeEngine
 
 IMAGES = {"img:1": "sha256:" + "a" * 64}
@@ -29,7 +29,7 @@ def fleet(tmp_path, *, key: str = KEY, docker: str = "", **kwargs):
 
 
 def up(backend: DockerBackend, specs):
-    actions = plan_up(specs, backend.observe("fleet"), image_ids=IMAGES)
+    actions = plan_up(specs, backend.observe("fleet"), containers=containers_of(specs), image_ids=IMAGES)
     backend.preflight(None, actions, ContainerRun(IMAGES))
     return actions, backend.run_actions(actions)
 
@@ -88,7 +88,7 @@ def test_up_writes_the_files_before_the_create_and_down_removes_them(tmp_path):
         assert os.stat(mount["Source"]).st_uid == 1000 and mode(mount["Source"]) == 0o400
     assert "VLLM_ORCH_SECRET_ENV=VLLM_API_KEY" in body["Env"]  # HF_TOKEN stays a file:
     assert "HF_TOKEN_PATH=/run/secrets/HF_TOKEN" in body["Env"]
-    directory = spec.container.secret_dir
+    directory = container_of(spec).secret_dir
 
     os.unlink(os.path.join(directory, "VLLM_API_KEY"))  # lost while the container was stopped
     engine.by_name("fleet-a").state = "exited"
@@ -109,7 +109,7 @@ def test_a_changed_secret_recreates_and_rewrites_the_file_without_showing_it(tmp
     assert [a.kind for a in actions] == [NOOP]
     actions, results = up(backend, fleet(tmp_path, key="sk-rotated"))
     assert [(a.kind, a.reasons) for a in actions] == [(RECREATE, ("a secret value changed",))] and results[0].ok
-    assert Path(actions[0].spec.container.secret_dir, "VLLM_API_KEY").read_text() == "sk-rotated"
+    assert Path(container_of(actions[0].spec).secret_dir, "VLLM_API_KEY").read_text() == "sk-rotated"
     assert "sk-rotated" not in json.dumps([a.to_json() for a in actions])
 
 
@@ -119,7 +119,7 @@ def test_a_container_with_secrets_in_its_environment_is_left_alone_until_somethi
     engine = FakeEngine(IMAGES)
     backend = DockerBackend(engine=engine)
     (old,) = fleet(tmp_path)
-    engine.add(old.container.name, body=create_body(old.container.secrets_in_env()))
+    engine.add(container_of(old).name, body=create_body(container_of(old).secrets_in_env()))
     assert f"VLLM_API_KEY={KEY}" in engine.by_name("fleet-a").body["Env"]
     actions, results = up(backend, fleet(tmp_path, key="sk-rotated" if rotated else KEY))
     if not rotated:
@@ -132,9 +132,9 @@ def test_a_container_with_secrets_in_its_environment_is_left_alone_until_somethi
 
 def test_a_container_without_secrets_keeps_the_record_of_every_release(tmp_path):
     (spec,) = instances(config("a", control='gpu_ids = "none"'), tmp_path)
-    record = spec.container.to_json()
-    assert "secret_files" not in record and spec.container.secret_mounts() == ()
-    assert spec.container.entrypoint == spec.container.secrets_in_env().entrypoint
+    record = container_of(spec).to_json()
+    assert "secret_files" not in record and container_of(spec).secret_mounts() == ()
+    assert container_of(spec).entrypoint == container_of(spec).secrets_in_env().entrypoint
 
 
 class _Table:
@@ -150,7 +150,7 @@ def test_an_api_key_beside_a_host_compile_cache_of_an_old_vllm_is_a_warning(tmp_
     path = write_config(config("a", "b", control='gpu_ids = "none"', server=f'api_key = "{KEY}"',
                                docker='cache_host_dir = "cache"'), tmp_path)
     first = open_project(path, checks=False)
-    problems = secret_files.problems(first.resolved.instances, {"img:1": _Table(version)}, str(path))
+    problems = secret_files.problems(first.resolved.instances, first.resolved.containers, {"img:1": _Table(version)}, str(path))
     lines = [p.format() for p in problems]
     assert len(lines) == (2 if warned else 0), lines
     if warned:
@@ -161,19 +161,19 @@ def test_an_api_key_beside_a_host_compile_cache_of_an_old_vllm_is_a_warning(tmp_
 def test_no_cache_on_the_host_or_no_known_version_says_nothing(tmp_path):
     (spec,) = instances(config("a", control='gpu_ids = "none"', server=f'api_key = "{KEY}"',
                                docker="cache_host_dir = false"), tmp_path)
-    assert secret_files.problems([spec], {"img:1": _Table("0.20.0")}, "f") == []
+    assert secret_files.problems([spec], containers_of([spec]), {"img:1": _Table("0.20.0")}, "f") == []
     (spec,) = fleet(tmp_path)
-    assert secret_files.problems([spec], {}, "f") == []
+    assert secret_files.problems([spec], containers_of([spec]), {}, "f") == []
 
 
 def test_a_secret_name_no_shell_can_export_stays_a_file_and_says_so(tmp_path):
     (spec,) = instances(config("a", control='gpu_ids = "none"', docker='secret_env = ["MY-KEY", "OK_KEY"]'),
                         tmp_path, env={"MY-KEY": "v", "OK_KEY": "w"})
-    (problem,) = secret_files.problems([spec], {}, "f")
+    (problem,) = secret_files.problems([spec], containers_of([spec]), {}, "f")
     assert not problem.is_error
     assert "'MY-KEY' is not a name a shell can export: the server gets it as the file /run/secrets/MY-KEY" in problem.message
-    assert spec.container.environment()["VLLM_ORCH_SECRET_ENV"] == "OK_KEY"  # the wrapper never word-splits it
-    assert "/run/secrets/MY-KEY" in [m.target for m in spec.container.secret_mounts()]
+    assert container_of(spec).environment()["VLLM_ORCH_SECRET_ENV"] == "OK_KEY"  # the wrapper never word-splits it
+    assert "/run/secrets/MY-KEY" in [m.target for m in container_of(spec).secret_mounts()]
 
 
 def test_a_secrets_directory_that_cannot_be_written_stops_up_before_anything_changes(tmp_path, monkeypatch):
@@ -196,11 +196,11 @@ def test_the_record_and_hash_do_not_depend_on_where_this_host_keeps_the_files(tm
     (here,) = fleet(tmp_path)
     monkeypatch.setenv(secret_files.SECRETS_DIR_ENV, str(tmp_path / "there"))
     (there,) = fleet(tmp_path)
-    assert here.container.secret_dir != there.container.secret_dir
-    assert here.container.to_json() == there.container.to_json()
-    assert here.container.config_hash() == there.container.config_hash()
-    assert here.container.to_json()["secret_files"] == {"target": "/run/secrets"}
-    assert create_body(there.container)["Labels"][LABEL_SECRETS] == str(tmp_path / "there" / "fleet" / "a")
+    assert container_of(here).secret_dir != container_of(there).secret_dir
+    assert container_of(here).to_json() == container_of(there).to_json()
+    assert container_of(here).config_hash() == container_of(there).config_hash()
+    assert container_of(here).to_json()["secret_files"] == {"target": "/run/secrets"}
+    assert create_body(container_of(there))["Labels"][LABEL_SECRETS] == str(tmp_path / "there" / "fleet" / "a")
 
 
 def _run_loader(tmp_path, files: dict[str, str], names: str, show: str):

@@ -12,7 +12,7 @@ import pytest
 
 from orchestrator import sleep_api
 from orchestrator.sleep_api import SleepApiError
-from tests.builders import instance
+from tests.builders import container_of, instance
 
 
 class _Answers(BaseHTTPRequestHandler):
@@ -136,7 +136,7 @@ def test_supports_sleep_and_the_dev_mode_env(tmp_path, docker, server, wanted):
     assert sleep_api.supports_sleep(spec) is wanted
     env = dict(spec.workload.env)
     assert (env.get("VLLM_SERVER_DEV_MODE") == "1") is wanted
-    assert ("VLLM_SERVER_DEV_MODE" in dict(spec.container.env)) is wanted  # what the container gets
+    assert ("VLLM_SERVER_DEV_MODE" in dict(container_of(spec).env)) is wanted  # what the container gets
 
 
 def test_a_users_own_dev_mode_value_is_kept(tmp_path):

@@ -8,7 +8,7 @@ import pytest
 
 from orchestrator.compose import OWNER_COMPOSE
 from orchestrator.status import ask_health, connect_url, exit_code, ps_rows, uptime
-from tests.builders import config, instances, observed_for
+from tests.builders import config, containers_of, instances, observed_for
 
 
 @pytest.mark.parametrize("status, shown", [
@@ -50,7 +50,7 @@ gpu_ids = "0,1"
 def test_rows_join_containers_with_configured_instances(specs):
     chat = observed_for(specs["chat"], status="Up 2 minutes (healthy)")
     crashed = observed_for(specs["embed"], state="exited", status="Exited (137) 10 seconds ago")
-    rows = {r["name"]: r for r in ps_rows([crashed, chat], list(specs.values()))}
+    rows = {r["name"]: r for r in ps_rows([crashed, chat], list(specs.values()), containers_of(list(specs.values())))}
     assert list(rows) == ["chat", "embed", "spare"]  # containers by name, then what has none
     assert rows["chat"] == {
         "name": "chat", "container": "fleet-chat", "owner": "vllm-orch", "state": "running", "exit_code": None,
@@ -63,7 +63,7 @@ def test_rows_join_containers_with_configured_instances(specs):
 
 
 def test_a_configured_instance_without_a_container_says_not_created_with_its_url_and_gpus(specs):
-    rows = {r["name"]: r for r in ps_rows([], [specs["chat"], specs["embed"]])}
+    rows = {r["name"]: r for r in ps_rows([], [specs["chat"], specs["embed"]], containers_of([specs["chat"], specs["embed"]]))}
     assert rows["chat"]["state"] == "not created" and rows["chat"]["gpus"] == "0,1"
     assert rows["embed"]["url"] == "http://127.0.0.1:8002" and rows["embed"]["gpus"] == "none"
     assert rows["chat"]["owner"] == "" and rows["chat"]["exit_code"] is None
@@ -72,7 +72,7 @@ def test_a_configured_instance_without_a_container_says_not_created_with_its_url
 def test_containers_no_longer_in_the_config_and_exported_ones_are_shown_as_such(specs):
     gone = observed_for(specs["chat"]).replace(instance="old", name="fleet-old")
     exported = observed_for(specs["chat"]).replace(owner=OWNER_COMPOSE, name="fleet-chat-1")
-    rows = ps_rows([gone, exported], [specs["chat"]])
+    rows = ps_rows([gone, exported], [specs["chat"]], containers_of([specs["chat"]]))
     assert [(r["name"], r["owner"], r["configured"]) for r in rows] == [
         ("chat", OWNER_COMPOSE, True), ("old", "vllm-orch", False)]
 

@@ -13,7 +13,7 @@ import pytest
 from orchestrator.container import ADDED_RECORD_KEYS as ADDED_KEYS
 from orchestrator.plan import NOOP, RECREATE, Observed, plan_up
 from orchestrator.labels import LABEL_HASH, LABEL_INSTANCE, LABEL_OWNER
-from tests.builders import load_data, resolve_data
+from tests.builders import container_of, containers_of, load_data, resolve_data
 
 RELEASES = Path(__file__).resolve().parents[1] / "fixtures" / "releases"
 RECORDINGS = sorted(RELEASES.glob("*.json"))
@@ -46,7 +46,8 @@ def desired(release: dict, *, edit=None, env=SECRETS):
 
 
 def plan(release: dict, **kwargs):
-    return {a.instance: a for a in plan_up(desired(release, **kwargs), observed(release),
+    specs = desired(release, **kwargs)
+    return {a.instance: a for a in plan_up(specs, observed(release), containers=containers_of(specs),
                                            image_ids={"vllm-orch/standin:latest": IMAGE_ID})}
 
 
@@ -88,7 +89,7 @@ def test_every_recorded_setting_is_known_or_declared_as_added():
     old_keys = set()
     for c in release["containers"]:
         old_keys |= set(json.loads(c["Config"]["Labels"]["io.vllm-orch.spec"]))
-    new_keys = set(desired(release)[0].container.to_json())
+    new_keys = set(container_of(desired(release)[0]).to_json())
     assert new_keys - old_keys <= set(ADDED_KEYS), new_keys - old_keys - set(ADDED_KEYS)
 
 

@@ -107,6 +107,6 @@ def test_ps_names_the_cause_of_a_failed_container_only(tmp_path):
         container("a", "exited", "Exited (1) 3 minutes ago"),
         container("clean", "exited", "Exited (0) 3 minutes ago"),
         container("up", "running", "Up 3 minutes (healthy)"),
-    ], [])}
+    ], [], {})}
     assert rows["a"].startswith("cause: the server's port is already in use; fix: ")
     assert rows["clean"] is None and rows["up"] is None

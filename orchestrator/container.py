@@ -4,9 +4,10 @@ Compose export describes it (one rendering for both, so they cannot disagree).
 From the target-neutral `InstanceSpec` (spec.py) this adds what only a Docker container needs:
 the log wrapper that appends the server's output to a bind-mounted host file (so logs outlive
 the container), that file's mount, the `CMD` health test, the DeviceRequest, and the labels that
-make the container ours. `ContainerSpec.to_json()` is the container's *record* (its `.spec`
-label): every release must produce the same keys and values for the same config, or an upgrade
-would recreate containers whose config did not change (tests/unit/test_upgrade.py).
+make the container ours. `resolve` renders each instance once and keeps the result beside its
+spec (`Resolved.containers`), never in it. `ContainerSpec.to_json()` is the container's *record*
+(its `.spec` label): every release must produce the same keys and values for the same config, or
+an upgrade would recreate containers whose config did not change (tests/unit/test_upgrade.py).
 """
 
 from __future__ import annotations

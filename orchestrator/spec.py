@@ -2,8 +2,9 @@
 published port, health, stop, resources, secrets by name), not how a target spells it.
 
 `resolve.py` builds it from the config; the targets render it: `container.py` (the Docker
-container, which the Docker backend and the Compose export share), `exporters/kubernetes.py`
-(a Deployment and Service) and `backends/local.py` (a process). Frozen value objects (value.py).
+container, which the Docker backend and the Compose export share; `resolve` keeps it beside the
+spec, in `Resolved.containers`, so nothing here knows Docker), `exporters/kubernetes.py` (a
+Deployment and Service) and `backends/local.py` (a process). Frozen value objects (value.py).
 """
 
 from __future__ import annotations

@@ -76,8 +76,8 @@ def check_with_tables(project: Project, backend: DockerBackend, image_ids: dict[
     containers = project.resolved.containers
     tables, notes = {}, []
     for image, image_id in sorted(image_ids.items()):
-        users = [containers[i.name] for i in project.resolved.instances
-                 if i.name in containers and containers[i.name].image == image and (selected is None or i.name in selected)]
+        users = [containers[i.name] for i in project.resolved.instances if i.name in containers
+                 and containers[i.name].image == image and (selected is None or i.name in selected)]
         if not users:
             continue
         pixi = [m for m in users[0].mounts
@@ -254,7 +254,8 @@ def up(inputs: Inputs, request: UpRequest, *, say: Say = _quiet, report: Callabl
     backend = backend_for(DOCKER)  # a DockerBackend: its images and its engine's run lock are its own
     wanted = [i for i in project.resolved.instances if i.enabled and (selected is None or i.name in selected)]
     # A missing image is one of the preflight's problems, reported with the others.
-    image_ids = backend.image_ids(askable_images(project.resolved.container_of(i.name).image for i in wanted), missing_ok=True)
+    images = askable_images(project.resolved.container_of(i.name).image for i in wanted)
+    image_ids = backend.image_ids(images, missing_ok=True)
     # The argv always follows the image's option table (so --no-preflight cannot change it and
     # recreate a loaded model); --no-preflight only stops option problems from blocking.
     project = check_with_tables(project, backend, image_ids, selected=selected, strict=False,

@@ -144,7 +144,7 @@ def resolve(
         )
         own = table_.get("docker")
         docker = deep_merge(docker_global, own) if own else dict(docker_global)
-        spec = _resolve_instance(name, control, server, docker, master, project, config_path, host_env,
+        spec = _resolve_instance(name, control, server, docker, master, config_path, host_env,
                                  resolved.problems, own_docker=own or {})
         resolved.containers[name] = _render(spec, docker, project, config_path)
         resolved.instances.append(spec)
@@ -190,7 +190,6 @@ def _resolve_instance(
     server: dict[str, Any],
     docker: dict[str, Any],
     master: MasterSettings,
-    project: str,
     config_path: Path,
     host_env: Mapping[str, str],
     problems: list[Problem],

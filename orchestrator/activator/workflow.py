@@ -19,7 +19,8 @@ CONTAINER_STATE_DIR = "activator"
 
 
 def on_demand(project) -> list:
-    return [s for s in project.resolved.instances if s.enabled and s.workload.on_demand and s.name in project.resolved.containers]
+    rendered = project.resolved.containers
+    return [s for s in project.resolved.instances if s.enabled and s.workload.on_demand and s.name in rendered]
 
 
 def wanted_here(project) -> bool:

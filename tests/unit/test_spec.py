@@ -125,10 +125,9 @@ def test_index_shapes_are_byte_identical_to_the_previous_release(write_toml):
     """)
     project = open_project(path, env={}, strict=False)
     two, every = project.resolved.instances
-    container_of = lambda spec: project.resolved.container_of(spec.name)  # noqa: E731
-    assert json.dumps(container_of(two).to_json()["device_requests"], sort_keys=True) == (
+    assert json.dumps(project.resolved.container_of(two.name).to_json()["device_requests"], sort_keys=True) == (
         '[{"Capabilities": [["gpu"]], "Count": 0, "DeviceIDs": ["2", "3"], "Driver": "nvidia", "Options": {}}]')
-    assert json.dumps(container_of(every).to_json()["device_requests"], sort_keys=True) == (
+    assert json.dumps(project.resolved.container_of(every.name).to_json()["device_requests"], sort_keys=True) == (
         '[{"Capabilities": [["gpu"]], "Count": -1, "DeviceIDs": null, "Driver": "nvidia", "Options": {}}]')
     assert two.to_json()["gpu_ids"] == [2, 3] and every.to_json()["gpu_ids"] == "all"
-    assert dict(container_of(two).labels)["io.vllm-orch.gpus"] == "2,3"
+    assert dict(project.resolved.container_of(two.name).labels)["io.vllm-orch.gpus"] == "2,3"

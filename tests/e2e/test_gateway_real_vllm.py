@@ -151,22 +151,22 @@ def test_a_killed_replica_fails_only_requests_in_flight_and_rejoins_after_up(gw,
 
     worker = threading.Thread(target=client, daemon=True)
     worker.start()
+    replica = gw.container("tiny_a2")
     try:
         time.sleep(2)
-        deadline = time.monotonic() + 60
-        refusals: list[str] = []
-        while gw.container("tiny_a2").status == "running":
-            state = gw.container("tiny_a2").attrs["State"]
-            assert time.monotonic() < deadline, f"the replica did not die: {state} {refusals[-3:]}"
-            try:  # again while it runs: a loaded engine can give up on a kill (an error) and leave it running
-                gw.container("tiny_a2").kill()
-            except docker.errors.APIError as refused:
-                refusals.append(str(refused))
-            time.sleep(0.5)
-        time.sleep(4)
+        # The kill call returns when the engine has exited; the requests go on meanwhile.
+        threading.Thread(target=lambda: _kill_quietly(replica), daemon=True).start()
+        time.sleep(6)
     finally:
         stop.set()
         worker.join(120)
+    # On 2 busy cores an engine killed under load can take minutes to free its memory (it shares
+    # its pinned core with the engine that now serves every request); idle, a second or two.
+    deadline = time.monotonic() + 180
+    while gw.container("tiny_a2").status == "running":
+        assert time.monotonic() < deadline, f"the replica did not die: {gw.container('tiny_a2').attrs['State']}"
+        _kill_quietly(replica)
+        time.sleep(1)
     failures = [o for o in outcomes if o != 200]
     assert len(outcomes) >= 5 and len(failures) <= 1, outcomes  # one client: at most the one in flight
 
@@ -177,6 +177,13 @@ def test_a_killed_replica_fails_only_requests_in_flight_and_rejoins_after_up(gw,
     for i in range(4):
         assert call(gw, "/v1/completions", {"model": "tiny-a", "prompt": f"r{i}", "max_tokens": 2})[0] == 200
     assert gw.served("tiny_a2") > before
+
+
+def _kill_quietly(container) -> None:
+    try:
+        container.kill()
+    except (docker.errors.APIError, OSError):  # gone already, or the engine still tearing it down
+        pass
 
 
 def test_down_removes_the_servers_and_the_gateway(gw, capsys):

@@ -38,11 +38,21 @@ def default_state_dir(env: Mapping[str, str] = os.environ) -> Path:
     return Path(env.get("HOME") or os.path.expanduser("~")) / ".local" / "state" / "vllm-orch"
 
 
+def lock_state_dir(env: Mapping[str, str] = os.environ) -> Path:
+    """Where the locks live: as `default_state_dir`, but never $XDG_RUNTIME_DIR, which a login
+    shell sets and cron or a provisioning tool's session does not; two runs of one user must
+    find the same lock whichever way they were started (and the on-demand activator, which
+    shares it, must not be recreated because the caller's session changed)."""
+    if env.get(STATE_DIR_ENV) or os.geteuid() == 0:
+        return default_state_dir(env)
+    return Path(env.get("HOME") or os.path.expanduser("~")) / ".local" / "state" / "vllm-orch"
+
+
 @contextlib.contextmanager
 def run_lock(project: str, engine_address: str, *, waiting: Callable[[str], None],
              env: Mapping[str, str] = os.environ) -> Iterator[None]:
     """Hold the project's lock for the block; `waiting` hears once that another run holds it."""
-    directory = ensure_dir(default_state_dir(env) / "docker-runs")
+    directory = ensure_dir(lock_state_dir(env) / "docker-runs")
     # The readable part may lose characters (a -p name is not checked); the CRC keeps names apart.
     readable = re.sub(r"[^A-Za-z0-9_.-]", "_", project)[:64]
     key = zlib.crc32(f"{engine_address}\0{project}".encode())
@@ -65,7 +75,7 @@ def ensure_dir(directory: Path) -> Path:
 def sole_watcher(project: str, engine_address: str, env: Mapping[str, str] = os.environ) -> Iterator[Path]:
     """`vllm-orch watch`'s lock: one supervisor per project and engine on this machine. A second
     one does not wait (two would restart the same container twice): it fails with one line."""
-    directory = ensure_dir(default_state_dir(env) / "watch")
+    directory = ensure_dir(lock_state_dir(env) / "watch")
     readable = re.sub(r"[^A-Za-z0-9_.-]", "_", project)[:64]
     key = zlib.crc32(f"{engine_address}\0{project}".encode())
     path = directory / f"{readable}-{key:08x}.lock"

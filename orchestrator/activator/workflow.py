@@ -85,7 +85,7 @@ REMOTE_ENGINE = "on-demand instances need a local Docker engine (the activator r
 
 
 def _wanted(project, backend, observed: dict | None) -> service.Wanted:
-    from orchestrator.run_lock import default_state_dir
+    from orchestrator.run_lock import lock_state_dir
 
     address = backend.engine.address
     state = build_state(project, address)
@@ -95,7 +95,7 @@ def _wanted(project, backend, observed: dict | None) -> service.Wanted:
     if sock is None:
         raise OrchestratorError(REMOTE_ENGINE.format(address=address))
     binds.append(f"{sock}:{sock}")
-    lock_dir = str(default_state_dir() / "docker-runs")
+    lock_dir = str(lock_state_dir() / "docker-runs")
     os.makedirs(lock_dir, exist_ok=True)
     binds.append(f"{lock_dir}:{lock_dir}")
     if state.keys_file:
@@ -103,7 +103,7 @@ def _wanted(project, backend, observed: dict | None) -> service.Wanted:
         binds.append(f"{secret}:{secret}:ro")
     for directory in service.log_dirs([i.log_file for i in state.instances]):
         binds.append(f"{directory}:{directory}:ro")
-    env = (("VLLM_ORCH_STATE_DIR", str(default_state_dir())), ("DOCKER_HOST", address))
+    env = (("VLLM_ORCH_STATE_DIR", str(lock_state_dir())), ("DOCKER_HOST", address))
     # A running activator keeps its ports; one that is not running (its port taken after a reboot,
     # say, so it exits and Docker restarts it in a loop) is made again on ports free now.
     ports = (service.ports_of(observed) if (observed or {}).get("State") == "running" else None) or service.free_ports()

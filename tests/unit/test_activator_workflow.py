@@ -53,3 +53,22 @@ def test_gpu_ids_all_shares_the_budget_with_an_instance_on_one_named_gpu(write_t
     # Starting chat (all GPUs, 0.6) must move embed (0.6 of GPU 0) out of the way.
     holder = Holder("embed", embed.gpus, embed.share, last_used=1.0, busy=False, movable=True)
     assert to_free(chat.gpus, chat.share, [holder]) == ["embed"]
+
+
+def test_the_activator_is_the_same_whether_up_runs_from_a_login_shell_or_from_cron(write_toml, monkeypatch,
+                                                                                     tmp_path):
+    import os
+
+    from orchestrator.activator import service
+
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("VLLM_ORCH_STATE_DIR", raising=False)
+    project = open_project(write_toml(CONFIG), env={}, strict=False, on_host=False)
+    backend = Backend(engine=SimpleNamespace(address="unix:///var/run/docker.sock"), has_image=True)
+    running = {"State": "running", "Labels": {service.LABEL_PORTS: "41001,41002"}}
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run-user"))
+    from_shell = service.record(workflow._wanted(project, backend, running))
+    monkeypatch.delenv("XDG_RUNTIME_DIR")
+    from_cron = service.record(workflow._wanted(project, backend, running))
+    assert from_shell == from_cron

@@ -142,6 +142,15 @@ def test_state_dir_without_root(monkeypatch, tmp_path):
     assert default_state_dir({"HOME": str(tmp_path)}) == tmp_path / ".local" / "state" / "vllm-orch"
 
 
+def test_the_lock_directory_is_the_same_from_a_login_shell_and_from_cron(monkeypatch, tmp_path):
+    from orchestrator.run_lock import lock_state_dir
+
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    shell = lock_state_dir({"HOME": str(tmp_path), "XDG_RUNTIME_DIR": "/run/user/1000"})
+    assert shell == lock_state_dir({"HOME": str(tmp_path)}) == tmp_path / ".local" / "state" / "vllm-orch"
+    assert lock_state_dir({"VLLM_ORCH_STATE_DIR": "/srv/locks", "HOME": str(tmp_path)}) == Path("/srv/locks")
+
+
 def test_state_dir_as_root(monkeypatch):
     monkeypatch.setattr(os, "geteuid", lambda: 0)
     monkeypatch.setattr(os, "access", lambda path, mode: path == "/run")

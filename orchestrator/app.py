@@ -533,6 +533,40 @@ def log_path(inputs: Inputs, name: str, *, backend: Target | None, follow: bool)
     return path
 
 
+def side_log_reader(inputs: Inputs, name: str, *, backend: Target | None) -> Callable[[int | None], list[str]] | None:
+    """`logs monitoring` / `logs activator`: a reader of that container's output (last N lines, or
+    all) from the engine; Prometheus and the activator write to their standard output, where the
+    gateway and the instances have files of their own. None for any other name, or an instance
+    of that name."""
+    from orchestrator.activator.service import ACTIVATOR_NAME
+    from orchestrator.backends.engine_errors import EngineError
+    from orchestrator.labels import LABEL_PROJECT, LABEL_ROLE
+    from orchestrator.monitoring.settings import MONITORING_NAME
+
+    if name not in (MONITORING_NAME, ACTIVATOR_NAME):
+        return None
+    project = open_project(inputs, target=backend, strict=False)
+    if project.resolved.instance(name) is not None or project.backend != DOCKER:
+        return None
+    chosen = backend_for(DOCKER)
+    rows = chosen.read(lambda e: e.containers(labels=[f"{LABEL_PROJECT}={project.name}", f"{LABEL_ROLE}={name}"]))
+    if not rows:
+        raise OrchestratorError(f"no {name} container in project {project.name!r} (`up` makes it when the config "
+                                f"asks for it); its output goes with its container")
+    container_id = rows[0]["Id"]
+
+    def lines(tail: int | None) -> list[str]:
+        try:
+            data = chosen.call(lambda e: e.logs(container_id, tail=tail))
+        except EngineError as exc:
+            if exc.not_found:
+                return []
+            raise OrchestratorError(f"Docker engine error: {exc}") from None
+        return data.decode(errors="replace").splitlines()
+
+    return lines
+
+
 # ----------------------------------------------------------------------------- launch
 class LaunchOutcome(Value):
     project: str | None = None  # None: nothing to launch (no config, or launching is off)

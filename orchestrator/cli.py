@@ -178,7 +178,7 @@ SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = 
     "up": ("create, recreate or start instances so they match the config", _up_args),
     "down": ("stop and remove this project's containers (logs are kept)", _down_args),
     "ps": ("list this project's instances", _ps_args),
-    "logs": ("show an instance's log file", _logs_args),
+    "logs": ("show an instance's log file (or the gateway's, monitoring's, the activator's output)", _logs_args),
     "top": ("live view of each instance's load, read from its /metrics", _top_args),
     "watch": ("supervise this project: restart instances unhealthy for too long (foreground, for systemd)",
               _watch_args),
@@ -444,11 +444,14 @@ def cmd_ps(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    from orchestrator.app import log_path
+    from orchestrator.app import log_path, side_log_reader
     from orchestrator.logs import all_lines, follow, tail_lines
 
     if args.restarts:
         return _print_restarts(args)
+    reader = side_log_reader(_inputs(args), args.name, backend=args.backend)
+    if reader is not None:
+        return _print_engine_log(reader, tail=args.tail, follow=args.follow)
     path = log_path(_inputs(args), args.name, backend=args.backend, follow=args.follow)
     if args.tail is not None:
         lines = tail_lines(path, args.tail)
@@ -463,6 +466,28 @@ def cmd_logs(args: argparse.Namespace) -> int:
                 print(line, flush=True)
         except KeyboardInterrupt:
             pass
+    return EXIT_OK
+
+
+def _print_engine_log(reader: Callable[[int | None], list[str]], *, tail: int | None, follow: bool) -> int:
+    """A side container's output as the engine keeps it; --follow polls every second for lines
+    past those printed (its output is a few lines an hour)."""
+    import time
+
+    shown = reader(tail)
+    for line in shown:
+        print(printable(line))
+    sys.stdout.flush()
+    printed = len(reader(None)) if follow else 0
+    try:
+        while follow:
+            time.sleep(1.0)
+            now = reader(None)
+            for line in now[printed if len(now) >= printed else 0:]:  # fewer: it was made again
+                print(printable(line), flush=True)
+            printed = len(now)
+    except KeyboardInterrupt:
+        pass
     return EXIT_OK
 
 

@@ -7,6 +7,7 @@ import argparse
 import signal
 import sys
 import threading
+import time
 
 from orchestrator.activator import state as state_file
 from orchestrator.activator.control import DockerControl
@@ -28,7 +29,8 @@ def main(argv: list[str] | None = None) -> int:
 
     current = state_file.read(args.state)
     control = DockerControl(engine_for_environment(), current)
-    activator = Activator(current, control)
+    activator = Activator(current, control, say=lambda line: print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {line}",
+                                                                   flush=True))
     try:
         http_server, agent_server = serve(activator, args.host, args.port, args.agent_port)
     except OSError as exc:  # the next `up` makes it again on free ports (workflow._wanted)

@@ -93,8 +93,9 @@ class Stats:
 
 class Activator:
     def __init__(self, state: State, control: Control, *, clock: Callable[[], float] = time.monotonic,
-                 poll_s: float = 0.1, drain_s: float = DRAIN_S):
+                 poll_s: float = 0.1, drain_s: float = DRAIN_S, say: Callable[[str], None] = lambda line: None):
         self.control = control
+        self.say = say  # one line per start, failure and stop: the activator's log (`logs activator`)
         self.clock = clock
         self.poll_s = poll_s
         self.drain_s = drain_s
@@ -204,6 +205,7 @@ class Activator:
         waking = tracked.phase == SLEEPING
         tracked.phase = STARTING
         self._used(tracked)
+        self.say(f"{tracked.spec.name} ({tracked.spec.model}): {'waking' if waking else 'starting'} for a request")
         threading.Thread(target=self._bring_up, args=(tracked, tracked.start, waking), daemon=True,
                          name=f"start-{tracked.spec.name}").start()
         return tracked
@@ -237,10 +239,13 @@ class Activator:
                 self.stats.bump(self.stats.starts, spec.model)
                 (self.stats.wake_s if waking else self.stats.cold_s)[spec.model] = tracked.last_start_s
                 self._used(tracked)
+                self.say(f"{spec.name} ({spec.model}): serving after {tracked.last_start_s:g} s "
+                         f"({tracked.last_start_kind} start)")
             else:
                 tracked.phase = FAILED
                 tracked.failed_at, tracked.last_error = self.clock(), error
                 self.stats.bump(self.stats.failures, spec.model)
+                self.say(error)
             start.error = error
             tracked.start = None
             start.done.set()
@@ -363,6 +368,9 @@ class Activator:
             with self._lock:
                 tracked.phase = phase
                 self.stats.bump(self.stats.stops, spec.model)
+                reason = (f"idle for {spec.idle_stop_after:g} s" if why == "idle"
+                          else "to make room for another model")
+                self.say(f"{spec.name} ({spec.model}): {'asleep' if phase == SLEEPING else 'stopped'}, {reason}")
                 assert tracked.stopped is not None
                 tracked.stopped.set()
                 tracked.stopped = None

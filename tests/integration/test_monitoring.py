@@ -178,6 +178,11 @@ def test_the_activator_is_scraped_and_counts_a_first_request_start_per_model(fle
     assert [(r["metric"]["model"], r["metric"]["job"]) for r in found] == [("m-a", "activator")], found
     assert float(found[0]["value"][1]) > 0
     wait_targets(fleet, {("vllm", "a"): "up", ("gateway", "gateway"): "up", ("activator", "activator"): "up"})
+    # Both side containers' output through `logs`, as the instances' and the gateway's.
+    code, out, err = fleet.cli("logs", "activator")
+    assert code == 0 and "a (m-a): starting for a request" in out and "a (m-a): serving after" in out, err
+    code, out, err = fleet.cli("logs", "monitoring", "-n", "200")
+    assert code == 0 and "Server is ready to receive web requests" in out, err
 
 
 def test_adding_and_removing_an_instance_changes_only_the_targets_file(fleet):

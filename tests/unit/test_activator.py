@@ -462,3 +462,21 @@ def test_ps_says_failed_on_demand_with_the_reason_and_status_has_the_last_error(
     rows = [{"name": "chat", "state": "exited", "cause": "exited (1)"}]
     workflow.decorate_rows(rows, project, type("B", (), {"last_rows": []})())
     assert rows[0]["state"] == "failed (on demand)" and "CUDA out of memory" in rows[0]["cause"]
+
+
+def test_its_log_says_each_start_failure_and_stop_with_the_reason():
+    now = [0.0]
+    lines: list[str] = []
+    control = FakeControl(delay=0, fail="CUDA out of memory", failing={"b"})
+    act = Activator(State(project="p", instances=(inst("a", "m1", idle_stop_after=10), inst("b", "m2"))),
+                    control, clock=lambda: now[0], poll_s=0.01, drain_s=0, say=lines.append)
+    act.release(act.acquire("m1"))
+    with pytest.raises(StartFailed):
+        act.acquire("m2")
+    now[0] = 20.0
+    act.tick()
+    assert lines[0] == "a (m1): starting for a request"
+    assert lines[1].startswith("a (m1): serving after ") and lines[1].endswith("(cold start)")
+    assert "b (m2): starting for a request" in lines
+    assert any(line.startswith("b (m2) did not start:") and "CUDA out of memory" in line for line in lines)
+    assert lines[-1] == "a (m1): stopped, idle for 10 s"

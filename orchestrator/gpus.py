@@ -322,8 +322,12 @@ def _memory_problems(device: GpuDevice, on_it: list[tuple[Any, float, str]], inv
     total, used = device.memory_total_mib, device.memory_used_mib
     if total is None or used is None:
         return []  # the driver does not say (unified memory): nothing to compare
-    shares = sum(share for _, share, _ in on_it)
     aliased = {how for _, _, how in on_it} >= {"index", "uuid"}
+    # On-demand instances take turns (the activator's budget): the card holds the always-on ones
+    # plus the largest of those, never all of them at once.
+    turns = [u for u in on_it if u[0].workload is not None and u[0].workload.on_demand]
+    on_it = [u for u in on_it if u not in turns] + sorted(turns, key=lambda u: -u[1])[:1]
+    shares = sum(share for _, share, _ in on_it)
     if shares > 1.0 + 1e-9 and len(on_it) > 1 and not aliased:
         return []  # validate's own check already said the shares alone exceed the card
     processes = inventory.processes_on(device)

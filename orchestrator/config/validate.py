@@ -70,7 +70,35 @@ def _shown(value: Any, schema: dict, path: str = "") -> str:
         if ".env." in path or path.startswith("docker.env"):  # a plain variable, or one secret_env names
             return "(value not shown: env values may hold secrets)"
         return "(value not shown: it is secret)"
+    if isinstance(value, (dict, list)) and (_holds_secret(schema) or _names_secret(value)):
+        return "(value not shown: it holds a secret)"  # `[[gateway]]` with its api_key, say
     return show_value(value)
+
+
+def _holds_secret(schema: Any, depth: int = 0) -> bool:
+    """The schema has a secret (writeOnly) anywhere inside: a table of the wrong shape may carry it."""
+    if not isinstance(schema, dict) or depth > 8:
+        return False
+    if schema.get("writeOnly"):
+        return True
+    inner = list((schema.get("properties") or {}).values()) + list(schema.get("oneOf") or [])
+    inner += [schema[k] for k in ("additionalProperties", "items") if isinstance(schema.get(k), dict)]
+    return any(_holds_secret(sub, depth + 1) for sub in inner)
+
+
+_SECRET_WORDS = ("key", "token", "secret", "password")
+
+
+def _names_secret(value: Any, depth: int = 0) -> bool:
+    """A key in the value that sounds like a secret, where the schema cannot say (a wrong table)."""
+    if depth > 8:
+        return False
+    if isinstance(value, dict):
+        return any(any(w in str(k).lower() for w in _SECRET_WORDS) or _names_secret(v, depth + 1)
+                   for k, v in value.items())
+    if isinstance(value, list):
+        return any(_names_secret(v, depth + 1) for v in value)
+    return False
 
 
 def _walk(value: Any, schema: dict, path: str, source: str, out: list[Problem]) -> None:
@@ -121,6 +149,9 @@ def _walk_table(table: dict, schema: dict, path: str, source: str, out: list[Pro
     extra = schema.get("additionalProperties", True)
     names = schema.get("propertyNames") or {}
     name_pattern, name_max = names.get("pattern"), names.get("maxLength")
+    for key in schema.get("required", ()):
+        if key not in table:
+            out.append(Problem("error", _join(path, key), "missing", source=source))
     for key, item in table.items():
         key_path = _join(path, key)
         if key in properties:
@@ -191,6 +222,10 @@ def semantic_problems(resolved: Resolved, data: dict, source: str, target: str, 
         from orchestrator.gateway.checks import gateway_problems
 
         out += gateway_problems(resolved, data, source, target)
+    elif target != "local":
+        from orchestrator.gateway.checks import route_problems
+
+        out += route_problems(data, source)
     from orchestrator.monitoring.checks import monitoring_problems
 
     out += monitoring_problems(resolved, data, source, target)
@@ -285,24 +320,37 @@ def _parallel_sizes(spec: Any, source: str, out: list[Problem]) -> None:
 
 def _gpu_memory(instances: list, source: str, out: list[Problem]) -> None:
     """Instances sharing a GPU must fit: vLLM takes gpu_memory_utilization of the whole card.
+    On-demand instances take turns (the activator stops or sleeps one to start another), so a GPU
+    must hold its always-on instances plus the largest on-demand one, not all of them at once.
     Without the host's inventory an index and a UUID cannot be known to name the same GPU;
     `gpus.inventory_problems` checks that, and the memory other processes hold, where it can."""
-    per_gpu: dict[Any, list[tuple[str, float]]] = defaultdict(list)
+    per_gpu: dict[Any, list[tuple[str, float, bool]]] = defaultdict(list)
     explicit = list(dict.fromkeys(gpu for spec in instances for gpu in spec.gpu.device_ids))
     for spec in instances:
         util = gpu_memory_utilization(spec)
         if util is None or spec.gpu.mode == "none":
             continue
         gpus = explicit + ["*"] if spec.gpu.mode == "all" else list(spec.gpu.device_ids)
+        on_demand = bool(spec.workload and spec.workload.on_demand)
         for gpu in gpus:
-            per_gpu[gpu].append((spec.name, util))
+            per_gpu[gpu].append((spec.name, util, on_demand))
     for gpu, users in per_gpu.items():
-        total = sum(u for _, u in users)
-        if len(users) > 1 and total > 1.0 + 1e-9:
-            names = ", ".join(f"{n} ({u:g})" for n, u in users)
-            label = "every GPU" if gpu == "*" else f"GPU {gpu}"
-            out.append(Problem("error", "instance", f"{label} is shared by {names}: gpu_memory_utilization sums to {total:g} > 1",
-                               hint="lower gpu_memory_utilization or give them different gpu_ids", source=source))
+        always = [(n, u) for n, u, od in users if not od]
+        turns = [(n, u) for n, u, od in users if od]
+        largest = max(turns, key=lambda t: t[1], default=None)
+        total = sum(u for _, u in always) + (largest[1] if largest else 0.0)
+        if len(users) < 2 or total <= 1.0 + 1e-9:
+            continue
+        label = "every GPU" if gpu == "*" else f"GPU {gpu}"
+        if largest is None or len(turns) == 1:
+            names = ", ".join(f"{n} ({u:g})" for n, u, _ in users)
+            message = f"{label} is shared by {names}: gpu_memory_utilization sums to {total:g} > 1"
+        else:
+            residents = ", ".join(f"{n} ({u:g})" for n, u in always)
+            message = (f"{label}: on-demand {largest[0]} ({largest[1]:g}) cannot start beside the always-on "
+                       f"{residents}: gpu_memory_utilization sums to {total:g} > 1")
+        out.append(Problem("error", "instance", message,
+                           hint="lower gpu_memory_utilization or give them different gpu_ids", source=source))
 
 
 def gpu_memory_utilization(spec: Any) -> float | None:

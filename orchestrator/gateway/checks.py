@@ -36,16 +36,7 @@ def gateway_problems(resolved: Any, data: dict, source: str, target: str) -> lis
             out.append(Problem("error", f"instance.{spec.name}.server.served_model_name",
                                f"{model!r}: the gateway routes by model name, which must have no spaces",
                                source=source))
-    seen: set[tuple[str, str]] = set()
-    for number, route in enumerate(table.get("routes") or []):
-        key = (str(route.get("model")), str(route.get("url", "")).rstrip("/"))
-        port = key[1].rsplit(":", 1)[-1]
-        if port.isdigit() and not 1 <= int(port) <= 65535:
-            out.append(Problem("error", f"gateway.routes[{number}].url", f"port {port} is not a TCP port", source=source))
-        if key in seen:
-            out.append(Problem("error", f"gateway.routes[{number}]", f"{key[1]} is listed twice for model {key[0]}",
-                               source=source))
-        seen.add(key)
+    out += route_problems(data, source)
     if resolved.instance(GATEWAY_NAME) is not None:
         out.append(Problem("error", f"instance.{GATEWAY_NAME}",
                            "this name is the gateway's (its container, `ps` row and `logs` name)",
@@ -57,4 +48,26 @@ def gateway_problems(resolved: Any, data: dict, source: str, target: str) -> lis
         out.append(Problem("warning", "gateway.api_key",
                            f"the gateway listens on {address} without an API key: anyone on the network can use it",
                            hint="set [gateway] api_key", source=source))
+    return out
+
+
+def route_problems(data: dict, source: str) -> list[Problem]:
+    """`[gateway] routes` that no router could dial, for every target that runs the gateway
+    (the Kubernetes export writes them into its HAProxy config too)."""
+    table = data.get("gateway")
+    if not isinstance(table, dict) or not table.get("enabled", True) or not isinstance(table.get("routes"), list):
+        return []
+    out: list[Problem] = []
+    seen: set[tuple[str, str]] = set()
+    for number, route in enumerate(table["routes"]):
+        if not isinstance(route, dict):
+            continue  # the schema said so
+        key = (str(route.get("model")), str(route.get("url", "")).rstrip("/"))
+        port = key[1].rsplit(":", 1)[-1]
+        if port.isdigit() and not 1 <= int(port) <= 65535:
+            out.append(Problem("error", f"gateway.routes[{number}].url", f"port {port} is not a TCP port", source=source))
+        if key in seen:
+            out.append(Problem("error", f"gateway.routes[{number}]", f"{key[1]} is listed twice for model {key[0]}",
+                               source=source))
+        seen.add(key)
     return out

@@ -136,7 +136,9 @@ def read(data: Mapping[str, Any], *, project: str, config_file: str) -> GatewayS
         host_dir=os.path.join(host_path(settings["config_host_dir"]), project),
         log_file=os.path.join(host_path(str(docker.get("log_host_dir", "logs"))), f"{GATEWAY_NAME}.log"),
         restart=str(docker.get("restart", "no")), api_key=settings.get("api_key"),
-        remote=tuple((str(r["model"]), _host_port(str(r["url"]))) for r in settings.get("routes") or []),
+        # Entries the schema refused (validate names them) are left out here, not a crash.
+        remote=tuple((r["model"], _host_port(r["url"])) for r in settings.get("routes") or []
+                     if isinstance(r, dict) and isinstance(r.get("model"), str) and isinstance(r.get("url"), str)),
         retry_unanswered=bool(settings["retry_unanswered"]), on_demand_wait=int(settings["on_demand_wait"]))
 
 

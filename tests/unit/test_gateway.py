@@ -299,3 +299,17 @@ def test_the_gateway_row_of_ps_has_every_key_an_instance_row_has(tmp_path):
     running = service.status_row({"Names": ["/p-gateway"], "State": "exited", "Status": "Exited (0) 1 second ago",
                                   "Labels": {}}, configured=True)
     assert not_created is not None and set(not_created) == set(instance_row) == set(running)
+
+
+@pytest.mark.parametrize("command", [["validate", "--offline"], ["plan"], ["compose", "--offline"], ["k8s", "--offline"]])
+def test_routes_no_router_could_dial_are_config_errors_in_every_command(write_toml, capsys, command):
+    from orchestrator.cli import main
+
+    for routes, said in (('[{ model = "m9" }]', "url"),
+                         ('[{ model = "m9", url = "http://10.0.0.2:99999" }]', "port 99999 is not a TCP port"),
+                         ('[{ model = "m9", url = "http://10.0.0.2:8001" }, { model = "m9", url = "http://10.0.0.2:8001" }]',
+                          "listed twice for model m9")):
+        path = write_toml(fleet_text(f"port = 9000\nroutes = {routes}"))
+        assert main(["-c", str(path), *command]) == 2, routes
+        out, err = capsys.readouterr()
+        assert said in out + err and "internal error" not in out + err, out + err

@@ -297,3 +297,20 @@ def test_ps_table_shortens_uuids_only():
         "GPU-513536b6,MIG-ce861fb0")
     assert short_gpus("MIG-GPU-932bfb2c-849a-2a22-1e84-9eff6bc02b39/1/0") == "MIG-GPU-932bfb2c/1/0"
     assert short_gpus("0,1") == "0,1" and short_gpus("all") == "all"
+
+
+def test_on_demand_instances_on_one_gpu_need_room_for_one_of_them_at_a_time(write_toml):
+    # GPU 0 of the H200 host has 45662 of 144384 MiB used: 0.4 + 0.4 at once would not fit, one
+    # 0.4 at a time does, and the activator never runs both (it stops one to start the other).
+    toml = SERVER + "[gateway]\nport = 9000\n" + "".join(
+        f'[instance.{n}.control]\ngpu_ids = 0\n[instance.{n}.docker]\non_demand = true\n'
+        f'[instance.{n}.server]\nport = {p}\ngpu_memory_utilization = 0.4\n' for n, p in (("a", 8001), ("b", 8002)))
+    project = open_project(write_toml(toml), env={}, strict=False, on_host=False)
+    problems = inventory_problems(project.resolved.instances, h200(), Ours(project.name), "fleet.toml",
+                                  utilization=gpu_memory_utilization)
+    assert problems == []
+    always = toml.replace("[instance.b.docker]\non_demand = true\n", "")
+    project = open_project(write_toml(always), env={}, strict=False, on_host=False)
+    (problem,) = inventory_problems(project.resolved.instances, h200(), Ours(project.name), "fleet.toml",
+                                    utilization=gpu_memory_utilization)
+    assert "45662 MiB held by other processes + b 0.4 (57754 MiB) + a 0.4 (57754 MiB)" in problem.message

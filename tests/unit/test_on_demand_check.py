@@ -205,3 +205,23 @@ def test_an_unpublished_on_demand_instance_is_an_error(write_toml):
         port = 8001
         """)
     assert "not published" in by_path(found, "error")["instance.a.docker.publish"]
+
+
+def test_on_demand_instances_sharing_a_gpu_take_turns_and_only_the_always_on_ones_must_fit_beside_each(write_toml):
+    def config(embed: float, coder_on_demand: bool = True) -> str:
+        parts = []
+        for port, (name, share, on_demand) in enumerate((("chat", 0.6, True), ("coder", 0.6, coder_on_demand),
+                                                         ("embed", embed, False)), start=8001):
+            parts.append(f"[instance.{name}.control]\ngpu_ids = \"0\"\n")
+            if on_demand:
+                parts.append(f"[instance.{name}.docker]\non_demand = true\n")
+            parts.append(f"[instance.{name}.server]\nport = {port}\ngpu_memory_utilization = {share}\n")
+        return "".join(parts) + GATEWAY
+
+    assert by_path(problems(write_toml, config(0.3)), "error") == {}
+    (message,) = by_path(problems(write_toml, config(0.5)), "error").values()
+    assert message.startswith("GPU 0: on-demand chat (0.6) cannot start beside the always-on embed (0.5): "
+                              "gpu_memory_utilization sums to 1.1 > 1")
+    # Always-on instances are still summed all together.
+    (message,) = by_path(problems(write_toml, config(0.3, coder_on_demand=False)), "error").values()
+    assert "sums to 1.5 > 1" in message

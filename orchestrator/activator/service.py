@@ -18,10 +18,10 @@ from orchestrator.backends.engine import Engine, EngineError, EngineTimeout, Eng
 from orchestrator.errors import DockerUnavailable, OrchestratorError
 from orchestrator.labels import LABEL_CONFIG, LABEL_OWNER, LABEL_PROJECT, LABEL_ROLE, LABEL_SPEC, LABEL_URL, OWNER_UP
 from orchestrator import side_container
+from orchestrator.activator.state import ACTIVATOR_NAME
 from orchestrator.side_container import remove
 from orchestrator.value import Value, field
 
-ACTIVATOR_NAME = "activator"
 IMAGE = "vllm-orch/activator:latest"  # scripts/build-images.sh activator
 LABEL_PORTS = "io.vllm-orch.activator-ports"  # "HTTP,AGENT"
 CREATE, RECREATE, NOOP, REMOVE = "create", "recreate", "noop", "remove"

@@ -13,6 +13,7 @@ from typing import Any
 
 from orchestrator.value import Value, field
 
+ACTIVATOR_NAME = "activator"  # its container's suffix, `ps` row and `logs` name
 STATE_FILE = "state.json"
 DEFAULT_HOLD_S = 300.0  # how long a request waits for a start before a 503 with Retry-After
 

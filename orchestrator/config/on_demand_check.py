@@ -12,6 +12,9 @@ wrong about that is said here, one line each:
   usual and is never stopped when idle (a warning);
 * an on-demand instance kept off the host (`publish = false`): the activator reaches it on its
   host port (an error);
+* an instance named `activator` (the activator's container, `ps` row and `logs` name: an error);
+* `restart = "always"`: a restarted engine would start every on-demand instance at once (a warning);
+* sleep mode published beyond loopback: vLLM's development routes, unguarded by its key (an error);
 * `enable_sleep_mode` with an image whose vLLM has no sleep mode (the CPU build): that vLLM
   refuses to start with it (an error, known only from the image's own option table).
 """
@@ -57,8 +60,26 @@ def on_demand_problems(resolved: Any, data: dict, source: str, target: str) -> l
                                "on demand, but there is no [gateway]: an on-demand instance is started by the first "
                                "request for its model through the gateway, so nothing would ever start it",
                                hint="add a [gateway] table (e.g. port = 8000), or set on_demand = false", source=source))
+    from orchestrator.activator.state import ACTIVATOR_NAME
+
+    if on_demand and resolved.instance(ACTIVATOR_NAME) is not None:
+        out.append(Problem("error", f"instance.{ACTIVATOR_NAME}",
+                           "this name is the on-demand activator's (its container, `ps` row and `logs` name)",
+                           hint="rename the instance", source=source))
     for spec in on_demand:
         work = spec.workload
+        if work is not None and work.restart == "always":
+            out.append(Problem("warning", f"instance.{spec.name}.docker.restart",
+                               "\"always\" on an on-demand instance: the engine starts it with every other such "
+                               "instance when it restarts (a reboot), all at once and outside the activator's GPU "
+                               "budget", hint="use restart = \"unless-stopped\" or \"on-failure\"", source=source))
+        exposed = _dev_routes_exposed_at(spec)
+        if exposed:
+            out.append(Problem("error", f"instance.{spec.name}.server.enable_sleep_mode",
+                               f"on demand with sleep mode, vLLM serves its development routes (/sleep, /wake_up, "
+                               f"/collective_rpc), which its API key does not guard, and they would be reachable on "
+                               f"{exposed}", hint="publish it on 127.0.0.1 (the default: clients come through the "
+                               "gateway), or remove enable_sleep_mode", source=source))
         if work is not None and work.publish is None and work.network_mode != "host":
             out.append(Problem("error", f"instance.{spec.name}.docker.publish",
                                "on demand, but not published: the activator starts it and forwards the first "
@@ -92,6 +113,23 @@ def sleep_mode_problems(resolved: Any, tables: Mapping[str, OptionTable], source
                            + fallback,
                            hint="remove enable_sleep_mode, or use an image built for CUDA or ROCm", source=source))
     return out
+
+
+def _dev_routes_exposed_at(spec: Any) -> str | None:
+    """Where beyond loopback an instance with vLLM's development routes on (sleep mode on demand)
+    listens: its published address, or its own host on the host network; None if nowhere."""
+    from orchestrator.addresses import is_loopback
+    from orchestrator.sleep_api import supports_sleep
+
+    work = spec.workload
+    if work is None or not supports_sleep(spec):
+        return None
+    if work.network_mode == "host":
+        host = spec.host or "0.0.0.0"
+        return None if is_loopback(host) else f"{host}:{spec.port}"
+    if work.publish is not None and not is_loopback(work.publish.host_address):
+        return f"{work.publish.host_address}:{work.publish.host_port}"
+    return None
 
 
 def _table(value: Any) -> dict:

@@ -36,6 +36,16 @@ def gateway_problems(resolved: Any, data: dict, source: str, target: str) -> lis
             out.append(Problem("error", f"instance.{spec.name}.server.served_model_name",
                                f"{model!r}: the gateway routes by model name, which must have no spaces",
                                source=source))
+    gateway_key = table.get("api_key")
+    for spec in enabled:
+        own_key = dict(spec.secrets).get("VLLM_API_KEY")
+        if gateway_key and own_key and own_key != gateway_key:
+            # The gateway passes the client's Authorization header on: one key cannot satisfy two.
+            out.append(Problem("warning", f"instance.{spec.name}.server.api_key",
+                               "differs from [gateway] api_key: requests for its model through the gateway carry "
+                               "the gateway's key, which this vLLM refuses (401)",
+                               hint="give the instance the gateway's key, or none (publish it on 127.0.0.1 only)",
+                               source=source))
     out += route_problems(data, source)
     if resolved.instance(GATEWAY_NAME) is not None:
         out.append(Problem("error", f"instance.{GATEWAY_NAME}",

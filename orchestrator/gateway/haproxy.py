@@ -154,7 +154,9 @@ def _config(gateway: GatewaySpec, routes: tuple[Route, ...], names: list[str], v
         f"    http-request return status 200 content-type application/json file {CURRENT}/models.json "
         "if { method GET } { path /v1/models }",
         f"    http-request return status 403 content-type application/json file {answers}/refused.json "
-        f"if !{{ path_beg /v1/ }} or {{ path {' '.join(ADMIN_IN_V1)} }}",
+        # Decoded, and by prefix, as vLLM's server reads the path: `/v1/load%5Flora%5Fadapter` and
+        # a trailing slash are the same route there.
+        f"if !{{ path_beg /v1/ }} or {{ path,url_dec -m beg {' '.join(ADMIN_IN_V1)} }}",
         f"    http-request return status 404 content-type application/json file {answers}/not-found.json "
         "unless { method POST }",
         f"    http-request return status 413 content-type application/json file {answers}/too-large.json "

@@ -139,7 +139,8 @@ def test_what_the_gateway_refuses_and_that_it_survives_it(fleet):
     assert status == 401 and body["error"]["type"] == "AuthenticationError"
     assert call(fleet, "GET", "/health", key=None)[0] == 200  # load balancers ask without a key
 
-    for path in ("/sleep", "/wake_up", "/collective_rpc", "/v1/load_lora_adapter", "/reset_prefix_cache"):
+    for path in ("/sleep", "/wake_up", "/collective_rpc", "/v1/load_lora_adapter", "/v1/load%5Flora%5Fadapter",
+                 "/v1/unload_lora_adapter/", "/reset_prefix_cache"):
         status, _, body = call(fleet, "POST", path, {"model": "m1"})
         assert status == 403 and "admin" in body["error"]["message"], path
 

@@ -313,3 +313,13 @@ def test_routes_no_router_could_dial_are_config_errors_in_every_command(write_to
         assert main(["-c", str(path), *command]) == 2, routes
         out, err = capsys.readouterr()
         assert said in out + err and "internal error" not in out + err, out + err
+
+
+def test_an_instance_key_other_than_the_gateways_is_a_warning_that_never_shows_either(write_toml):
+    text = fleet_text('port = 9000\napi_key = "gw-key-1"').replace(
+        '[instance.c.server]\n', '[instance.c.server]\napi_key = "inst-key-2"\n')
+    found = [p for p in problems(write_toml, text) if p.path == "instance.c.server.api_key"]
+    assert [p.severity for p in found] == ["warning"] and "differs from [gateway] api_key" in found[0].message
+    assert not any("key-1" in p.format() or "key-2" in p.format() for p in problems(write_toml, text))
+    same = text.replace('api_key = "inst-key-2"', 'api_key = "gw-key-1"')
+    assert not [p for p in problems(write_toml, same) if p.path == "instance.c.server.api_key"]

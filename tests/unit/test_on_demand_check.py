@@ -225,3 +225,27 @@ def test_on_demand_instances_sharing_a_gpu_take_turns_and_only_the_always_on_one
     # Always-on instances are still summed all together.
     (message,) = by_path(problems(write_toml, config(0.3, coder_on_demand=False)), "error").values()
     assert "sums to 1.5 > 1" in message
+
+
+def test_an_instance_named_activator_restart_always_and_sleep_routes_on_the_network(write_toml):
+    found = problems(write_toml, """
+        [instance.activator.server]
+        port = 8001
+        [instance.chat.docker]
+        restart = "always"
+        [instance.chat.server]
+        port = 8002
+        enable_sleep_mode = true
+        """ + GATEWAY, docker="on_demand = true\npublish_address = \"0.0.0.0\"")
+    errors, warnings = by_path(found, "error"), by_path(found, "warning")
+    assert errors["instance.activator"].startswith("this name is the on-demand activator's")
+    assert "reachable on 0.0.0.0:8002" in errors["instance.chat.server.enable_sleep_mode"]
+    assert "/collective_rpc" in errors["instance.chat.server.enable_sleep_mode"]
+    assert warnings["instance.chat.docker.restart"].startswith('"always" on an on-demand instance')
+    # On loopback (the default) the development routes are the host's alone: no error.
+    quiet = problems(write_toml, """
+        [instance.chat.server]
+        port = 8002
+        enable_sleep_mode = true
+        """ + GATEWAY, docker="on_demand = true")
+    assert by_path(quiet, "error") == {}

@@ -278,6 +278,12 @@ class InstanceSpec(Value):
         model = self.server.get("model")
         return str(model) if model else None
 
+    @property
+    def model_aliases(self) -> tuple[str, ...]:
+        """The other names of `served_model_name = [first, ...]`: vLLM answers to each."""
+        names = self.server.get("served_model_name")
+        return tuple(str(n) for n in names[1:]) if isinstance(names, list) else ()
+
     def process_env(self) -> dict[str, str]:
         """Environment for the in-container (process) launcher, secrets masked."""
         env = dict(self.env)

@@ -123,7 +123,7 @@ class Activator:
             self.tracked = fresh
 
     def models(self) -> set[str]:
-        return {t.spec.model for t in self.tracked.values()}
+        return {name for t in self.tracked.values() for name in (t.spec.model, *t.spec.aliases)}
 
     # ------------------------------------------------------------------ the slow path
     def acquire(self, model: str, hold_s: float | None = None) -> Tracked:
@@ -132,7 +132,7 @@ class Activator:
         deadline = self.clock() + (self.state.hold_s if hold_s is None else hold_s)
         while True:
             with self._lock:
-                mine = [t for t in self.tracked.values() if t.spec.model == model]
+                mine = self._serving(model)
                 if not mine:
                     raise KeyError(model)
                 ready = [t for t in mine if t.phase == RUNNING]
@@ -151,7 +151,7 @@ class Activator:
                 self.release(chosen)
                 continue
             with self._lock:
-                mine = [t for t in self.tracked.values() if t.spec.model == model]
+                mine = self._serving(model)
                 if any(t.phase == RUNNING for t in mine):
                     continue  # started meanwhile (another request's start just ended)
                 draining = next((t for t in mine if t.phase == STOPPING and t.draining), None)
@@ -189,6 +189,10 @@ class Activator:
                 raise HoldTimeout(model)
             if start.error is not None:
                 raise StartFailed(start.error, retry_after=BACKOFF_S)
+
+    def _serving(self, model: str) -> list[Tracked]:
+        """Under the lock: the instances that answer to `model` (their model or one of its aliases)."""
+        return [t for t in self.tracked.values() if model == t.spec.model or model in t.spec.aliases]
 
     def release(self, tracked: Tracked) -> None:
         with self._lock:

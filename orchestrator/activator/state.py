@@ -25,6 +25,7 @@ class OnDemand(Value):
     model: str
     address: str  # host:port the activator reaches it at
     container: str  # the container's name (ownership is checked by labels too)
+    aliases: tuple[str, ...] = ()  # its other served names (a request may name any of them)
     sleep: bool = False  # sleep/wake instead of stop/start (enable_sleep_mode)
     idle_stop_after: int = 900  # seconds; 0: never
     gpus: tuple[str, ...] = ()  # the budget's keys: GPU ids, or ("host",) without GPUs

@@ -58,7 +58,8 @@ def build_state(project, engine_address: str) -> State:
             continue
         container = project.resolved.container_of(spec.name)
         instances.append(OnDemand(
-            name=spec.name, model=model, address=address, container=container.name, sleep=supports_sleep(spec),
+            name=spec.name, model=model, aliases=spec.model_aliases, address=address, container=container.name,
+            sleep=supports_sleep(spec),
             idle_stop_after=spec.workload.idle_stop_after, gpus=_gpus(spec), share=_share(spec),
             log_file=container.host_log_file, start_timeout_s=float(spec.workload.health.start_period_s) + 60,
             stop_timeout_s=int(spec.workload.stop_timeout or 30)))

@@ -32,10 +32,11 @@ def gateway_problems(resolved: Any, data: dict, source: str, target: str) -> lis
             out.append(Problem("error", "gateway.port", f"host port {port} is also used by instance {spec.name!r}",
                                hint="give the gateway a port of its own", source=source))
         model = spec.served_model or spec.server.get("model")
-        if isinstance(model, str) and (not model or any(c.isspace() for c in model)):
-            out.append(Problem("error", f"instance.{spec.name}.server.served_model_name",
-                               f"{model!r}: the gateway routes by model name, which must have no spaces",
-                               source=source))
+        for name in ([model] if isinstance(model, str) else []) + list(spec.model_aliases):
+            if not name or any(c.isspace() for c in name):
+                out.append(Problem("error", f"instance.{spec.name}.server.served_model_name",
+                                   f"{name!r}: the gateway routes by model name, which must have no spaces",
+                                   source=source))
     gateway_key = table.get("api_key")
     for spec in enabled:
         own_key = dict(spec.secrets).get("VLLM_API_KEY")

@@ -22,7 +22,7 @@ import json
 import re
 from typing import Iterable
 
-from orchestrator.gateway.routes import Route, models
+from orchestrator.gateway.routes import Route, aliases, models
 from orchestrator.gateway.settings import GatewaySpec
 
 CONFIG_DIR = "/etc/vllm-orch-gateway"  # in the container: the host's <host_dir>, read-only
@@ -66,11 +66,14 @@ def render(gateway: GatewaySpec, routes: Iterable[Route], version: str = "", *, 
     name that does not resolve yet leaves that replica down instead of failing the start."""
     routes = tuple(routes)
     served = models(routes)
+    other_names = aliases(routes)  # alias -> its model: same backend, listed as vLLM lists it
+    names = sorted({*served, *other_names})
     files: dict[str, bytes] = {}
     files["models.json"] = (json.dumps({"object": "list", "data": [
-        {"id": m, "object": "model", "owned_by": "vllm", "root": m, "parent": None} for m in served]}) + "\n").encode()
-    files["models.map"] = "".join(f"{m} {backend_name(m)}\n" for m in served).encode()
-    known = ", ".join(served) if served else "none (no instance is enabled)"
+        {"id": m, "object": "model", "owned_by": "vllm", "root": other_names.get(m, m), "parent": None}
+        for m in names]}) + "\n").encode()
+    files["models.map"] = "".join(f"{m} {backend_name(other_names.get(m, m))}\n" for m in names).encode()
+    known = ", ".join(names) if names else "none (no instance is enabled)"
     files["answers/unknown-model.json"] = error_body(404, f"model not served here; models: {known}", "NotFoundError")
     files["answers/no-model.json"] = error_body(
         400, "the body must be a JSON object naming a `model` (GET /v1/models lists them)", "BadRequestError")

@@ -8,7 +8,7 @@ engine reports once the container exists.
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 from orchestrator.value import Value
 
@@ -19,9 +19,13 @@ class Route(Value):
     model: str
     instance: str
     address: str  # host:port, as the router dials it
+    aliases: tuple[str, ...] = ()  # the instance's other served names, routed to the same backend
 
-    def to_json(self) -> dict[str, str]:
-        return {"model": self.model, "instance": self.instance, "address": self.address}
+    def to_json(self) -> dict[str, Any]:
+        found: dict[str, Any] = {"model": self.model, "instance": self.instance, "address": self.address}
+        if self.aliases:  # absent otherwise: routes.json of a config without aliases stays as it was
+            found["aliases"] = list(self.aliases)
+        return found
 
 
 def routes_for(instances: Iterable, container_addresses: Mapping[str, str] | None = None,
@@ -40,7 +44,7 @@ def routes_for(instances: Iterable, container_addresses: Mapping[str, str] | Non
             continue
         address = _address(spec, container_addresses or {})
         if address:
-            found.append(Route(str(model), spec.name, address))
+            found.append(Route(str(model), spec.name, address, tuple(spec.model_aliases)))
     return tuple(sorted(found, key=lambda r: (r.model, r.instance)))
 
 
@@ -58,6 +62,18 @@ def _address(spec, container_addresses: Mapping[str, str]) -> str | None:
 
 def models(routes: Iterable[Route]) -> list[str]:
     return sorted({r.model for r in routes})
+
+
+def aliases(routes: Iterable[Route]) -> dict[str, str]:
+    """alias -> the model whose backend serves it (a name that is some model's own stays that model's)."""
+    routes = tuple(routes)
+    own = {r.model for r in routes}
+    found: dict[str, str] = {}
+    for route in sorted(routes, key=lambda r: (r.model, r.instance)):
+        for alias in route.aliases:
+            if alias not in own:
+                found.setdefault(alias, route.model)
+    return found
 
 
 def describe_change(before: Iterable[Route], after: Iterable[Route]) -> list[str]:

@@ -480,3 +480,11 @@ def test_its_log_says_each_start_failure_and_stop_with_the_reason():
     assert "b (m2): starting for a request" in lines
     assert any(line.startswith("b (m2) did not start:") and "CUDA out of memory" in line for line in lines)
     assert lines[-1] == "a (m1): stopped, idle for 10 s"
+
+
+def test_a_request_naming_another_served_name_of_an_instance_starts_it():
+    control = FakeControl(delay=0)
+    act = activator(inst("a", "m1", aliases=("m1-latest",)), control=control)
+    assert act.models() == {"m1", "m1-latest"}
+    act.release(act.acquire("m1-latest"))
+    assert control.calls == [("start", "a")]

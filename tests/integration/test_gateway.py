@@ -335,6 +335,16 @@ def test_enabled_false_removes_the_gateway_and_leaves_the_servers(fleet):
     assert "gateway" not in rows
 
 
+def test_another_served_name_of_an_instance_is_listed_and_reaches_it(fleet):
+    write(fleet)
+    fleet.path.write_text(fleet.path.read_text().replace('served_model_name = "m2"',
+                                                         'served_model_name = ["m2", "m2-latest"]'))
+    up(fleet)
+    assert [m["id"] for m in call(fleet, "GET", "/v1/models")[2]["data"]] == ["m1", "m2", "m2-latest"]
+    status, headers, _ = call(fleet, "POST", "/v1/completions", {"model": "m2-latest", "prompt": "x"})
+    assert status == 200 and served_by(fleet, headers) == "c"
+
+
 def test_session_policy_pins_a_session_header_to_one_replica(fleet):
     write(fleet, policy="session")
     up(fleet)

@@ -431,6 +431,17 @@ def cmd_ps(args: argparse.Namespace) -> int:
     for row in rows:  # "exited (137)": killed, as opposed to a clean stop
         if row.get("exit_code") is not None:
             row["state"] = f"{row['state']} ({row['exit_code']})"
+    if any("last_request" in r for r in rows):  # on-demand instances: when each was last asked for
+        import time
+
+        from orchestrator.backends.local_process import format_uptime
+
+        columns = (*columns, "last_request")
+        now = time.time()
+        for row in rows:
+            when = row.get("last_request")
+            row["last_request"] = (f"{format_uptime(now - when)} ago" if isinstance(when, (int, float))
+                                   else "never" if "last_request" in row else "")
     table = tabulate([[short_gpus(r[c] or "") if c == "gpus" else (r[c] or "") for c in columns] for r in rows],
                      headers=[c.upper() for c in columns])
     print("\n".join(printable(line) for line in table.splitlines()))

@@ -113,6 +113,9 @@ def test_up_creates_them_stopped_and_a_first_request_starts_one_and_is_answered(
         assert ask(fleet, "m1")[0] == 200
     rows = ps(fleet)
     assert rows["a"]["last_request"] is not None
+    code, out, _ = fleet.cli("ps")  # the table says it too: when a and b were last asked for
+    lines = {line.split()[0]: line for line in out.splitlines() if line.split()}
+    assert "LAST_REQUEST" in lines["NAME"] and " ago" in lines["a"] and lines["b"].rstrip().endswith("never")
     # A second up leaves the running on-demand instance running.
     code, out, err = fleet.cli("up")
     assert code == 0, err

@@ -6,7 +6,6 @@ cannot drift apart; it adds what a generic validator lacks: a did-you-mean for u
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 import re

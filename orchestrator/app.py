@@ -503,10 +503,26 @@ def top(inputs: Inputs, *, timeout: float = 2.0) -> TopView:
     def status() -> list[dict[str, Any]]:
         rows = backend.status(name, resolved)
         decorate_rows(rows, project, backend, own_row=False)  # on-demand states and LAST START
+        _unpublished_metrics_urls(rows, resolved, backend)
         return rows
 
     view = Top(status, timeout)
     return TopView(name, view.snapshot)
+
+
+def _unpublished_metrics_urls(rows: list[dict[str, Any]], resolved: Any, backend: Any) -> None:
+    """Instances kept off the host (`publish = false`, behind the gateway) have no URL; on a local
+    engine `top` reads their /metrics at the container's address, as Prometheus does."""
+    from orchestrator.backends.engine import is_local_address
+    from orchestrator.gateway.service import from_rows
+
+    if resolved is None or not any(not r.get("url") for r in rows) or not is_local_address(backend.engine.address):
+        return
+    addresses = from_rows(backend.last_rows)[1]
+    for row in rows:
+        spec = resolved.instance(row["name"])
+        if not row.get("url") and spec is not None and row["name"] in addresses:
+            row["metrics_url"] = f"http://{addresses[row['name']]}:{spec.port}"
 
 
 # ----------------------------------------------------------------------------- logs

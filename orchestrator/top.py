@@ -145,7 +145,8 @@ class Top:
         rows = self._status()
         asked = [r for r in rows if r["state"] == "running"]
         scrapes = dict(zip((id(r) for r in asked),
-                           scrape_all([r["url"] for r in asked], self._timeout, self._fetch)))
+                           scrape_all([r.get("metrics_url") or r["url"] for r in asked], self._timeout,
+                                      self._fetch)))
         out, last = [], {}
         for row in rows:
             key = (row["name"], row.get("container", ""))

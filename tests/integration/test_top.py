@@ -28,6 +28,10 @@ def test_top_once_json_and_text(fleet):
         extra_args = ["--standin-old-metric-names"]
         [instance.gone.server]
         port = {ports[2]}
+        [instance.hidden.docker]
+        publish = false
+        [instance.hidden.server]
+        port = 8000
         """)
     code, _, err = fleet.cli("up", "--wait", "--timeout", "120")
     assert code == 0, err
@@ -40,7 +44,9 @@ def test_top_once_json_and_text(fleet):
     doc = fleet.cli_json("top", "--once")
     assert doc["project"] == fleet.name
     rows = {r["name"]: r for r in doc["instances"]}
-    assert set(rows) == {"new", "old", "gone"}
+    assert set(rows) == {"new", "old", "gone", "hidden"}
+    # Kept off the host (behind a gateway): read at its container's address, as Prometheus does.
+    assert (rows["hidden"]["requests_running"], rows["hidden"]["kv_cache_usage"]) == (0, 0.0), rows["hidden"]
     assert (rows["new"]["requests_running"], rows["new"]["requests_waiting"]) == (0, 0)
     assert rows["new"]["kv_cache_usage"] == pytest.approx(0.03)  # the stand-in's: 1% per request served
     assert rows["new"]["ttft_p50_s"] is not None and rows["new"]["tokens_per_s"] is None  # one sample

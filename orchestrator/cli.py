@@ -320,6 +320,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
             print(f"ok: {len(project.resolved.instances)} instance(s), {enabled} enabled")
         if project and project.gpu_check:
             print(printable(f"GPUs: {project.gpu_check}"))
+        if project and project.resolved.monitoring is not None:
+            from orchestrator.monitoring.checks import unchecked_line
+
+            line = unchecked_line(project.resolved.instances)
+            if line:
+                print(printable(line))
         if project and project.option_check:
             print(printable(f"vLLM options: {project.option_check}"))
         elif errors:
@@ -721,12 +727,30 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     from orchestrator.monitoring import dashboard, rules
 
     text = rules.text() if args.rules else dashboard.text()
+    for line in _dashboard_notes(args):  # what the config's images export, where known
+        _stderr(line)
     if args.output:
         Path(args.output).write_text(text)
         _stderr(f"wrote {args.output}")
     else:
         sys.stdout.write(text)
     return EXIT_OK
+
+
+def _dashboard_notes(args: argparse.Namespace) -> list[str]:
+    """The dashboard is the same for every config; with one at hand, say which of its quantities
+    the config's images do not export (validate's warnings) and which images are not checked."""
+    from orchestrator.app import open_project
+    from orchestrator.monitoring.checks import metric_problems, unchecked_line
+
+    try:
+        project = open_project(_inputs(args), target=None, strict=False, on_host=False)
+    except OrchestratorError:  # no config here, or a broken one: the dashboard needs none
+        return []
+    enabled = [i for i in project.resolved.instances if i.enabled]
+    notes = [p.format() for p in metric_problems(enabled, str(project.loaded.path))]
+    line = unchecked_line(enabled)
+    return notes + ([line] if line else [])
 
 
 COMMANDS = {

@@ -93,6 +93,21 @@ def monitoring_problems(resolved: Any, data: dict, source: str, target: str) -> 
     return out
 
 
+def unchecked_images(instances: list) -> list[str]:
+    """The enabled instances' images with no recorded scrape: their metric names are not checked."""
+    images = {str(getattr(spec.workload, "image", "") or "") for spec in instances if spec.enabled} - {""}
+    return sorted(image for image in images if recording_for(image) is None)
+
+
+def unchecked_line(instances: list) -> str | None:
+    """What `validate` and `dashboard` say when some images' metric names could not be checked."""
+    images = unchecked_images(instances)
+    if not images:
+        return None
+    return (f"metric names: not checked for {', '.join(images)} (no /metrics recorded for it yet; "
+            "`up --wait` with [monitoring] records one)")
+
+
 def metric_problems(instances: list, source: str) -> list[Problem]:
     import json
 

@@ -306,3 +306,24 @@ def test_up_wait_records_what_each_images_servers_export_and_validate_reads_it(m
                                                                                      'image = "vllm-orch/vllm-cpu:0.32.0"'))]
     assert any("exports none of vllm:prefix_cache_hits, vllm:gpu_prefix_cache_hits" in w and "warning" in w
                for w in found), found
+
+
+def test_dashboard_says_which_images_of_the_config_are_not_checked_or_miss_a_quantity(monkeypatch, tmp_path,
+                                                                                   write_toml, capsys):
+    from orchestrator.cli import main
+
+    monkeypatch.setenv("VLLM_ORCH_CACHE_DIR", str(tmp_path / "cache"))
+    path = write_toml('[docker]\nimage = "vllm/vllm-openai:v0.1"\n[instance.server]\nmodel = "/m"\n'
+                      '[instance.a.server]\nport = 8001\n[monitoring]\nport = 9091\n')
+    assert main(["-c", str(path), "dashboard", "-o", str(tmp_path / "d.json")]) == 0
+    err = capsys.readouterr().err
+    assert "metric names: not checked for vllm/vllm-openai:v0.1" in err
+    assert main(["-c", str(path), "validate", "--offline"]) == 0
+    assert "metric names: not checked for vllm/vllm-openai:v0.1" in capsys.readouterr().out
+    # A recording without the KV cache gauge: the dashboard names the panel that will be blank.
+    recorded = checks.cached_recording("vllm/vllm-openai:v0.1")
+    recorded.parent.mkdir(parents=True, exist_ok=True)
+    recorded.write_text(json.dumps({"families": sorted(set(recorded_names()) - {"vllm:kv_cache_usage_perc"})}))
+    assert main(["-c", str(path), "dashboard", "-o", str(tmp_path / "d.json")]) == 0
+    err = capsys.readouterr().err
+    assert "kv cache usage will have no data" in err and "not checked" not in err

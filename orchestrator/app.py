@@ -555,7 +555,7 @@ def side_log_reader(inputs: Inputs, name: str, *, backend: Target | None) -> Cal
     gateway and the instances have files of their own. None for any other name, or an instance
     of that name."""
     from orchestrator.activator.service import ACTIVATOR_NAME
-    from orchestrator.backends.engine_errors import EngineError
+    from orchestrator.backends.engine_errors import EngineError, EngineTimeout
     from orchestrator.labels import LABEL_PROJECT, LABEL_ROLE
     from orchestrator.monitoring.settings import MONITORING_NAME
 
@@ -565,17 +565,21 @@ def side_log_reader(inputs: Inputs, name: str, *, backend: Target | None) -> Cal
     if project.resolved.instance(name) is not None or project.backend != DOCKER:
         return None
     chosen = backend_for(DOCKER)
-    rows = chosen.read(lambda e: e.containers(labels=[f"{LABEL_PROJECT}={project.name}", f"{LABEL_ROLE}={name}"]))
+    labels = [f"{LABEL_PROJECT}={project.name}", f"{LABEL_ROLE}={name}"]
+    rows = chosen.read(lambda e: e.containers(labels=labels))
     if not rows:
         raise OrchestratorError(f"no {name} container in project {project.name!r} (`up` makes it when the config "
                                 f"asks for it); its output goes with its container")
-    container_id = rows[0]["Id"]
+    current = [rows[0]["Id"]]
 
     def lines(tail: int | None) -> list[str]:
         try:
-            data = chosen.call(lambda e: e.logs(container_id, tail=tail))
-        except EngineError as exc:
-            if exc.not_found:
+            data = chosen.call(lambda e: e.logs(current[0], tail=tail))
+        except (EngineError, EngineTimeout) as exc:
+            if isinstance(exc, EngineError) and exc.not_found:  # made again by `up` (--follow goes on with it)
+                again = chosen.read(lambda e: e.containers(labels=labels))
+                if again:
+                    current[0] = again[0]["Id"]
                 return []
             raise OrchestratorError(f"Docker engine error: {exc}") from None
         return data.decode(errors="replace").splitlines()

@@ -447,7 +447,8 @@ def cmd_ps(args: argparse.Namespace) -> int:
         for row in rows:
             when = row.get("last_request")
             row["last_request"] = (f"{format_uptime(now - when)} ago" if isinstance(when, (int, float))
-                                   else "never" if "last_request" in row else "")
+                                   else "never" if row.get("on_demand_known") else "?" if "last_request" in row
+                                   else "")
     table = tabulate([[short_gpus(r[c] or "") if c == "gpus" else (r[c] or "") for c in columns] for r in rows],
                      headers=[c.upper() for c in columns])
     print("\n".join(printable(line) for line in table.splitlines()))

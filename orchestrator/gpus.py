@@ -266,7 +266,7 @@ def placement(spec: Any, inventory: Inventory) -> tuple[list[GpuDevice], list[st
 
 
 def inventory_problems(instances: Iterable[Any], inventory: Inventory, ours: Ours, source: str,
-                       *, utilization: Any) -> list[Problem]:
+                       *, utilization: Any, turns: bool = False) -> list[Problem]:
     """Every enabled GPU instance against the host's GPUs. `utilization(spec)` is the instance's
     gpu_memory_utilization (None: not a number, skip). Problems name the GPU and the fix."""
     from orchestrator.config.validate import parallel_sizes
@@ -298,7 +298,7 @@ def inventory_problems(instances: Iterable[Any], inventory: Inventory, ours: Our
             devices[device.uuid] = device
             users.setdefault(device.uuid, []).append((spec, share, how))
     for uuid, on_it in users.items():
-        out += _memory_problems(devices[uuid], on_it, inventory, ours, source)
+        out += _memory_problems(devices[uuid], on_it, inventory, ours, source, turns=turns)
     return out
 
 
@@ -311,22 +311,22 @@ def project_problems(project: Any, inventory: Inventory, running_container_ids: 
 
     ours = Ours(project.name, frozenset(running_container_ids))
     problems = inventory_problems(project.resolved.instances, inventory, ours, str(project.loaded.path),
-                                  utilization=gpu_memory_utilization)
+                                  utilization=gpu_memory_utilization, turns=project.backend == "docker")
     if not blocking:
         problems = [p.replace(severity="warning") for p in problems]
     return problems
 
 
 def _memory_problems(device: GpuDevice, on_it: list[tuple[Any, float, str]], inventory: Inventory,
-                     ours: Ours, source: str) -> list[Problem]:
+                     ours: Ours, source: str, *, turns: bool) -> list[Problem]:
     total, used = device.memory_total_mib, device.memory_used_mib
     if total is None or used is None:
         return []  # the driver does not say (unified memory): nothing to compare
     aliased = {how for _, _, how in on_it} >= {"index", "uuid"}
-    # On-demand instances take turns (the activator's budget): the card holds the always-on ones
-    # plus the largest of those, never all of them at once.
-    turns = [u for u in on_it if u[0].workload is not None and u[0].workload.on_demand]
-    on_it = [u for u in on_it if u not in turns] + sorted(turns, key=lambda u: -u[1])[:1]
+    # Under `up` (`turns`) on-demand instances take turns (the activator's budget): the card holds
+    # the always-on ones plus the largest of those; the launcher starts them all at once.
+    taking_turns = [u for u in on_it if turns and u[0].workload is not None and u[0].workload.on_demand]
+    on_it = [u for u in on_it if u not in taking_turns] + sorted(taking_turns, key=lambda u: -u[1])[:1]
     shares = sum(share for _, share, _ in on_it)
     if shares > 1.0 + 1e-9 and len(on_it) > 1 and not aliased:
         return []  # validate's own check already said the shares alone exceed the card

@@ -95,7 +95,7 @@ class Activator:
     def __init__(self, state: State, control: Control, *, clock: Callable[[], float] = time.monotonic,
                  poll_s: float = 0.1, drain_s: float = DRAIN_S, say: Callable[[str], None] = lambda line: None):
         self.control = control
-        self.say = say  # one line per start, failure and stop: the activator's log (`logs activator`)
+        self._say = say  # one line per start, failure and stop: the activator's log (`logs activator`)
         self.clock = clock
         self.poll_s = poll_s
         self.drain_s = drain_s
@@ -191,13 +191,23 @@ class Activator:
                 raise StartFailed(start.error, retry_after=BACKOFF_S)
 
     def _serving(self, model: str) -> list[Tracked]:
-        """Under the lock: the instances that answer to `model` (their model or one of its aliases)."""
-        return [t for t in self.tracked.values() if model == t.spec.model or model in t.spec.aliases]
+        """Under the lock: the instances of `model`, else those with it as another served name (the
+        gateway routes a name that is some model's own to that model)."""
+        own = [t for t in self.tracked.values() if t.spec.model == model]
+        return own or [t for t in self.tracked.values() if model in t.spec.aliases]
 
     def release(self, tracked: Tracked) -> None:
         with self._lock:
             tracked.in_flight -= 1
             self._used(tracked)
+
+    def say(self, line: str) -> None:
+        """A line of the log, never under the lock (a blocked stdout must not stall requests) and
+        never raising (a log that cannot be written must not leave a start half-done)."""
+        try:
+            self._say(line)
+        except Exception:  # noqa: BLE001 - the log is best effort
+            pass
 
     def _used(self, tracked: Tracked) -> None:
         tracked.last_request = self.clock()
@@ -209,13 +219,13 @@ class Activator:
         waking = tracked.phase == SLEEPING
         tracked.phase = STARTING
         self._used(tracked)
-        self.say(f"{tracked.spec.name} ({tracked.spec.model}): {'waking' if waking else 'starting'} for a request")
         threading.Thread(target=self._bring_up, args=(tracked, tracked.start, waking), daemon=True,
                          name=f"start-{tracked.spec.name}").start()
         return tracked
 
     def _bring_up(self, tracked: Tracked, start: Start, waking: bool) -> None:
         spec, began = tracked.spec, self.clock()
+        self.say(f"{spec.name} ({spec.model}): {'waking' if waking else 'starting'} for a request")
         try:
             with self.control.lock():  # type: ignore[attr-defined]
                 self._make_room(tracked)
@@ -243,16 +253,17 @@ class Activator:
                 self.stats.bump(self.stats.starts, spec.model)
                 (self.stats.wake_s if waking else self.stats.cold_s)[spec.model] = tracked.last_start_s
                 self._used(tracked)
-                self.say(f"{spec.name} ({spec.model}): serving after {tracked.last_start_s:g} s "
-                         f"({tracked.last_start_kind} start)")
+                line = (f"{spec.name} ({spec.model}): serving after {tracked.last_start_s:g} s "
+                        f"({tracked.last_start_kind} start)")
             else:
                 tracked.phase = FAILED
                 tracked.failed_at, tracked.last_error = self.clock(), error
                 self.stats.bump(self.stats.failures, spec.model)
-                self.say(error)
+                line = error
             start.error = error
             tracked.start = None
             start.done.set()
+        self.say(line)
 
     def _await_health(self, spec: OnDemand, began: float) -> None:
         while True:
@@ -359,6 +370,7 @@ class Activator:
                 tracked.stopped = None
                 self._used(tracked)
                 return False
+        done = False
         try:
             if spec.sleep:
                 try:
@@ -368,16 +380,17 @@ class Activator:
                     self.control.stop(spec)
             else:
                 self.control.stop(spec)
+            done = True
         finally:
             with self._lock:
                 tracked.phase = phase
                 self.stats.bump(self.stats.stops, spec.model)
-                reason = (f"idle for {spec.idle_stop_after:g} s" if why == "idle"
-                          else "to make room for another model")
-                self.say(f"{spec.name} ({spec.model}): {'asleep' if phase == SLEEPING else 'stopped'}, {reason}")
                 assert tracked.stopped is not None
                 tracked.stopped.set()
                 tracked.stopped = None
+        if done:
+            reason = f"idle for {spec.idle_stop_after:g} s" if why == "idle" else "to make room for another model"
+            self.say(f"{spec.name} ({spec.model}): {'asleep' if phase == SLEEPING else 'stopped'}, {reason}")
         return True
 
     # ------------------------------------------------------------------ HAProxy's agent check

@@ -35,7 +35,9 @@ class OnDemand(Value):
     stop_timeout_s: int = 30
 
     def to_json(self) -> dict[str, Any]:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+        # Empty aliases are left out: an activator image older than them reads the file as before.
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()
+                if not (k == "aliases" and not v)}
 
 
 class Resident(Value):

@@ -197,6 +197,7 @@ def decorate_rows(rows: list[dict[str, Any]], project, backend, *, own_row: bool
         found = seen.get(row["name"], {})
         phase = found.get("phase")
         row["on_demand"] = True
+        row["on_demand_known"] = bool(found)  # the activator answered for it (else its state is unknown)
         row["last_request"] = found.get("last_request")
         row["last_start_s"] = found.get("last_start_s")
         if phase == "starting":

@@ -21,7 +21,7 @@ from orchestrator.config.settings_check import container_setting_problems, mount
 from orchestrator.config.server_check import reserved_dest, server_problems
 from orchestrator.errors import Problem, show_value
 from orchestrator.resolve import Resolved
-from orchestrator.targets import KUBERNETES, renders_docker, runs_containers, shares_one_host
+from orchestrator.targets import COMPOSE, DOCKER, KUBERNETES, renders_docker, runs_containers, shares_one_host
 from orchestrator.vllm_options import OptionTable
 
 _JSON_TYPES = {
@@ -69,8 +69,10 @@ def _shown(value: Any, schema: dict, path: str = "") -> str:
         if ".env." in path or path.startswith("docker.env"):  # a plain variable, or one secret_env names
             return "(value not shown: env values may hold secrets)"
         return "(value not shown: it is secret)"
-    if isinstance(value, (dict, list)) and (_holds_secret(schema) or _names_secret(value)):
-        return "(value not shown: it holds a secret)"  # `[[gateway]]` with its api_key, say
+    # A value of the wrong shape where secrets live (`[[gateway]]` with its api_key, `env = "HF_TOKEN=..."`).
+    if (_holds_secret(schema) or re.search(r"secret_env(\[\d+\])?$", path)
+            or (isinstance(value, (dict, list)) and _names_secret(value))):
+        return "(value not shown: it may hold a secret)"
     return show_value(value)
 
 
@@ -202,7 +204,7 @@ def semantic_problems(resolved: Resolved, data: dict, source: str, target: str, 
             out.append(Problem("error", f"instance.{spec.name}.server.api_key",
                                "must be one string: it reaches vLLM as VLLM_API_KEY, never on argv", source=source))
     if shares_one_host(target):  # not on Kubernetes: the device plugin gives each pod GPUs of its own
-        _gpu_memory(instances, source, out)
+        _gpu_memory(instances, source, out, target=target)
     for spec in resolved.instances:
         _log_path(spec, source, out)
     if runs_containers(target):  # what the engine, or the API server, would refuse
@@ -317,31 +319,41 @@ def _parallel_sizes(spec: Any, source: str, out: list[Problem]) -> None:
                            hint="give each instance one MIG device", source=source))
 
 
-def _gpu_memory(instances: list, source: str, out: list[Problem]) -> None:
+def _gpu_memory(instances: list, source: str, out: list[Problem], *, target: str) -> None:
     """Instances sharing a GPU must fit: vLLM takes gpu_memory_utilization of the whole card.
-    On-demand instances take turns (the activator stops or sleeps one to start another), so a GPU
-    must hold its always-on instances plus the largest on-demand one, not all of them at once.
+    Under `up` on-demand instances take turns (the activator stops or sleeps one to start
+    another), so a GPU must hold its always-on instances plus the largest on-demand one. The
+    launcher starts them all, so there every share counts; a Compose export starts them all only
+    with `--profile on-demand`, which it is told (a warning: the export is still worth reviewing).
     Without the host's inventory an index and a UUID cannot be known to name the same GPU;
     `gpus.inventory_problems` checks that, and the memory other processes hold, where it can."""
     per_gpu: dict[Any, list[tuple[str, float, bool]]] = defaultdict(list)
     explicit = list(dict.fromkeys(gpu for spec in instances for gpu in spec.gpu.device_ids))
+    turns = target in (DOCKER, COMPOSE)
     for spec in instances:
         util = gpu_memory_utilization(spec)
         if util is None or spec.gpu.mode == "none":
             continue
         gpus = explicit + ["*"] if spec.gpu.mode == "all" else list(spec.gpu.device_ids)
-        on_demand = bool(spec.workload and spec.workload.on_demand)
+        on_demand = turns and bool(spec.workload and spec.workload.on_demand)
         for gpu in gpus:
             per_gpu[gpu].append((spec.name, util, on_demand))
     for gpu, users in per_gpu.items():
         always = [(n, u) for n, u, od in users if not od]
-        turns = [(n, u) for n, u, od in users if od]
-        largest = max(turns, key=lambda t: t[1], default=None)
+        taking_turns = [(n, u) for n, u, od in users if od]
+        largest = max(taking_turns, key=lambda t: t[1], default=None)
         total = sum(u for _, u in always) + (largest[1] if largest else 0.0)
-        if len(users) < 2 or total <= 1.0 + 1e-9:
-            continue
+        everything = sum(u for _, u, _ in users)
         label = "every GPU" if gpu == "*" else f"GPU {gpu}"
-        if largest is None or len(turns) == 1:
+        if len(users) < 2:
+            continue
+        if total <= 1.0 + 1e-9:
+            if target == COMPOSE and everything > 1.0 + 1e-9:
+                out.append(Problem("warning", "instance", f"{label}: `docker compose --profile on-demand up` starts "
+                                   f"every on-demand instance at once, and their gpu_memory_utilization sums to "
+                                   f"{everything:g} > 1 (vllm-orch's `up` runs them in turns)", source=source))
+            continue
+        if largest is None or len(taking_turns) == 1:
             names = ", ".join(f"{n} ({u:g})" for n, u, _ in users)
             message = f"{label} is shared by {names}: gpu_memory_utilization sums to {total:g} > 1"
         else:

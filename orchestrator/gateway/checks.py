@@ -37,6 +37,17 @@ def gateway_problems(resolved: Any, data: dict, source: str, target: str) -> lis
                 out.append(Problem("error", f"instance.{spec.name}.server.served_model_name",
                                    f"{name!r}: the gateway routes by model name, which must have no spaces",
                                    source=source))
+    owners: dict[str, set[str]] = {}  # a served name -> the models (first names) that answer to it
+    for spec in enabled:
+        model = spec.served_model or spec.server.get("model")
+        if isinstance(model, str):
+            for name in (model, *spec.model_aliases):
+                owners.setdefault(name, set()).add(model)
+    for name, models_of in sorted(owners.items()):
+        if len(models_of) > 1:
+            out.append(Problem("error", "instance", f"the served name {name!r} belongs to models "
+                               f"{', '.join(sorted(models_of))}: the gateway routes a name to one model",
+                               hint="give each model names of its own (served_model_name)", source=source))
     gateway_key = table.get("api_key")
     for spec in enabled:
         own_key = dict(spec.secrets).get("VLLM_API_KEY")

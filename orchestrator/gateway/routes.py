@@ -15,6 +15,9 @@ from orchestrator.value import Value
 _WILDCARDS = ("0.0.0.0", "::", "")
 
 
+ROUTE_KEYS = frozenset({"model", "instance", "address", "aliases"})  # of routes.json's entries
+
+
 class Route(Value):
     model: str
     instance: str
@@ -88,4 +91,6 @@ def describe_change(before: Iterable[Route], after: Iterable[Route]) -> list[str
             out.append(f"{name}: model {a.model} -> {b.model}")
         if a.address != b.address:
             out.append(f"{name}: {a.address} -> {b.address}")
+        if a.aliases != b.aliases:
+            out.append(f"{name}: other names {', '.join(a.aliases) or 'none'} -> {', '.join(b.aliases) or 'none'}")
     return out

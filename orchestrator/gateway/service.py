@@ -22,7 +22,7 @@ from typing import Any, Collection
 from orchestrator.backends.engine import Engine, EngineError, EngineTimeout, EngineUnreachable
 from orchestrator.errors import DockerUnavailable, OrchestratorError, PreflightError
 from orchestrator.gateway import files, haproxy
-from orchestrator.gateway.routes import Route, describe_change, models, routes_for
+from orchestrator.gateway.routes import ROUTE_KEYS, Route, describe_change, models, routes_for
 from orchestrator.gateway.settings import GATEWAY_NAME, GatewaySpec
 from orchestrator.labels import (LABEL_CONFIG, LABEL_INSTANCE, LABEL_MODEL, LABEL_OWNER, LABEL_PROJECT, LABEL_ROLE,
                                  LABEL_SPEC, LABEL_URL, OWNER_UP)
@@ -103,8 +103,9 @@ def plan(gateway: GatewaySpec | None, observed: dict | None, *, image_id: str | 
         return step(START, (f"was {observed.get('State')}",))
     served = files.current_version(gateway.host_dir)
     if served != version:
-        before = [Route(**r) for r in files.read_current(gateway.host_dir, "routes.json") or []
-                  if isinstance(r, dict) and set(r) == {"model", "instance", "address"}]
+        before = [Route(**{**r, "aliases": tuple(r.get("aliases") or ())})
+                  for r in files.read_current(gateway.host_dir, "routes.json") or []
+                  if isinstance(r, dict) and {"model", "instance", "address"} <= set(r) <= ROUTE_KEYS]
         changes = describe_change(before, routes)
         why = ("routes: " + ", ".join(changes)) if changes else "settings (port, policy, key or limits)"
         return step(RELOAD, (why,))

@@ -488,3 +488,13 @@ def test_a_request_naming_another_served_name_of_an_instance_starts_it():
     assert act.models() == {"m1", "m1-latest"}
     act.release(act.acquire("m1-latest"))
     assert control.calls == [("start", "a")]
+
+
+def test_a_log_that_cannot_be_written_never_leaves_a_start_half_done():
+    def broken(line: str) -> None:
+        raise OSError("stdout closed")
+
+    control = FakeControl(delay=0)
+    act = Activator(State(project="p", instances=(inst("a", "m1"),)), control, poll_s=0.01, drain_s=0, say=broken)
+    act.release(act.acquire("m1"))
+    assert act.tracked["a"].phase == "running" and control.calls == [("start", "a")]

@@ -102,6 +102,9 @@ def test_route_changes_are_described_for_dry_run():
     before = [Route("m1", "a", "h:1"), Route("m2", "c", "h:3")]
     after = [Route("m1", "a", "h:9"), Route("m3", "d", "h:4")]
     assert describe_change(before, after) == ["+ d (m3)", "- c (m2)", "a: h:1 -> h:9"]
+    named = [Route("m1", "a", "h:1", ("m1-latest",))]
+    assert describe_change(named, [Route("m1", "a", "h:9", ("m1-latest",))]) == ["a: h:1 -> h:9"]
+    assert describe_change(named, [Route("m1", "a", "h:1")]) == ["a: other names m1-latest -> none"]
 
 
 # ----------------------------------------------------------------------------- rendering
@@ -344,3 +347,8 @@ def test_an_instance_key_other_than_the_gateways_is_a_warning_that_never_shows_e
     assert not any("key-1" in p.format() or "key-2" in p.format() for p in problems(write_toml, text))
     same = text.replace('api_key = "inst-key-2"', 'api_key = "gw-key-1"')
     assert not [p for p in problems(write_toml, same) if p.path == "instance.c.server.api_key"]
+
+
+def test_a_served_name_two_models_claim_is_an_error(write_toml):
+    text = fleet_text().replace('served_model_name = "m2"', 'served_model_name = ["m2", "m1"]')
+    assert any("the served name 'm1' belongs to models m1, m2" in e for e in errors(write_toml, text))

@@ -307,10 +307,14 @@ def test_on_demand_instances_on_one_gpu_need_room_for_one_of_them_at_a_time(writ
         f'[instance.{n}.server]\nport = {p}\ngpu_memory_utilization = 0.4\n' for n, p in (("a", 8001), ("b", 8002)))
     project = open_project(write_toml(toml), env={}, strict=False, on_host=False)
     problems = inventory_problems(project.resolved.instances, h200(), Ours(project.name), "fleet.toml",
-                                  utilization=gpu_memory_utilization)
+                                  utilization=gpu_memory_utilization, turns=True)
     assert problems == []
+    # The launcher starts both at once: both count.
+    (launched,) = inventory_problems(project.resolved.instances, h200(), Ours(project.name), "fleet.toml",
+                                     utilization=gpu_memory_utilization)
+    assert "+ a 0.4 (57754 MiB) + b 0.4 (57754 MiB)" in launched.message
     always = toml.replace("[instance.b.docker]\non_demand = true\n", "")
     project = open_project(write_toml(always), env={}, strict=False, on_host=False)
     (problem,) = inventory_problems(project.resolved.instances, h200(), Ours(project.name), "fleet.toml",
-                                    utilization=gpu_memory_utilization)
+                                    utilization=gpu_memory_utilization, turns=True)
     assert "45662 MiB held by other processes + b 0.4 (57754 MiB) + a 0.4 (57754 MiB)" in problem.message

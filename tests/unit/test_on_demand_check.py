@@ -225,6 +225,14 @@ def test_on_demand_instances_sharing_a_gpu_take_turns_and_only_the_always_on_one
     # Always-on instances are still summed all together.
     (message,) = by_path(problems(write_toml, config(0.3, coder_on_demand=False)), "error").values()
     assert "sums to 1.5 > 1" in message
+    # The launcher starts every instance at once: every share counts there. A Compose export
+    # starts them all with its on-demand profile: a warning, the export is still made.
+    errors = by_path(problems(write_toml, config(0.3), target="local"), "error")
+    assert any("sums to 1.5 > 1" in m for m in errors.values()), errors
+    found = problems(write_toml, config(0.3), target="compose")
+    assert by_path(found, "error") == {}
+    assert "`docker compose --profile on-demand up` starts every on-demand instance at once" in \
+        " ".join(by_path(found, "warning").values())
 
 
 def test_an_instance_named_activator_restart_always_and_sleep_routes_on_the_network(write_toml):

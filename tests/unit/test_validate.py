@@ -332,8 +332,11 @@ def test_model_path_inside_the_image_is_not_checked(write_toml):
     '[instance.a.server]\nport = 8001\n[[gateway]]\nport = 8000\napi_key = "sk-LEAKME1"\n',
     '[[instance.a.server]]\nport = 8001\napi_key = "sk-LEAKME1"\n',
     '[instance.a.server]\nport = 8001\n[[instance.a.docker]]\nenv = { MY_TOKEN = "sk-LEAKME1" }\n',
+    '[instance.a.server]\nport = 8001\n[instance.a.docker]\nenv = "HF_TOKEN=sk-LEAKME1"\n',
+    '[instance.a.server]\nport = 8001\n[docker]\nimage = "i"\nsecret_env = "HF_TOKEN=sk-LEAKME1"\n',
+    '[instance.a.server]\nport = 8001\n[docker]\nimage = "i"\nsecret_env = ["HF_TOKEN=sk-LEAKME1"]\n',
 ])
 def test_a_table_of_the_wrong_shape_never_shows_the_secret_it_holds(write_toml, text):
     messages = [p.message for p in problems_of(write_toml, text)]
-    assert any("expected table, got array" in m for m in messages), messages
+    assert any("not shown" in m for m in messages), messages
     assert not any("LEAKME" in m for m in messages), messages

@@ -284,6 +284,18 @@ class InstanceSpec(Value):
         names = self.server.get("served_model_name")
         return tuple(str(n) for n in names[1:]) if isinstance(names, list) else ()
 
+    def host_listen(self) -> tuple[str, int] | None:
+        """(address, port) where the server can be reached from the host's interfaces: its
+        published port, or its own socket on the host network; None when it is not on the host."""
+        work = self.workload
+        if work is None:
+            return None
+        if work.network_mode == "host":
+            return (self.host or "0.0.0.0", self.port)
+        if work.publish is not None:
+            return (work.publish.host_address, work.publish.host_port)
+        return None
+
     def process_env(self) -> dict[str, str]:
         """Environment for the in-container (process) launcher, secrets masked."""
         env = dict(self.env)

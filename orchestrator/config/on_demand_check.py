@@ -121,15 +121,8 @@ def _dev_routes_exposed_at(spec: Any) -> str | None:
     from orchestrator.addresses import is_loopback
     from orchestrator.sleep_api import supports_sleep
 
-    work = spec.workload
-    if work is None or not supports_sleep(spec):
-        return None
-    if work.network_mode == "host":
-        host = spec.host or "0.0.0.0"
-        return None if is_loopback(host) else f"{host}:{spec.port}"
-    if work.publish is not None and not is_loopback(work.publish.host_address):
-        return f"{work.publish.host_address}:{work.publish.host_port}"
-    return None
+    listen = spec.host_listen() if supports_sleep(spec) else None
+    return f"{listen[0]}:{listen[1]}" if listen and not is_loopback(listen[0]) else None
 
 
 def _table(value: Any) -> dict:

@@ -343,10 +343,10 @@ def _gpu_memory(instances: list, source: str, out: list[Problem], *, target: str
         taking_turns = [(n, u) for n, u, od in users if od]
         largest = max(taking_turns, key=lambda t: t[1], default=None)
         total = sum(u for _, u in always) + (largest[1] if largest else 0.0)
-        everything = sum(u for _, u, _ in users)
-        label = "every GPU" if gpu == "*" else f"GPU {gpu}"
         if len(users) < 2:
             continue
+        everything = sum(u for _, u, _ in users)
+        label = "every GPU" if gpu == "*" else f"GPU {gpu}"
         if total <= 1.0 + 1e-9:
             if target == COMPOSE and everything > 1.0 + 1e-9:
                 out.append(Problem("warning", "instance", f"{label}: `docker compose --profile on-demand up` starts "
@@ -418,11 +418,13 @@ def _docker_checks(spec: Any, container: ContainerSpec, source: str, out: list[P
                                f"{container.port.host_address!r} is not an IP address",
                                hint='e.g. "127.0.0.1" (this host only) or "0.0.0.0" (every interface)', source=source))
     has_api_key = bool(dict(container.secret_env).get("VLLM_API_KEY"))  # "" is no key to vLLM
-    if container.port and address_ok and not _is_loopback(container.port.host_address) and not has_api_key:
+    listen = spec.host_listen()
+    open_to_network = listen is not None and address_ok and not _is_loopback(listen[0]) and not has_api_key
+    if open_to_network and container.network_mode != "host":
         out.append(Problem("warning", f"{path}.docker.publish_address",
-                           f"published on {container.port.host_address} without an API key: anyone on the network can use it",
+                           f"published on {listen[0]} without an API key: anyone on the network can use it",
                            hint="set server.api_key, or publish on 127.0.0.1", source=source))
-    if container.network_mode == "host" and not _is_loopback(spec.host or "") and not has_api_key:
+    if open_to_network and container.network_mode == "host":
         # No published port to keep on 127.0.0.1 here: vLLM's own socket is the host's.
         out.append(Problem("warning", f"{path}.server.host",
                            f"network_mode = \"host\" and host = {spec.host or 'unset (every interface)'!s}: the server "

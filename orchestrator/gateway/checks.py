@@ -23,12 +23,13 @@ def gateway_problems(resolved: Any, data: dict, source: str, target: str) -> lis
         out.append(Problem("error", "gateway.port", "missing: the gateway needs a host port",
                            hint="e.g. port = 8000 (or enabled = false)", source=source))
     enabled = [i for i in resolved.instances if i.enabled]
+    owners: dict[str, set[str]] = {}  # a served name -> the models (first names) that answer to it
     for spec in enabled:
         work = spec.workload
         if work is None:
             continue
-        taken = spec.port if work.network_mode == "host" else (work.publish.host_port if work.publish else None)
-        if isinstance(port, int) and taken == port:
+        listen = spec.host_listen()
+        if isinstance(port, int) and listen is not None and listen[1] == port:
             out.append(Problem("error", "gateway.port", f"host port {port} is also used by instance {spec.name!r}",
                                hint="give the gateway a port of its own", source=source))
         model = spec.served_model or spec.server.get("model")
@@ -37,11 +38,7 @@ def gateway_problems(resolved: Any, data: dict, source: str, target: str) -> lis
                 out.append(Problem("error", f"instance.{spec.name}.server.served_model_name",
                                    f"{name!r}: the gateway routes by model name, which must have no spaces",
                                    source=source))
-    owners: dict[str, set[str]] = {}  # a served name -> the models (first names) that answer to it
-    for spec in enabled:
-        model = spec.served_model or spec.server.get("model")
-        if isinstance(model, str):
-            for name in (model, *spec.model_aliases):
+            if isinstance(model, str):
                 owners.setdefault(name, set()).add(model)
     for name, models_of in sorted(owners.items()):
         if len(models_of) > 1:

@@ -126,7 +126,7 @@ def test_the_rendered_files_route_by_model_and_answer_in_openai_shapes(tmp_path)
         f"m1 {haproxy.backend_name('m1')}", f"m2 {haproxy.backend_name('m2')}"]
 
 
-def test_every_served_name_of_an_instance_is_listed_and_routed_to_its_backend(tmp_path):
+def test_every_served_name_of_an_instance_is_listed_and_routed_to_its_backend(tmp_path, write_toml):
     text = fleet_text().replace('served_model_name = "m2"', 'served_model_name = ["m2", "m2-alias", "m1"]')
     gateway, instances = gateway_of(tmp_path, text)
     rendered = haproxy.render(gateway, routes_for(instances))
@@ -136,15 +136,7 @@ def test_every_served_name_of_an_instance_is_listed_and_routed_to_its_backend(tm
         f"m1 {haproxy.backend_name('m1')}", f"m2 {haproxy.backend_name('m2')}",
         f"m2-alias {haproxy.backend_name('m2')}"]
     spaced = text.replace('"m2-alias"', '"m2 alias"')
-    assert any("'m2 alias': the gateway routes by model name" in e for e in errors(tmp_path_writer(tmp_path), spaced))
-
-
-def tmp_path_writer(tmp_path):
-    def write(text: str):
-        path = tmp_path / "aliases.toml"
-        path.write_text(text)
-        return path
-    return write
+    assert any("'m2 alias': the gateway routes by model name" in e for e in errors(write_toml, spaced))
 
 
 def test_a_model_name_cannot_break_out_of_an_answer(tmp_path):
